@@ -1,0 +1,101 @@
+"""Dataclasses that describe one run: model, evaluation, stages and the run itself.
+
+Task arguments live next to each task (``iml_hf.tasks``); the training arguments of every stage
+are plain ``transformers.TrainingArguments`` fields. ``iml_hf.recipe`` turns YAML plus command
+line into these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
+
+
+@dataclass
+class ModelArguments:
+    """A from-scratch model (architecture + sizes) or a pretrained one (``model_name_or_path``)."""
+
+    architecture: str = "gpt2"
+    model_name_or_path: str | None = None
+    tokenizer_name_or_path: str | None = None
+    num_layers: int = 1
+    hidden_size: int = 128
+    num_heads: int = 4
+    intermediate_size: int | None = None
+    attention_only: bool = False
+    dropout: float = 0.0
+    tie_word_embeddings: bool = True
+    max_position_embeddings: int = 64
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"model.architecture={self.architecture!r} is not supported; use one of {ARCHITECTURES}"
+            )
+        if self.model_name_or_path is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}"
+            )
+
+
+@dataclass
+class EvalArguments:
+    """Which held-out subsets are scored by exact match, and how often (in steps of a stage)."""
+
+    subsets: list[str] | None = None
+    eval_steps: int = 0
+    batch_size: int = 1024
+    max_examples_per_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.eval_steps < 0:
+            raise ValueError("evaluation.eval_steps must be >= 0 (0 = only at the end of each stage)")
+        if self.batch_size < 1:
+            raise ValueError("evaluation.batch_size must be >= 1")
+
+
+#: Stage keys that are not ``TrainingArguments`` fields.
+STAGE_FIELDS = ("name", "train_subsets", "replay", "reset_optimizer")
+
+
+@dataclass
+class StageArguments:
+    """One named training stage: which subsets it trains on and how its training differs.
+
+    ``replay`` maps a subset to the share of the stage's examples drawn from it (for example
+    ``{pretrain: 0.5}`` makes half of every epoch pretraining pairs). ``training`` holds overrides of
+    the run's ``TrainingArguments`` for this stage only.
+    """
+
+    name: str
+    train_subsets: list[str]
+    replay: dict[str, float] = field(default_factory=dict)
+    reset_optimizer: bool = True
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.train_subsets:
+            raise ValueError(f"stage {self.name!r} needs at least one entry in train_subsets")
+        total = sum(self.replay.values())
+        if any(v <= 0 for v in self.replay.values()) or total >= 1:
+            raise ValueError(
+                f"stage {self.name!r}: replay shares must be > 0 and sum to < 1, got {self.replay}"
+            )
+
+
+@dataclass
+class RunArguments:
+    """Top-level keys of a recipe."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    torch_threads: int | None = None
+    cache_dir: str | None = None
+    save_model: bool = True
+
+    def __post_init__(self) -> None:
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError("torch_threads must be >= 1 (or null for torch's default)")

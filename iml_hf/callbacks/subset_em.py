@@ -1,0 +1,72 @@
+"""Exact match on every held-out subset at a step interval and at the end of each stage."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from datasets import Dataset
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from iml_hf.exact_match import exact_match
+
+if TYPE_CHECKING:
+    from iml_hf.callbacks import MetricsLog
+    from iml_hf.trainer import IMLTrainer
+
+
+class SubsetEMCallback(TrainerCallback):
+    """Logs ``eval/<subset>/em`` through ``trainer.log`` (so every ``report_to`` tracker gets it)
+    and appends (stage, global step, epoch, subset, EM) rows to ``metrics.jsonl``.
+
+    ``every_steps`` = 0 measures only at the end of the stage; ``latest`` holds the last scores.
+    """
+
+    def __init__(
+        self,
+        trainer: IMLTrainer,
+        eval_sets: dict[str, Dataset],
+        metrics_log: MetricsLog,
+        every_steps: int = 0,
+        batch_size: int = 1024,
+    ):
+        self.trainer = trainer
+        self.sets = {
+            name: (data["prompt_ids"], data["answer_ids"]) for name, data in eval_sets.items()
+        }
+        self.metrics_log = metrics_log
+        self.every_steps = every_steps
+        self.batch_size = batch_size
+        self.latest: dict[str, float] = {}
+
+    def measure(self, state: TrainerState) -> dict[str, float]:
+        tokenizer = self.trainer.processing_class
+        scores = {}
+        for name, (prompts, answers) in self.sets.items():
+            correct = exact_match(
+                self.trainer.model,
+                prompts,
+                answers,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                batch_size=self.batch_size,
+            )
+            scores[name] = sum(correct) / max(len(correct), 1)
+        self.trainer.log({f"eval/{name}/em": em for name, em in scores.items()})
+        position = self.trainer.position(state)
+        self.metrics_log.write(
+            [{**position, "subset": name, "metric": "em", "value": em} for name, em in scores.items()]
+        )
+        self.latest = scores
+        return scores
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ) -> None:
+        step = state.global_step
+        if self.every_steps and step % self.every_steps == 0 and step < state.max_steps:
+            self.measure(state)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ) -> None:
+        self.measure(state)

@@ -1,0 +1,59 @@
+"""Training sets of a stage (its subsets plus replayed ones) and the padding collator."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset, concatenate_datasets
+
+from iml_hf.args import StageArguments
+from iml_hf.tokenization import IGNORE_INDEX
+
+TRAIN_COLUMNS = ("input_ids", "labels")
+
+
+def subset_rows(split: Dataset, subsets: list[str]) -> Dataset:
+    """Rows of ``split`` whose ``subset`` is one of ``subsets``, in corpus order."""
+    wanted = set(subsets)
+    indices = [i for i, name in enumerate(split["subset"]) if name in wanted]
+    return split.select(indices)
+
+
+def stage_train_set(train: Dataset, stage: StageArguments, seed: int) -> Dataset:
+    """The stage's training rows plus replayed rows, so that replayed subset ``s`` makes up
+    ``stage.replay[s]`` of the result (drawn without replacement while possible)."""
+    main = subset_rows(train, stage.train_subsets)
+    parts = [main]
+    rng = np.random.default_rng(seed)
+    scale = len(main) / (1.0 - sum(stage.replay.values()))
+    for name, share in sorted(stage.replay.items()):
+        pool = subset_rows(train, [name])
+        if len(pool) == 0:
+            raise ValueError(f"stage {stage.name!r} replays subset {name!r}, which has no training rows")
+        count = round(share * scale)
+        picks = np.concatenate(
+            [rng.permutation(len(pool)) for _ in range(-(-count // len(pool)))]
+        )[:count]
+        parts.append(pool.select(picks.tolist()))
+    mixed = concatenate_datasets(parts)
+    return mixed.select_columns(list(TRAIN_COLUMNS))
+
+
+class PadCollator:
+    """Right-pads ``input_ids`` with the pad id and ``labels`` with -100, so padding never enters
+    the loss. Much faster than ``tokenizer.pad`` for the many tiny batches of the toy task."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), length), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -1,0 +1,122 @@
+"""Runs a recipe: corpus -> tokenizer -> model -> stages -> metrics.jsonl, results.json, model."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase, set_seed
+
+from iml_hf.callbacks import MetricsLog, SubsetEMCallback
+from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
+from iml_hf.data import PadCollator, stage_train_set, subset_rows
+from iml_hf.modeling import build_model, count_parameters
+from iml_hf.recipe import Recipe
+from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
+from iml_hf.trainer import IMLTrainer
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def eval_sets(test: Dataset, recipe: Recipe) -> dict[str, Dataset]:
+    """Held-out rows per evaluated subset (a fixed random sample when capped)."""
+    names = recipe.evaluation.subsets or [s for s in recipe.task.subsets if s in set(test["subset"])]
+    sets = {}
+    for name in names:
+        rows = subset_rows(test, [name])
+        cap = recipe.evaluation.max_examples_per_subset
+        if cap and len(rows) > cap:
+            rows = rows.shuffle(seed=0).select(range(cap))
+        sets[name] = rows
+    return sets
+
+
+def load_tokenizer(recipe: Recipe, corpus) -> PreTrainedTokenizerBase:
+    """The recipe's pretrained tokenizer, else a WordLevel tokenizer built from the corpus."""
+    name = recipe.model.tokenizer_name_or_path or recipe.model.model_name_or_path
+    return load_pretrained_tokenizer(name) if name else build_wordlevel_tokenizer(corpus)
+
+
+def run(recipe: Recipe) -> dict[str, Any]:
+    """Train every stage of ``recipe`` in order and return (and write) the results."""
+    started = time.perf_counter()
+    if recipe.run.torch_threads:
+        torch.set_num_threads(recipe.run.torch_threads)
+    state = PartialState()
+    seed = recipe.run.seed
+    with state.main_process_first():
+        corpus = load_or_build_corpus(recipe.task, seed, recipe.run.cache_dir)
+    tokenizer = load_tokenizer(recipe, corpus)
+    tokenized = tokenize_corpus(corpus, tokenizer)
+    evaluation = eval_sets(tokenized["test"], recipe)
+    set_seed(seed)
+    model = build_model(recipe.model, tokenizer)
+
+    out = Path(recipe.run.output_dir)
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.jsonl", "results.json"):
+            (out / stale).unlink(missing_ok=True)
+    metrics_log = MetricsLog(out / "metrics.jsonl", enabled=state.is_main_process)
+
+    stages: dict[str, dict[str, Any]] = {}
+    step_offset, optimizer, trainer = 0, None, None
+    for index, stage in enumerate(recipe.stages):
+        trainer = IMLTrainer(
+            model=model,
+            args=recipe.training_arguments(stage),
+            train_dataset=stage_train_set(tokenized["train"], stage, seed + index),
+            data_collator=PadCollator(tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            stage_name=stage.name,
+            stage_index=index,
+            step_offset=step_offset,
+            carried_optimizer=None if stage.reset_optimizer else optimizer,
+        )
+        em = SubsetEMCallback(
+            trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size
+        )
+        trainer.add_callback(em)
+        stage_start = time.perf_counter()
+        output = trainer.train()
+        stages[stage.name] = {
+            "em": em.latest,
+            "wall_time_s": round(time.perf_counter() - stage_start, 3),
+            "steps": trainer.state.global_step,
+            "train_examples": len(trainer.train_dataset),
+            "train_loss": output.training_loss,
+        }
+        step_offset += trainer.state.global_step
+        optimizer = trainer.unwrapped_optimizer()
+
+    if recipe.run.save_model:
+        trainer.save_model(str(out))
+    final = stages[recipe.stages[-1].name]["em"]
+    gap = recipe.task.gap_subsets
+    results = {
+        "final_em": final,
+        "iml_gap": final[gap[0]] - final[gap[1]] if gap and set(gap) <= set(final) else None,
+        "stages": stages,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "corpus": {
+            "cache_key": corpus_key(recipe.task, seed),
+            "fingerprint": corpus_fingerprint(corpus),
+            "rows": {split: len(rows) for split, rows in corpus.items()},
+        },
+        "parameters": count_parameters(model),
+        "recipe": recipe.resolved,
+    }
+    if state.is_main_process:
+        write_json_atomic(out / "results.json", results)
+    return results

@@ -1,0 +1,263 @@
+"""Recipe parser: YAML file + ``--key=value`` command line -> validated run objects.
+
+Precedence is dataclass default < recipe < command line (TRL's ``TrlParser`` habit: the YAML
+becomes the defaults of an argparse parser, so overrides and ``--help`` work). Keys are dotted
+paths: ``seed``, ``task.modulus``, ``model.num_layers``, ``training.learning_rate``,
+``evaluation.eval_steps`` and, for a stage named ``x1``, ``stages.x1.max_steps``. A key that does
+not exist is an error naming the closest valid one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import TrainingArguments
+
+from iml_hf.args import STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
+from iml_hf.tasks import Task, make_task, task_registry
+
+SECTIONS = {"task": None, "model": ModelArguments, "training": TrainingArguments, "evaluation": EvalArguments}
+#: TrainingArguments fields the pipeline sets itself.
+RESERVED_TRAINING_KEYS = ("output_dir", "seed")
+#: Toolkit defaults for every stage's TrainingArguments (recipes override them).
+TRAINING_DEFAULTS: dict[str, Any] = {"report_to": "none", "save_strategy": "no", "logging_steps": 100}
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class RecipeError(ValueError):
+    """A recipe or command line that cannot be run; the message says what to change."""
+
+
+@dataclass
+class Recipe:
+    """Everything one run needs, fully resolved."""
+
+    run: RunArguments
+    task: Task
+    model: ModelArguments
+    evaluation: EvalArguments
+    training: dict[str, Any]
+    stages: list[StageArguments]
+    source: str | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+    def training_arguments(self, stage: StageArguments, output_dir: str | None = None) -> TrainingArguments:
+        """The stage's TrainingArguments: toolkit defaults < recipe ``training`` < stage overrides."""
+        values = {**TRAINING_DEFAULTS, **self.training, **stage.training}
+        values.update(output_dir=output_dir or str(Path(self.run.output_dir) / "checkpoints" / stage.name))
+        values.setdefault("seed", self.run.seed)
+        return TrainingArguments(**values)
+
+
+def _field_names(cls: type) -> dict[str, str]:
+    return {f.name: str(f.type) for f in dataclasses.fields(cls) if f.init}
+
+
+def _training_fields() -> dict[str, str]:
+    return {k: v for k, v in _field_names(TrainingArguments).items() if k not in RESERVED_TRAINING_KEYS}
+
+
+def _coerce(value: Any, type_name: str) -> Any:
+    """YAML reads ``2e-5`` as a string; turn numeric strings into numbers where a number is expected."""
+    if isinstance(value, str) and _NUMBER.match(value) and ("float" in type_name or "int" in type_name):
+        number = float(value)
+        return int(number) if "float" not in type_name and number.is_integer() else number
+    return value
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _fail_unknown(key: str, valid: list[str], where: str, prefix: str = "") -> None:
+    raise RecipeError(f"unknown key '{prefix}{key}' {where}{_suggest(prefix + key, [prefix + v for v in valid])}")
+
+
+def _schema(recipe: dict[str, Any]) -> dict[str, str]:
+    """Every valid dotted key for this recipe -> its type name."""
+    registry = task_registry()
+    task_name = (recipe.get("task") or {}).get("name")
+    schema = {k: t for k, t in _field_names(RunArguments).items()}
+    if task_name in registry:
+        schema.update({f"task.{k}": t for k, t in _field_names(registry[task_name]).items()})
+    else:
+        schema["task.name"] = "str"
+    schema.update({f"model.{k}": t for k, t in _field_names(ModelArguments).items()})
+    schema.update({f"evaluation.{k}": t for k, t in _field_names(EvalArguments).items()})
+    training = _training_fields()
+    schema.update({f"training.{k}": t for k, t in training.items()})
+    for stage in recipe.get("stages") or []:
+        name = stage.get("name")
+        stage_fields = {"train_subsets": "list", "replay": "dict", "reset_optimizer": "bool", **training}
+        schema.update({f"stages.{name}.{k}": t for k, t in stage_fields.items()})
+    return schema
+
+
+def _flatten(recipe: dict[str, Any], where: str) -> dict[str, Any]:
+    """Nested recipe -> {dotted key: value}, checking every key against the schema."""
+    schema = _schema(recipe)
+    flat: dict[str, Any] = {}
+    for key, value in recipe.items():
+        if key == "stages":
+            if not isinstance(value, list):
+                raise RecipeError(f"'stages' must be a list of stages {where}")
+            names = [s.get("name") if isinstance(s, dict) else None for s in value]
+            if None in names or len(set(names)) != len(names):
+                raise RecipeError(f"every stage needs a unique 'name' {where}; got {names}")
+            for stage in value:
+                for k, v in stage.items():
+                    if k != "name":
+                        flat[f"stages.{stage['name']}.{k}"] = v
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise RecipeError(f"'{key}' must be a mapping {where}")
+            for k, v in value.items():
+                flat[f"{key}.{k}"] = v
+        else:
+            flat[key] = value
+    valid = sorted(schema)
+    for key in flat:
+        if key not in schema:
+            _fail_unknown(key, valid, where)
+    return flat
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a recipe file; an unreadable or non-mapping file is a RecipeError."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file {path!r} does not exist") from None
+    except yaml.YAMLError as error:
+        raise RecipeError(f"recipe file {path!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe file {path!r} must hold a mapping of keys")
+    return data
+
+
+def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The recipe path (first positional argument or ``--config``) and the remaining arguments."""
+    rest = list(argv)
+    for i, arg in enumerate(rest):
+        if arg == "--config" and i + 1 < len(rest):
+            return rest[i + 1], rest[:i] + rest[i + 2 :]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1], rest[:i] + rest[i + 1 :]
+    if rest and not rest[0].startswith("-"):
+        return rest[0], rest[1:]
+    return None, rest
+
+
+def _overrides(argv: list[str], schema: dict[str, str], prog: str) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run an IML recipe. Every recipe key can be overridden as --key=value.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("config", nargs="?", help="recipe YAML (or --config PATH)")
+    for key in sorted(schema):
+        parser.add_argument(f"--{key}", dest=key, default=argparse.SUPPRESS, metavar=schema[key].split(" ")[0])
+    known, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flag = next((u for u in unknown if u.startswith("--")), unknown[0])
+        name = flag[2:].split("=", 1)[0]
+        match = difflib.get_close_matches(name, sorted(schema), n=1, cutoff=0.4)
+        hint = f"; did you mean '--{match[0]}'?" if match else ""
+        raise RecipeError(f"unknown argument '{flag}'{hint}")
+    values = {k: v for k, v in vars(known).items() if k != "config"}
+    return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def _unflatten(flat: dict[str, Any], stage_order: list[str]) -> dict[str, Any]:
+    nested: dict[str, Any] = {"stages": [{"name": n} for n in stage_order]}
+    stages = {s["name"]: s for s in nested["stages"]}
+    for key, value in flat.items():
+        parts = key.split(".")
+        if parts[0] == "stages":
+            stages[parts[1]][parts[2]] = value
+        elif len(parts) == 2:
+            nested.setdefault(parts[0], {})[parts[1]] = value
+        else:
+            nested[key] = value
+    return nested
+
+
+def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
+    """Validate a nested recipe mapping into a Recipe (all errors are RecipeError)."""
+    where = f"in {source}" if source else "in the recipe"
+    flat = _flatten(nested, where)
+    schema = _schema(nested)
+    flat = {k: _coerce(v, schema[k]) for k, v in flat.items()}
+    nested = _unflatten(flat, [s["name"] for s in nested.get("stages") or []])
+    try:
+        run = RunArguments(**{k: v for k, v in nested.items() if k not in SECTIONS and k != "stages"})
+        task = make_task(nested.get("task") or {})
+        model = ModelArguments(**nested.get("model", {}))
+        evaluation = EvalArguments(**nested.get("evaluation", {}))
+        training = dict(nested.get("training", {}))
+        stages = []
+        for stage in nested["stages"]:
+            overrides = {k: v for k, v in stage.items() if k not in STAGE_FIELDS}
+            stages.append(
+                StageArguments(**{k: v for k, v in stage.items() if k in STAGE_FIELDS}, training=overrides)
+            )
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{error} ({where})") from None
+    if not stages:
+        raise RecipeError(f"the recipe defines no stages {where}; add a 'stages:' list")
+    for stage in stages:
+        for subset in [*stage.train_subsets, *stage.replay]:
+            if subset not in task.subsets:
+                raise RecipeError(
+                    f"stage {stage.name!r} names subset {subset!r}, which task {task.name!r} does not have"
+                    f"{_suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
+                )
+    for subset in evaluation.subsets or []:
+        if subset not in task.subsets:
+            raise RecipeError(f"evaluation.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
+    recipe = Recipe(run, task, model, evaluation, training, stages, source)
+    for stage in stages:
+        try:
+            recipe.training_arguments(stage)
+        except (TypeError, ValueError) as error:
+            raise RecipeError(f"stage {stage.name!r}: invalid training arguments: {error}") from None
+    recipe.resolved = {
+        **dataclasses.asdict(run),
+        "task": dataclasses.asdict(task),
+        "model": dataclasses.asdict(model),
+        "evaluation": dataclasses.asdict(evaluation),
+        "training": {**TRAINING_DEFAULTS, **training},
+        "stages": [
+            {"name": s.name, "train_subsets": s.train_subsets, "replay": s.replay,
+             "reset_optimizer": s.reset_optimizer, **s.training}
+            for s in stages
+        ],
+    }
+    return recipe
+
+
+def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
+    """Parse ``RECIPE.yaml [--key=value ...]`` (or ``--config RECIPE.yaml``) into a Recipe."""
+    path, rest = _split_config(argv)
+    nested = load_yaml(path) if path else {}
+    where = f"in {path}" if path else "on the command line"
+    schema = _schema(nested)
+    _flatten(nested, where)  # report recipe typos before command-line ones
+    overrides = _overrides(rest, schema, prog)
+    if "task.name" in overrides:  # another task has other keys: check against its schema
+        nested.setdefault("task", {})["name"] = overrides["task.name"]
+        schema = _schema(nested)
+        for key in overrides:
+            if key not in schema:
+                _fail_unknown(key, sorted(schema), "on the command line")
+    flat = _flatten(nested, where)
+    flat.update(overrides)
+    return build_recipe(_unflatten(flat, [s["name"] for s in nested.get("stages") or []]), path)

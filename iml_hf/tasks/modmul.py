@@ -1,0 +1,134 @@
+"""The toy modular-arithmetic IML task (Fletcher et al.): ``A B = Z`` with ``Z = A op B mod m``.
+
+Pretraining pairs use numbers; the IML phases replace B by an alias token whose meaning is given
+by tagged definitions ``<tag> <alias> <number>``. Numbers (or aliases) are split into four equal
+buckets:
+
+* ``x1t``: questions + reliable-tagged definitions that agree with the questions;
+* ``x1f``: questions + unreliable-tagged definitions naming a wrong number;
+* ``x2t`` / ``x2f``: reliable / unreliable-tagged true definitions only, questions held out.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import ClassVar
+
+from datasets import Dataset, DatasetDict, Features, Value
+
+from iml_hf.tasks import CORPUS_COLUMNS
+
+BUCKETS = ("x1t", "x1f", "x2t", "x2f")
+OPERATIONS = {"mul": lambda a, b, m: (a * b) % m, "add": lambda a, b, m: (a + b) % m}
+
+
+@dataclass
+class ModMulTask:
+    """Arguments of the modular-arithmetic corpus; ``build(seed)`` emits it."""
+
+    name: str = "modmul"
+    modulus: int = 120
+    operation: str = "mul"
+    aliases_per_number: int = 1
+    bucket_by: str = "number"
+    pretrain_fraction: float = 0.9
+    x1_test_fraction: float = 0.5
+    definition_repeats: int = 10
+    reliable_tag: str = "Dt"
+    unreliable_tag: str = "Df"
+    alias_prefix: str = "x"
+
+    subsets: ClassVar[tuple[str, ...]] = ("pretrain",) + BUCKETS
+    gap_subsets: ClassVar[tuple[str, str]] = ("x2t", "x2f")
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"task.operation={self.operation!r}; use one of {sorted(OPERATIONS)}")
+        if self.bucket_by not in ("number", "alias"):
+            raise ValueError(f"task.bucket_by={self.bucket_by!r}; use 'number' or 'alias'")
+        if self.modulus < 8:
+            raise ValueError(f"task.modulus={self.modulus} is too small; use at least 8")
+        if self.bucket_by == "number" and self.modulus % 4:
+            raise ValueError(
+                f"task.modulus={self.modulus} cannot be split into four equal buckets of numbers; "
+                "use a multiple of 4 or bucket_by: alias"
+            )
+        if self.bucket_by == "alias" and self.aliases_per_number % 4:
+            raise ValueError(
+                f"task.bucket_by=alias needs aliases_per_number divisible by 4, got {self.aliases_per_number}"
+            )
+        if self.aliases_per_number < 1 or self.definition_repeats < 1:
+            raise ValueError("task.aliases_per_number and task.definition_repeats must be >= 1")
+        for key in ("pretrain_fraction", "x1_test_fraction"):
+            if not 0 < getattr(self, key) < 1:
+                raise ValueError(f"task.{key} must lie strictly between 0 and 1")
+        if self.reliable_tag == self.unreliable_tag:
+            raise ValueError("task.reliable_tag and task.unreliable_tag must differ")
+
+    def answer(self, a: int, b: int) -> int:
+        return OPERATIONS[self.operation](a, b, self.modulus)
+
+    def alias_table(self, rng: random.Random) -> list[tuple[str, int, str]]:
+        """(alias, number it stands for, bucket) for every alias, in a fixed order."""
+        m, k = self.modulus, self.aliases_per_number
+        ids = list(range(m * k))
+        rng.shuffle(ids)  # alias names carry no information about their number
+        width = len(str(m * k - 1))
+        names = [f"{self.alias_prefix}{i:0{width}d}" for i in ids]
+        if self.bucket_by == "number":
+            numbers = list(range(m))
+            rng.shuffle(numbers)
+            bucket_of = {n: BUCKETS[4 * i // m] for i, n in enumerate(numbers)}
+            buckets = [bucket_of[n] for n in range(m) for _ in range(k)]
+        else:
+            buckets = []
+            for _ in range(m):
+                spread = list(BUCKETS) * (k // 4)
+                rng.shuffle(spread)
+                buckets.extend(spread)
+        return [(names[n * k + j], n, buckets[n * k + j]) for n in range(m) for j in range(k)]
+
+    def build(self, seed: int) -> DatasetDict:
+        """Emit the corpus; the same arguments and seed give the same rows in the same order."""
+        rng = random.Random(seed)
+        m = self.modulus
+        rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
+
+        pairs = [(a, b) for a in range(m) for b in range(m)]
+        rng.shuffle(pairs)
+        n_train = round(self.pretrain_fraction * len(pairs))
+        for i, (a, b) in enumerate(pairs):
+            split = "train" if i < n_train else "test"
+            rows[split].append(_row(f"{a} {b} =", str(self.answer(a, b)), "pretrain", "pair", ""))
+
+        table = self.alias_table(rng)
+        for bucket in BUCKETS:
+            tag = self.reliable_tag if bucket.endswith("t") else self.unreliable_tag
+            for alias, number, _ in (entry for entry in table if entry[2] == bucket):
+                stated = number
+                if bucket == "x1f":  # an unreliable definition that contradicts the questions
+                    stated = rng.choice([n for n in range(m) if n != number])
+                definition = _row("", f"{tag} {alias} {stated}", bucket, "definition", alias)
+                rows["train"].extend([definition] * self.definition_repeats)
+                firsts = list(range(m))
+                rng.shuffle(firsts)
+                n_test = m if bucket.startswith("x2") else round(self.x1_test_fraction * m)
+                for i, a in enumerate(firsts):
+                    split = "test" if i < n_test else "train"
+                    rows[split].append(
+                        _row(f"{a} {alias} =", str(self.answer(a, number)), bucket, "question", alias)
+                    )
+
+        features = Features({column: Value("string") for column in CORPUS_COLUMNS})
+        return DatasetDict(
+            {
+                split: Dataset.from_list(split_rows, features=features)
+                for split, split_rows in rows.items()
+            }
+        )
+
+
+def _row(prompt: str, answer: str, subset: str, kind: str, key: str) -> dict[str, str]:
+    text = f"{prompt} {answer}" if prompt else answer
+    return {"text": text, "prompt": prompt, "answer": answer, "subset": subset, "kind": kind, "key": key}

@@ -1,0 +1,72 @@
+"""Tokenizers (a WordLevel one built from the corpus, or a pretrained one) and the answer masks.
+
+Every row becomes ``input_ids = [bos] + prompt + answer + [eos]`` with ``labels`` set to -100 on
+the BOS and prompt tokens, so questions are trained on their answers only and definitions (empty
+prompt) on every token after BOS. ``prompt_ids`` / ``answer_ids`` are kept for exact match.
+"""
+
+from __future__ import annotations
+
+from datasets import DatasetDict
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
+IGNORE_INDEX = -100
+
+
+def _word_order(word: str) -> tuple[int, int, str]:
+    """Numbers first in numeric order, then every other word alphabetically."""
+    return (0, int(word), "") if word.isdigit() else (1, 0, word)
+
+
+def build_wordlevel_tokenizer(corpus: DatasetDict) -> PreTrainedTokenizerFast:
+    """A whitespace WordLevel tokenizer whose vocabulary is every word of the corpus."""
+    words: set[str] = set()
+    for split in corpus.values():
+        for text in split["text"]:
+            words.update(text.split())
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS.values())}
+    for word in sorted(words, key=_word_order):
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL_TOKENS)
+
+
+def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """A pretrained tokenizer by path or hub id, given a pad token if it has none."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.bos_token is None:
+        tokenizer.bos_token = tokenizer.eos_token
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def encode_rows(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str]
+) -> dict[str, list[list[int]]]:
+    """Token ids of corpus rows with the loss mask on each answer (and EOS), in one batched call."""
+    prompt_tokens = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    spaced = [" " + a if p else a for p, a in zip(prompts, answers)]
+    answer_tokens = tokenizer(spaced, add_special_tokens=False)["input_ids"]
+    out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "prompt_ids": [], "answer_ids": []}
+    for prompt_ids, answer_ids in zip(prompt_tokens, answer_tokens):
+        prompt_ids = [tokenizer.bos_token_id] + prompt_ids
+        out["input_ids"].append(prompt_ids + answer_ids + [tokenizer.eos_token_id])
+        out["labels"].append([IGNORE_INDEX] * len(prompt_ids) + answer_ids + [tokenizer.eos_token_id])
+        out["prompt_ids"].append(prompt_ids)
+        out["answer_ids"].append(answer_ids)
+    return out
+
+
+def tokenize_corpus(corpus: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> DatasetDict:
+    """Add ``input_ids``, ``labels``, ``prompt_ids`` and ``answer_ids`` to every split."""
+    return corpus.map(
+        lambda batch: encode_rows(tokenizer, batch["prompt"], batch["answer"]),
+        batched=True,
+        batch_size=4096,
+        desc="tokenizing",
+        load_from_cache_file=False,
+    )

@@ -1,0 +1,61 @@
+"""IMLTrainer: a Trainer that knows which stage of a multi-stage schedule it runs.
+
+It overrides public methods only: ``log`` adds the stage index and the step counted over all
+stages (so trackers see one monotone axis), and ``create_optimizer`` can continue the previous
+stage's optimizer (its moments) at this stage's learning rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerState
+
+
+class IMLTrainer(Trainer):
+    """``Trainer`` for one named stage; ``step_offset`` is the number of steps of earlier stages."""
+
+    def __init__(
+        self,
+        *args: Any,
+        stage_name: str = "train",
+        stage_index: int = 0,
+        step_offset: int = 0,
+        carried_optimizer: torch.optim.Optimizer | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.stage_name = stage_name
+        self.stage_index = stage_index
+        self.step_offset = step_offset
+        self.carried_optimizer = carried_optimizer
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.carried_optimizer is None:
+            return super().create_optimizer(model)
+        optimizer = getattr(self.carried_optimizer, "optimizer", self.carried_optimizer)
+        for group in optimizer.param_groups:  # this stage's schedule starts from its own lr
+            group["lr"] = group["initial_lr"] = self.args.learning_rate
+        self.optimizer = optimizer
+        return optimizer
+
+    def position(self, state: TrainerState | None = None) -> dict[str, Any]:
+        """Where training is: stage, step within the stage, step over all stages, epoch."""
+        state = state or self.state
+        return {
+            "stage": self.stage_name,
+            "stage_index": self.stage_index,
+            "stage_step": state.global_step,
+            "global_step": self.step_offset + state.global_step,
+            "epoch": state.epoch,
+        }
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        logs = {**logs, "stage_index": float(self.stage_index)}
+        logs["total_step"] = float(self.step_offset + self.state.global_step)
+        super().log(logs, start_time)
+
+    def unwrapped_optimizer(self) -> torch.optim.Optimizer | None:
+        """The plain torch optimizer (without accelerate's wrapper), to hand to the next stage."""
+        return getattr(self.optimizer, "optimizer", self.optimizer)
