@@ -86,10 +86,14 @@ def _schema(recipe: dict[str, Any]) -> dict[str, str]:
     registry = task_registry()
     task_name = (recipe.get("task") or {}).get("name")
     schema = {k: t for k, t in _field_names(RunArguments).items()}
-    if task_name in registry:
-        schema.update({f"task.{k}": t for k, t in _field_names(registry[task_name]).items()})
-    else:
-        schema["task.name"] = "str"
+    if task_name is None:
+        raise RecipeError(f"the recipe needs task.name; available tasks: {sorted(registry)}")
+    if task_name not in registry:
+        raise RecipeError(
+            f"task.name={task_name!r} is unknown{_suggest(task_name, sorted(registry))} "
+            f"(available tasks: {sorted(registry)})"
+        )
+    schema.update({f"task.{k}": t for k, t in _field_names(registry[task_name]).items()})
     schema.update({f"model.{k}": t for k, t in _field_names(ModelArguments).items()})
     schema.update({f"evaluation.{k}": t for k, t in _field_names(EvalArguments).items()})
     training = _training_fields()

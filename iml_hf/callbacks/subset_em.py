@@ -31,7 +31,7 @@ class SubsetEMCallback(TrainerCallback):
     ):
         self.trainer = trainer
         self.sets = {
-            name: (data["prompt_ids"], data["answer_ids"]) for name, data in eval_sets.items()
+            name: (list(data["prompt_ids"]), list(data["answer_ids"])) for name, data in eval_sets.items()
         }
         self.metrics_log = metrics_log
         self.every_steps = every_steps

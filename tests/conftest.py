@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny modmul corpus, its tokenizer and a tiny recipe, all built in the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from iml_hf.tasks.modmul import ModMulTask
+from iml_hf.tokenization import build_wordlevel_tokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test session caches corpora in its own temporary directory."""
+    monkeypatch.setenv("IML_HF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_task() -> ModMulTask:
+    return ModMulTask(modulus=8, aliases_per_number=2, definition_repeats=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tiny_task):
+    return tiny_task.build(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_corpus):
+    return build_wordlevel_tokenizer(tiny_corpus)
+
+
+TINY_RECIPE = {
+    "output_dir": "OVERRIDE",
+    "seed": 0,
+    "torch_threads": 1,
+    "task": {"name": "modmul", "modulus": 8, "aliases_per_number": 2, "definition_repeats": 2},
+    "model": {"architecture": "gpt2", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
+    "training": {
+        "per_device_train_batch_size": 16,
+        "learning_rate": "3e-3",
+        "logging_steps": 5,
+        "disable_tqdm": True,
+    },
+    "evaluation": {"eval_steps": 3},
+    "stages": [
+        {"name": "pretrain", "train_subsets": ["pretrain"], "max_steps": 6},
+        {"name": "x1", "train_subsets": ["x1t", "x1f"], "replay": {"pretrain": 0.5}, "max_steps": 4},
+        {"name": "x2", "train_subsets": ["x2t", "x2f"], "max_steps": 4, "learning_rate": 1.0e-3},
+    ],
+}
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path) -> Path:
+    """A tiny three-stage recipe file whose output_dir lies in the test's temporary directory."""
+    recipe = {**TINY_RECIPE, "output_dir": str(tmp_path / "run")}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path

@@ -1,0 +1,97 @@
+"""Recipe parsing: precedence, nested stage overrides, and errors that name the closest key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from iml_hf.recipe import RecipeError, parse_recipe
+
+
+def _write(tmp_path, recipe, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return str(path)
+
+
+def test_precedence_default_recipe_command_line(tiny_recipe):
+    recipe = parse_recipe([str(tiny_recipe)])
+    assert recipe.task.modulus == 8  # recipe beats the default (120)
+    assert recipe.task.x1_test_fraction == 0.5  # default where the recipe is silent
+    assert recipe.training["learning_rate"] == 3e-3  # "3e-3" string coerced to a number
+    x2 = recipe.training_arguments(recipe.stages[2])
+    assert x2.learning_rate == 1e-3 and x2.max_steps == 4 and x2.seed == 0
+
+    recipe = parse_recipe([str(tiny_recipe), "--seed", "3", "--task.modulus=12",
+                           "--stages.x2.learning_rate=5e-4", "--training.weight_decay=0.2",
+                           "--stages.x1.replay={pretrain: 0.25}"])
+    assert recipe.run.seed == 3 and recipe.task.modulus == 12
+    x1, x2 = (recipe.training_arguments(s) for s in recipe.stages[1:])
+    assert x2.learning_rate == 5e-4 and x2.seed == 3
+    assert x1.learning_rate == 3e-3 and x1.weight_decay == 0.2
+    assert recipe.stages[1].replay == {"pretrain": 0.25}
+    assert recipe.resolved["stages"][2]["learning_rate"] == 5e-4
+    assert recipe.resolved["task"]["definition_repeats"] == 2
+
+
+def test_config_flag_is_equivalent_to_positional(tiny_recipe):
+    assert parse_recipe(["--config", str(tiny_recipe)]).resolved == parse_recipe([str(tiny_recipe)]).resolved
+
+
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [
+        (["--trainig.learning_rate=1e-3"], "did you mean '--training.learning_rate'"),
+        (["--stages.x1.learnig_rate=1e-3"], "did you mean '--stages.x1.learning_rate'"),
+        (["--task.modulos=12"], "did you mean '--task.modulus'"),
+        (["--sed=3"], "did you mean '--seed'"),
+    ],
+)
+def test_misspelled_command_line_key(tiny_recipe, argv_tail, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe([str(tiny_recipe), *argv_tail])
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r["model"].update(num_layer=2), "did you mean 'model.num_layers'"),
+        (lambda r: r["training"].update(per_device_train_batchsize=2), "training.per_device_train_batch_size"),
+        (lambda r: r["stages"][1].update(max_step=3), "did you mean 'stages.x1.max_steps'"),
+        (lambda r: r.update(sead=1), "did you mean 'seed'"),
+        (lambda r: r["stages"][1].update(train_subsets=["x1true"]), "did you mean 'x1t'"),
+        (lambda r: r["model"].update(architecture="gpt3"), "model.architecture='gpt3'"),
+        (lambda r: r["task"].update(name="modmull"), "task.name='modmull' is unknown"),
+        (lambda r: r["training"].update(lr_scheduler_type="cosinus"), "invalid training arguments"),
+        (lambda r: r.update(stages=[]), "defines no stages"),
+    ],
+)
+def test_bad_recipes_name_what_is_wrong(tmp_path, tiny_recipe, edit, message):
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    edit(recipe)
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe([_write(tmp_path, recipe)])
+
+
+def test_cli_error_exits_2_and_writes_nothing(tmp_path, tiny_recipe):
+    out = tmp_path / "never"
+    done = subprocess.run(
+        [sys.executable, "-m", "iml_hf.train", str(tiny_recipe), f"--output_dir={out}", "--model.hiden_size=8"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 2
+    assert "did you mean '--model.hidden_size'" in done.stderr
+    assert not out.exists()
+    missing = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tmp_path / "nope.yaml")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_help_lists_recipe_keys(tiny_recipe):
+    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tiny_recipe), "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "--stages.x2.learning_rate" in done.stdout and "--task.aliases_per_number" in done.stdout
