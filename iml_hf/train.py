@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except RecipeError as error:
         print(f"iml_hf.train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    import datasets
+
     from iml_hf.pipeline import run  # heavy imports only once the arguments are known to be good
+
+    datasets.disable_progress_bars()  # corpus building and tokenizing take seconds; keep the log readable
 
     results = run(recipe)
     from accelerate import PartialState
