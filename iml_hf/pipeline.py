@@ -29,6 +29,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _remove_empty_dirs(root: Path) -> None:
+    """Drop the per-stage checkpoint folders the Trainer created but saved nothing into."""
+    if root.is_dir():
+        for folder in [*root.iterdir(), root]:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
 def eval_sets(test: Dataset, recipe: Recipe) -> dict[str, Dataset]:
     """Held-out rows per evaluated subset (a fixed random sample when capped)."""
     names = recipe.evaluation.subsets or [s for s in recipe.task.subsets if s in set(test["subset"])]
@@ -100,6 +108,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
         step_offset += trainer.state.global_step
         optimizer = trainer.unwrapped_optimizer()
 
+    if state.is_main_process:
+        _remove_empty_dirs(out / "checkpoints")
     if recipe.run.save_model:
         trainer.save_model(str(out))
     final = stages[recipe.stages[-1].name]["em"]

@@ -30,6 +30,7 @@ def test_main_writes_results_metrics_and_a_loadable_model(monkeypatch, tiny_reci
     assert saved["iml_gap"] == final["x2t"] - final["x2f"]
     assert saved["recipe"]["stages"][2]["learning_rate"] == 1e-3
     assert all(saved["stages"][s]["wall_time_s"] > 0 for s in saved["stages"])
+    assert not (out / "checkpoints").exists()  # nothing was checkpointed, so no empty folders either
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # every 3 steps inside a stage plus the end of each stage, for 5 subsets
