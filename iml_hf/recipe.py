@@ -216,7 +216,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     except (TypeError, ValueError) as error:
         raise RecipeError(f"{error} ({where})") from None
     if not stages:
-        raise RecipeError(f"the recipe defines no stages {where}; add a 'stages:' list")
+        raise RecipeError(f"no stages are defined {where}; add a 'stages:' list")
     for stage in stages:
         for subset in [*stage.train_subsets, *stage.replay]:
             if subset not in task.subsets:
@@ -252,16 +252,18 @@ def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
     """Parse ``RECIPE.yaml [--key=value ...]`` (or ``--config RECIPE.yaml``) into a Recipe."""
     path, rest = _split_config(argv)
     nested = load_yaml(path) if path else {}
+    task = nested.setdefault("task", {}) if isinstance(nested.get("task", {}), dict) else {}
+    for i, arg in enumerate(rest):  # the task decides which task.* keys exist
+        if arg.startswith("--task.name="):
+            task["name"] = arg.split("=", 1)[1]
+        elif arg == "--task.name" and i + 1 < len(rest):
+            task["name"] = rest[i + 1]
+    if "name" not in task and {"-h", "--help"} & set(rest):
+        task["name"] = sorted(task_registry())[0]  # --help without a recipe: show a task's keys
     where = f"in {path}" if path else "on the command line"
     schema = _schema(nested)
     _flatten(nested, where)  # report recipe typos before command-line ones
     overrides = _overrides(rest, schema, prog)
-    if "task.name" in overrides:  # another task has other keys: check against its schema
-        nested.setdefault("task", {})["name"] = overrides["task.name"]
-        schema = _schema(nested)
-        for key in overrides:
-            if key not in schema:
-                _fail_unknown(key, sorted(schema), "on the command line")
     flat = _flatten(nested, where)
     flat.update(overrides)
     return build_recipe(_unflatten(flat, [s["name"] for s in nested.get("stages") or []]), path)

@@ -66,7 +66,7 @@ def test_misspelled_command_line_key(tiny_recipe, argv_tail, message):
         (lambda r: r["model"].update(architecture="gpt3"), "model.architecture='gpt3'"),
         (lambda r: r["task"].update(name="modmull"), "task.name='modmull' is unknown"),
         (lambda r: r["training"].update(lr_scheduler_type="cosinus"), "invalid training arguments"),
-        (lambda r: r.update(stages=[]), "defines no stages"),
+        (lambda r: r.update(stages=[]), "no stages are defined"),
     ],
 )
 def test_bad_recipes_name_what_is_wrong(tmp_path, tiny_recipe, edit, message):
