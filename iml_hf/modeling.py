@@ -45,28 +45,20 @@ def build_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pr
             attn_pdrop=args.dropout,
             **ids,
         )
-    elif args.architecture == "llama":
-        config = LlamaConfig(
-            num_hidden_layers=args.num_layers,
-            hidden_size=args.hidden_size,
-            num_attention_heads=args.num_heads,
-            num_key_value_heads=args.num_heads,
-            intermediate_size=width,
-            max_position_embeddings=args.max_position_embeddings,
-            attention_dropout=args.dropout,
-            **ids,
-        )
     else:
-        config = GPTNeoXConfig(
-            num_hidden_layers=args.num_layers,
-            hidden_size=args.hidden_size,
-            num_attention_heads=args.num_heads,
-            intermediate_size=width,
-            max_position_embeddings=args.max_position_embeddings,
-            hidden_dropout=args.dropout,
-            attention_dropout=args.dropout,
+        common = {
+            "num_hidden_layers": args.num_layers,
+            "hidden_size": args.hidden_size,
+            "num_attention_heads": args.num_heads,
+            "intermediate_size": width,
+            "max_position_embeddings": args.max_position_embeddings,
+            "attention_dropout": args.dropout,
             **ids,
-        )
+        }
+        if args.architecture == "llama":
+            config = LlamaConfig(num_key_value_heads=args.num_heads, **common)
+        else:
+            config = GPTNeoXConfig(hidden_dropout=args.dropout, **common)
     for key, value in args.config_overrides.items():
         if not hasattr(config, key):
             raise ValueError(f"model.config_overrides: {type(config).__name__} has no field {key!r}")
