@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+from pathlib import Path
 
 from iml_hf.recipe import RecipeError, parse_recipe
 
@@ -95,3 +96,10 @@ def test_help_lists_recipe_keys(tiny_recipe):
                           capture_output=True, text=True)
     assert done.returncode == 0
     assert "--stages.x2.learning_rate" in done.stdout and "--task.aliases_per_number" in done.stdout
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_parse(path):
+    recipe = parse_recipe([str(path)])
+    assert [s.name for s in recipe.stages] == ["pretrain", "x1", "x2"]
+    assert all(recipe.training_arguments(s).max_steps > 0 for s in recipe.stages)
