@@ -17,17 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import TrainingArguments
 
 from iml_hf.args import STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
 from iml_hf.tasks import Task, make_task, task_registry
 
-SECTIONS = {"task": None, "model": ModelArguments, "training": TrainingArguments, "evaluation": EvalArguments}
+SECTIONS = ("task", "model", "training", "evaluation")
 #: TrainingArguments fields the pipeline sets itself.
 RESERVED_TRAINING_KEYS = ("output_dir", "seed")
 #: Toolkit defaults for every stage's TrainingArguments (recipes override them).
-TRAINING_DEFAULTS: dict[str, Any] = {"report_to": "none", "save_strategy": "no", "logging_steps": 100}
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",
+    "save_strategy": "no",
+    "logging_steps": 100,
+    "dataloader_pin_memory": torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
+}
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -51,8 +57,8 @@ class Recipe:
     def training_arguments(self, stage: StageArguments, output_dir: str | None = None) -> TrainingArguments:
         """The stage's TrainingArguments: toolkit defaults < recipe ``training`` < stage overrides."""
         values = {**TRAINING_DEFAULTS, **self.training, **stage.training}
-        values.update(output_dir=output_dir or str(Path(self.run.output_dir) / "checkpoints" / stage.name))
-        values.setdefault("seed", self.run.seed)
+        values["output_dir"] = output_dir or str(Path(self.run.output_dir) / "checkpoints" / stage.name)
+        values["seed"] = self.run.seed
         return TrainingArguments(**values)
 
 
