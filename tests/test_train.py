@@ -69,3 +69,43 @@ def test_weights_carry_over_between_stages(monkeypatch, tiny_recipe, tmp_path):
     assert base["stages"]["x1"]["em"] != base["stages"]["pretrain"]["em"] or base["stages"]["x1"]["train_loss"] > 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_two_process_cpu_run_shards_exact_match(tiny_recipe, tmp_path):
+    """Two CPU processes (torchrun, gloo): DDP training, EM scored in shards and summed."""
+    import os
+    import subprocess
+
+    from iml_hf.corpus import load_or_build_corpus
+    from iml_hf.recipe import parse_recipe
+
+    import socket
+
+    with socket.socket() as probe:  # a free local port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+         "-m", "iml_hf.train", str(tiny_recipe), f"--output_dir={out}", "--training.use_cpu=true",
+         "--stages.pretrain.max_steps=60", "--training.learning_rate=1.0e-2"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["stage"], r["stage_step"], r["subset"]) for r in rows]
+    assert len(keys) == len(set(keys)) == (20 + 2 + 2) * 5  # written once, by the main process only
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    test = load_or_build_corpus(parse_recipe([str(tiny_recipe)]).task, 0)["test"]
+    scored = 0
+    for subset in ("pretrain", "x1t", "x1f", "x2t", "x2f"):
+        rows = test.filter(lambda r: r["subset"] == subset)
+        encoded = encode_rows(tokenizer, list(rows["prompt"]), list(rows["answer"]))
+        correct = exact_match(model, encoded["prompt_ids"], encoded["answer_ids"], tokenizer.pad_token_id)
+        assert results["final_em"][subset] == sum(correct) / len(correct)
+        scored += 0 < sum(correct) < len(correct)
+    assert scored >= 2  # EM strictly between 0 and 1 somewhere, so a lost shard would show

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -39,18 +41,22 @@ class SubsetEMCallback(TrainerCallback):
         self.latest: dict[str, float] = {}
 
     def measure(self, state: TrainerState) -> dict[str, float]:
+        """Score every subset; under several processes each scores a shard and the counts are summed."""
         tokenizer = self.trainer.processing_class
+        processes = PartialState()
         scores = {}
         for name, (prompts, answers) in self.sets.items():
-            correct = exact_match(
-                self.trainer.model,
-                prompts,
-                answers,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                batch_size=self.batch_size,
-            )
-            scores[name] = sum(correct) / max(len(correct), 1)
+            with processes.split_between_processes(list(range(len(prompts)))) as shard:
+                correct = exact_match(
+                    self.trainer.model,
+                    [prompts[i] for i in shard],
+                    [answers[i] for i in shard],
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    batch_size=self.batch_size,
+                )
+            counts = gather_object([(sum(correct), len(correct))])
+            scores[name] = sum(c for c, _ in counts) / max(sum(n for _, n in counts), 1)
         self.trainer.log({f"eval/{name}/em": em for name, em in scores.items()})
         position = self.trainer.position(state)
         self.metrics_log.write(
