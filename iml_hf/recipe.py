@@ -83,8 +83,8 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
-def _fail_unknown(key: str, valid: list[str], where: str, prefix: str = "") -> None:
-    raise RecipeError(f"unknown key '{prefix}{key}' {where}{_suggest(prefix + key, [prefix + v for v in valid])}")
+def _fail_unknown(key: str, valid: list[str], where: str) -> None:
+    raise RecipeError(f"unknown key '{key}' {where}{_suggest(key, valid)}")
 
 
 def _schema(recipe: dict[str, Any]) -> dict[str, str]:
