@@ -267,9 +267,6 @@ def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
     if "name" not in task and {"-h", "--help"} & set(rest):
         task["name"] = sorted(task_registry())[0]  # --help without a recipe: show a task's keys
     where = f"in {path}" if path else "on the command line"
-    schema = _schema(nested)
-    _flatten(nested, where)  # report recipe typos before command-line ones
-    overrides = _overrides(rest, schema, prog)
-    flat = _flatten(nested, where)
-    flat.update(overrides)
+    flat = _flatten(nested, where)  # recipe typos are reported before command-line ones
+    flat.update(_overrides(rest, _schema(nested), prog))
     return build_recipe(_unflatten(flat, [s["name"] for s in nested.get("stages") or []]), path)
