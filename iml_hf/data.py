@@ -23,6 +23,8 @@ def stage_train_set(train: Dataset, stage: StageArguments, seed: int) -> Dataset
     """The stage's training rows plus replayed rows, so that replayed subset ``s`` makes up
     ``stage.replay[s]`` of the result (drawn without replacement while possible)."""
     main = subset_rows(train, stage.train_subsets)
+    if len(main) == 0:
+        raise ValueError(f"stage {stage.name!r} trains on {stage.train_subsets}, which have no training rows")
     parts = [main]
     rng = np.random.default_rng(seed)
     scale = len(main) / (1.0 - sum(stage.replay.values()))

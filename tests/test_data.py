@@ -65,6 +65,14 @@ def test_padding_never_enters_the_loss(tokenized, tiny_tokenizer):
     torch.testing.assert_close(padded_loss, total / count)
 
 
+def test_stage_without_training_rows_is_an_error(tokenized):
+    without_pretrain = tokenized["train"].filter(lambda r: r["subset"] != "pretrain")
+    with pytest.raises(ValueError, match="no training rows"):
+        stage_train_set(without_pretrain, StageArguments(name="p", train_subsets=["pretrain"]), seed=0)
+    with pytest.raises(ValueError, match="replays subset 'pretrain'"):
+        stage_train_set(without_pretrain, StageArguments(name="x", train_subsets=["x1t"], replay={"pretrain": 0.5}), 0)
+
+
 def test_replay_shares_must_leave_room():
     with pytest.raises(ValueError, match="sum to < 1"):
         StageArguments(name="x", train_subsets=["x1t"], replay={"pretrain": 0.6, "x2t": 0.4})
