@@ -2,7 +2,7 @@
 
 It overrides public methods only: ``log`` adds the stage index and the step counted over all
 stages (so trackers see one monotone axis), and ``create_optimizer`` can continue the previous
-stage's optimizer (its moments) at this stage's learning rate.
+stage's optimizer (its moments) at this stage's learning rate and weight decay.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ class IMLTrainer(Trainer):
         if self.carried_optimizer is None:
             return super().create_optimizer(model)
         optimizer = getattr(self.carried_optimizer, "optimizer", self.carried_optimizer)
-        for group in optimizer.param_groups:  # this stage's schedule starts from its own lr
+        decayed = {id(p) for n, p in self.model.named_parameters() if n in self.get_decay_parameter_names(self.model)}
+        for group in optimizer.param_groups:  # this stage's lr schedule and weight decay, kept moments
             group["lr"] = group["initial_lr"] = self.args.learning_rate
+            group["weight_decay"] = self.args.weight_decay if id(group["params"][0]) in decayed else 0.0
         self.optimizer = optimizer
         return optimizer
 

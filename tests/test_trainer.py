@@ -11,8 +11,9 @@ from iml_hf.tokenization import tokenize_corpus
 from iml_hf.trainer import IMLTrainer
 
 
-def _trainer(tmp_path, model, train_set, tokenizer, lr, **kw):
+def _trainer(tmp_path, model, train_set, tokenizer, lr, weight_decay=0.0, **kw):
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, learning_rate=lr, report_to="none",
+                             weight_decay=weight_decay,
                              per_device_train_batch_size=8, logging_steps=1, save_strategy="no", disable_tqdm=True)
     return IMLTrainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
                       data_collator=PadCollator(tokenizer.pad_token_id), **kw)
@@ -29,14 +30,16 @@ def test_optimizer_carries_over_or_restarts(tmp_path, tiny_corpus, tiny_tokenize
     step_counts = {id(p): int(s["step"]) for p, s in optimizer.state.items()}
     assert set(step_counts.values()) == {3}
 
-    carried = _trainer(tmp_path, model, train, tiny_tokenizer, 5e-4, stage_name="x1", stage_index=1,
-                       step_offset=3, carried_optimizer=optimizer)
+    carried = _trainer(tmp_path, model, train, tiny_tokenizer, 5e-4, weight_decay=0.5, stage_name="x1",
+                       stage_index=1, step_offset=3, carried_optimizer=optimizer)
     carried.train()
     assert carried.unwrapped_optimizer() is optimizer
     assert {int(s["step"]) for s in optimizer.state.values()} == {6}  # Adam moments continued
     assert carried.state.log_history[0]["total_step"] == 4.0
     assert carried.state.log_history[0]["stage_index"] == 1.0
     assert max(g["initial_lr"] for g in optimizer.param_groups) == 5e-4
+    # the stage's weight decay reaches the decayed group, not the norms and biases
+    assert sorted(g["weight_decay"] for g in optimizer.param_groups) == [0.0, 0.5]
 
     fresh = _trainer(tmp_path, model, train, tiny_tokenizer, 5e-4, stage_name="x2", stage_index=2, step_offset=6)
     fresh.train()
