@@ -17,10 +17,8 @@ from transformers import get_scheduler
 
 from iml_hf.data import PadCollator, stage_train_set
 from iml_hf.modeling import build_model
-from iml_hf.pipeline import load_tokenizer
+from iml_hf.pipeline import prepare_data
 from iml_hf.recipe import parse_recipe
-from iml_hf.corpus import load_or_build_corpus
-from iml_hf.tokenization import tokenize_corpus
 from iml_hf.trainer import IMLTrainer
 
 
@@ -77,9 +75,8 @@ def main() -> None:
     torch.set_num_threads(cli.threads)
     recipe = parse_recipe([cli.recipe])
     stage = next(s for s in recipe.stages if cli.stage in (None, s.name))
-    corpus = load_or_build_corpus(recipe.task, recipe.run.seed, recipe.run.cache_dir)
-    tokenizer = load_tokenizer(recipe, corpus)
-    train_set = stage_train_set(tokenize_corpus(corpus, tokenizer)["train"], stage, recipe.run.seed)
+    _, tokenizer, tokenized = prepare_data(recipe)
+    train_set = stage_train_set(tokenized["train"], stage, recipe.run.seed)
     results = {"toolkit": [], "bare": []}
     for _ in range(cli.rounds):
         for name, fn in (("toolkit", toolkit_steps_per_second), ("bare", bare_steps_per_second)):

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from iml_hf.callbacks import MetricsLog, SubsetEMCallback
@@ -39,7 +39,8 @@ def _remove_empty_dirs(root: Path) -> None:
 
 def eval_sets(test: Dataset, recipe: Recipe) -> dict[str, Dataset]:
     """Held-out rows per evaluated subset (a fixed random sample when capped)."""
-    names = recipe.evaluation.subsets or [s for s in recipe.task.subsets if s in set(test["subset"])]
+    present = set(test["subset"])
+    names = recipe.evaluation.subsets or [s for s in recipe.task.subsets if s in present]
     sets = {}
     for name in names:
         rows = subset_rows(test, [name])
@@ -56,6 +57,15 @@ def load_tokenizer(recipe: Recipe, corpus) -> PreTrainedTokenizerBase:
     return load_pretrained_tokenizer(name) if name else build_wordlevel_tokenizer(corpus)
 
 
+def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[DatasetDict, PreTrainedTokenizerBase, DatasetDict]:
+    """The recipe's corpus (built once, by the main process first), its tokenizer and the tokenized corpus."""
+    state = state or PartialState()
+    with state.main_process_first():
+        corpus = load_or_build_corpus(recipe.task, recipe.run.seed, recipe.run.cache_dir)
+    tokenizer = load_tokenizer(recipe, corpus)
+    return corpus, tokenizer, tokenize_corpus(corpus, tokenizer)
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Train every stage of ``recipe`` in order and return (and write) the results."""
     started = time.perf_counter()
@@ -63,10 +73,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         torch.set_num_threads(recipe.run.torch_threads)
     state = PartialState()
     seed = recipe.run.seed
-    with state.main_process_first():
-        corpus = load_or_build_corpus(recipe.task, seed, recipe.run.cache_dir)
-    tokenizer = load_tokenizer(recipe, corpus)
-    tokenized = tokenize_corpus(corpus, tokenizer)
+    corpus, tokenizer, tokenized = prepare_data(recipe, state)
     evaluation = eval_sets(tokenized["test"], recipe)
     set_seed(seed)
     model = build_model(recipe.model, tokenizer)
