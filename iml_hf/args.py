@@ -57,6 +57,56 @@ class EvalArguments:
             raise ValueError("evaluation.batch_size must be >= 1")
 
 
+INTERVAL_STRATEGIES = ("steps", "epoch")
+
+
+@dataclass
+class GradientAlignmentArguments:
+    """Gradient alignment between definitions and the questions about the same alias (``key``).
+
+    Measured every ``interval`` steps (or epochs) of a stage and at each stage's end, on a fixed
+    sample of ``aliases_per_subset`` aliases per subset and ``questions_per_alias`` questions each.
+    """
+
+    enabled: bool = False
+    interval: int = 0
+    interval_strategy: str = "steps"
+    subsets: list[str] | None = None
+    aliases_per_subset: int = 16
+    questions_per_alias: int = 4
+    method: str = "factored"
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_interval("gradient_alignment", self.interval, self.interval_strategy)
+        if self.method not in ("factored", "vmap"):
+            raise ValueError(f"gradient_alignment.method={self.method!r}; use 'factored' or 'vmap'")
+        for key in ("aliases_per_subset", "questions_per_alias", "chunk_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"gradient_alignment.{key} must be >= 1")
+
+
+@dataclass
+class EmbeddingGeometryArguments:
+    """Cosine similarities of number and alias input embeddings, at each stage's end and
+    optionally every ``interval`` steps (or epochs); ``plots`` writes a heatmap PNG each time."""
+
+    enabled: bool = False
+    interval: int = 0
+    interval_strategy: str = "steps"
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        _check_interval("embedding_geometry", self.interval, self.interval_strategy)
+
+
+def _check_interval(section: str, interval: int, strategy: str) -> None:
+    if interval < 0:
+        raise ValueError(f"{section}.interval must be >= 0 (0 = only at the end of each stage)")
+    if strategy not in INTERVAL_STRATEGIES:
+        raise ValueError(f"{section}.interval_strategy={strategy!r}; use one of {INTERVAL_STRATEGIES}")
+
+
 #: Stage keys that are not ``TrainingArguments`` fields.
 STAGE_FIELDS = ("name", "train_subsets", "replay", "reset_optimizer")
 

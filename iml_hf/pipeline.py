@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,14 @@ from accelerate import PartialState
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, set_seed
 
-from iml_hf.callbacks import MetricsLog, SubsetEMCallback
+from iml_hf.callbacks import (
+    EmbeddingGeometryCallback,
+    EmbeddingLayout,
+    GradientAlignmentCallback,
+    MetricsLog,
+    SubsetEMCallback,
+    alignment_probes,
+)
 from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
 from iml_hf.data import PadCollator, stage_train_set, subset_rows
 from iml_hf.modeling import build_model, count_parameters
@@ -66,6 +74,22 @@ def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[Dat
     return corpus, tokenizer, tokenize_corpus(corpus, tokenizer)
 
 
+def mechanism_callbacks(
+    recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase
+) -> tuple[dict[str, Any] | None, EmbeddingLayout | None]:
+    """The fixed gradient-alignment sample and the embedding layout, for the switched-on measurements."""
+    probes = layout = None
+    alignment = recipe.gradient_alignment
+    if alignment.enabled:
+        probes = alignment_probes(
+            tokenized, tokenizer.pad_token_id, alignment.subsets, alignment.aliases_per_subset,
+            alignment.questions_per_alias, seed=recipe.run.seed,
+        )
+    if recipe.embedding_geometry.enabled:
+        layout = EmbeddingLayout.build(recipe.task.aliases(recipe.run.seed), tokenizer, list(recipe.task.subsets))
+    return probes, layout
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Train every stage of ``recipe`` in order and return (and write) the results."""
     started = time.perf_counter()
@@ -75,6 +99,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     seed = recipe.run.seed
     corpus, tokenizer, tokenized = prepare_data(recipe, state)
     evaluation = eval_sets(tokenized["test"], recipe)
+    probes, layout = mechanism_callbacks(recipe, tokenized, tokenizer)
     set_seed(seed)
     model = build_model(recipe.model, tokenizer)
 
@@ -83,6 +108,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", "results.json"):
             (out / stale).unlink(missing_ok=True)
+        shutil.rmtree(out / "embeddings", ignore_errors=True)
     metrics_log = MetricsLog(out / "metrics.jsonl", enabled=state.is_main_process)
 
     stages: dict[str, dict[str, Any]] = {}
@@ -103,6 +129,16 @@ def run(recipe: Recipe) -> dict[str, Any]:
             trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size
         )
         trainer.add_callback(em)
+        mechanisms = {}
+        if probes is not None:
+            mechanisms["grad_align"] = GradientAlignmentCallback(trainer, probes, metrics_log, recipe.gradient_alignment)
+        if layout is not None:
+            geometry = recipe.embedding_geometry
+            mechanisms["embedding"] = EmbeddingGeometryCallback(
+                trainer, layout, metrics_log, out, geometry.interval, geometry.interval_strategy, geometry.plots
+            )
+        for callback in mechanisms.values():
+            trainer.add_callback(callback)
         stage_start = time.perf_counter()
         output = trainer.train()
         stages[stage.name] = {
@@ -111,6 +147,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
             "steps": trainer.state.global_step,
             "train_examples": len(trainer.train_dataset),
             "train_loss": output.training_loss,
+            **{name: callback.latest for name, callback in mechanisms.items()},
         }
         step_offset += trainer.state.global_step
         optimizer = trainer.unwrapped_optimizer()

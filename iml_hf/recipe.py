@@ -21,10 +21,25 @@ import torch
 import yaml
 from transformers import TrainingArguments
 
-from iml_hf.args import STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
+from iml_hf.args import (
+    STAGE_FIELDS,
+    EmbeddingGeometryArguments,
+    EvalArguments,
+    GradientAlignmentArguments,
+    ModelArguments,
+    RunArguments,
+    StageArguments,
+)
 from iml_hf.tasks import Task, make_task, task_registry
 
-SECTIONS = ("task", "model", "training", "evaluation")
+SECTIONS = ("task", "model", "training", "evaluation", "gradient_alignment", "embedding_geometry")
+#: Sections whose keys are the fields of a dataclass.
+SECTION_CLASSES = {
+    "model": ModelArguments,
+    "evaluation": EvalArguments,
+    "gradient_alignment": GradientAlignmentArguments,
+    "embedding_geometry": EmbeddingGeometryArguments,
+}
 #: TrainingArguments fields the pipeline sets itself.
 RESERVED_TRAINING_KEYS = ("output_dir", "seed")
 #: Toolkit defaults for every stage's TrainingArguments (recipes override them).
@@ -51,6 +66,8 @@ class Recipe:
     evaluation: EvalArguments
     training: dict[str, Any]
     stages: list[StageArguments]
+    gradient_alignment: GradientAlignmentArguments = field(default_factory=GradientAlignmentArguments)
+    embedding_geometry: EmbeddingGeometryArguments = field(default_factory=EmbeddingGeometryArguments)
     source: str | None = None
     resolved: dict[str, Any] = field(default_factory=dict)
 
@@ -100,8 +117,8 @@ def _schema(recipe: dict[str, Any]) -> dict[str, str]:
             f"(available tasks: {sorted(registry)})"
         )
     schema.update({f"task.{k}": t for k, t in _field_names(registry[task_name]).items()})
-    schema.update({f"model.{k}": t for k, t in _field_names(ModelArguments).items()})
-    schema.update({f"evaluation.{k}": t for k, t in _field_names(EvalArguments).items()})
+    for section, cls in SECTION_CLASSES.items():
+        schema.update({f"{section}.{k}": t for k, t in _field_names(cls).items()})
     training = _training_fields()
     schema.update({f"training.{k}": t for k, t in training.items()})
     for stage in recipe.get("stages") or []:
@@ -212,6 +229,8 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         task = make_task(nested.get("task") or {})
         model = ModelArguments(**nested.get("model", {}))
         evaluation = EvalArguments(**nested.get("evaluation", {}))
+        alignment = GradientAlignmentArguments(**nested.get("gradient_alignment", {}))
+        geometry = EmbeddingGeometryArguments(**nested.get("embedding_geometry", {}))
         training = dict(nested.get("training", {}))
         stages = []
         for stage in nested["stages"]:
@@ -230,10 +249,16 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
                     f"stage {stage.name!r} names subset {subset!r}, which task {task.name!r} does not have"
                     f"{_suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
                 )
-    for subset in evaluation.subsets or []:
-        if subset not in task.subsets:
-            raise RecipeError(f"evaluation.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
-    recipe = Recipe(run, task, model, evaluation, training, stages, source)
+    for section, subsets in (("evaluation", evaluation.subsets), ("gradient_alignment", alignment.subsets)):
+        for subset in subsets or []:
+            if subset not in task.subsets:
+                raise RecipeError(f"{section}.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
+    if geometry.enabled and not hasattr(task, "aliases"):
+        raise RecipeError(f"embedding_geometry needs a task with aliases; task {task.name!r} has none")
+    recipe = Recipe(
+        run, task, model, evaluation, training, stages,
+        gradient_alignment=alignment, embedding_geometry=geometry, source=source,
+    )
     for stage in stages:
         try:
             recipe.training_arguments(stage)
@@ -244,6 +269,8 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         "task": dataclasses.asdict(task),
         "model": dataclasses.asdict(model),
         "evaluation": dataclasses.asdict(evaluation),
+        "gradient_alignment": dataclasses.asdict(alignment),
+        "embedding_geometry": dataclasses.asdict(geometry),
         "training": {**TRAINING_DEFAULTS, **training},
         "stages": [
             {"name": s.name, "train_subsets": s.train_subsets, "replay": s.replay,

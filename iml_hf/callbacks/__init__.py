@@ -23,6 +23,15 @@ class MetricsLog:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
+from iml_hf.callbacks.embedding_geometry import EmbeddingGeometryCallback, EmbeddingLayout  # noqa: E402
+from iml_hf.callbacks.grad_alignment import GradientAlignmentCallback, alignment_probes  # noqa: E402
 from iml_hf.callbacks.subset_em import SubsetEMCallback  # noqa: E402
 
-__all__ = ["MetricsLog", "SubsetEMCallback"]
+__all__ = [
+    "EmbeddingGeometryCallback",
+    "EmbeddingLayout",
+    "GradientAlignmentCallback",
+    "MetricsLog",
+    "SubsetEMCallback",
+    "alignment_probes",
+]

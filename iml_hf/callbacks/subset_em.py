@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerState
 
+from iml_hf.callbacks.interval import IntervalCallback
 from iml_hf.exact_match import exact_match
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from iml_hf.trainer import IMLTrainer
 
 
-class SubsetEMCallback(TrainerCallback):
+class SubsetEMCallback(IntervalCallback):
     """Logs ``eval/<subset>/em`` through ``trainer.log`` (so every ``report_to`` tracker gets it)
     and appends (stage, global step, epoch, subset, EM) rows to ``metrics.jsonl``.
 
@@ -31,12 +32,10 @@ class SubsetEMCallback(TrainerCallback):
         every_steps: int = 0,
         batch_size: int = 1024,
     ):
-        self.trainer = trainer
+        super().__init__(trainer, metrics_log, every_steps, "steps")
         self.sets = {
             name: (list(data["prompt_ids"]), list(data["answer_ids"])) for name, data in eval_sets.items()
         }
-        self.metrics_log = metrics_log
-        self.every_steps = every_steps
         self.batch_size = batch_size
         self.latest: dict[str, float] = {}
 
@@ -64,15 +63,3 @@ class SubsetEMCallback(TrainerCallback):
         )
         self.latest = scores
         return scores
-
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
-    ) -> None:
-        step = state.global_step
-        if self.every_steps and step % self.every_steps == 0 and step < state.max_steps:
-            self.measure(state)
-
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
-    ) -> None:
-        self.measure(state)

@@ -89,14 +89,25 @@ class ModMulTask:
                 buckets.extend(spread)
         return [(names[n * k + j], n, buckets[n * k + j]) for n in range(m) for j in range(k)]
 
+    def _shuffled_pairs(self, rng: random.Random) -> list[tuple[int, int]]:
+        pairs = [(a, b) for a in range(self.modulus) for b in range(self.modulus)]
+        rng.shuffle(pairs)
+        return pairs
+
+    def aliases(self, seed: int) -> list[tuple[str, str, str]]:
+        """(alias, the number it truly stands for, bucket) of the corpus built with ``seed``; for
+        ``x1f`` the number is the one its questions use, not the one its definition states."""
+        rng = random.Random(seed)
+        self._shuffled_pairs(rng)  # the same draws as build(), so the table is the corpus's own
+        return [(alias, str(number), bucket) for alias, number, bucket in self.alias_table(rng)]
+
     def build(self, seed: int) -> DatasetDict:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
         rng = random.Random(seed)
         m = self.modulus
         rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
 
-        pairs = [(a, b) for a in range(m) for b in range(m)]
-        rng.shuffle(pairs)
+        pairs = self._shuffled_pairs(rng)
         n_train = round(self.pretrain_fraction * len(pairs))
         for i, (a, b) in enumerate(pairs):
             split = "train" if i < n_train else "test"

@@ -1,0 +1,143 @@
+"""Gradient alignment of definitions with the questions about the same alias, through all stages.
+
+For each subset with definitions (X1^t, X1^f, X2^t, X2^f in the toy task) a fixed sample of aliases
+is drawn once; every sampled alias's definition is paired with some of its questions (training
+and held-out alike: in X2 all of them are held out and serve only for their gradients, never for an
+update). Logged per subset and parameter group: the mean pair cosine with its 95% confidence
+interval over pairs, and the cosine between the subset's mean definition gradient and its mean
+question gradient.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from datasets import DatasetDict
+from transformers import TrainerState
+
+from iml_hf.args import GradientAlignmentArguments
+from iml_hf.callbacks.interval import IntervalCallback
+from iml_hf.gradients import ExampleBatch, gradient_cosines_by_group, mean_gradient, pair_cosines
+from iml_hf.stats import mean_ci
+
+if TYPE_CHECKING:
+    from iml_hf.callbacks import MetricsLog
+    from iml_hf.trainer import IMLTrainer
+
+
+@dataclass
+class AlignmentProbe:
+    """The examples of one subset (definitions first, then questions) and the (definition, question)
+    index pairs that share an alias."""
+
+    batch: ExampleBatch
+    pairs: list[tuple[int, int]]
+    num_definitions: int
+    aliases: list[str]
+
+    def part(self, start: int, stop: int) -> ExampleBatch:
+        return self.batch.select(slice(start, stop))
+
+
+def alignment_subsets(tokenized: DatasetDict) -> list[str]:
+    """Subsets that have definition rows, in corpus order."""
+    seen: dict[str, None] = {}
+    for split in tokenized.values():
+        for subset, kind in zip(split["subset"], split["kind"]):
+            if kind == "definition":
+                seen.setdefault(subset)
+    return list(seen)
+
+
+def alignment_probes(
+    tokenized: DatasetDict,
+    pad_token_id: int,
+    subsets: list[str] | None = None,
+    aliases_per_subset: int = 16,
+    questions_per_alias: int = 4,
+    seed: int = 0,
+) -> dict[str, AlignmentProbe]:
+    """A fixed sample of definition-question pairs per subset (the same ``seed`` gives the same sample)."""
+    rows_by_key: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for split in tokenized.values():
+        for row in split.select_columns(["subset", "kind", "key", "text", "input_ids", "labels"]):
+            if row["key"] and row["kind"] in ("definition", "question"):
+                entry = rows_by_key.setdefault((row["subset"], row["key"]), {"definition": [], "question": []})
+                if row["kind"] == "question" or all(d["text"] != row["text"] for d in entry["definition"]):
+                    entry[row["kind"]].append(row)
+    rng = random.Random(seed)
+    probes = {}
+    for subset in subsets or alignment_subsets(tokenized):
+        keys = sorted(k for s, k in rows_by_key if s == subset and rows_by_key[s, k]["definition"] and rows_by_key[s, k]["question"])
+        if not keys:
+            raise ValueError(f"subset {subset!r} has no alias with both definitions and questions")
+        keys = sorted(rng.sample(keys, min(aliases_per_subset, len(keys))))
+        definitions, questions, pairs = [], [], []
+        for key in keys:
+            entry = rows_by_key[subset, key]
+            chosen = rng.sample(entry["question"], min(questions_per_alias, len(entry["question"])))
+            for definition in entry["definition"]:
+                definitions.append(definition)
+                pairs.extend((len(definitions) - 1, len(questions) + q) for q in range(len(chosen)))
+            questions.extend(chosen)
+        batch = ExampleBatch.from_rows(definitions + questions, pad_token_id)
+        offset = len(definitions)
+        probes[subset] = AlignmentProbe(batch, [(d, offset + q) for d, q in pairs], offset, keys)
+    return probes
+
+
+def measure_alignment(
+    model, probes: dict[str, AlignmentProbe], method: str = "factored", chunk_size: int = 64
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``{"pairs": {subset: {group: mean_ci}}, "mean_gradient": {subset: {group: {"cosine": c}}}}``."""
+    pairs, means = {}, {}
+    for subset, probe in probes.items():
+        cosines = pair_cosines(model, probe.batch, probe.pairs, method=method, chunk_size=chunk_size)
+        pairs[subset] = {group: mean_ci(values.tolist()) for group, values in cosines.items()}
+        n = probe.num_definitions
+        definition_grad = mean_gradient(model, probe.part(0, n))
+        question_grad = mean_gradient(model, probe.part(n, len(probe.batch)))
+        means[subset] = {
+            group: {"cosine": c} for group, c in gradient_cosines_by_group(definition_grad, question_grad, model).items()
+        }
+    return {"pairs": pairs, "mean_gradient": means}
+
+
+class GradientAlignmentCallback(IntervalCallback):
+    """Logs ``grad_align/<subset>/<group>`` (mean pair cosine, with ``_ci_low``/``_ci_high``) and
+    ``grad_align_mean/<subset>/<group>`` through ``trainer.log`` and into ``metrics.jsonl``."""
+
+    main_process_only = True
+
+    def __init__(
+        self,
+        trainer: IMLTrainer,
+        probes: dict[str, AlignmentProbe],
+        metrics_log: MetricsLog,
+        args: GradientAlignmentArguments,
+    ):
+        super().__init__(trainer, metrics_log, args.interval, args.interval_strategy)
+        self.probes = probes
+        self.method = args.method
+        self.chunk_size = args.chunk_size
+        self.latest: dict[str, Any] = {}
+
+    def measure(self, state: TrainerState) -> None:
+        result = measure_alignment(self.trainer.model, self.probes, self.method, self.chunk_size)
+        logs, rows = {}, []
+        position = self.trainer.position(state)
+        for subset, groups in result["pairs"].items():
+            for group, summary in groups.items():
+                name = f"grad_align/{subset}/{group}"
+                logs.update({name: summary["mean"], f"{name}_ci_low": summary["ci_low"], f"{name}_ci_high": summary["ci_high"]})
+                rows.append({**position, "subset": subset, "metric": f"grad_align/{group}", "value": summary["mean"],
+                             "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "n": summary["n"]})
+        for subset, groups in result["mean_gradient"].items():
+            for group, value in groups.items():
+                logs[f"grad_align_mean/{subset}/{group}"] = value["cosine"]
+                rows.append({**position, "subset": subset, "metric": f"grad_align_mean/{group}", "value": value["cosine"]})
+        self.trainer.log(logs)
+        self.metrics_log.write(rows)
+        self.latest = result

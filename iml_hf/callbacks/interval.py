@@ -1,0 +1,49 @@
+"""Base for callbacks that measure every N steps or epochs of a stage and at the stage's end."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from accelerate import PartialState
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+if TYPE_CHECKING:
+    from iml_hf.callbacks import MetricsLog
+    from iml_hf.trainer import IMLTrainer
+
+
+class IntervalCallback(TrainerCallback):
+    """Calls ``measure(state)`` every ``interval`` steps (``strategy="steps"``) or epochs
+    (``"epoch"``), and once at the end of training; ``interval=0`` means only at the end.
+
+    With ``main_process_only`` the other processes skip the measurement (it must then need no
+    collective communication).
+    """
+
+    main_process_only = False
+
+    def __init__(self, trainer: IMLTrainer, metrics_log: MetricsLog, interval: int = 0, strategy: str = "steps"):
+        self.trainer = trainer
+        self.metrics_log = metrics_log
+        self.interval = interval
+        self.strategy = strategy
+
+    def measure(self, state: TrainerState) -> None:
+        raise NotImplementedError
+
+    def _maybe_measure(self, state: TrainerState) -> None:
+        if not self.main_process_only or PartialState().is_main_process:
+            self.measure(state)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        step = state.global_step
+        if self.strategy == "steps" and self.interval and step % self.interval == 0 and step < state.max_steps:
+            self._maybe_measure(state)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        epoch = round(state.epoch or 0)
+        if self.strategy == "epoch" and self.interval and epoch % self.interval == 0 and state.global_step < state.max_steps:
+            self._maybe_measure(state)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        self._maybe_measure(state)

@@ -1,0 +1,25 @@
+"""Small statistics shared by the callbacks and the report: means with t-based confidence intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import stats
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
+    """Mean of the finite values with a two-sided t-distribution confidence interval.
+
+    Returns ``{"mean", "ci_low", "ci_high", "n"}``; with fewer than two values the interval is NaN.
+    """
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(x) == 0:
+        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    mean = float(x.mean())
+    if len(x) < 2 or np.all(x == x[0]):
+        low = high = mean if len(x) >= 2 else math.nan
+    else:
+        low, high = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "n": int(len(x))}
