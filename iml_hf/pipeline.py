@@ -148,6 +148,9 @@ def run(recipe: Recipe) -> dict[str, Any]:
             "train_examples": len(trainer.train_dataset),
             "train_loss": output.training_loss,
             **{name: callback.latest for name, callback in mechanisms.items()},
+            "measurement_seconds": {
+                name: round(callback.seconds, 3) for name, callback in {"em": em, **mechanisms}.items()
+            },
         }
         step_offset += trainer.state.global_step
         optimizer = trainer.unwrapped_optimizer()

@@ -63,3 +63,35 @@ def tiny_recipe(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+def build_tiny_model(tokenizer, architecture: str = "gpt2", seed: int = 0, **overrides):
+    """A 2-layer, width-16 model with weights moved off their initial values (so no gradient is
+    trivially zero or symmetric)."""
+    from iml_hf.args import ModelArguments
+    from iml_hf.modeling import build_model
+
+    torch.manual_seed(seed)
+    args = {"architecture": architecture, "num_layers": 2, "hidden_size": 16, "num_heads": 2, **overrides}
+    model = build_model(ModelArguments(**args), tokenizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def loop_gradients(model, batch) -> dict:
+    """Reference per-example gradients: ``loss.backward()`` at batch size 1 on the unpadded example,
+    in eval mode, with the model's own loss. Name -> (N, *shape)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    model.eval()
+    out = {n: [] for n in params}
+    for ids, labels in zip(batch.input_ids, batch.labels):
+        keep = int(labels.ne(-100).nonzero().max()) + 1
+        model.zero_grad(set_to_none=True)
+        model(input_ids=ids[None, :keep], labels=labels[None, :keep]).loss.backward()
+        for n, p in params.items():
+            out[n].append(p.grad.clone())
+    model.zero_grad(set_to_none=True)
+    return {n: torch.stack(v) for n, v in out.items()}

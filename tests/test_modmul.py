@@ -125,3 +125,22 @@ def test_same_seed_same_bytes_across_processes(tmp_path):
 def test_bad_task_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModMulTask(**kwargs)
+
+
+def test_alias_table_of_a_seed_is_the_corpus_own(tiny_task, tiny_corpus):
+    """aliases(seed) names, for every alias, the number its questions use and its bucket."""
+    table = {alias: (int(number), bucket) for alias, number, bucket in tiny_task.aliases(0)}
+    assert len(table) == tiny_task.modulus * tiny_task.aliases_per_number
+    seen = set()
+    for split in tiny_corpus.values():
+        for row in split:
+            if row["kind"] == "question":
+                a, alias, _ = row["prompt"].split()
+                number, bucket = table[alias]
+                assert row["subset"] == bucket and int(row["answer"]) == tiny_task.answer(int(a), number)
+            elif row["kind"] == "definition":
+                stated = int(row["text"].split()[2])
+                number, bucket = table[row["key"]]
+                assert row["subset"] == bucket and (stated != number) == (bucket == "x1f")
+                seen.add(row["key"])
+    assert seen == set(table)

@@ -49,6 +49,7 @@ def test_config_flag_is_equivalent_to_positional(tiny_recipe):
         (["--stages.x1.learnig_rate=1e-3"], "did you mean '--stages.x1.learning_rate'"),
         (["--task.modulos=12"], "did you mean '--task.modulus'"),
         (["--sed=3"], "did you mean '--seed'"),
+        (["--gradient_alignment.aliases_per_subsets=3"], "did you mean '--gradient_alignment.aliases_per_subset'"),
     ],
 )
 def test_misspelled_command_line_key(tiny_recipe, argv_tail, message):
@@ -68,6 +69,11 @@ def test_misspelled_command_line_key(tiny_recipe, argv_tail, message):
         (lambda r: r["task"].update(name="modmull"), "task.name='modmull' is unknown"),
         (lambda r: r["training"].update(lr_scheduler_type="cosinus"), "invalid training arguments"),
         (lambda r: r.update(stages=[]), "no stages are defined"),
+        (lambda r: r.update(gradient_alignment={"enable": True}), "did you mean 'gradient_alignment.enabled'"),
+        (lambda r: r.update(embedding_geometry={"intervall": 5}), "did you mean 'embedding_geometry.interval'"),
+        (lambda r: r.update(gradient_alignment={"method": "loop"}), "gradient_alignment.method='loop'"),
+        (lambda r: r.update(gradient_alignment={"interval_strategy": "epochs"}), "use one of"),
+        (lambda r: r.update(gradient_alignment={"subsets": ["x2true"]}), "did you mean 'x2t'"),
     ],
 )
 def test_bad_recipes_name_what_is_wrong(tmp_path, tiny_recipe, edit, message):
@@ -89,6 +95,16 @@ def test_cli_error_exits_2_and_writes_nothing(tmp_path, tiny_recipe):
     missing = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tmp_path / "nope.yaml")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_mechanism_sections_parse_and_override(tiny_recipe):
+    recipe = parse_recipe([str(tiny_recipe), "--gradient_alignment.enabled=true", "--gradient_alignment.interval=7",
+                           "--embedding_geometry.enabled=true", "--embedding_geometry.plots=false"])
+    assert recipe.gradient_alignment.enabled and recipe.gradient_alignment.interval == 7
+    assert recipe.gradient_alignment.method == "factored"
+    assert recipe.embedding_geometry.enabled and not recipe.embedding_geometry.plots
+    assert recipe.resolved["gradient_alignment"]["interval"] == 7
+    assert not parse_recipe([str(tiny_recipe)]).gradient_alignment.enabled  # off unless asked for
 
 
 def test_help_lists_recipe_keys(tiny_recipe):

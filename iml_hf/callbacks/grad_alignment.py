@@ -35,7 +35,7 @@ class AlignmentProbe:
     batch: ExampleBatch
     pairs: list[tuple[int, int]]
     num_definitions: int
-    aliases: list[str]
+    rows: list[dict[str, Any]]  # the corpus rows of the examples (text, key, kind, ...)
 
     def part(self, start: int, stop: int) -> ExampleBatch:
         return self.batch.select(slice(start, stop))
@@ -62,7 +62,7 @@ def alignment_probes(
     """A fixed sample of definition-question pairs per subset (the same ``seed`` gives the same sample)."""
     rows_by_key: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for split in tokenized.values():
-        for row in split.select_columns(["subset", "kind", "key", "text", "input_ids", "labels"]):
+        for row in split.select_columns(["subset", "kind", "key", "text", "prompt", "answer", "input_ids", "labels"]):
             if row["key"] and row["kind"] in ("definition", "question"):
                 entry = rows_by_key.setdefault((row["subset"], row["key"]), {"definition": [], "question": []})
                 if row["kind"] == "question" or all(d["text"] != row["text"] for d in entry["definition"]):
@@ -84,7 +84,7 @@ def alignment_probes(
             questions.extend(chosen)
         batch = ExampleBatch.from_rows(definitions + questions, pad_token_id)
         offset = len(definitions)
-        probes[subset] = AlignmentProbe(batch, [(d, offset + q) for d, q in pairs], offset, keys)
+        probes[subset] = AlignmentProbe(batch, [(d, offset + q) for d, q in pairs], offset, definitions + questions)
     return probes
 
 

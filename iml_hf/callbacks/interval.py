@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from accelerate import PartialState
@@ -21,6 +22,8 @@ class IntervalCallback(TrainerCallback):
     """
 
     main_process_only = False
+    #: Seconds spent measuring so far (the cost of the measurement, reported in results.json).
+    seconds = 0.0
 
     def __init__(self, trainer: IMLTrainer, metrics_log: MetricsLog, interval: int = 0, strategy: str = "steps"):
         self.trainer = trainer
@@ -33,7 +36,9 @@ class IntervalCallback(TrainerCallback):
 
     def _maybe_measure(self, state: TrainerState) -> None:
         if not self.main_process_only or PartialState().is_main_process:
+            start = time.perf_counter()
             self.measure(state)
+            self.seconds += time.perf_counter() - start
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         step = state.global_step

@@ -1,0 +1,124 @@
+"""The gradient-alignment sample and callback: pairs share an alias, logged values are exact."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from conftest import TINY_RECIPE, build_tiny_model, loop_gradients
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from iml_hf import train
+from iml_hf.callbacks.grad_alignment import alignment_probes, measure_alignment
+from iml_hf.corpus import load_or_build_corpus
+from iml_hf.recipe import parse_recipe
+from iml_hf.stats import mean_ci
+from iml_hf.tokenization import tokenize_corpus
+
+
+@pytest.fixture(scope="module")
+def tokenized(tiny_corpus, tiny_tokenizer):
+    return tokenize_corpus(tiny_corpus, tiny_tokenizer)
+
+
+def test_probes_pair_each_definition_with_questions_about_its_alias(tokenized, tiny_tokenizer):
+    probes = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, None, aliases_per_subset=3, questions_per_alias=2, seed=5)
+    assert list(probes) == ["x1t", "x1f", "x2t", "x2f"]
+    train_texts = set(tokenized["train"]["text"])
+    for subset, probe in probes.items():
+        n = probe.num_definitions
+        assert n == 3 and len(probe.pairs) == 6 and len(probe.batch) == 9
+        assert all(r["kind"] == "definition" and r["subset"] == subset for r in probe.rows[:n])
+        assert all(r["kind"] == "question" and r["subset"] == subset for r in probe.rows[n:])
+        for d, q in probe.pairs:
+            assert d < n <= q and probe.rows[d]["key"] == probe.rows[q]["key"]
+        if subset.startswith("x2"):  # X2 questions are never trained on: all come from the test split
+            assert not train_texts & {r["text"] for r in probe.rows[n:]}
+        assert torch.equal(probe.batch.input_ids[0, : len(probe.rows[0]["input_ids"])], torch.tensor(probe.rows[0]["input_ids"]))
+    again = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, None, 3, 2, seed=5)
+    assert all(torch.equal(again[s].batch.input_ids, probes[s].batch.input_ids) for s in probes)
+    other = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, ["x2t"], 3, 2, seed=6)
+    assert list(other) == ["x2t"]
+
+
+def _independent(model, probe) -> tuple[list[float], float]:
+    """Pair cosines and the mean-gradient cosine from the batch-size-1 loop."""
+    grads = loop_gradients(model, probe.batch)
+    flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)
+    pairs = [F.cosine_similarity(flat[d], flat[q], dim=0).item() for d, q in probe.pairs]
+    n = probe.num_definitions
+    mean = F.cosine_similarity(flat[:n].mean(0), flat[n:].mean(0), dim=0).item()
+    return pairs, mean
+
+
+def test_measure_alignment_matches_loop(tokenized, tiny_tokenizer):
+    model = build_tiny_model(tiny_tokenizer, architecture="llama")
+    probes = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, None, 3, 2, seed=0)
+    result = measure_alignment(model, probes)
+    for subset, probe in probes.items():
+        pairs, mean = _independent(model, probe)
+        summary = result["pairs"][subset]["all"]
+        expected = mean_ci(pairs)
+        assert summary["n"] == len(pairs) == 6
+        for key in ("mean", "ci_low", "ci_high"):
+            assert summary[key] == pytest.approx(expected[key], abs=1e-5)
+        assert result["mean_gradient"][subset]["all"]["cosine"] == pytest.approx(mean, abs=1e-5)
+        assert {"embeddings", "attention", "mlp", "norms"} <= set(result["pairs"][subset])
+
+
+def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tmp_path):
+    recipe = {
+        **TINY_RECIPE,
+        "output_dir": str(tmp_path / "run"),
+        "gradient_alignment": {"enabled": True, "interval": 2, "aliases_per_subset": 3, "questions_per_alias": 2},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
+    results = train.main()
+
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    align = [r for r in rows if r["metric"].startswith("grad_align/")]
+    points = sorted({(r["stage_index"], r["stage_step"]) for r in align})
+    assert points == [(0, 2), (0, 4), (0, 6), (1, 2), (1, 4), (2, 2), (2, 4)]
+    assert {r["subset"] for r in align} == {"x1t", "x1f", "x2t", "x2f"}
+    assert {r["metric"] for r in align} >= {"grad_align/all", "grad_align/embeddings", "grad_align/attention"}
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["n"] == 6 for r in align)
+    assert any(r["metric"] == "grad_align_mean/all" for r in rows)
+
+    # the values logged at the end of the last stage are those of the saved model
+    out = tmp_path / "run"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    parsed = parse_recipe([str(path)])
+    corpus = load_or_build_corpus(parsed.task, 0)
+    probes = alignment_probes(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
+    for subset, probe in probes.items():
+        pairs, mean = _independent(model, probe)
+        logged = next(r for r in align if r["subset"] == subset and r["metric"] == "grad_align/all" and (r["stage_index"], r["stage_step"]) == (2, 4))
+        assert logged["value"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-5)
+        final = results["stages"]["x2"]["grad_align"]
+        assert final["pairs"][subset]["all"]["mean"] == logged["value"]
+        assert final["mean_gradient"][subset]["all"]["cosine"] == pytest.approx(mean, abs=1e-5)
+
+
+def test_epoch_interval(monkeypatch, tmp_path):
+    recipe = {
+        **TINY_RECIPE,
+        "output_dir": str(tmp_path / "run"),
+        "stages": [{"name": "x1", "train_subsets": ["x1t", "x1f"], "num_train_epochs": 3}],
+        "gradient_alignment": {"enabled": True, "interval": 1, "interval_strategy": "epoch",
+                               "aliases_per_subset": 2, "questions_per_alias": 1, "subsets": ["x1t"]},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
+    results = train.main()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = sorted({r["epoch"] for r in rows if r["metric"] == "grad_align/all"})
+    steps = results["stages"]["x1"]["steps"]
+    assert epochs == [1.0, 2.0, 3.0] and steps % 3 == 0  # after epochs 1 and 2, and at the end
