@@ -330,6 +330,14 @@ def pair_inner_products(
     return {name: torch.cat(v) for name, v in dots.items()}, squares
 
 
+def _by_group(names: Sequence[str], groups: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+    """(group, its parameter names) for ``all`` and every group that has parameters."""
+    for group in ("all", *GROUPS):
+        members = [n for n in names if group == "all" or groups[n] == group]
+        if members:
+            yield group, members
+
+
 def _cosine(dot: Tensor, square_a: Tensor, square_b: Tensor) -> Tensor:
     norm = (square_a.clamp(min=0) * square_b.clamp(min=0)).sqrt()
     return torch.where(norm > 0, dot / norm, torch.full_like(dot, float("nan")))
@@ -351,12 +359,9 @@ def pair_cosines(
     left = torch.tensor([i for i, _ in pairs], dtype=torch.long)
     right = torch.tensor([j for _, j in pairs], dtype=torch.long)
     out = {}
-    for group in ("all", *GROUPS):
-        members = [n for n in dots if group == "all" or groups[n] == group]
-        if members:
-            dot = sum(dots[n] for n in members)
-            sq = sum(squares[n] for n in members)
-            out[group] = _cosine(dot, sq[left], sq[right])
+    for group, members in _by_group(list(dots), groups):
+        square = sum(squares[n] for n in members)
+        out[group] = _cosine(sum(dots[n] for n in members), square[left], square[right])
     return out
 
 
@@ -364,11 +369,7 @@ def gradient_cosines_by_group(a: dict[str, Tensor], b: dict[str, Tensor], model:
     """Cosine between two full gradients (name -> tensor), overall (``all``) and per group."""
     groups = parameter_groups(model)
     out = {}
-    for group in ("all", *GROUPS):
-        members = [n for n in a if group == "all" or groups[n] == group]
-        if members:
-            dot = sum((a[n] * b[n]).sum() for n in members)
-            sq_a = sum((a[n] ** 2).sum() for n in members)
-            sq_b = sum((b[n] ** 2).sum() for n in members)
-            out[group] = float(_cosine(dot.reshape(1), sq_a.reshape(1), sq_b.reshape(1))[0])
+    for group, members in _by_group(list(a), groups):
+        dot, sq_a, sq_b = (sum((x[n] * y[n]).sum() for n in members).reshape(1) for x, y in ((a, b), (a, a), (b, b)))
+        out[group] = float(_cosine(dot, sq_a, sq_b)[0])
     return out

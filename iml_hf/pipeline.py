@@ -22,6 +22,7 @@ from iml_hf.callbacks import (
     SubsetEMCallback,
     alignment_probes,
 )
+from iml_hf.callbacks.console import use_compact_console
 from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
 from iml_hf.data import PadCollator, stage_train_set, subset_rows
 from iml_hf.modeling import build_model, count_parameters
@@ -129,6 +130,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
             trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size
         )
         trainer.add_callback(em)
+        use_compact_console(trainer)
         mechanisms = {}
         if probes is not None:
             mechanisms["grad_align"] = GradientAlignmentCallback(trainer, probes, metrics_log, recipe.gradient_alignment)
