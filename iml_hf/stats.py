@@ -23,3 +23,14 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, floa
     else:
         low, high = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
     return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "n": int(len(x))}
+
+
+def paired_greater(a: Iterable[float], b: Iterable[float]) -> dict[str, float]:
+    """One-sided paired t-test of ``a > b`` (scipy ``ttest_rel``) with the mean difference and its
+    two-sided confidence interval; NaN where fewer than two pairs exist."""
+    x, y = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    summary = mean_ci(x - y)
+    if len(x) < 2 or np.all(x - y == (x - y)[0]):
+        return {**summary, "t": math.nan, "p_value": math.nan}
+    test = stats.ttest_rel(x, y, alternative="greater")
+    return {**summary, "t": float(test.statistic), "p_value": float(test.pvalue)}

@@ -91,7 +91,8 @@ def parse_set(text: str) -> tuple[str, list[Any]]:
 
 
 def _format(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    """A value as the command line (YAML) reads it back: null, true, 0.001, [1, 2], text."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def run_name(overrides: dict[str, Any], seed: int) -> str:
@@ -152,9 +153,11 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
     import submitit
 
     if executor is None:
-        executor = submitit.AutoExecutor(folder=Path(sweep.output_dir) / "slurm_logs", cluster="slurm")
-        parameters = {"cpus_per_task": sweep.threads_per_run}
-        for key, value in (slurm or {}).items():
+        slurm = dict(slurm or {})
+        cluster = slurm.pop("cluster", "slurm")  # "local" or "debug" run the same jobs on this machine
+        executor = submitit.AutoExecutor(folder=Path(sweep.output_dir) / "slurm_logs", cluster=cluster)
+        parameters = {"cpus_per_task": sweep.threads_per_run} if cluster == "slurm" else {}
+        for key, value in slurm.items():
             parameters[key if key in GENERIC_SUBMITIT_PARAMETERS else f"slurm_{key}"] = value
         executor.update_parameters(**parameters)
     jobs = []
@@ -204,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch threads per run (default: CPU cores // jobs, at least 1)")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="local")
     parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                        help="submitit/SLURM parameter, e.g. partition=gpu, timeout_min=60, gpus_per_node=1")
+                        help="submitit/SLURM parameter, e.g. partition=gpu, timeout_min=60, gpus_per_node=1; "
+                             "cluster=local or cluster=debug runs the same jobs through submitit on this machine")
     return parser
 
 

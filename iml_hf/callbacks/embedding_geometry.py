@@ -36,6 +36,11 @@ class EmbeddingLayout:
     def labels(self) -> list[str]:
         return self.numbers + [alias for alias, _, _ in self.aliases]
 
+    @property
+    def row_buckets(self) -> list[str]:
+        """Each row's category: ``number`` or the alias's bucket."""
+        return ["number"] * len(self.numbers) + [bucket for _, _, bucket in self.aliases]
+
     @classmethod
     def build(cls, aliases: list[tuple[str, str, str]], tokenizer: PreTrainedTokenizerBase, bucket_order: list[str]) -> EmbeddingLayout:
         numbers = sorted({number for _, number, _ in aliases}, key=int)
@@ -69,8 +74,9 @@ def number_alias_cosines(matrix: np.ndarray, layout: EmbeddingLayout) -> dict[st
     return {b: {"embed_cos": float(np.mean(own[b])), "embed_cos_other": float(np.mean(other[b]))} for b in own}
 
 
-def save_heatmap(matrix: np.ndarray, layout: EmbeddingLayout, path: Path, title: str) -> None:
-    """Heatmap of the cosine matrix with lines between numbers and each bucket of aliases."""
+def save_heatmap(matrix: np.ndarray, row_buckets: list[str], path: Path, title: str) -> None:
+    """Heatmap of a cosine matrix with lines between numbers and each bucket of aliases
+    (``row_buckets`` names each row's category; rows of a category are contiguous)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,18 +85,15 @@ def save_heatmap(matrix: np.ndarray, layout: EmbeddingLayout, path: Path, title:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     fig.colorbar(image, ax=ax, shrink=0.8, label="cosine")
-    edges, ticks, names = [len(layout.numbers)], [len(layout.numbers) / 2], ["numbers"]
-    start = len(layout.numbers)
-    buckets = [b for _, _, b in layout.aliases]
-    for bucket in dict.fromkeys(buckets):
-        count = buckets.count(bucket)
+    ticks, names, start = [], [], 0
+    for bucket in dict.fromkeys(row_buckets):
+        count = row_buckets.count(bucket)
         ticks.append(start + count / 2)
-        names.append(bucket)
+        names.append("numbers" if bucket == "number" else bucket)
         start += count
-        edges.append(start)
-    for edge in edges[:-1]:
-        ax.axhline(edge - 0.5, color="k", lw=0.6)
-        ax.axvline(edge - 0.5, color="k", lw=0.6)
+        if start < len(row_buckets):
+            ax.axhline(start - 0.5, color="k", lw=0.6)
+            ax.axvline(start - 0.5, color="k", lw=0.6)
     ax.set_xticks(ticks, names, rotation=45)
     ax.set_yticks(ticks, names)
     ax.set_title(title, fontsize=9)
@@ -129,16 +132,15 @@ class EmbeddingGeometryCallback(IntervalCallback):
         self.folder.mkdir(parents=True, exist_ok=True)
         labels = self.folder / "labels.json"
         if not labels.exists():
-            buckets = {alias: bucket for alias, _, bucket in self.layout.aliases}
             labels.write_text(json.dumps({"labels": self.layout.labels, "numbers": len(self.layout.numbers),
-                                          "buckets": [buckets.get(w, "number") for w in self.layout.labels]}))
+                                          "buckets": self.layout.row_buckets}))
         stem = f"{position['stage_index']}-{position['stage']}-step{position['stage_step']}"
         tmp = self.folder / f".{stem}.tmp.npy"
         np.save(tmp, matrix)
         tmp.replace(self.folder / f"{stem}.npy")
         if self.plots:
             title = f"input-embedding cosines, stage {position['stage']} step {position['stage_step']}"
-            save_heatmap(matrix, self.layout, self.folder / f"{stem}.png", title)
+            save_heatmap(matrix, self.layout.row_buckets, self.folder / f"{stem}.png", title)
         summary = number_alias_cosines(matrix, self.layout)
         logs: dict[str, Any] = {}
         rows = []

@@ -1,0 +1,72 @@
+"""Figures of the report: curves over training with confidence bands and stage boundaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from iml_hf.stats import mean_ci  # noqa: E402
+
+#: Colours that keep a subset's identity across every figure.
+SUBSET_COLOURS = {"pretrain": "0.45", "x1t": "tab:blue", "x1f": "tab:orange", "x2t": "tab:green", "x2f": "tab:red"}
+
+Series = dict[str, dict[int, list[float]]]  # series name -> x -> values over runs
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _draw(ax, series: Series, boundaries: list[tuple[int, str]], ylabel: str, confidence: float) -> None:
+    for name, points in series.items():
+        xs = sorted(points)
+        summaries = [mean_ci(points[x], confidence) for x in xs]
+        means = [s["mean"] for s in summaries]
+        colour = SUBSET_COLOURS.get(name)
+        ax.plot(xs, means, marker=".", ms=3, lw=1.4, label=name, color=colour)
+        low = [s["ci_low"] if s["n"] > 1 else s["mean"] for s in summaries]
+        high = [s["ci_high"] if s["n"] > 1 else s["mean"] for s in summaries]
+        ax.fill_between(xs, low, high, alpha=0.2, color=colour, lw=0)
+    top = ax.get_ylim()[1]
+    start = 0
+    for end, stage in boundaries:
+        ax.axvline(end, color="k", ls="--", lw=0.7)
+        ax.text((start + end) / 2, top, stage, ha="center", va="bottom", fontsize=8)
+        start = end
+    ax.set_xlabel("training step (all stages)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def curve_figure(
+    panels: dict[str, Series],
+    boundaries: list[tuple[int, str]],
+    path: Path,
+    title: str,
+    ylabel: str,
+    confidence: float = 0.95,
+) -> Path:
+    """One panel per entry of ``panels``: the mean over runs of each series with a ``confidence``
+    t-band, stage ends as dashed lines with the stage names above."""
+    count = len(panels)
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    for ax, (panel, series) in zip(axes.flat, panels.items()):
+        _draw(ax, series, boundaries, ylabel, confidence)
+        if count > 1:
+            ax.set_title(panel, fontsize=9, pad=14)
+    for ax in list(axes.flat)[count:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return path

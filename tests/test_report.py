@@ -1,0 +1,113 @@
+"""The report: intervals and tests against scipy on synthetic runs, and a render of a real sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+from conftest import TINY_RECIPE
+from scipy import stats
+
+from iml_hf import report, sweep
+from iml_hf.tasks.modmul import ModMulTask
+
+SUBSETS = ("pretrain", "x1t", "x1f", "x2t", "x2f")
+
+
+def _fake_run(folder, seed, em_by_stage, overrides=None):
+    """A run folder as the pipeline writes it: results.json plus metrics.jsonl rows."""
+    folder.mkdir(parents=True)
+    stages = {name: {"em": em, "steps": 10, "wall_time_s": 1.0} for name, em in em_by_stage.items()}
+    final = em_by_stage["x2"]
+    results = {
+        "final_em": final, "iml_gap": final["x2t"] - final["x2f"], "stages": stages, "wall_time_s": 3.0,
+        "recipe": {"seed": seed, "task": dataclasses.asdict(ModMulTask(modulus=8))},
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+    rows = []
+    for index, (stage, em) in enumerate(em_by_stage.items()):
+        rows += [{"stage": stage, "stage_index": index, "stage_step": 10, "global_step": 10 * (index + 1),
+                  "subset": s, "metric": "em", "value": v} for s, v in em.items()]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def _synthetic(root, seeds, rng, shift=0.0):
+    values = {}
+    for seed in seeds:
+        ems = {stage: {s: float(rng.uniform(0, 1)) for s in SUBSETS} for stage in ("pretrain", "x1", "x2")}
+        ems["x2"]["x2t"] = min(1.0, ems["x2"]["x2f"] + shift + float(rng.normal(0, 0.05)))
+        _fake_run(root / f"seed{seed}", seed, ems)
+        values[seed] = ems
+    return values
+
+
+def test_intervals_and_paired_test_agree_with_scipy(tmp_path):
+    rng = np.random.default_rng(0)
+    values = _synthetic(tmp_path, range(6), rng, shift=0.05)
+    summary = report.build_report(tmp_path)
+    group = summary["groups"]["all runs"]
+    assert group["seeds"] == list(range(6))
+    x2t = np.array([values[s]["x2"]["x2t"] for s in range(6)])
+    x2f = np.array([values[s]["x2"]["x2f"] for s in range(6)])
+    expected = stats.ttest_rel(x2t, x2f, alternative="greater")
+    diff = x2t - x2f
+    low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+    gap = group["iml_gap"]
+    assert gap["p_value"] == pytest.approx(expected.pvalue) and gap["t"] == pytest.approx(expected.statistic)
+    assert (gap["mean"], gap["ci_low"], gap["ci_high"]) == pytest.approx((diff.mean(), low, high))
+    x1t_pretrain = np.array([values[s]["pretrain"]["x1t"] for s in range(6)])
+    cell = group["em"]["pretrain"]["x1t"]
+    low, high = stats.t.interval(0.95, 5, loc=x1t_pretrain.mean(), scale=stats.sem(x1t_pretrain))
+    assert (cell["mean"], cell["ci_low"], cell["ci_high"]) == pytest.approx((x1t_pretrain.mean(), low, high))
+    assert list(group["em"]["x2"]) == list(SUBSETS)  # the task's subset order
+    text = (tmp_path / "summary.md").read_text()
+    assert f"p = {expected.pvalue:.4g}" in text
+    assert (tmp_path / "em_curves.png").exists()
+
+
+def test_groups_follow_the_manifest_and_missing_runs_are_listed(tmp_path):
+    rng = np.random.default_rng(1)
+    runs = []
+    for value in (1, 2):
+        for seed in (0, 1, 2):
+            name = f"stages.x2.max_steps={value}/seed{seed}"
+            ems = {stage: {s: float(rng.uniform(0, 1)) for s in SUBSETS} for stage in ("pretrain", "x1", "x2")}
+            _fake_run(tmp_path / name, seed, ems)
+            runs.append({"name": name, "overrides": {"stages.x2.max_steps": value}, "status": "done", "log": ""})
+    runs.append({"name": "stages.x2.max_steps=2/seed3", "overrides": {"stages.x2.max_steps": 2},
+                 "status": "failed", "log": "x.log"})
+    (tmp_path / "sweep.json").write_text(json.dumps({"runs": runs}))
+    summary = report.build_report(tmp_path, confidence=0.9)
+    assert list(summary["groups"]) == ["stages.x2.max_steps=1", "stages.x2.max_steps=2"]
+    assert all(g["runs"] == 3 for g in summary["groups"].values())
+    assert summary["missing_runs"] == ["stages.x2.max_steps=2/seed3: no results.json (status failed, log x.log)"]
+    assert (tmp_path / "em_curves_g0.png").exists() and (tmp_path / "em_curves_g1.png").exists()
+    assert "90% CI" in (tmp_path / "summary.md").read_text()
+
+
+def test_report_of_a_real_tiny_sweep(tmp_path, capsys):
+    recipe = {**TINY_RECIPE, "gradient_alignment": {"enabled": True, "interval": 3, "aliases_per_subset": 2,
+                                                    "questions_per_alias": 2},
+              "embedding_geometry": {"enabled": True, "plots": False}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = tmp_path / "sweep"
+    assert sweep.main([str(path), "--seeds", "2", "--output_dir", str(out), "--jobs", "2", "--threads", "1"]) == 0
+    assert report.main([str(out)]) == 0
+    assert "IML gap" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())["groups"]["all runs"]
+    assert summary["runs"] == 2 and set(summary["grad_align"]["at_stage_end"]["x1"]) == {"x1t", "x1f", "x2t", "x2f"}
+    assert set(summary["embedding"]["at_stage_end"]["x2"]) == {"x1t", "x1f", "x2t", "x2f"}
+    text = (out / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"em_curves.png", "grad_alignment.png", "embedding_cosine.png", "embeddings_2-x2.png"} <= set(images)
+    assert all((out / image).stat().st_size > 1000 for image in images)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
