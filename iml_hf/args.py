@@ -100,6 +100,26 @@ class EmbeddingGeometryArguments:
         _check_interval("embedding_geometry", self.interval, self.interval_strategy)
 
 
+@dataclass
+class LayerAnalysisArguments:
+    """The layer-wise analysis (``iml_hf.analyze``) of the model at the end of every stage, on the
+    ``split`` rows of the corpus; the other keys are those of ``python -m iml_hf.analyze layers``."""
+
+    enabled: bool = False
+    split: str = "test"
+    max_tokens: int = 5000
+    min_position: int = 4
+    max_final_loss: float | None = None
+    batch_size: int = 64
+    pca_tokens: int = 40
+    linearize_tokens: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.batch_size < 1 or self.min_position < 0:
+            raise ValueError("layer_analysis.max_tokens and batch_size must be >= 1, min_position >= 0")
+
+
 def _check_interval(section: str, interval: int, strategy: str) -> None:
     if interval < 0:
         raise ValueError(f"{section}.interval must be >= 0 (0 = only at the end of each stage)")

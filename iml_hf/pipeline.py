@@ -23,6 +23,7 @@ from iml_hf.callbacks import (
     alignment_probes,
 )
 from iml_hf.callbacks.console import use_compact_console
+from iml_hf.callbacks.layer_analysis import LayerAnalysisCallback
 from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
 from iml_hf.data import PadCollator, stage_train_set, subset_rows
 from iml_hf.modeling import build_model, count_parameters
@@ -110,6 +111,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         for stale in ("metrics.jsonl", "results.json"):
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "embeddings", ignore_errors=True)
+        shutil.rmtree(out / "layers", ignore_errors=True)
     metrics_log = MetricsLog(out / "metrics.jsonl", enabled=state.is_main_process)
 
     stages: dict[str, dict[str, Any]] = {}
@@ -138,6 +140,11 @@ def run(recipe: Recipe) -> dict[str, Any]:
             geometry = recipe.embedding_geometry
             mechanisms["embedding"] = EmbeddingGeometryCallback(
                 trainer, layout, metrics_log, out, geometry.interval, geometry.interval_strategy, geometry.plots
+            )
+        if recipe.layer_analysis.enabled:
+            split = recipe.layer_analysis.split
+            mechanisms["layers"] = LayerAnalysisCallback(
+                trainer, list(tokenized[split]["input_ids"]), metrics_log, out, recipe.layer_analysis
             )
         for callback in mechanisms.values():
             trainer.add_callback(callback)

@@ -26,19 +26,21 @@ from iml_hf.args import (
     EmbeddingGeometryArguments,
     EvalArguments,
     GradientAlignmentArguments,
+    LayerAnalysisArguments,
     ModelArguments,
     RunArguments,
     StageArguments,
 )
 from iml_hf.tasks import Task, make_task, task_registry
 
-SECTIONS = ("task", "model", "training", "evaluation", "gradient_alignment", "embedding_geometry")
+SECTIONS = ("task", "model", "training", "evaluation", "gradient_alignment", "embedding_geometry", "layer_analysis")
 #: Sections whose keys are the fields of a dataclass.
 SECTION_CLASSES = {
     "model": ModelArguments,
     "evaluation": EvalArguments,
     "gradient_alignment": GradientAlignmentArguments,
     "embedding_geometry": EmbeddingGeometryArguments,
+    "layer_analysis": LayerAnalysisArguments,
 }
 #: TrainingArguments fields the pipeline sets itself.
 RESERVED_TRAINING_KEYS = ("output_dir", "seed")
@@ -68,6 +70,7 @@ class Recipe:
     stages: list[StageArguments]
     gradient_alignment: GradientAlignmentArguments = field(default_factory=GradientAlignmentArguments)
     embedding_geometry: EmbeddingGeometryArguments = field(default_factory=EmbeddingGeometryArguments)
+    layer_analysis: LayerAnalysisArguments = field(default_factory=LayerAnalysisArguments)
     source: str | None = None
     resolved: dict[str, Any] = field(default_factory=dict)
 
@@ -231,6 +234,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         evaluation = EvalArguments(**nested.get("evaluation", {}))
         alignment = GradientAlignmentArguments(**nested.get("gradient_alignment", {}))
         geometry = EmbeddingGeometryArguments(**nested.get("embedding_geometry", {}))
+        layers = LayerAnalysisArguments(**nested.get("layer_analysis", {}))
         training = dict(nested.get("training", {}))
         stages = []
         for stage in nested["stages"]:
@@ -253,11 +257,13 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         for subset in subsets or []:
             if subset not in task.subsets:
                 raise RecipeError(f"{section}.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
+    if layers.split not in ("train", "test"):
+        raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
     if geometry.enabled and not hasattr(task, "aliases"):
         raise RecipeError(f"embedding_geometry needs a task with aliases; task {task.name!r} has none")
     recipe = Recipe(
         run, task, model, evaluation, training, stages,
-        gradient_alignment=alignment, embedding_geometry=geometry, source=source,
+        gradient_alignment=alignment, embedding_geometry=geometry, layer_analysis=layers, source=source,
     )
     for stage in stages:
         try:
@@ -271,6 +277,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         "evaluation": dataclasses.asdict(evaluation),
         "gradient_alignment": dataclasses.asdict(alignment),
         "embedding_geometry": dataclasses.asdict(geometry),
+        "layer_analysis": dataclasses.asdict(layers),
         "training": {**TRAINING_DEFAULTS, **training},
         "stages": [
             {"name": s.name, "train_subsets": s.train_subsets, "replay": s.replay,

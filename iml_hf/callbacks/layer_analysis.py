@@ -1,0 +1,52 @@
+"""The layer-wise analysis (``iml_hf.analyze``) of the model at the end of every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerState
+
+from iml_hf.args import LayerAnalysisArguments
+from iml_hf.callbacks.interval import IntervalCallback
+
+if TYPE_CHECKING:
+    from iml_hf.callbacks import MetricsLog
+    from iml_hf.trainer import IMLTrainer
+
+
+class LayerAnalysisCallback(IntervalCallback):
+    """Writes ``layers/<index>-<stage>/layers.json`` (+ plots) at the end of the stage and logs the
+    per-layer inner loss and the norm shares (``layers/...``) to the trackers and metrics.jsonl."""
+
+    main_process_only = True
+
+    def __init__(self, trainer: IMLTrainer, sequences: list[list[int]], metrics_log: MetricsLog,
+                 output_dir: str | Path, args: LayerAnalysisArguments):
+        super().__init__(trainer, metrics_log, interval=0)
+        self.sequences = sequences
+        self.folder = Path(output_dir) / "layers"
+        self.args = args
+        self.latest: dict[str, Any] = {}
+
+    def measure(self, state: TrainerState) -> None:
+        from iml_hf.analyze.report import analyze_model
+
+        position = self.trainer.position(state)
+        out = self.folder / f"{position['stage_index']}-{position['stage']}"
+        summary = analyze_model(self.trainer.model, self.sequences, self.args, out, {"split": self.args.split})
+        logs, rows = {}, []
+        for name, value in zip(summary["inner_loss"]["applied_to"], summary["inner_loss"]["mean"]):
+            key = f"inner_loss/{name.replace(' ', '_')}"
+            logs[f"layers/{key}"] = value
+            rows.append({**position, "subset": self.args.split, "metric": key, "value": value})
+        shares = summary["norm_statistics"]
+        for prefix, stats in (("", shares["without_position_0"]), ("with_embeddings_", shares["with_embeddings"]["without_position_0"])):
+            for level in ("sequence_level", "pair_level"):
+                if stats[level] is not None:
+                    key = f"norm_nondecreasing_{prefix}{level}"
+                    logs[f"layers/{key}"] = stats[level]
+                    rows.append({**position, "subset": self.args.split, "metric": key, "value": stats[level]})
+        self.trainer.log(logs)
+        self.metrics_log.write(rows)
+        self.latest = {k: summary[k] for k in ("inner_loss", "norm_statistics", "linearized_layers") if k in summary}

@@ -1,0 +1,66 @@
+"""``python -m iml_hf.analyze layers`` end to end on a saved tiny model, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from iml_hf.analyze.__main__ import main
+
+
+@pytest.fixture
+def saved_model(tmp_path, tiny_tokenizer):
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=len(tiny_tokenizer), n_positions=64,
+                        bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+                        pad_token_id=tiny_tokenizer.pad_token_id)
+    path = tmp_path / "model"
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_layers_on_a_corpus_writes_json_and_plots(tmp_path, saved_model, tiny_corpus, capsys):
+    tiny_corpus.save_to_disk(str(tmp_path / "corpus"))
+    out = tmp_path / "analysis"
+    code = main(["layers", "--model", str(saved_model), "--data", str(tmp_path / "corpus"), "--output_dir", str(out),
+                 "--max_tokens", "300", "--min_position", "2", "--pca_tokens", "10", "--linearize_tokens", "5"])
+    assert code == 0
+    summary = json.loads((out / "layers.json").read_text())
+    assert summary["num_layers"] == 3 and len(summary["inner_loss"]["mean"]) == 3 and len(summary["norms"]["mean"]) == 4
+    assert summary["tokens"] == 300 and 0 < summary["inner_loss_tokens"] < 300
+    assert summary["norm_statistics"]["layers_compared"] == 2
+    assert len(summary["linearized_layers"]["shares"]) == 3 and summary["linearized_layers"]["tokens_per_layer"] == 5
+    assert all((out / name).stat().st_size > 1000 for name in summary["plots"])
+    assert "pca_trajectories.png" in summary["plots"]
+    assert "approximate inner loss" in capsys.readouterr().out
+
+
+def test_final_loss_filter_keeps_only_confident_tokens(tmp_path, saved_model, tiny_corpus):
+    tiny_corpus.save_to_disk(str(tmp_path / "corpus"))
+    args = ["layers", "--model", str(saved_model), "--data", str(tmp_path / "corpus"), "--min_position", "1",
+            "--linearize_tokens", "0", "--max_tokens", "200"]
+    main([*args, "--output_dir", str(tmp_path / "all")])
+    everything = json.loads((tmp_path / "all" / "layers.json").read_text())
+    assert main([*args, "--output_dir", str(tmp_path / "none"), "--max_final_loss", "0.0"]) == 2  # nothing is that sure
+    assert not (tmp_path / "none").exists()
+    threshold = everything["inner_loss"]["mean"][-1]
+    main([*args, "--output_dir", str(tmp_path / "some"), "--max_final_loss", str(threshold)])
+    some = json.loads((tmp_path / "some" / "layers.json").read_text())
+    assert 0 < some["inner_loss_tokens"] < everything["inner_loss_tokens"]
+    assert some["inner_loss"]["mean"][-1] <= threshold
+
+
+def test_bad_model_exits_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    text = tmp_path / "t.txt"
+    text.write_text("hello world")
+    done = subprocess.run([sys.executable, "-m", "iml_hf.analyze", "layers", "--model", str(tmp_path / "nope"),
+                           "--data", str(text), "--output_dir", str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and "cannot load a causal LM" in done.stderr
+    assert not out.exists()

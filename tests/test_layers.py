@@ -1,0 +1,98 @@
+"""Layer-wise analysis: the last layer re-applied reproduces the logits; norm shares on a hand-built model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from iml_hf.analyze.layers import LayerAccess, batches, final_logits, norm_statistics, run_layers
+
+CONFIGS = {
+    "gpt2": (GPT2LMHeadModel, GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=40, n_positions=32,
+                                         bos_token_id=0, eos_token_id=0)),
+    "llama": (LlamaForCausalLM, LlamaConfig(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
+                                            intermediate_size=32, vocab_size=40, max_position_embeddings=32)),
+    "gpt_neox": (GPTNeoXForCausalLM, GPTNeoXConfig(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
+                                                   intermediate_size=32, vocab_size=40, max_position_embeddings=32)),
+}
+SEQUENCES = [[1, 5, 7, 9, 3, 2, 8], [4, 4, 6], [3, 9, 12, 15, 1, 2, 30, 31, 5]]
+
+
+def tiny(name: str):
+    cls, config = CONFIGS[name]
+    torch.manual_seed(0)
+    return cls(config).eval()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_last_layer_on_its_own_input_reproduces_the_logits(name):
+    model = tiny(name)
+    batch = next(batches(SEQUENCES, 3, 0))
+    access = LayerAccess.of(model)
+    call = {}
+    handle = access.layers[-1].register_forward_pre_hook(
+        lambda m, args, kwargs: call.update(args=args, kwargs=dict(kwargs)), with_kwargs=True)
+    with torch.no_grad():
+        out = model(input_ids=batch.input_ids, attention_mask=torch.ones_like(batch.input_ids),
+                    output_hidden_states=True, use_cache=False)
+        handle.remove()
+        logits = final_logits(access, out.hidden_states[len(access.layers) - 1], call)
+    assert torch.equal(logits, out.logits)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_inner_loss_of_the_last_input_is_the_model_loss(name):
+    model = tiny(name)
+    batch = next(batches(SEQUENCES, 3, 0))
+    stats = run_layers(model, batch, keep_trajectories=True)
+    assert stats.inner_loss.shape == (sum(len(s) - 1 for s in SEQUENCES), 3)
+    expected = []
+    for seq in SEQUENCES:  # one sequence at a time, no padding: an independent computation
+        ids = torch.tensor([seq])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        expected.append(F.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none"))
+    assert torch.allclose(stats.inner_loss[:, -1], torch.cat(expected), atol=1e-5)
+    assert sorted(stats.positions.tolist()) == sorted(t for s in SEQUENCES for t in range(len(s) - 1))
+    assert stats.trajectories.shape == (stats.inner_loss.shape[0], 4, 16)
+    assert torch.allclose(stats.trajectories.norm(dim=-1), stats.norms, atol=1e-5)
+    assert not torch.allclose(stats.inner_loss[:, 0], stats.inner_loss[:, -1])
+
+
+def hand_built(biases: list[float], first_position_offset: float) -> GPT2LMHeadModel:
+    """A GPT-2 whose blocks add only a constant ``biases[l] * b`` to the residual stream; token
+    embeddings are zero and position 0 starts at ``first_position_offset * b``."""
+    config = GPT2Config(n_layer=len(biases), n_embd=8, n_head=2, vocab_size=20, n_positions=16, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    b = torch.ones(8)
+    with torch.no_grad():
+        model.transformer.wte.weight.zero_()
+        model.transformer.wpe.weight.zero_()
+        model.transformer.wpe.weight[0] = first_position_offset * b
+        for block, scale in zip(model.transformer.h, biases):
+            for linear in (block.attn.c_proj, block.mlp.c_proj):
+                linear.weight.zero_()
+                linear.bias.zero_()
+            block.mlp.c_proj.bias.copy_(scale * b)
+    return model
+
+
+def test_norm_shares_on_a_hand_built_model():
+    # positions > 0: norms after layers 1..3 are 1, 2, 3 (x |b|): never decreasing;
+    # position 0 starts at -10 b: 9, 8, 7: decreasing at every step.
+    model = hand_built([1.0, 1.0, 1.0, 1.0], first_position_offset=-10.0)
+    batch = next(batches([[1, 2, 3, 4, 5], [6, 7, 8]], 2, 0))
+    stats = run_layers(model, batch)
+    expected = torch.tensor([[0.0, 1, 2, 3, 4]]) * 8**0.5
+    assert torch.allclose(stats.norms[stats.positions > 0], expected.expand(4, -1), atol=1e-5)
+    shares = norm_statistics(stats.norms, stats.positions)
+    assert shares["layers_compared"] == 3
+    assert shares["without_position_0"] == {"tokens": 4, "sequence_level": 1.0, "pair_level": 1.0}
+    assert shares["all_positions"] == {"tokens": 6, "sequence_level": 4 / 6, "pair_level": 8 / 12}
+    # a dip in the middle: 1, 2, 1 -> one pair of two decreases, no trajectory is monotone
+    dip = hand_built([1.0, 1.0, -1.0, 1.0], first_position_offset=0.0)
+    shares = norm_statistics(*(lambda s: (s.norms, s.positions))(run_layers(dip, batch)))
+    assert shares["without_position_0"]["sequence_level"] == 0.0
+    assert shares["without_position_0"]["pair_level"] == 0.5
