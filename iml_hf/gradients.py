@@ -109,8 +109,23 @@ class ExampleBatch:
 
 
 @contextmanager
+def full_precision(model: nn.Module) -> Iterator[None]:
+    """Run the model's own float32 ``forward``: under mixed precision, accelerate replaces
+    ``model.forward`` by an autocast wrapper (an instance attribute, possibly wrapped once per
+    stage); it is set aside here and put back afterwards, and any outer autocast is switched off."""
+    wrapped = model.__dict__.pop("forward", None)
+    device = next(model.parameters()).device.type
+    try:
+        with torch.autocast(device_type=device, enabled=False):
+            yield
+    finally:
+        if wrapped is not None:
+            model.__dict__["forward"] = wrapped
+
+
+@contextmanager
 def _eval_mode(model: nn.Module, attention: str | None = None) -> Iterator[None]:
-    """Eval mode (dropout off) with gradients on; optionally another attention implementation."""
+    """Eval mode (dropout off), float32, gradients on; optionally another attention implementation."""
     was_training = model.training
     config = getattr(model, "config", None)
     previous = getattr(config, "_attn_implementation", None)
@@ -118,7 +133,7 @@ def _eval_mode(model: nn.Module, attention: str | None = None) -> Iterator[None]
     try:
         if attention and previous and previous != attention:
             model.set_attn_implementation(attention)
-        with torch.enable_grad():
+        with full_precision(model), torch.enable_grad():
             yield
     finally:
         if attention and previous and previous != attention:

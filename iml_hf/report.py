@@ -87,7 +87,7 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
     stages = list(first["stages"])
     task = make_task(first["recipe"]["task"])
     subsets = [s for s in task.subsets if s in first["final_em"]] + [s for s in first["final_em"] if s not in task.subsets]
-    gap = task.gap_subsets
+    gap = task.gap_subsets if task.gap_subsets and set(task.gap_subsets) <= set(first["final_em"]) else None
     summary: dict[str, Any] = {
         "runs": len(runs),
         "seeds": sorted(r.seed for r in runs),
@@ -100,7 +100,7 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
         "wall_time_s": mean_ci([r.results["wall_time_s"] for r in runs], confidence),
     }
     if gap:
-        summary["iml_gap"] = paired_greater(*([r.results["final_em"][s] for r in runs] for s in gap))
+        summary["iml_gap"] = paired_greater(*([r.results["final_em"][s] for r in runs] for s in gap), confidence)
         summary["iml_gap"]["per_run"] = {r.name: r.results["final_em"][gap[0]] - r.results["final_em"][gap[1]] for r in runs}
     for key, read in (
         ("grad_align", lambda entry, s: entry["pairs"][s]["all"]["mean"]),
@@ -114,7 +114,7 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
                 values = {s: [read(r.results["stages"][stage][key], s) for r in runs] for s in names}
                 table[stage] = {s: mean_ci(v, confidence) for s, v in values.items()}
                 if gap and set(gap) <= set(values):
-                    contrasts[stage] = paired_greater(values[gap[0]], values[gap[1]])
+                    contrasts[stage] = paired_greater(values[gap[0]], values[gap[1]], confidence)
             summary[key] = {"at_stage_end": table, f"{gap[0]}_vs_{gap[1]}" if gap else "contrast": contrasts}
     return summary
 

@@ -25,11 +25,11 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, floa
     return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "n": int(len(x))}
 
 
-def paired_greater(a: Iterable[float], b: Iterable[float]) -> dict[str, float]:
+def paired_greater(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
     """One-sided paired t-test of ``a > b`` (scipy ``ttest_rel``) with the mean difference and its
-    two-sided confidence interval; NaN where fewer than two pairs exist."""
+    two-sided ``confidence`` interval; NaN where fewer than two pairs exist."""
     x, y = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
-    summary = mean_ci(x - y)
+    summary = mean_ci(x - y, confidence)
     if len(x) < 2 or np.all(x - y == (x - y)[0]):
         return {**summary, "t": math.nan, "p_value": math.nan}
     test = stats.ttest_rel(x, y, alternative="greater")

@@ -27,6 +27,18 @@ def test_layout_orders_numbers_then_aliases_by_bucket(tiny_task, tiny_tokenizer)
     assert all(tiny_tokenizer.convert_ids_to_tokens(ids) == [w] for w, ids in zip(layout.labels, layout.token_ids))
 
 
+def test_layout_uses_the_tokens_the_corpus_uses_with_a_bpe_tokenizer(tiny_task, tiny_corpus):
+    from iml_hf.text_lm import train_tokenizer
+    from iml_hf.tokenization import tokenize_corpus
+
+    text = "\n\n".join(list(tiny_corpus["train"]["text"]) + list(tiny_corpus["test"]["text"]))
+    bpe = train_tokenizer(text, vocab_size=300)
+    layout = EmbeddingLayout.build(tiny_task.aliases(0), bpe, list(tiny_task.subsets))
+    tokenized = tokenize_corpus(tiny_corpus, bpe)
+    used = {t for split in tokenized.values() for ids in split["input_ids"] for t in ids}
+    assert all(set(ids) <= used for ids in layout.token_ids)
+
+
 def test_cosines_match_an_independent_computation(tiny_task, tiny_tokenizer):
     layout = EmbeddingLayout.build(tiny_task.aliases(0), tiny_tokenizer, list(tiny_task.subsets))
     weights = torch.randn(len(tiny_tokenizer), 12)

@@ -122,3 +122,29 @@ def test_epoch_interval(monkeypatch, tmp_path):
     epochs = sorted({r["epoch"] for r in rows if r["metric"] == "grad_align/all"})
     steps = results["stages"]["x1"]["steps"]
     assert epochs == [1.0, 2.0, 3.0] and steps % 3 == 0  # after epochs 1 and 2, and at the end
+
+
+def test_measurements_stay_float32_and_exact_under_bf16_mixed_precision(monkeypatch, tmp_path):
+    """accelerate wraps forward in bf16 autocast; the measurements use the model's own forward."""
+    recipe = {
+        **TINY_RECIPE,
+        "output_dir": str(tmp_path / "run"),
+        "training": {**TINY_RECIPE["training"], "bf16": True, "use_cpu": True},
+        "stages": TINY_RECIPE["stages"][:2],
+        "gradient_alignment": {"enabled": True, "aliases_per_subset": 3, "questions_per_alias": 2},
+        "layer_analysis": {"enabled": True, "min_position": 1, "max_tokens": 100, "linearize_tokens": 2},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
+    results = train.main()
+    out = tmp_path / "run"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    corpus = load_or_build_corpus(parse_recipe([str(path)]).task, 0)
+    probes = alignment_probes(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
+    for subset, probe in probes.items():
+        pairs, _ = _independent(model, probe)
+        logged = results["stages"]["x1"]["grad_align"]["pairs"][subset]["all"]["mean"]
+        assert logged == pytest.approx(sum(pairs) / len(pairs), abs=1e-5)
+    assert "inner_loss" in results["stages"]["x1"]["layers"]

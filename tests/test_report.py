@@ -86,7 +86,13 @@ def test_groups_follow_the_manifest_and_missing_runs_are_listed(tmp_path):
     assert all(g["runs"] == 3 for g in summary["groups"].values())
     assert summary["missing_runs"] == ["stages.x2.max_steps=2/seed3: no results.json (status failed, log x.log)"]
     assert (tmp_path / "em_curves_g0.png").exists() and (tmp_path / "em_curves_g1.png").exists()
-    assert "90% CI" in (tmp_path / "summary.md").read_text()
+    group = summary["groups"]["stages.x2.max_steps=2"]
+    runs_2 = [r for r in runs if r["overrides"]["stages.x2.max_steps"] == 2 and r["status"] == "done"]
+    finals = [json.loads((tmp_path / r["name"] / "results.json").read_text())["final_em"] for r in runs_2]
+    diff = np.array([f["x2t"] - f["x2f"] for f in finals])
+    low, high = stats.t.interval(0.9, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+    assert (group["iml_gap"]["ci_low"], group["iml_gap"]["ci_high"]) == pytest.approx((low, high))
+    assert f"90% CI [{low:+.4f}, {high:+.4f}]" in (tmp_path / "summary.md").read_text()
 
 
 def test_report_of_a_real_tiny_sweep(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from iml_hf.analyze.layers import LayerAccess, batches, norm_statistics, run_layers
 from iml_hf.analyze.linearize import linearized_condition_shares
 from iml_hf.analyze.sources import load_sequences
+from iml_hf.gradients import full_precision
 from iml_hf.pipeline import write_json_atomic
 from iml_hf.tokenization import load_pretrained_tokenizer
 
@@ -35,9 +37,11 @@ def collect(model, sequences, args) -> dict[str, Any]:
         keep = stats.positions >= args.min_position
         if args.max_final_loss is not None:
             keep &= stats.inner_loss[:, -1] <= args.max_final_loss
+        room = args.max_tokens - seen  # the last batch is cut so that every count covers the same tokens
+        keep[room:] = False
         kept_losses.append(stats.inner_loss[keep])
-        norms.append(stats.norms)
-        positions.append(stats.positions)
+        norms.append(stats.norms[:room])
+        positions.append(stats.positions[:room])
         if stats.trajectories is not None:
             sample.extend(stats.trajectories[keep][: args.pca_tokens - len(sample)])
         seen += len(stats.positions)
@@ -48,8 +52,8 @@ def collect(model, sequences, args) -> dict[str, Any]:
         raise ValueError("no token passed the filters; lower --min_position or raise --max_final_loss")
     return {
         "losses": filtered,
-        "norms": torch.cat(norms)[: args.max_tokens],
-        "positions": torch.cat(positions)[: args.max_tokens],
+        "norms": torch.cat(norms),
+        "positions": torch.cat(positions),
         "trajectories": torch.stack(sample) if sample else None,
     }
 
@@ -118,10 +122,13 @@ def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, so
     started = time.perf_counter()
     was_training = model.training
     model.eval()
+    sequences = list(sequences)
+    random.Random(options.seed).shuffle(sequences)  # a sample of the whole source, not its first rows
     try:
         access = LayerAccess.of(model)
-        data = collect(model, sequences, options)
-        linearized = linearized_condition_shares(model, sequences, options) if options.linearize_tokens else None
+        with full_precision(model):
+            data = collect(model, sequences, options)
+            linearized = linearized_condition_shares(model, sequences, options) if options.linearize_tokens else None
     finally:
         model.train(was_training)
     num_layers = len(access.layers)

@@ -46,7 +46,8 @@ class EmbeddingLayout:
         numbers = sorted({number for _, number, _ in aliases}, key=int)
         ordered = sorted(aliases, key=lambda a: (bucket_order.index(a[2]), int(a[1]), a[0]))
         words = numbers + [alias for alias, _, _ in ordered]
-        ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+        # with a leading space, as the words occur in the corpus (matters for byte-level BPE)
+        ids = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
         empty = [w for w, i in zip(words, ids) if not i]
         if empty:
             raise ValueError(f"the tokenizer maps {empty[:3]} to no tokens")
