@@ -205,12 +205,18 @@ def _capture(model: nn.Module, batch: ExampleBatch) -> dict[str, list[Outer | De
     names = {id(p): n for n, p in trainable_parameters(model).items()}
     calls: list[tuple[nn.Module, Tensor, Tensor]] = []  # (module, input, output)
 
-    def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-        if isinstance(output, Tensor) and output.requires_grad:
-            calls.append((module, args[0].detach(), output))
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> None:
+        if not (isinstance(output, Tensor) and output.requires_grad):
+            return
+        if not isinstance(module, (nn.Linear, Conv1D, nn.Embedding)) and (len(args) != 1 or kwargs):
+            raise ValueError(
+                f"{type(module).__name__} has trainable parameters and takes more than one input; the "
+                "factored method re-runs such modules on their first input only, so use method='vmap'"
+            )
+        calls.append((module, args[0].detach(), output))
 
     handles = [
-        m.register_forward_hook(hook)
+        m.register_forward_hook(hook, with_kwargs=True)
         for m in model.modules()
         if any(id(p) in names for p in m.parameters(recurse=False))
     ]

@@ -288,6 +288,16 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     return recipe
 
 
+def flatten_resolved(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved recipe (``Recipe.resolved``, as saved in results.json) as {dotted key: value};
+    stages are keyed by name (``stages.x1.max_steps``)."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in flatten_resolved(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, list) and tree and all(isinstance(x, dict) and "name" in x for x in tree):
+        return {k: v for x in tree for k, v in flatten_resolved(x, f"{prefix}{x['name']}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
 def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
     """Parse ``RECIPE.yaml [--key=value ...]`` (or ``--config RECIPE.yaml``) into a Recipe."""
     path, rest = _split_config(argv)

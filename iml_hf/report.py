@@ -24,6 +24,7 @@ import numpy as np
 from iml_hf.callbacks.embedding_geometry import save_heatmap
 from iml_hf.pipeline import write_json_atomic
 from iml_hf.plots import Series, curve_figure
+from iml_hf.recipe import flatten_resolved
 from iml_hf.stats import mean_ci, paired_greater
 from iml_hf.tasks import make_task
 
@@ -61,7 +62,22 @@ def load_runs(root: Path) -> tuple[list[RunRecord], list[str]]:
     else:
         for results in sorted(root.rglob("results.json")):
             runs.append(_read_run(str(results.parent.relative_to(root)), results.parent, {}))
+        _infer_overrides(runs)
     return runs, problems
+
+
+#: Recipe keys that differ between seeds of one configuration.
+NOT_CONFIGURATION = ("seed", "output_dir", "torch_threads")
+
+
+def _infer_overrides(runs: list[RunRecord]) -> None:
+    """Without a manifest: a run's overrides are the recipe keys (other than seed and paths) whose
+    values differ between the runs, so runs of different configurations are never pooled."""
+    flat = [{k: json.dumps(v, sort_keys=True) for k, v in flatten_resolved(r.results["recipe"]).items()
+             if k not in NOT_CONFIGURATION} for r in runs]
+    keys = sorted({k for f in flat for k in f if len({g.get(k) for g in flat}) > 1})
+    for run, values in zip(runs, flat):
+        run.overrides = {k: json.loads(values[k]) if k in values else None for k in keys}
 
 
 def group_runs(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -178,22 +194,28 @@ def _curves(runs: list[RunRecord], select) -> dict[str, Series]:
 
 
 def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
-    """Per stage, the mean over runs of each run's last embedding matrix of that stage."""
+    """Per stage, the mean over runs of each run's last embedding matrix of that stage. Only runs
+    whose rows mean the same (bucket, number) are averaged: with ``bucket_by: number`` the buckets'
+    numbers change with the seed, and then only the first run's layout is shown."""
     folders = [r.path / "embeddings" for r in runs if (r.path / "embeddings" / "labels.json").exists()]
     if not folders:
         return []
-    buckets = json.loads((folders[0] / "labels.json").read_text())["buckets"]
+    labels = [json.loads((f / "labels.json").read_text()) for f in folders]
+    layout = [list(zip(lab["buckets"], lab.get("row_numbers", lab["labels"]))) for lab in labels]
+    same = [f for f, rows in zip(folders, layout) if rows == layout[0]]
     written = []
     for index, stage in enumerate(runs[0].results["stages"]):
         matrices = []
-        for folder in folders:
+        for folder in same:
             files = sorted(folder.glob(f"{index}-{stage}-step*.npy"), key=lambda p: int(p.stem.rsplit("step", 1)[1]))
             if files:
                 matrices.append(np.load(files[-1]))
         if matrices:
             path = out / f"embeddings_{index}-{stage}{suffix}.png"
-            title = f"input-embedding cosines at the end of {stage}, mean over {len(matrices)} runs"
-            save_heatmap(np.mean(matrices, axis=0), buckets, path, title)
+            runs_note = f"mean over {len(matrices)} runs" if len(same) == len(folders) else (
+                f"mean over the {len(matrices)} of {len(folders)} runs with the same row layout")
+            save_heatmap(np.mean(matrices, axis=0), labels[0]["buckets"], path,
+                         f"input-embedding cosines at the end of {stage}, {runs_note}")
             written.append(path)
     return written
 

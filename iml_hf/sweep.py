@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from iml_hf.pipeline import write_json_atomic
-from iml_hf.recipe import RecipeError, parse_recipe
+from iml_hf.recipe import RecipeError, flatten_resolved, parse_recipe
 
 LAUNCHERS = ("local", "slurm")
 #: submitit parameters that are not SLURM-specific; every other ``--slurm key=value`` becomes ``slurm_<key>``.
@@ -84,10 +84,21 @@ def parse_set(text: str) -> tuple[str, list[Any]]:
         raise RecipeError(f"--set {text!r} must look like key=value1,value2")
     key, values = text.split("=", 1)
     key = key.strip().removeprefix("--")
-    items = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    try:
+        items = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    except yaml.YAMLError:
+        raise RecipeError(f"--set {text!r}: the values (split at commas) are not valid YAML") from None
     if not items:
         raise RecipeError(f"--set {text!r} gives no values")
     return key, items
+
+
+def parse_slurm(text: str) -> tuple[str, Any]:
+    """``key=value`` for submitit; the value stays a string (``time=1:00:00``) unless it is an integer."""
+    if "=" not in text:
+        raise RecipeError(f"--slurm {text!r} must look like key=value, e.g. partition=gpu")
+    key, value = text.split("=", 1)
+    return key.strip(), int(value) if value.strip().isdigit() else value.strip()
 
 
 def _format(value: Any) -> str:
@@ -104,17 +115,22 @@ def run_name(overrides: dict[str, Any], seed: int) -> str:
 def plan(recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[Any]], extra: list[str],
          threads: int) -> list[SweepRun]:
     """Every (combination, seed) run, each validated by the recipe parser before anything runs."""
-    runs = []
+    runs, names = [], set()
     keys = list(sets)
     for combination in itertools.product(*(sets[k] for k in keys)):
         overrides = dict(zip(keys, combination))
         for seed in seeds:
             name = run_name(overrides, seed)
+            if name in names:
+                raise RecipeError(f"two runs of the grid would share the folder {name!r}; make the --set values distinct")
+            names.add(name)
             out = str(Path(output_dir) / name)
             flags = [f"--{k}={_format(v)}" for k, v in overrides.items()]
             argv = [recipe, *extra, *flags, f"--seed={seed}", f"--output_dir={out}", f"--torch_threads={threads}"]
-            parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
-            runs.append(SweepRun(name, seed, overrides, out, argv, log=str(Path(out) / "train.log")))
+            resolved = parse_recipe(argv, prog="iml_hf.sweep").resolved  # a bad key or value fails here
+            run = SweepRun(name, seed, overrides, out, argv, log=str(Path(out) / "train.log"))
+            run.__dict__["_recipe"] = resolved  # kept out of the manifest; compared on resume
+            runs.append(run)
     return runs
 
 
@@ -185,6 +201,23 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
         print(f"[{run.status}] {run.name} (job {run.job_id})", flush=True)
 
 
+#: Recipe keys that may differ between a finished run and the same run planned again.
+RESUME_IGNORED = ("output_dir", "torch_threads")
+
+
+def check_resumable(run: SweepRun) -> None:
+    """A finished run is only skipped if it was made with the configuration planned now."""
+    done = json.loads((Path(run.output_dir) / "results.json").read_text()).get("recipe", {})
+    planned = json.loads(json.dumps(run.__dict__.get("_recipe", {})))
+    old, new = ({k: v for k, v in flatten_resolved(r).items() if k not in RESUME_IGNORED} for r in (done, planned))
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if differing:
+        raise RecipeError(
+            f"{run.name} already finished with a different configuration ({', '.join(differing[:5])}); "
+            "use another --output_dir or delete that run's folder"
+        )
+
+
 def _previous_runs(manifest: Path) -> dict[str, dict[str, Any]]:
     """Run name -> its record in an existing manifest (empty if there is none or it is unreadable)."""
     try:
@@ -225,12 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise RecipeError(f"unexpected argument(s) {bad}; recipe overrides look like --key=value")
         sets = dict(parse_set(s) for s in args.sets)
+        slurm = dict(parse_slurm(s) for s in args.slurm)
         seeds = list(range(args.seed_start, args.seed_start + args.seeds))
         runs = plan(args.recipe, args.output_dir, seeds, sets, extra, threads)
+        for run in runs:
+            if run.finished:
+                check_resumable(run)
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    slurm = dict(parse_set(s) for s in args.slurm)
     sweep = Sweep(args.recipe, args.output_dir, seeds, sets, extra, args.launcher, jobs, threads, runs)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     previous = _previous_runs(Path(args.output_dir) / "sweep.json")
@@ -239,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             old = previous.get(run.name, {})
             run.returncode, run.wall_time_s, run.job_id = old.get("returncode"), old.get("wall_time_s"), old.get("job_id")
             run.status = "skipped"
+    planned = {run.name for run in runs}
+    fields = set(SweepRun.__dataclass_fields__)
+    kept = [SweepRun(**{k: v for k, v in record.items() if k in fields})
+            for name, record in previous.items() if name not in planned]  # earlier runs stay in the manifest
+    sweep.runs = runs + kept
     sweep.save()
     pending = [r for r in runs if r.status == "pending"]
     print(f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already finished), {jobs} at a time, "
@@ -248,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.launcher == "local":
         run_local(sweep, pending)
     else:
-        run_slurm(sweep, pending, slurm={k: v[0] for k, v in slurm.items()})
+        run_slurm(sweep, pending, slurm=slurm)
     failed = [r for r in runs if r.status == "failed"]
     print(f"sweep finished in {time.perf_counter() - start:.0f} s: "
           f"{sum(r.status == 'done' for r in runs)} done, {sum(r.status == 'skipped' for r in runs)} skipped, "

@@ -39,9 +39,9 @@ def python_docs_text(heldout_every: int = 10) -> tuple[str, str]:
     """(training text, held-out text) from the standard library's documentation topics."""
     from pydoc_data.topics import topics
 
-    names = sorted(topics)
-    train = [topics[n] for i, n in enumerate(names) if i % heldout_every]
-    heldout = [topics[n] for i, n in enumerate(names) if i % heldout_every == 0]
+    texts = list(dict.fromkeys(topics[n] for n in sorted(topics)))  # some topics share one text
+    train = [t for i, t in enumerate(texts) if i % heldout_every]
+    heldout = [t for i, t in enumerate(texts) if i % heldout_every == 0]
     return "\n\n".join(train), "\n\n".join(heldout)
 
 

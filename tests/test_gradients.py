@@ -131,3 +131,31 @@ def test_unknown_method_is_a_clear_error(batch, tiny_tokenizer):
     model = build_tiny_model(tiny_tokenizer)
     with pytest.raises(ValueError, match="use one of"):
         pair_inner_products(model, batch, [(0, 1)], method="loop")
+
+
+def test_factored_method_refuses_modules_it_cannot_replay(batch, tiny_tokenizer):
+    """A module with its own parameters that takes a second input cannot be re-run on its first
+    input alone: the factored method says so instead of returning wrong gradients."""
+
+    class Gain(torch.nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(width))
+
+        def forward(self, x, gain=1.0):
+            return x * self.weight * gain
+
+    class NormThenGain(torch.nn.Module):
+        def __init__(self, norm, width):
+            super().__init__()
+            self.norm, self.gain = norm, Gain(width)
+
+        def forward(self, x):
+            return self.gain(self.norm(x), gain=2.0)
+
+    model = build_tiny_model(tiny_tokenizer, architecture="gpt2")
+    model.transformer.h[0].ln_1 = NormThenGain(model.transformer.h[0].ln_1, 16)
+    with pytest.raises(ValueError, match="use method='vmap'"):
+        pair_inner_products(model, batch, [(0, 1)])
+    dots, _ = pair_inner_products(model, batch, [(0, 1)], method="vmap")
+    assert "transformer.h.0.ln_1.gain.weight" in dots

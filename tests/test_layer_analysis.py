@@ -55,3 +55,14 @@ def test_stage_end_analysis_matches_the_cli_on_the_saved_model(monkeypatch, tmp_
     logged = {r["metric"]: r["value"] for r in rows if r["stage"] == "x2" and r["metric"].startswith("inner_loss/")}
     assert list(logged) == ["inner_loss/embeddings", "inner_loss/layer_1", "inner_loss/layer_2"]
     assert list(logged.values()) == final["inner_loss"]["mean"]
+
+
+def test_an_analysis_that_cannot_run_does_not_stop_training(monkeypatch, tmp_path):
+    recipe = {**TINY_RECIPE, "output_dir": str(tmp_path / "run"), "stages": TINY_RECIPE["stages"][:1],
+              "layer_analysis": {"enabled": True, "max_final_loss": 0.0, "linearize_tokens": 0}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
+    results = train.main()
+    assert "layer_analysis.max_final_loss" in results["stages"]["pretrain"]["layers"]["skipped"]
+    assert (tmp_path / "run" / "results.json").exists()

@@ -114,6 +114,22 @@ def test_report_of_a_real_tiny_sweep(tmp_path, capsys):
     assert all((out / image).stat().st_size > 1000 for image in images)
 
 
+def test_without_a_manifest_runs_of_different_recipes_are_not_pooled(tmp_path):
+    rng = np.random.default_rng(2)
+    for modulus in (8, 12):
+        for seed in (0, 1):
+            ems = {stage: {s: float(rng.uniform(0, 1)) for s in SUBSETS} for stage in ("pretrain", "x1", "x2")}
+            folder = tmp_path / f"m{modulus}" / f"s{seed}"
+            _fake_run(folder, seed, ems)
+            results = json.loads((folder / "results.json").read_text())
+            results["recipe"]["task"]["modulus"] = modulus
+            results["recipe"]["output_dir"] = str(folder)
+            (folder / "results.json").write_text(json.dumps(results))
+    summary = report.build_report(tmp_path)
+    assert sorted(summary["groups"]) == ["task.modulus=12", "task.modulus=8"]
+    assert all(g["runs"] == 2 for g in summary["groups"].values())
+
+
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err

@@ -67,7 +67,11 @@ def test_sweep_resumes_and_isolates_a_failing_run(recipe, tmp_path, capsys):
     ok_only = [recipe, "--seeds", "2", "--output_dir", str(out), "--jobs", "1", "--set", "model.model_name_or_path=null"]
     assert sweep.main(ok_only) == 0
     status = {r["name"]: r["status"] for r in _manifest(out)["runs"]}
-    assert status == {"model.model_name_or_path=null/seed0": "skipped", "model.model_name_or_path=null/seed1": "done"}
+    assert status == {  # the other combination's runs stay in the manifest, as they were
+        "model.model_name_or_path=null/seed0": "skipped", "model.model_name_or_path=null/seed1": "done",
+        "model.model_name_or_path=_nonexistent_checkpoint/seed0": "failed",
+        "model.model_name_or_path=_nonexistent_checkpoint/seed1": "failed",
+    }
     assert done.stat().st_mtime_ns == stamp  # the finished run was not run again
     assert "1 done, 1 skipped, 0 failed" in capsys.readouterr().out
 
@@ -91,3 +95,33 @@ def test_submitit_launcher_runs_the_same_command(recipe, tmp_path):
     results = json.loads((out / "seed0" / "results.json").read_text())
     assert results["stages"]["x2"]["steps"] == 2  # extra overrides reach every run
     assert (out / "slurm_logs").is_dir()
+
+
+def test_resume_refuses_runs_made_with_another_configuration(recipe, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = [recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--stages.x2.max_steps=2"]
+    assert sweep.main(args) == 0
+    assert sweep.main([*args[:-1], "--stages.x2.max_steps=3"]) == 2
+    assert "already finished with a different configuration (stages.x2.max_steps)" in capsys.readouterr().err
+    assert sweep.main([*args, "--jobs", "1"]) == 0  # the same configuration resumes (threads may differ)
+
+
+def test_extending_a_sweep_keeps_earlier_runs(recipe, tmp_path):
+    out = tmp_path / "sweep"
+    assert sweep.main([recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1"]) == 0
+    assert sweep.main([recipe, "--seeds", "1", "--seed_start", "1", "--output_dir", str(out), "--jobs", "1"]) == 0
+    assert sorted(r["name"] for r in _manifest(out)["runs"]) == ["seed0", "seed1"]
+
+
+def test_argument_errors_are_clear(recipe, tmp_path, capsys):
+    out = str(tmp_path / "never")
+    assert sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--set", "task.reliable_tag=a/b,a_b"]) == 2
+    assert "share the folder" in capsys.readouterr().err
+    assert sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--set", "model.config_overrides={a: 1, b: 2}"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--launcher", "slurm", "--slurm", "partition"]) == 2
+    assert "key=value" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    assert sweep.parse_slurm("time=1:00:00") == ("time", "1:00:00")
+    assert sweep.parse_slurm("exclude=node1,node2") == ("exclude", "node1,node2")
+    assert sweep.parse_slurm("timeout_min=60") == ("timeout_min", 60)

@@ -10,9 +10,15 @@ from iml_hf import text_lm
 
 
 def test_python_docs_split_is_disjoint_and_deterministic():
+    from pydoc_data.topics import topics
+
     train, heldout = text_lm.python_docs_text()
     assert len(train) > 100_000 and len(heldout) > 10_000
-    assert heldout.split("\n\n")[0] not in train.split("\n\n")[:3]
+    texts = list(dict.fromkeys(topics[n] for n in sorted(topics)))
+    held, kept = texts[::10], [t for i, t in enumerate(texts) if i % 10]
+    assert len(texts) < len(topics)  # several topic names share a text: split texts, not names
+    assert heldout == "\n\n".join(held) and train == "\n\n".join(kept)
+    assert set(held).isdisjoint(kept)  # no held-out topic is also a training topic
     assert text_lm.python_docs_text() == (train, heldout)
 
 

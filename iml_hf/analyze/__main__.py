@@ -65,7 +65,7 @@ def format_summary(summary: dict) -> str:
     if "shares" in linear:
         for i, share in enumerate(linear["shares"], start=1):
             lines.append(f"linearized layer {i} ({linear['tokens_per_layer']} tokens): " +
-                         ", ".join(f"{k} {100 * v:.1f}%" for k, v in share.items()))
+                         ", ".join(f"{k} {100 * v:.1f}%" for k, v in share.items() if v is not None))
     lines.append(f"wall time {summary['wall_time_s']:.1f} s; layers.json and plots in the output folder")
     return "\n".join(lines)
 

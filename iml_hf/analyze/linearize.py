@@ -117,5 +117,5 @@ def linearized_condition_shares(model: nn.Module, sequences: list[list[int]], ar
     return {
         "reconstruction": "per-token Jacobian of each GPT-2 block (not checked against the paper's eqs. 10-12)",
         "tokens_per_layer": seen,
-        "shares": [{key: value / max(seen, 1) for key, value in layer.items()} for layer in counts],
+        "shares": [{key: (value / seen if seen else None) for key, value in layer.items()} for layer in counts],
     }

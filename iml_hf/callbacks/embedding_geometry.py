@@ -37,6 +37,11 @@ class EmbeddingLayout:
         return self.numbers + [alias for alias, _, _ in self.aliases]
 
     @property
+    def row_numbers(self) -> list[str]:
+        """The number each row stands for (a number itself, or the number an alias means)."""
+        return self.numbers + [number for _, number, _ in self.aliases]
+
+    @property
     def row_buckets(self) -> list[str]:
         """Each row's category: ``number`` or the alias's bucket."""
         return ["number"] * len(self.numbers) + [bucket for _, _, bucket in self.aliases]
@@ -134,7 +139,8 @@ class EmbeddingGeometryCallback(IntervalCallback):
         labels = self.folder / "labels.json"
         if not labels.exists():
             labels.write_text(json.dumps({"labels": self.layout.labels, "numbers": len(self.layout.numbers),
-                                          "buckets": self.layout.row_buckets}))
+                                          "buckets": self.layout.row_buckets,
+                                          "row_numbers": self.layout.row_numbers}))
         stem = f"{position['stage_index']}-{position['stage']}-step{position['stage_step']}"
         tmp = self.folder / f".{stem}.tmp.npy"
         np.save(tmp, matrix)

@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerState
+from transformers.utils import logging
 
 from iml_hf.args import LayerAnalysisArguments
 from iml_hf.callbacks.interval import IntervalCallback
+
+logger = logging.get_logger(__name__)
 
 if TYPE_CHECKING:
     from iml_hf.callbacks import MetricsLog
@@ -34,7 +37,14 @@ class LayerAnalysisCallback(IntervalCallback):
 
         position = self.trainer.position(state)
         out = self.folder / f"{position['stage_index']}-{position['stage']}"
-        summary = analyze_model(self.trainer.model, self.sequences, self.args, out, {"split": self.args.split})
+        try:
+            summary = analyze_model(self.trainer.model, self.sequences, self.args, out, {"split": self.args.split})
+        except ValueError as error:  # an analysis that cannot run must not cost the training run
+            message = str(error).replace("--min_position", "layer_analysis.min_position").replace(
+                "--max_final_loss", "layer_analysis.max_final_loss")
+            logger.warning("layer analysis skipped at the end of stage %s: %s", position["stage"], message)
+            self.latest = {"skipped": message}
+            return
         logs, rows = {}, []
         for name, value in zip(summary["inner_loss"]["applied_to"], summary["inner_loss"]["mean"]):
             key = f"inner_loss/{name.replace(' ', '_')}"
