@@ -95,3 +95,17 @@ def loop_gradients(model, batch) -> dict:
             out[n].append(p.grad.clone())
     model.zero_grad(set_to_none=True)
     return {n: torch.stack(v) for n, v in out.items()}
+
+
+def run_recipe(monkeypatch, tmp_path, **changes) -> tuple[dict, Path]:
+    """Run ``TINY_RECIPE`` with ``changes`` (top-level keys replaced) through ``iml_hf.train.main``
+    with a patched argv; returns the results and the recipe file."""
+    import sys
+
+    from iml_hf import train
+
+    recipe = {**TINY_RECIPE, "output_dir": str(tmp_path / "run"), **changes}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
+    return train.main(), path

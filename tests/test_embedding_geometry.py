@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
-from conftest import TINY_RECIPE
+from conftest import run_recipe
 from matplotlib.image import imread
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iml_hf import train
 from iml_hf.callbacks.embedding_geometry import EmbeddingLayout, embedding_cosines, number_alias_cosines
 
 
@@ -68,11 +65,7 @@ def test_number_alias_cosines_on_a_hand_built_embedding(tiny_task, tiny_tokenize
 
 
 def test_run_writes_matrices_heatmaps_and_per_bucket_cosines(monkeypatch, tmp_path):
-    recipe = {**TINY_RECIPE, "output_dir": str(tmp_path / "run"), "embedding_geometry": {"enabled": True, "interval": 3}}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
-    results = train.main()
+    results, _ = run_recipe(monkeypatch, tmp_path, embedding_geometry={"enabled": True, "interval": 3})
     folder = tmp_path / "run" / "embeddings"
     stems = sorted(p.stem for p in folder.glob("*.npy"))
     assert stems == ["0-pretrain-step3", "0-pretrain-step6", "1-x1-step3", "1-x1-step4", "2-x2-step3", "2-x2-step4"]

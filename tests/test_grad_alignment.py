@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
-from conftest import TINY_RECIPE, build_tiny_model, loop_gradients
+from conftest import TINY_RECIPE, build_tiny_model, loop_gradients, run_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iml_hf import train
 from iml_hf.callbacks.grad_alignment import alignment_probes, measure_alignment
 from iml_hf.corpus import load_or_build_corpus
 from iml_hf.recipe import parse_recipe
@@ -71,15 +68,8 @@ def test_measure_alignment_matches_loop(tokenized, tiny_tokenizer):
 
 
 def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tmp_path):
-    recipe = {
-        **TINY_RECIPE,
-        "output_dir": str(tmp_path / "run"),
-        "gradient_alignment": {"enabled": True, "interval": 2, "aliases_per_subset": 3, "questions_per_alias": 2},
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
-    results = train.main()
+    results, path = run_recipe(monkeypatch, tmp_path, gradient_alignment={
+        "enabled": True, "interval": 2, "aliases_per_subset": 3, "questions_per_alias": 2})
 
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     align = [r for r in rows if r["metric"].startswith("grad_align/")]
@@ -107,17 +97,12 @@ def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tm
 
 
 def test_epoch_interval(monkeypatch, tmp_path):
-    recipe = {
-        **TINY_RECIPE,
-        "output_dir": str(tmp_path / "run"),
-        "stages": [{"name": "x1", "train_subsets": ["x1t", "x1f"], "num_train_epochs": 3}],
-        "gradient_alignment": {"enabled": True, "interval": 1, "interval_strategy": "epoch",
-                               "aliases_per_subset": 2, "questions_per_alias": 1, "subsets": ["x1t"]},
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
-    results = train.main()
+    results, _ = run_recipe(
+        monkeypatch, tmp_path,
+        stages=[{"name": "x1", "train_subsets": ["x1t", "x1f"], "num_train_epochs": 3}],
+        gradient_alignment={"enabled": True, "interval": 1, "interval_strategy": "epoch",
+                            "aliases_per_subset": 2, "questions_per_alias": 1, "subsets": ["x1t"]},
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     epochs = sorted({r["epoch"] for r in rows if r["metric"] == "grad_align/all"})
     steps = results["stages"]["x1"]["steps"]
@@ -126,18 +111,13 @@ def test_epoch_interval(monkeypatch, tmp_path):
 
 def test_measurements_stay_float32_and_exact_under_bf16_mixed_precision(monkeypatch, tmp_path):
     """accelerate wraps forward in bf16 autocast; the measurements use the model's own forward."""
-    recipe = {
-        **TINY_RECIPE,
-        "output_dir": str(tmp_path / "run"),
-        "training": {**TINY_RECIPE["training"], "bf16": True, "use_cpu": True},
-        "stages": TINY_RECIPE["stages"][:2],
-        "gradient_alignment": {"enabled": True, "aliases_per_subset": 3, "questions_per_alias": 2},
-        "layer_analysis": {"enabled": True, "min_position": 1, "max_tokens": 100, "linearize_tokens": 2},
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
-    results = train.main()
+    results, path = run_recipe(
+        monkeypatch, tmp_path,
+        training={**TINY_RECIPE["training"], "bf16": True, "use_cpu": True},
+        stages=TINY_RECIPE["stages"][:2],
+        gradient_alignment={"enabled": True, "aliases_per_subset": 3, "questions_per_alias": 2},
+        layer_analysis={"enabled": True, "min_position": 1, "max_tokens": 100, "linearize_tokens": 2},
+    )
     out = tmp_path / "run"
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-import yaml
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, run_recipe
 
-from iml_hf import train
 from iml_hf.analyze.__main__ import main as analyze
 from iml_hf.corpus import load_or_build_corpus
 from iml_hf.recipe import parse_recipe
@@ -27,16 +24,10 @@ def _close(a, b) -> bool:
 
 
 def test_stage_end_analysis_matches_the_cli_on_the_saved_model(monkeypatch, tmp_path):
-    recipe = {
-        **TINY_RECIPE,
-        "output_dir": str(tmp_path / "run"),
-        "model": {**TINY_RECIPE["model"], "num_layers": 3},
-        "layer_analysis": {"enabled": True, "min_position": 1, "max_tokens": 200, "linearize_tokens": 3},
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
-    results = train.main()
+    results, path = run_recipe(
+        monkeypatch, tmp_path, model={**TINY_RECIPE["model"], "num_layers": 3},
+        layer_analysis={"enabled": True, "min_position": 1, "max_tokens": 200, "linearize_tokens": 3},
+    )
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "layers").iterdir()) == ["0-pretrain", "1-x1", "2-x2"]
     final = json.loads((run / "layers" / "2-x2" / "layers.json").read_text())
@@ -58,11 +49,7 @@ def test_stage_end_analysis_matches_the_cli_on_the_saved_model(monkeypatch, tmp_
 
 
 def test_an_analysis_that_cannot_run_does_not_stop_training(monkeypatch, tmp_path):
-    recipe = {**TINY_RECIPE, "output_dir": str(tmp_path / "run"), "stages": TINY_RECIPE["stages"][:1],
-              "layer_analysis": {"enabled": True, "max_final_loss": 0.0, "linearize_tokens": 0}}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
-    results = train.main()
+    results, _ = run_recipe(monkeypatch, tmp_path, stages=TINY_RECIPE["stages"][:1],
+                            layer_analysis={"enabled": True, "max_final_loss": 0.0, "linearize_tokens": 0})
     assert "layer_analysis.max_final_loss" in results["stages"]["pretrain"]["layers"]["skipped"]
     assert (tmp_path / "run" / "results.json").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ def collect(model, sequences, args) -> dict[str, Any]:
     """For up to ``max_tokens`` tokens: positions, norms and inner losses; the losses of the
     tokens that pass the paper's filters (``min_position``, ``max_final_loss``); and a sample of
     whole trajectories (filtered tokens) for the PCA plot."""
-    losses, kept_losses, norms, positions, sample = [], [], [], [], []
+    kept_losses, norms, positions, sample = [], [], [], []
     seen = 0
     for batch in batches(sequences, args.batch_size, model.config.pad_token_id or 0):
         stats = run_layers(model, batch, keep_trajectories=len(sample) < args.pca_tokens)
