@@ -201,7 +201,7 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
     if not folders:
         return []
     labels = [json.loads((f / "labels.json").read_text()) for f in folders]
-    layout = [list(zip(lab["buckets"], lab.get("row_numbers", lab["labels"]))) for lab in labels]
+    layout = [list(zip(lab["buckets"], lab.get("row_numbers", [None] * len(lab["buckets"])))) for lab in labels]
     same = [f for f, rows in zip(folders, layout) if rows == layout[0]]
     written = []
     for index, stage in enumerate(runs[0].results["stages"]):
