@@ -65,6 +65,11 @@ def test_measure_alignment_matches_loop(tokenized, tiny_tokenizer):
             assert summary[key] == pytest.approx(expected[key], abs=1e-5)
         assert result["mean_gradient"][subset]["all"]["cosine"] == pytest.approx(mean, abs=1e-5)
         assert {"embeddings", "attention", "mlp", "norms"} <= set(result["pairs"][subset])
+        per_alias = [sum(pairs[2 * k : 2 * k + 2]) / 2 for k in range(3)]  # 2 questions per alias, in order
+        by_alias, expected_alias = result["aliases"][subset]["all"], mean_ci(per_alias)
+        assert by_alias["n"] == 3
+        for key in ("mean", "ci_low", "ci_high"):
+            assert by_alias[key] == pytest.approx(expected_alias[key], abs=1e-5)
 
 
 def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tmp_path):

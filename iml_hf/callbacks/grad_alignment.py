@@ -91,18 +91,26 @@ def alignment_probes(
 def measure_alignment(
     model, probes: dict[str, AlignmentProbe], method: str = "factored", chunk_size: int = 64
 ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """``{"pairs": {subset: {group: mean_ci}}, "mean_gradient": {subset: {group: {"cosine": c}}}}``."""
-    pairs, means = {}, {}
+    """``{"pairs": {subset: {group: mean_ci}}, "aliases": {...}, "mean_gradient": {subset: {group:
+    {"cosine": c}}}}``. ``pairs`` is over definition-question pairs (as the paper reports); ``aliases``
+    first averages each alias's pairs, so its interval does not treat pairs that share a definition
+    as independent."""
+    pairs, aliases, means = {}, {}, {}
     for subset, probe in probes.items():
         cosines = pair_cosines(model, probe.batch, probe.pairs, method=method, chunk_size=chunk_size)
         pairs[subset] = {group: mean_ci(values.tolist()) for group, values in cosines.items()}
+        owner = [d for d, _ in probe.pairs]
+        aliases[subset] = {
+            group: mean_ci([float(values[[i for i, o in enumerate(owner) if o == d]].nanmean()) for d in sorted(set(owner))])
+            for group, values in cosines.items()
+        }
         n = probe.num_definitions
         definition_grad = mean_gradient(model, probe.part(0, n))
         question_grad = mean_gradient(model, probe.part(n, len(probe.batch)))
         means[subset] = {
             group: {"cosine": c} for group, c in gradient_cosines_by_group(definition_grad, question_grad, model).items()
         }
-    return {"pairs": pairs, "mean_gradient": means}
+    return {"pairs": pairs, "aliases": aliases, "mean_gradient": means}
 
 
 class GradientAlignmentCallback(IntervalCallback):
@@ -132,8 +140,11 @@ class GradientAlignmentCallback(IntervalCallback):
             for group, summary in groups.items():
                 name = f"grad_align/{subset}/{group}"
                 logs.update({name: summary["mean"], f"{name}_ci_low": summary["ci_low"], f"{name}_ci_high": summary["ci_high"]})
+                by_alias = result["aliases"][subset][group]
                 rows.append({**position, "subset": subset, "metric": f"grad_align/{group}", "value": summary["mean"],
-                             "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "n": summary["n"]})
+                             "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "n": summary["n"],
+                             "alias_ci_low": by_alias["ci_low"], "alias_ci_high": by_alias["ci_high"],
+                             "aliases": by_alias["n"]})
         for subset, groups in result["mean_gradient"].items():
             for group, value in groups.items():
                 logs[f"grad_align_mean/{subset}/{group}"] = value["cosine"]
