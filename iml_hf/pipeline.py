@@ -39,8 +39,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _remove_empty_dirs(root: Path) -> None:
-    """Drop the per-stage checkpoint folders the Trainer created but saved nothing into."""
+def remove_empty_dirs(root: Path) -> None:
+    """Drop the checkpoint folders the Trainer created but saved nothing into (``root`` and its
+    empty children)."""
     if root.is_dir():
         for folder in [*root.iterdir(), root]:
             if folder.is_dir() and not any(folder.iterdir()):
@@ -76,11 +77,12 @@ def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[Dat
     return corpus, tokenizer, tokenize_corpus(corpus, tokenizer)
 
 
-def mechanism_callbacks(
+def mechanism_inputs(
     recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase
-) -> tuple[dict[str, Any] | None, EmbeddingLayout | None]:
-    """The fixed gradient-alignment sample and the embedding layout, for the switched-on measurements."""
-    probes = layout = None
+) -> tuple[dict[str, Any] | None, EmbeddingLayout | None, list[list[int]] | None]:
+    """What the switched-on measurements read, built once for all stages: the fixed
+    gradient-alignment sample, the embedding layout and the layer analysis's token sequences."""
+    probes = layout = sequences = None
     alignment = recipe.gradient_alignment
     if alignment.enabled:
         probes = alignment_probes(
@@ -89,7 +91,9 @@ def mechanism_callbacks(
         )
     if recipe.embedding_geometry.enabled:
         layout = EmbeddingLayout.build(recipe.task.aliases(recipe.run.seed), tokenizer, list(recipe.task.subsets))
-    return probes, layout
+    if recipe.layer_analysis.enabled:
+        sequences = list(tokenized[recipe.layer_analysis.split]["input_ids"])
+    return probes, layout, sequences
 
 
 def run(recipe: Recipe) -> dict[str, Any]:
@@ -101,7 +105,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     seed = recipe.run.seed
     corpus, tokenizer, tokenized = prepare_data(recipe, state)
     evaluation = eval_sets(tokenized["test"], recipe)
-    probes, layout = mechanism_callbacks(recipe, tokenized, tokenizer)
+    probes, layout, sequences = mechanism_inputs(recipe, tokenized, tokenizer)
     set_seed(seed)
     model = build_model(recipe.model, tokenizer)
 
@@ -141,11 +145,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
             mechanisms["embedding"] = EmbeddingGeometryCallback(
                 trainer, layout, metrics_log, out, geometry.interval, geometry.interval_strategy, geometry.plots
             )
-        if recipe.layer_analysis.enabled:
-            split = recipe.layer_analysis.split
-            mechanisms["layers"] = LayerAnalysisCallback(
-                trainer, list(tokenized[split]["input_ids"]), metrics_log, out, recipe.layer_analysis
-            )
+        if sequences is not None:
+            mechanisms["layers"] = LayerAnalysisCallback(trainer, sequences, metrics_log, out, recipe.layer_analysis)
         for callback in mechanisms.values():
             trainer.add_callback(callback)
         stage_start = time.perf_counter()
@@ -165,7 +166,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         optimizer = trainer.unwrapped_optimizer()
 
     if state.is_main_process:
-        _remove_empty_dirs(out / "checkpoints")
+        remove_empty_dirs(out / "checkpoints")
     if recipe.run.save_model:
         trainer.save_model(str(out))
     final = stages[recipe.stages[-1].name]["em"]

@@ -1,4 +1,5 @@
-"""Figures of the report: curves over training with confidence bands and stage boundaries."""
+"""Figures: curves over training with confidence bands and stage boundaries, cosine heatmaps, and
+the atomic PNG writer every figure of the toolkit goes through."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from iml_hf.stats import mean_ci  # noqa: E402
 
 #: Colours that keep a subset's identity across every figure.
@@ -17,7 +20,8 @@ SUBSET_COLOURS = {"pretrain": "0.45", "x1t": "tab:blue", "x1f": "tab:orange", "x
 Series = dict[str, dict[int, list[float]]]  # series name -> x -> values over runs
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as PNG through a temporary file, so no half-written image is left, and close it."""
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -68,5 +72,27 @@ def curve_figure(
     axes.flat[0].legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
+
+
+def save_heatmap(matrix: np.ndarray, row_buckets: list[str], path: Path, title: str) -> None:
+    """Heatmap of a cosine matrix with lines between numbers and each bucket of aliases
+    (``row_buckets`` names each row's category; rows of a category are contiguous)."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="cosine")
+    ticks, names, start = [], [], 0
+    for bucket in dict.fromkeys(row_buckets):
+        count = row_buckets.count(bucket)
+        ticks.append(start + count / 2)
+        names.append("numbers" if bucket == "number" else bucket)
+        start += count
+        if start < len(row_buckets):
+            ax.axhline(start - 0.5, color="k", lw=0.6)
+            ax.axvline(start - 0.5, color="k", lw=0.6)
+    ax.set_xticks(ticks, names, rotation=45)
+    ax.set_yticks(ticks, names)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)

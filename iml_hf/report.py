@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from iml_hf.callbacks.embedding_geometry import save_heatmap
 from iml_hf.pipeline import write_json_atomic
-from iml_hf.plots import Series, curve_figure
-from iml_hf.recipe import flatten_resolved
+from iml_hf.plots import Series, curve_figure, save_heatmap
+from iml_hf.recipe import configuration
 from iml_hf.stats import mean_ci, paired_greater
 from iml_hf.tasks import make_task
 
@@ -66,15 +65,11 @@ def load_runs(root: Path) -> tuple[list[RunRecord], list[str]]:
     return runs, problems
 
 
-#: Recipe keys that differ between seeds of one configuration.
-NOT_CONFIGURATION = ("seed", "output_dir", "torch_threads")
-
-
 def _infer_overrides(runs: list[RunRecord]) -> None:
     """Without a manifest: a run's overrides are the recipe keys (other than seed and paths) whose
     values differ between the runs, so runs of different configurations are never pooled."""
-    flat = [{k: json.dumps(v, sort_keys=True) for k, v in flatten_resolved(r.results["recipe"]).items()
-             if k not in NOT_CONFIGURATION} for r in runs]
+    flat = [{k: json.dumps(v, sort_keys=True) for k, v in configuration(r.results["recipe"], with_seed=False).items()}
+            for r in runs]
     keys = sorted({k for f in flat for k in f if len({g.get(k) for g in flat}) > 1})
     for run, values in zip(runs, flat):
         run.overrides = {k: json.loads(values[k]) if k in values else None for k in keys}
@@ -135,27 +130,21 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
     return summary
 
 
-def _cell(s: dict[str, float], digits: int = 3) -> str:
+def _cell(s: dict[str, float], signed: bool = False) -> str:
+    """``mean [low, high]`` to three decimals (with a sign for differences and cosines)."""
     if not s or s["n"] == 0 or math.isnan(s["mean"]):
         return "-"
-    if s["n"] < 2 or math.isnan(s["ci_low"]):
-        return f"{s['mean']:.{digits}f}"
-    return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+    spec = "+.3f" if signed else ".3f"
+    interval = "" if s["n"] < 2 or math.isnan(s["ci_low"]) else f" [{s['ci_low']:{spec}}, {s['ci_high']:{spec}}]"
+    return f"{s['mean']:{spec}}{interval}"
 
 
 def _table(title: str, rows: dict[str, dict[str, dict[str, float]]], signed: bool = False) -> list[str]:
     columns = list(next(iter(rows.values())))
-    fmt = _signed if signed else _cell
     lines = [f"**{title}**", "", "| stage | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {stage} | " + " | ".join(fmt(values[c]) for c in columns) + " |" for stage, values in rows.items()]
+    lines += [f"| {stage} | " + " | ".join(_cell(values[c], signed) for c in columns) + " |"
+              for stage, values in rows.items()]
     return lines + [""]
-
-
-def _signed(s: dict[str, float]) -> str:
-    if not s or s["n"] == 0 or math.isnan(s["mean"]):
-        return "-"
-    interval = "" if s["n"] < 2 or math.isnan(s["ci_low"]) else f" [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]"
-    return f"{s['mean']:+.3f}{interval}"
 
 
 def _test_line(name: str, test: dict[str, float], confidence: float) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from iml_hf.pipeline import write_json_atomic
-from iml_hf.recipe import RecipeError, flatten_resolved, parse_recipe
+from iml_hf.recipe import RecipeError, configuration, parse_recipe
 
 LAUNCHERS = ("local", "slurm")
 #: submitit parameters that are not SLURM-specific; every other ``--slurm key=value`` becomes ``slurm_<key>``.
@@ -127,10 +127,8 @@ def plan(recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[An
             out = str(Path(output_dir) / name)
             flags = [f"--{k}={_format(v)}" for k, v in overrides.items()]
             argv = [recipe, *extra, *flags, f"--seed={seed}", f"--output_dir={out}", f"--torch_threads={threads}"]
-            resolved = parse_recipe(argv, prog="iml_hf.sweep").resolved  # a bad key or value fails here
-            run = SweepRun(name, seed, overrides, out, argv, log=str(Path(out) / "train.log"))
-            run.__dict__["_recipe"] = resolved  # kept out of the manifest; compared on resume
-            runs.append(run)
+            parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
+            runs.append(SweepRun(name, seed, overrides, out, argv, log=str(Path(out) / "train.log")))
     return runs
 
 
@@ -201,15 +199,11 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
         print(f"[{run.status}] {run.name} (job {run.job_id})", flush=True)
 
 
-#: Recipe keys that may differ between a finished run and the same run planned again.
-RESUME_IGNORED = ("output_dir", "torch_threads")
-
-
 def check_resumable(run: SweepRun) -> None:
     """A finished run is only skipped if it was made with the configuration planned now."""
     done = json.loads((Path(run.output_dir) / "results.json").read_text()).get("recipe", {})
-    planned = json.loads(json.dumps(run.__dict__.get("_recipe", {})))
-    old, new = ({k: v for k, v in flatten_resolved(r).items() if k not in RESUME_IGNORED} for r in (done, planned))
+    old = configuration(done)
+    new = configuration(parse_recipe(run.argv, prog="iml_hf.sweep").resolved)
     differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if differing:
         raise RecipeError(

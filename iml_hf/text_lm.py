@@ -32,6 +32,8 @@ from transformers import (
     set_seed,
 )
 
+from iml_hf.pipeline import remove_empty_dirs
+
 SPECIAL = "<|endoftext|>"
 
 
@@ -119,9 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         "args": vars(args),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    checkpoints = out / "checkpoints"
-    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
-        checkpoints.rmdir()
+    remove_empty_dirs(out / "checkpoints")
     print(f"held-out loss {results['heldout_loss']:.3f} (perplexity {results['heldout_perplexity']:.1f}); saved to {out}")
     return results
 

@@ -96,10 +96,10 @@ def run_layers(model: nn.Module, batch: Batch, keep_trajectories: bool = False) 
     ids = batch.input_ids.to(device)
     call: dict[str, Any] = {}
 
-    def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        call["args"], call["kwargs"] = args, dict(kwargs)
+    def capture(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        call["args"], call["kwargs"], call["output"] = args, dict(kwargs), _first(output)
 
-    handle = last.register_forward_pre_hook(capture, with_kwargs=True)
+    handle = last.register_forward_hook(capture, with_kwargs=True)
     try:
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, use_cache=False)
     finally:
@@ -112,8 +112,7 @@ def run_layers(model: nn.Module, batch: Batch, keep_trajectories: bool = False) 
         logits = final_logits(access, h, call)
         token_loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
         losses.append(token_loss[scored])
-    after_last = last(*call["args"], **call["kwargs"]) if call else None
-    states = [*hidden, _first(after_last)]
+    states = [*hidden, call["output"]]  # the last layer's own output, from the real forward pass
     norms = torch.stack([s[:, :-1][scored].float().norm(dim=-1) for s in states], dim=1)
     positions = torch.arange(ids.shape[1] - 1, device=device).expand_as(scored)[scored]
     trajectories = torch.stack([s[:, :-1][scored].float() for s in states], dim=1) if keep_trajectories else None

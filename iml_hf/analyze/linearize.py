@@ -64,9 +64,12 @@ def token_output(block: nn.Module, x: Tensor, keys: Tensor, values: Tensor) -> T
     return h + block.mlp(block.ln_2(h))
 
 
-def linearized_layer(block: nn.Module, hidden: Tensor, t: int) -> Tensor:
-    """``A_t``: the Jacobian (d, d) of the block's output at position t w.r.t. that token's input."""
-    keys, values = block_context(block, hidden)
+def linearized_layer(
+    block: nn.Module, hidden: Tensor, t: int, context: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """``A_t``: the Jacobian (d, d) of the block's output at position t w.r.t. that token's input;
+    ``context`` is ``block_context(block, hidden)`` when the caller already has it."""
+    keys, values = context if context is not None else block_context(block, hidden)
     return jacrev(lambda x: token_output(block, x, keys[:t], values[:t]))(hidden[t])
 
 
@@ -102,16 +105,16 @@ def linearized_condition_shares(model: nn.Module, sequences: list[list[int]], ar
     for batch in batches(sequences, 1, 0):
         ids = batch.input_ids.to(device)
         hidden = _hidden_states(model, ids)
-        positions = range(args.min_position, ids.shape[1])
-        for t in positions:
-            for index, block in enumerate(access.layers):
+        positions = list(range(args.min_position, ids.shape[1]))[: args.linearize_tokens - seen]
+        for index, block in enumerate(access.layers):
+            h = hidden[index][0]
+            context = block_context(block, h)  # keys and values of the sequence, once per layer
+            for t in positions:
                 with torch.enable_grad():
-                    a = linearized_layer(block, hidden[index][0], t).detach().cpu()
-                for key, met in conditions(a, hidden[index][0, t].cpu()).items():
+                    a = linearized_layer(block, h, t, context).detach().cpu()
+                for key, met in conditions(a, h[t].cpu()).items():
                     counts[index][key] += met
-            seen += 1
-            if seen >= args.linearize_tokens:
-                break
+        seen += len(positions)
         if seen >= args.linearize_tokens:
             break
     return {

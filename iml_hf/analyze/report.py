@@ -70,10 +70,7 @@ def pca_3d(trajectories: torch.Tensor) -> np.ndarray:
 
 
 def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from iml_hf.plots import plt, save_figure
 
     written = []
     names = summary["representations"]
@@ -96,8 +93,7 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "inner_loss_and_norms.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "inner_loss_and_norms.png")
     written.append("inner_loss_and_norms.png")
     if projected is not None and projected.shape[1] > 1:
         fig = plt.figure(figsize=(6, 5.5))
@@ -108,8 +104,7 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
             ax.scatter(*trajectory.T, c=colours, s=10)
         ax.set_title(f"PCA of {projected.shape[0]} token trajectories (dark: embeddings, yellow: after the last layer)", fontsize=9)
         fig.tight_layout()
-        fig.savefig(out / "pca_trajectories.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / "pca_trajectories.png")
         written.append("pca_trajectories.png")
     return written
 

@@ -80,36 +80,6 @@ def number_alias_cosines(matrix: np.ndarray, layout: EmbeddingLayout) -> dict[st
     return {b: {"embed_cos": float(np.mean(own[b])), "embed_cos_other": float(np.mean(other[b]))} for b in own}
 
 
-def save_heatmap(matrix: np.ndarray, row_buckets: list[str], path: Path, title: str) -> None:
-    """Heatmap of a cosine matrix with lines between numbers and each bucket of aliases
-    (``row_buckets`` names each row's category; rows of a category are contiguous)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="cosine")
-    ticks, names, start = [], [], 0
-    for bucket in dict.fromkeys(row_buckets):
-        count = row_buckets.count(bucket)
-        ticks.append(start + count / 2)
-        names.append("numbers" if bucket == "number" else bucket)
-        start += count
-        if start < len(row_buckets):
-            ax.axhline(start - 0.5, color="k", lw=0.6)
-            ax.axvline(start - 0.5, color="k", lw=0.6)
-    ax.set_xticks(ticks, names, rotation=45)
-    ax.set_yticks(ticks, names)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 class EmbeddingGeometryCallback(IntervalCallback):
     """Writes ``embeddings/<index>-<stage>-step<N>.npy`` (+ ``.png``) and logs
     ``embedding/<bucket>/embed_cos`` and ``embed_cos_other``."""
@@ -146,6 +116,8 @@ class EmbeddingGeometryCallback(IntervalCallback):
         np.save(tmp, matrix)
         tmp.replace(self.folder / f"{stem}.npy")
         if self.plots:
+            from iml_hf.plots import save_heatmap  # matplotlib only when a plot is drawn
+
             title = f"input-embedding cosines, stage {position['stage']} step {position['stage_step']}"
             save_heatmap(matrix, self.layout.row_buckets, self.folder / f"{stem}.png", title)
         summary = number_alias_cosines(matrix, self.layout)

@@ -99,9 +99,11 @@ def measure_alignment(
     for subset, probe in probes.items():
         cosines = pair_cosines(model, probe.batch, probe.pairs, method=method, chunk_size=chunk_size)
         pairs[subset] = {group: mean_ci(values.tolist()) for group, values in cosines.items()}
-        owner = [d for d, _ in probe.pairs]
+        by_definition: dict[int, list[int]] = {}
+        for index, (definition, _) in enumerate(probe.pairs):
+            by_definition.setdefault(definition, []).append(index)
         aliases[subset] = {
-            group: mean_ci([float(values[[i for i, o in enumerate(owner) if o == d]].nanmean()) for d in sorted(set(owner))])
+            group: mean_ci([float(values[indices].nanmean()) for indices in by_definition.values()])
             for group, values in cosines.items()
         }
         n = probe.num_definitions
