@@ -43,12 +43,20 @@ class ModelArguments:
 
 @dataclass
 class EvalArguments:
-    """Which held-out subsets are scored by exact match, and how often (in steps of a stage)."""
+    """Which evaluation sets are scored, and how often (in steps of a stage).
+
+    ``subsets`` names held-out sets (``x2t``, ``d1consis``, ``assoc_d1consis``) and monitoring sets
+    of training rows (``train_question_qd1consis``, ``train_definition_d1consis``); null = every
+    held-out set of the corpus, plus the monitoring sets when ``monitor_train``. ``loss`` adds the
+    teacher-forced answer loss of each set.
+    """
 
     subsets: list[str] | None = None
     eval_steps: int = 0
     batch_size: int = 1024
     max_examples_per_subset: int | None = None
+    monitor_train: bool = False
+    loss: bool = True
 
     def __post_init__(self) -> None:
         if self.eval_steps < 0:
@@ -128,7 +136,7 @@ def _check_interval(section: str, interval: int, strategy: str) -> None:
 
 
 #: Stage keys that are not ``TrainingArguments`` fields.
-STAGE_FIELDS = ("name", "train_subsets", "replay", "reset_optimizer")
+STAGE_FIELDS = ("name", "train_subsets", "train_kinds", "replay", "reset_optimizer")
 
 
 @dataclass
@@ -136,12 +144,14 @@ class StageArguments:
     """One named training stage: which subsets it trains on and how its training differs.
 
     ``replay`` maps a subset to the share of the stage's examples drawn from it (for example
-    ``{pretrain: 0.5}`` makes half of every epoch pretraining pairs). ``training`` holds overrides of
-    the run's ``TrainingArguments`` for this stage only.
+    ``{pretrain: 0.5}`` makes half of every epoch pretraining pairs). ``train_kinds`` keeps only
+    rows of those kinds (``[definition]``: the definitions of the subsets; null: every kind).
+    ``training`` holds overrides of the run's ``TrainingArguments`` for this stage only.
     """
 
     name: str
     train_subsets: list[str]
+    train_kinds: list[str] | None = None
     replay: dict[str, float] = field(default_factory=dict)
     reset_optimizer: bool = True
     training: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +159,11 @@ class StageArguments:
     def __post_init__(self) -> None:
         if not self.train_subsets:
             raise ValueError(f"stage {self.name!r} needs at least one entry in train_subsets")
+        from iml_hf.tasks import KINDS
+
+        for kind in self.train_kinds or []:
+            if kind not in KINDS:
+                raise ValueError(f"stage {self.name!r}: train_kinds names {kind!r}; use some of {KINDS}")
         total = sum(self.replay.values())
         if any(v <= 0 for v in self.replay.values()) or total >= 1:
             raise ValueError(

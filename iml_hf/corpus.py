@@ -14,7 +14,7 @@ from datasets import DatasetDict, load_from_disk
 
 from iml_hf.tasks import CORPUS_COLUMNS, KINDS, Task
 
-CORPUS_FORMAT_VERSION = 1
+CORPUS_FORMAT_VERSION = 2  # 2: the referent column
 
 
 def default_cache_dir() -> Path:
@@ -23,8 +23,10 @@ def default_cache_dir() -> Path:
 
 
 def corpus_key(task: Task, seed: int) -> str:
-    """A short hash of everything that determines the corpus bytes."""
-    payload = {"task": dataclasses.asdict(task), "seed": seed, "version": CORPUS_FORMAT_VERSION}
+    """A short hash of everything that determines the corpus bytes: the task's arguments, its
+    ``version`` (bumped when its ``build`` changes) and the corpus format."""
+    payload = {"task": dataclasses.asdict(task), "seed": seed, "version": CORPUS_FORMAT_VERSION,
+               "task_version": type(task).version}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"{task.name}-{digest[:16]}"
 

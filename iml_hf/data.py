@@ -12,19 +12,25 @@ from iml_hf.tokenization import IGNORE_INDEX
 TRAIN_COLUMNS = ("input_ids", "labels")
 
 
-def subset_rows(split: Dataset, subsets: list[str]) -> Dataset:
-    """Rows of ``split`` whose ``subset`` is one of ``subsets``, in corpus order."""
+def subset_rows(split: Dataset, subsets: list[str], kinds: list[str] | None = None) -> Dataset:
+    """Rows of ``split`` whose ``subset`` is one of ``subsets`` (and whose ``kind`` is one of
+    ``kinds``, if given), in corpus order."""
     wanted = set(subsets)
-    indices = [i for i, name in enumerate(split["subset"]) if name in wanted]
+    kept_kinds = set(kinds) if kinds else None
+    indices = [
+        i for i, (name, kind) in enumerate(zip(split["subset"], split["kind"]))
+        if name in wanted and (kept_kinds is None or kind in kept_kinds)
+    ]
     return split.select(indices)
 
 
 def stage_train_set(train: Dataset, stage: StageArguments, seed: int) -> Dataset:
     """The stage's training rows plus replayed rows, so that replayed subset ``s`` makes up
     ``stage.replay[s]`` of the result (drawn without replacement while possible)."""
-    main = subset_rows(train, stage.train_subsets)
+    main = subset_rows(train, stage.train_subsets, stage.train_kinds)
     if len(main) == 0:
-        raise ValueError(f"stage {stage.name!r} trains on {stage.train_subsets}, which have no training rows")
+        kinds = f" of kinds {stage.train_kinds}" if stage.train_kinds else ""
+        raise ValueError(f"stage {stage.name!r} trains on {stage.train_subsets}, which have no training rows{kinds}")
     parts = [main]
     rng = np.random.default_rng(seed)
     scale = len(main) / (1.0 - sum(stage.replay.values()))

@@ -2,12 +2,14 @@
 
 An example is correct when the model's greedy continuation of its prompt starts with exactly the
 answer's tokens. Single-token answers need one forward pass (the argmax at the last prompt
-position); longer answers use batched greedy ``generate`` with left padding.
+position); longer answers use ``greedy_continuations`` (batched greedy ``generate`` with left
+padding), which ``iml_hf.qa_match.generate_answers`` shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel
@@ -32,32 +34,66 @@ def _first_token_correct(
     return (predicted.cpu() == torch.tensor([a[0] for a in answers])).tolist()
 
 
-@torch.no_grad()
-def _greedy_correct(
-    model: PreTrainedModel,
-    prompts: list[list[int]],
-    answers: list[list[int]],
-    pad_id: int,
-    eos_id: int | None,
-) -> list[bool]:
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode for the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts right-aligned in one tensor (left padding) and their attention mask."""
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for i, p in enumerate(prompts):
-        input_ids[i, width - len(p) :] = torch.tensor(p)
+        input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
+    return input_ids, mask
+
+
+def _cut_after(tokens: list[int], eos_id: int | None) -> list[int]:
+    """``tokens`` up to and including the first ``eos_id`` (generate pads finished rows after it)."""
+    if eos_id is not None and eos_id in tokens:
+        return tokens[: tokens.index(eos_id) + 1]
+    return tokens
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    pad_id: int,
+    eos_id: int | None = None,
+    batch_size: int = 1024,
+) -> list[list[int]]:
+    """New tokens of each prompt's greedy continuation, up to and including the first ``eos_id``
+    (else ``max_new_tokens`` of them), by batched ``generate`` with left padding.
+
+    Prompts are batched longest first so a batch holds similar lengths (less padding); the
+    result is in the input order. The model runs in eval mode, restored afterwards.
+    """
     config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max(len(a) for a in answers),
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id
     )
-    out = model.generate(
-        input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config
-    )
-    generated = out[:, width:].cpu().tolist()
-    return [g[: len(a)] == a for g, a in zip(generated, answers)]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    with _eval_mode(model):
+        for batch in _batches(order, batch_size):
+            input_ids, mask = _left_padded([prompts[i] for i in batch], pad_id)
+            generated = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                generation_config=config,
+            )
+            for i, tokens in zip(batch, generated[:, input_ids.shape[1] :].cpu().tolist()):
+                out[i] = _cut_after(tokens, eos_id)
+    return out
 
 
 def exact_match(
@@ -71,9 +107,7 @@ def exact_match(
     """Per-example exact match of greedy decoding; the model is put in eval mode and restored."""
     if len(prompt_ids) != len(answer_ids):
         raise ValueError("prompt_ids and answer_ids must have the same length")
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         correct = [False] * len(prompt_ids)
         single = [i for i, a in enumerate(answer_ids) if len(a) == 1]
         multi = [i for i, a in enumerate(answer_ids) if len(a) > 1]
@@ -84,15 +118,15 @@ def exact_match(
             for i, ok in zip(batch, scores):
                 correct[i] = ok
         for batch in _batches(multi, batch_size):
-            scores = _greedy_correct(
+            answers = [answer_ids[i] for i in batch]
+            generated = greedy_continuations(
                 model,
                 [prompt_ids[i] for i in batch],
-                [answer_ids[i] for i in batch],
-                pad_token_id,
-                eos_token_id,
+                max_new_tokens=max(len(a) for a in answers),
+                pad_id=pad_token_id,
+                eos_id=eos_token_id,
+                batch_size=len(batch),
             )
-            for i, ok in zip(batch, scores):
-                correct[i] = ok
+            for i, g, a in zip(batch, generated, answers):
+                correct[i] = g[: len(a)] == a
         return correct
-    finally:
-        model.train(was_training)

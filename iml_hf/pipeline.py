@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from iml_hf.callbacks import (
     EmbeddingGeometryCallback,
     EmbeddingLayout,
+    corpus_aliases,
     GradientAlignmentCallback,
     MetricsLog,
     SubsetEMCallback,
@@ -25,7 +26,8 @@ from iml_hf.callbacks import (
 from iml_hf.callbacks.console import use_compact_console
 from iml_hf.callbacks.layer_analysis import LayerAnalysisCallback
 from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
-from iml_hf.data import PadCollator, stage_train_set, subset_rows
+from iml_hf.data import PadCollator, stage_train_set
+from iml_hf.tasks import contrast_values, eval_set_name
 from iml_hf.modeling import build_model, count_parameters
 from iml_hf.recipe import Recipe
 from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
@@ -48,13 +50,37 @@ def remove_empty_dirs(root: Path) -> None:
                 folder.rmdir()
 
 
-def eval_sets(test: Dataset, recipe: Recipe) -> dict[str, Dataset]:
-    """Held-out rows per evaluated subset (a fixed random sample when capped)."""
-    present = set(test["subset"])
-    names = recipe.evaluation.subsets or [s for s in recipe.task.subsets if s in present]
+def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
+    """Rows per evaluation set (a fixed random sample when capped): held-out rows grouped by
+    subset and kind (``<subset>``, ``assoc_<subset>``) in the task's subset order, then with
+    ``monitor_train`` the training questions and definitions per subset (``train_<kind>_<subset>``)."""
+    groups: dict[str, list[int]] = {}
+    order = {s: i for i, s in enumerate(recipe.task.subsets)}
+    test = tokenized["test"]
+    for i, (subset, kind) in enumerate(zip(test["subset"], test["kind"])):
+        groups.setdefault(eval_set_name(subset, kind), []).append(i)
+    names = sorted(groups, key=lambda n: (n.startswith("assoc_"), order.get(n.removeprefix("assoc_"), len(order)), n))
+    sources = {name: (test, groups[name]) for name in names}
+    train = tokenized["train"]
+    monitored: dict[str, list[int]] = {}
+    for i, (subset, kind) in enumerate(zip(train["subset"], train["kind"])):
+        if kind in ("question", "definition"):
+            monitored.setdefault(f"train_{kind}_{subset}", []).append(i)
+    if recipe.evaluation.monitor_train:
+        names += sorted(monitored, key=lambda n: (order.get(n.split("_", 2)[2], len(order)), n))
+    sources.update({name: (train, sorted(set(indices), key=indices.index)) for name, indices in monitored.items()})
+    if recipe.evaluation.subsets:
+        missing = [n for n in recipe.evaluation.subsets if n not in sources]
+        if missing:
+            raise ValueError(f"evaluation.subsets names {missing}, which this corpus does not have; it has {sorted(sources)}")
+        names = list(recipe.evaluation.subsets)
     sets = {}
     for name in names:
-        rows = subset_rows(test, [name])
+        split, indices = sources[name]
+        rows = split.select(indices)
+        if name.startswith("train_definition_"):  # a repeated definition is one example
+            first = {text: i for i, text in reversed(list(enumerate(rows["text"])))}
+            rows = rows.select(sorted(first.values()))
         cap = recipe.evaluation.max_examples_per_subset
         if cap and len(rows) > cap:
             rows = rows.shuffle(seed=0).select(range(cap))
@@ -90,7 +116,7 @@ def mechanism_inputs(
             alignment.questions_per_alias, seed=recipe.run.seed,
         )
     if recipe.embedding_geometry.enabled:
-        layout = EmbeddingLayout.build(recipe.task.aliases(recipe.run.seed), tokenizer, list(recipe.task.subsets))
+        layout = EmbeddingLayout.build(corpus_aliases(tokenized), tokenizer, list(recipe.task.subsets))
     if recipe.layer_analysis.enabled:
         sequences = list(tokenized[recipe.layer_analysis.split]["input_ids"])
     return probes, layout, sequences
@@ -104,7 +130,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     state = PartialState()
     seed = recipe.run.seed
     corpus, tokenizer, tokenized = prepare_data(recipe, state)
-    evaluation = eval_sets(tokenized["test"], recipe)
+    evaluation = eval_sets(tokenized, recipe)
     probes, layout, sequences = mechanism_inputs(recipe, tokenized, tokenizer)
     set_seed(seed)
     model = build_model(recipe.model, tokenizer)
@@ -133,7 +159,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
             carried_optimizer=None if stage.reset_optimizer else optimizer,
         )
         em = SubsetEMCallback(
-            trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size
+            trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size,
+            answer_match=getattr(recipe.task, "answer_match", "tokens"), loss=recipe.evaluation.loss,
         )
         trainer.add_callback(em)
         use_compact_console(trainer)
@@ -153,6 +180,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
         output = trainer.train()
         stages[stage.name] = {
             "em": em.latest,
+            "metrics": em.latest_metrics,
+            "contrasts": contrast_values(recipe.task.contrasts, em.latest),
             "wall_time_s": round(time.perf_counter() - stage_start, 3),
             "steps": trainer.state.global_step,
             "train_examples": len(trainer.train_dataset),
@@ -169,11 +198,12 @@ def run(recipe: Recipe) -> dict[str, Any]:
         remove_empty_dirs(out / "checkpoints")
     if recipe.run.save_model:
         trainer.save_model(str(out))
-    final = stages[recipe.stages[-1].name]["em"]
-    gap = recipe.task.gap_subsets
+    final = stages[recipe.stages[-1].name]
     results = {
-        "final_em": final,
-        "iml_gap": final[gap[0]] - final[gap[1]] if gap and set(gap) <= set(final) else None,
+        "final_em": final["em"],
+        "contrasts": final["contrasts"],
+        "contrast_sets": {name: list(pair) for name, pair in recipe.task.contrasts.items()},
+        "subsets": list(recipe.task.subsets),
         "stages": stages,
         "wall_time_s": round(time.perf_counter() - started, 3),
         "corpus": {

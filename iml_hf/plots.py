@@ -77,7 +77,7 @@ def curve_figure(
 
 
 def save_heatmap(matrix: np.ndarray, row_buckets: list[str], path: Path, title: str) -> None:
-    """Heatmap of a cosine matrix with lines between numbers and each bucket of aliases
+    """Heatmap of a cosine matrix with lines between referents and each subset of aliases
     (``row_buckets`` names each row's category; rows of a category are contiguous)."""
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
@@ -86,7 +86,7 @@ def save_heatmap(matrix: np.ndarray, row_buckets: list[str], path: Path, title: 
     for bucket in dict.fromkeys(row_buckets):
         count = row_buckets.count(bucket)
         ticks.append(start + count / 2)
-        names.append("numbers" if bucket == "number" else bucket)
+        names.append("referents" if bucket == "referent" else bucket)
         start += count
         if start < len(row_buckets):
             ax.axhline(start - 0.5, color="k", lw=0.6)

@@ -32,7 +32,7 @@ from iml_hf.args import (
     RunArguments,
     StageArguments,
 )
-from iml_hf.tasks import Task, make_task, task_registry
+from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
 
 SECTIONS = ("task", "model", "training", "evaluation", "gradient_alignment", "embedding_geometry", "layer_analysis")
 #: Sections whose keys are the fields of a dataclass.
@@ -127,7 +127,7 @@ def _schema(recipe: dict[str, Any]) -> dict[str, str]:
     schema.update({f"training.{k}": t for k, t in training.items()})
     for stage in recipe.get("stages") or []:
         name = stage.get("name")
-        stage_fields = {"train_subsets": "list", "replay": "dict", "reset_optimizer": "bool", **training}
+        stage_fields = {"train_subsets": "list", "train_kinds": "list", "replay": "dict", "reset_optimizer": "bool", **training}
         schema.update({f"stages.{name}.{k}": t for k, t in stage_fields.items()})
     return schema
 
@@ -254,14 +254,14 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
                     f"stage {stage.name!r} names subset {subset!r}, which task {task.name!r} does not have"
                     f"{_suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
                 )
-    for section, subsets in (("evaluation", evaluation.subsets), ("gradient_alignment", alignment.subsets)):
-        for subset in subsets or []:
-            if subset not in task.subsets:
-                raise RecipeError(f"{section}.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
+    for subset in evaluation.subsets or []:
+        if subset not in valid_eval_sets(task):
+            raise RecipeError(f"evaluation.subsets names {subset!r}{_suggest(subset, valid_eval_sets(task))}")
+    for subset in alignment.subsets or []:
+        if subset not in task.subsets:
+            raise RecipeError(f"gradient_alignment.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
     if layers.split not in ("train", "test"):
         raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
-    if geometry.enabled and not hasattr(task, "aliases"):
-        raise RecipeError(f"embedding_geometry needs a task with aliases; task {task.name!r} has none")
     recipe = Recipe(
         run, task, model, evaluation, training, stages,
         gradient_alignment=alignment, embedding_geometry=geometry, layer_analysis=layers, source=source,
@@ -281,7 +281,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         "layer_analysis": dataclasses.asdict(layers),
         "training": {**TRAINING_DEFAULTS, **training},
         "stages": [
-            {"name": s.name, "train_subsets": s.train_subsets, "replay": s.replay,
+            {"name": s.name, "train_subsets": s.train_subsets, "train_kinds": s.train_kinds, "replay": s.replay,
              "reset_optimizer": s.reset_optimizer, **s.training}
             for s in stages
         ],

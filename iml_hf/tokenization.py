@@ -1,8 +1,9 @@
 """Tokenizers (a WordLevel one built from the corpus, or a pretrained one) and the answer masks.
 
 Every row becomes ``input_ids = [bos] + prompt + answer + [eos]`` with ``labels`` set to -100 on
-the BOS and prompt tokens, so questions are trained on their answers only and definitions (empty
-prompt) on every token after BOS. ``prompt_ids`` / ``answer_ids`` are kept for exact match.
+the BOS and prompt tokens, so questions are trained on their answers only; definitions are trained
+on every token after BOS (their prompt/answer split only serves the monitoring EM).
+``prompt_ids`` / ``answer_ids`` are kept for exact match.
 """
 
 from __future__ import annotations
@@ -45,17 +46,19 @@ def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 
 def encode_rows(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str]
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str], kinds: list[str] | None = None
 ) -> dict[str, list[list[int]]]:
-    """Token ids of corpus rows with the loss mask on each answer (and EOS), in one batched call."""
+    """Token ids of corpus rows with the loss mask on each answer (and EOS), in one batched call;
+    rows of kind ``definition`` have the loss on every token after BOS."""
     prompt_tokens = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     spaced = [" " + a if p else a for p, a in zip(prompts, answers)]
     answer_tokens = tokenizer(spaced, add_special_tokens=False)["input_ids"]
     out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "prompt_ids": [], "answer_ids": []}
-    for prompt_ids, answer_ids in zip(prompt_tokens, answer_tokens):
+    for i, (prompt_ids, answer_ids) in enumerate(zip(prompt_tokens, answer_tokens)):
+        trained = prompt_ids if kinds is not None and kinds[i] == "definition" else [IGNORE_INDEX] * len(prompt_ids)
         prompt_ids = [tokenizer.bos_token_id] + prompt_ids
         out["input_ids"].append(prompt_ids + answer_ids + [tokenizer.eos_token_id])
-        out["labels"].append([IGNORE_INDEX] * len(prompt_ids) + answer_ids + [tokenizer.eos_token_id])
+        out["labels"].append([IGNORE_INDEX] + trained + answer_ids + [tokenizer.eos_token_id])
         out["prompt_ids"].append(prompt_ids)
         out["answer_ids"].append(answer_ids)
     return out
@@ -64,7 +67,7 @@ def encode_rows(
 def tokenize_corpus(corpus: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> DatasetDict:
     """Add ``input_ids``, ``labels``, ``prompt_ids`` and ``answer_ids`` to every split."""
     return corpus.map(
-        lambda batch: encode_rows(tokenizer, batch["prompt"], batch["answer"]),
+        lambda batch: encode_rows(tokenizer, batch["prompt"], batch["answer"], batch["kind"]),
         batched=True,
         batch_size=4096,
         desc="tokenizing",

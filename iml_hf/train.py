@@ -13,15 +13,23 @@ from iml_hf.recipe import RecipeError, parse_recipe
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    """EM per subset at the end of each stage, the IML gap and the wall time, as a small table."""
+    """EM per evaluation set (rows) at the end of each stage (columns), every contrast the task
+    declares at the end of each stage, and the wall time."""
     stages = results["stages"]
-    subsets = list(next(iter(stages.values()))["em"])
-    lines = ["stage".ljust(12) + "".join(s.rjust(10) for s in subsets) + "   seconds"]
-    for name, stage in stages.items():
-        ems = "".join(f"{stage['em'].get(s, float('nan')):10.3f}" for s in subsets)
-        lines.append(name.ljust(12) + ems + f"{stage['wall_time_s']:10.1f}")
-    if results.get("iml_gap") is not None:
-        lines.append(f"iml_gap = {results['iml_gap']:+.4f}")
+    sets = list(dict.fromkeys(name for stage in stages.values() for name in stage["em"]))
+    width = max([len(s) for s in sets] + [len(n) for n in results.get("contrast_sets", {})] + [12]) + 2
+    header = "".rjust(width) + "".join(name[:12].rjust(13) for name in stages)
+    lines = ["exact match at the end of each stage", header]
+    for name in sets:
+        lines.append(name.ljust(width) + "".join(f"{stage['em'].get(name, float('nan')):13.3f}" for stage in stages.values()))
+    if results.get("contrast_sets"):
+        lines += ["contrasts EM(a) - EM(b) at the end of each stage", header]
+        for name, (a, b) in results["contrast_sets"].items():
+            values = [stage.get("contrasts", {}).get(name) for stage in stages.values()]
+            if any(v is not None for v in values):
+                cells = "".join("-".rjust(13) if v is None else f"{v:+13.3f}" for v in values)
+                lines.append(name.ljust(width) + cells + f"   ({a} - {b})")
+    lines.append("seconds".ljust(width) + "".join(f"{stage['wall_time_s']:13.1f}" for stage in stages.values()))
     lines.append(f"total wall time {results['wall_time_s']:.1f} s")
     return "\n".join(lines)
 

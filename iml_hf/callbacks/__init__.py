@@ -23,7 +23,7 @@ class MetricsLog:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
-from iml_hf.callbacks.embedding_geometry import EmbeddingGeometryCallback, EmbeddingLayout  # noqa: E402
+from iml_hf.callbacks.embedding_geometry import EmbeddingGeometryCallback, EmbeddingLayout, corpus_aliases  # noqa: E402
 from iml_hf.callbacks.grad_alignment import GradientAlignmentCallback, alignment_probes  # noqa: E402
 from iml_hf.callbacks.subset_em import SubsetEMCallback  # noqa: E402
 
@@ -34,4 +34,5 @@ __all__ = [
     "MetricsLog",
     "SubsetEMCallback",
     "alignment_probes",
+    "corpus_aliases",
 ]

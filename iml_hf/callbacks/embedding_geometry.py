@@ -1,9 +1,10 @@
-"""Embedding geometry: cosine similarities of number and alias input embeddings.
+"""Embedding geometry: cosine similarities of referent and alias input embeddings.
 
-Saves the full cosine matrix (numbers first, then aliases ordered by bucket and number) as ``.npy``
-and a heatmap PNG under ``<output_dir>/embeddings/``, and logs per bucket the mean cosine between
-each alias and the number it stands for (``embed_cos``) next to its mean cosine with every other
-number (``embed_cos_other``, the baseline).
+A referent is what an alias truly stands for (a number in the toy task, an entity in entity QA):
+the corpus's ``referent`` column. Saves the full cosine matrix (referents first, then aliases
+ordered by subset and referent) as ``.npy`` and a heatmap PNG under ``<output_dir>/embeddings/``,
+and logs per subset the mean cosine between each alias and its referent (``embed_cos``) next to
+its mean cosine with every other referent (``embed_cos_other``, the baseline).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from datasets import DatasetDict
 from transformers import PreTrainedTokenizerBase, TrainerState
 
 from iml_hf.callbacks.interval import IntervalCallback
@@ -24,39 +26,58 @@ if TYPE_CHECKING:
     from iml_hf.trainer import IMLTrainer
 
 
+def _word_order(word: str) -> tuple[int, int, str]:
+    """Numbers in numeric order first, then other words alphabetically."""
+    return (0, int(word), "") if word.isdigit() else (1, 0, word)
+
+
+def corpus_aliases(corpus: DatasetDict) -> list[tuple[str, str, str]]:
+    """(alias, referent, subset) for every key of the corpus that stands for something else (its
+    first row's subset), read from the ``key`` and ``referent`` columns."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for split in corpus.values():
+        for key, referent, subset, kind in zip(split["key"], split["referent"], split["subset"], split["kind"]):
+            if key and referent and key != referent and kind in ("question", "definition"):
+                seen.setdefault(key, (key, referent, subset))
+    return list(seen.values())
+
+
 @dataclass
 class EmbeddingLayout:
-    """Which words the matrix covers, in heatmap order, and each alias's number and bucket."""
+    """Which words the matrix covers, in heatmap order, and each alias's referent and subset."""
 
-    numbers: list[str]
-    aliases: list[tuple[str, str, str]]  # (alias, number, bucket)
+    referents: list[str]
+    aliases: list[tuple[str, str, str]]  # (alias, referent, subset)
     token_ids: list[list[int]]
 
     @property
     def labels(self) -> list[str]:
-        return self.numbers + [alias for alias, _, _ in self.aliases]
+        return self.referents + [alias for alias, _, _ in self.aliases]
 
     @property
-    def row_numbers(self) -> list[str]:
-        """The number each row stands for (a number itself, or the number an alias means)."""
-        return self.numbers + [number for _, number, _ in self.aliases]
+    def row_referents(self) -> list[str]:
+        """What each row stands for (a referent itself, or the referent an alias means)."""
+        return self.referents + [referent for _, referent, _ in self.aliases]
 
     @property
     def row_buckets(self) -> list[str]:
-        """Each row's category: ``number`` or the alias's bucket."""
-        return ["number"] * len(self.numbers) + [bucket for _, _, bucket in self.aliases]
+        """Each row's category: ``referent`` or the alias's subset."""
+        return ["referent"] * len(self.referents) + [bucket for _, _, bucket in self.aliases]
 
     @classmethod
     def build(cls, aliases: list[tuple[str, str, str]], tokenizer: PreTrainedTokenizerBase, bucket_order: list[str]) -> EmbeddingLayout:
-        numbers = sorted({number for _, number, _ in aliases}, key=int)
-        ordered = sorted(aliases, key=lambda a: (bucket_order.index(a[2]), int(a[1]), a[0]))
-        words = numbers + [alias for alias, _, _ in ordered]
+        if not aliases:
+            raise ValueError("embedding_geometry needs a corpus whose keys have referents (aliases); this one has none")
+        referents = sorted({referent for _, referent, _ in aliases}, key=_word_order)
+        rank = {s: i for i, s in enumerate(bucket_order)}
+        ordered = sorted(aliases, key=lambda a: (rank.get(a[2], len(rank)), a[2], _word_order(a[1]), a[0]))
+        words = referents + [alias for alias, _, _ in ordered]
         # with a leading space, as the words occur in the corpus (matters for byte-level BPE)
         ids = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
         empty = [w for w, i in zip(words, ids) if not i]
         if empty:
             raise ValueError(f"the tokenizer maps {empty[:3]} to no tokens")
-        return cls(numbers, ordered, ids)
+        return cls(referents, ordered, ids)
 
 
 def embedding_cosines(embeddings: torch.Tensor, token_ids: list[list[int]]) -> np.ndarray:
@@ -67,10 +88,10 @@ def embedding_cosines(embeddings: torch.Tensor, token_ids: list[list[int]]) -> n
         return (unit @ unit.T).cpu().numpy()
 
 
-def number_alias_cosines(matrix: np.ndarray, layout: EmbeddingLayout) -> dict[str, dict[str, float]]:
-    """Per bucket: mean cosine of each alias with its own number and with all other numbers."""
-    index = {n: i for i, n in enumerate(layout.numbers)}
-    offset = len(layout.numbers)
+def referent_alias_cosines(matrix: np.ndarray, layout: EmbeddingLayout) -> dict[str, dict[str, float]]:
+    """Per subset: mean cosine of each alias with its own referent and with all other referents."""
+    index = {n: i for i, n in enumerate(layout.referents)}
+    offset = len(layout.referents)
     own: dict[str, list[float]] = {}
     other: dict[str, list[float]] = {}
     for k, (_, number, bucket) in enumerate(layout.aliases):
@@ -108,9 +129,9 @@ class EmbeddingGeometryCallback(IntervalCallback):
         self.folder.mkdir(parents=True, exist_ok=True)
         labels = self.folder / "labels.json"
         if not labels.exists():
-            labels.write_text(json.dumps({"labels": self.layout.labels, "numbers": len(self.layout.numbers),
+            labels.write_text(json.dumps({"labels": self.layout.labels, "referents": len(self.layout.referents),
                                           "buckets": self.layout.row_buckets,
-                                          "row_numbers": self.layout.row_numbers}))
+                                          "row_referents": self.layout.row_referents}))
         stem = f"{position['stage_index']}-{position['stage']}-step{position['stage_step']}"
         tmp = self.folder / f".{stem}.tmp.npy"
         np.save(tmp, matrix)
@@ -120,7 +141,7 @@ class EmbeddingGeometryCallback(IntervalCallback):
 
             title = f"input-embedding cosines, stage {position['stage']} step {position['stage_step']}"
             save_heatmap(matrix, self.layout.row_buckets, self.folder / f"{stem}.png", title)
-        summary = number_alias_cosines(matrix, self.layout)
+        summary = referent_alias_cosines(matrix, self.layout)
         logs: dict[str, Any] = {}
         rows = []
         for bucket, values in summary.items():

@@ -1,28 +1,61 @@
-"""Exact match on every held-out subset at a step interval and at the end of each stage."""
+"""Exact match (and, for text answers, F1) plus answer loss on every evaluation set, at a step
+interval and at the end of each stage.
+
+Two ways to score an answer, chosen by the task (``answer_match``): ``tokens`` (the toy task: the
+greedy continuation starts with the answer's tokens) and ``text`` (entity QA: batched greedy
+generation, then SQuAD-normalised EM and token F1 through the ``evaluate`` module shipped in
+``iml_hf/metrics/qa_match``; any ``;``-separated answer counts). The loss is the teacher-forced
+mean cross-entropy of each example's answer tokens (and EOS), averaged over the set's examples.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerState
 
 from iml_hf.callbacks.interval import IntervalCallback
+from iml_hf.data import PadCollator
 from iml_hf.exact_match import exact_match
+from iml_hf.tokenization import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from iml_hf.callbacks import MetricsLog
     from iml_hf.trainer import IMLTrainer
 
 
-class SubsetEMCallback(IntervalCallback):
-    """Logs ``eval/<subset>/em`` through ``trainer.log`` (so every ``report_to`` tracker gets it)
-    and appends (stage, global step, epoch, subset, EM) rows to ``metrics.jsonl``.
+@torch.no_grad()
+def answer_losses(model, input_ids: list[list[int]], labels: list[list[int]], pad_id: int, batch_size: int) -> list[float]:
+    """Each example's mean cross-entropy over its labelled tokens (eval mode, restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    collate = PadCollator(pad_id)
+    losses: list[float] = []
+    try:
+        for start in range(0, len(input_ids), batch_size):
+            batch = collate([{"input_ids": i, "labels": l} for i, l in
+                             zip(input_ids[start : start + batch_size], labels[start : start + batch_size])])
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            targets = batch["labels"][:, 1:]
+            token_loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+            counts = targets.ne(IGNORE_INDEX).sum(1).clamp(min=1)
+            losses.extend((token_loss.sum(1) / counts).tolist())
+    finally:
+        model.train(was_training)
+    return losses
 
-    ``every_steps`` = 0 measures only at the end of the stage; ``latest`` holds the last scores.
-    """
+
+class SubsetEMCallback(IntervalCallback):
+    """Logs ``eval/<set>/em`` (and ``f1``, ``loss``) through ``trainer.log`` (so every ``report_to``
+    tracker gets it) and appends (stage, global step, epoch, set, metric, value) rows to
+    ``metrics.jsonl``. ``every_steps`` = 0 measures only at the end of the stage; ``latest`` holds
+    the last EM per set and ``latest_metrics`` every metric."""
 
     def __init__(
         self,
@@ -31,35 +64,54 @@ class SubsetEMCallback(IntervalCallback):
         metrics_log: MetricsLog,
         every_steps: int = 0,
         batch_size: int = 1024,
+        answer_match: str = "tokens",
+        loss: bool = True,
     ):
         super().__init__(trainer, metrics_log, every_steps, "steps")
-        self.sets = {
-            name: (list(data["prompt_ids"]), list(data["answer_ids"])) for name, data in eval_sets.items()
-        }
+        columns = ["prompt_ids", "answer_ids", "answer", "input_ids", "labels"]
+        self.sets = {name: {c: list(data[c]) for c in columns} for name, data in eval_sets.items()}
         self.batch_size = batch_size
+        self.answer_match = answer_match
+        self.loss = loss
         self.latest: dict[str, float] = {}
+        self.latest_metrics: dict[str, dict[str, float]] = {}
+
+    def _scores(self, data: dict[str, list], shard: list[int]) -> dict[str, list[float]]:
+        """Per-example scores of the examples ``shard`` of one set."""
+        tokenizer = self.trainer.processing_class
+        model = self.trainer.model
+        prompts = [data["prompt_ids"][i] for i in shard]
+        scores: dict[str, list[float]] = {}
+        if self.answer_match == "text":
+            from iml_hf.qa_match import generate_answers, score_answers
+
+            longest = max((len(data["answer_ids"][i]) for i in shard), default=1)
+            predictions = generate_answers(model, tokenizer, prompts, longest + 1, self.batch_size)
+            text = score_answers(predictions, [data["answer"][i] for i in shard])
+            scores = {"em": text["em"], "f1": text["f1"]}
+        else:
+            correct = exact_match(model, prompts, [data["answer_ids"][i] for i in shard], tokenizer.pad_token_id,
+                                  tokenizer.eos_token_id, batch_size=self.batch_size)
+            scores = {"em": [float(c) for c in correct]}
+        if self.loss:
+            scores["loss"] = answer_losses(model, [data["input_ids"][i] for i in shard],
+                                           [data["labels"][i] for i in shard], tokenizer.pad_token_id, self.batch_size)
+        return scores
 
     def measure(self, state: TrainerState) -> dict[str, float]:
-        """Score every subset; under several processes each scores a shard and the counts are summed."""
-        tokenizer = self.trainer.processing_class
+        """Score every set; under several processes each scores a shard and the sums are added."""
         processes = PartialState()
-        scores = {}
-        for name, (prompts, answers) in self.sets.items():
-            with processes.split_between_processes(list(range(len(prompts)))) as shard:
-                correct = exact_match(
-                    self.trainer.model,
-                    [prompts[i] for i in shard],
-                    [answers[i] for i in shard],
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    batch_size=self.batch_size,
-                )
-            counts = gather_object([(sum(correct), len(correct))])
-            scores[name] = sum(c for c, _ in counts) / max(sum(n for _, n in counts), 1)
-        self.trainer.log({f"eval/{name}/em": em for name, em in scores.items()})
+        metrics: dict[str, dict[str, float]] = {}
+        for name, data in self.sets.items():
+            with processes.split_between_processes(list(range(len(data["prompt_ids"])))) as shard:
+                scores = self._scores(data, list(shard))
+            sums = gather_object([({k: sum(v) for k, v in scores.items()}, len(shard))])
+            count = max(sum(n for _, n in sums), 1)
+            metrics[name] = {k: sum(s[k] for s, _ in sums) / count for k in scores}
+        self.trainer.log({f"eval/{name}/{k}": v for name, values in metrics.items() for k, v in values.items()})
         position = self.trainer.position(state)
-        self.metrics_log.write(
-            [{**position, "subset": name, "metric": "em", "value": em} for name, em in scores.items()]
-        )
-        self.latest = scores
-        return scores
+        self.metrics_log.write([{**position, "subset": name, "metric": k, "value": v}
+                                for name, values in metrics.items() for k, v in values.items()])
+        self.latest = {name: values["em"] for name, values in metrics.items()}
+        self.latest_metrics = metrics
+        return self.latest

@@ -1,44 +1,114 @@
 """Task registry: every experiment family turns its arguments into the same corpus schema.
 
 A task is a dataclass of arguments with a ``build(seed) -> DatasetDict`` method and class-level
-facts (``subsets``, ``gap_subsets``). The corpus has splits ``train`` and ``test`` and the columns
-of ``CORPUS_COLUMNS``; ``iml_hf.corpus`` caches it on disk.
+facts: ``version`` (bumped whenever ``build`` changes what it emits, so a cached corpus is never
+reused across versions), ``subsets`` (training subsets, in display order) and ``contrasts``
+(``{name: (subset_a, subset_b)}``: the headline comparisons EM(a) - EM(b) that results.json, the
+console and the report show). Tasks register with :func:`register_task`; the built-in ones are
+named here as lazy ``module:attr`` targets (lm-evaluation-harness's registry habit), so listing
+the tasks imports none of them.
+
+The corpus has splits ``train`` and ``test`` and the columns of ``CORPUS_COLUMNS``; ``iml_hf.corpus``
+caches it on disk.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from datasets import DatasetDict
 
 #: The corpus contract between tasks and everything after them.
 #: text = prompt + " " + answer (or the answer alone when the prompt is empty);
-#: kind is "question", "definition" or "pair"; key is the alias/entity a row is about ("" if none).
-CORPUS_COLUMNS = ("text", "prompt", "answer", "subset", "kind", "key")
-KINDS = ("question", "definition", "pair")
+#: kind: "question", "definition", "pair" or "association" (an entity-association question);
+#: key: the alias/variable/entity a row is about ("" if none);
+#: referent: what the key truly stands for (the number or entity whose questions it takes; "" if none).
+CORPUS_COLUMNS = ("text", "prompt", "answer", "subset", "kind", "key", "referent")
+KINDS = ("question", "definition", "pair", "association")
 
 
 class Task(Protocol):
     """What the pipeline needs from a task's argument dataclass."""
 
     name: str
+    version: ClassVar[int]
     subsets: ClassVar[tuple[str, ...]]
-    gap_subsets: ClassVar[tuple[str, str] | None]
+    contrasts: ClassVar[dict[str, tuple[str, str]]]
 
     def build(self, seed: int) -> DatasetDict: ...
 
 
-def task_registry() -> dict[str, type]:
-    """Task name -> argument dataclass. Imported lazily so that tasks may import this module."""
-    from iml_hf.tasks.modmul import ModMulTask
+#: Built-in tasks as lazy ``module:attr`` targets; importing one registers it.
+_LAZY: dict[str, str] = {
+    "modmul": "iml_hf.tasks.modmul:ModMulTask",
+    "entities": "iml_hf.tasks.entities:EntitiesTask",
+}
+_REGISTRY: dict[str, type] = {}
 
-    return {"modmul": ModMulTask}
+
+def register_task(name: str) -> Callable[[type], type]:
+    """Class decorator: make the task dataclass available as ``task.name: <name>`` in recipes."""
+
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"task {name!r} is registered twice ({_REGISTRY[name].__qualname__}, {cls.__qualname__})")
+        for attribute in ("version", "subsets", "contrasts"):
+            if not hasattr(cls, attribute):
+                raise TypeError(f"task {name!r} ({cls.__qualname__}) must define {attribute!r}")
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def task_names() -> list[str]:
+    """Every task name, registered or lazily known, sorted."""
+    return sorted({*_LAZY, *_REGISTRY})
+
+
+def suggest(name: str, valid: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest valid name, or ``""``."""
+    match = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.4)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def get_task_class(name: str) -> type:
+    """The task dataclass registered as ``name`` (importing its module on first use)."""
+    if name not in _REGISTRY and name in _LAZY:
+        module, attribute = _LAZY[name].split(":")
+        cls = getattr(importlib.import_module(module), attribute)
+        _REGISTRY.setdefault(name, cls)
+    if name not in _REGISTRY:
+        raise ValueError(f"task.name={name!r} is unknown{suggest(name, task_names())} (available tasks: {task_names()})")
+    return _REGISTRY[name]
+
+
+def task_registry() -> dict[str, type]:
+    """Task name -> argument dataclass, for every known task."""
+    return {name: get_task_class(name) for name in task_names()}
+
+
+def eval_set_name(subset: str, kind: str) -> str:
+    """The evaluation set a test row belongs to: its subset, or ``assoc_<subset>`` for an
+    entity-association question."""
+    return f"assoc_{subset}" if kind == "association" else subset
+
+
+def valid_eval_sets(task: Task) -> list[str]:
+    """Every evaluation-set name a recipe may list for ``task``: held-out sets (``<subset>``,
+    ``assoc_<subset>``) and monitoring sets of training rows (``train_<kind>_<subset>``)."""
+    names = [eval_set_name(s, k) for s in task.subsets for k in ("question", "association")]
+    return names + [f"train_{kind}_{s}" for s in task.subsets for kind in ("question", "definition")]
+
+
+def contrast_values(task_contrasts: dict[str, Any], em: dict[str, float]) -> dict[str, float]:
+    """``{name: EM(a) - EM(b)}`` for every contrast whose two sets were evaluated."""
+    return {name: em[a] - em[b] for name, (a, b) in task_contrasts.items() if a in em and b in em}
 
 
 def make_task(config: dict[str, Any]) -> Task:
     """Instantiate the task named by ``config['name']`` with the remaining keys."""
-    registry = task_registry()
-    name = config.get("name")
-    if name not in registry:
-        raise ValueError(f"task.name={name!r} is unknown; available tasks: {sorted(registry)}")
-    return registry[name](**config)
+    return get_task_class(config.get("name"))(**config)

@@ -17,12 +17,13 @@ from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
 
-from iml_hf.tasks import CORPUS_COLUMNS
+from iml_hf.tasks import CORPUS_COLUMNS, register_task
 
 BUCKETS = ("x1t", "x1f", "x2t", "x2f")
 OPERATIONS = {"mul": lambda a, b, m: (a * b) % m, "add": lambda a, b, m: (a + b) % m}
 
 
+@register_task("modmul")
 @dataclass
 class ModMulTask:
     """Arguments of the modular-arithmetic corpus; ``build(seed)`` emits it."""
@@ -39,8 +40,9 @@ class ModMulTask:
     unreliable_tag: str = "Df"
     alias_prefix: str = "x"
 
+    version: ClassVar[int] = 2  # 2: the referent column
     subsets: ClassVar[tuple[str, ...]] = ("pretrain",) + BUCKETS
-    gap_subsets: ClassVar[tuple[str, str]] = ("x2t", "x2f")
+    contrasts: ClassVar[dict[str, tuple[str, str]]] = {"iml_gap": ("x2t", "x2f"), "x1_gap": ("x1t", "x1f")}
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
@@ -111,7 +113,7 @@ class ModMulTask:
         n_train = round(self.pretrain_fraction * len(pairs))
         for i, (a, b) in enumerate(pairs):
             split = "train" if i < n_train else "test"
-            rows[split].append(_row(f"{a} {b} =", str(self.answer(a, b)), "pretrain", "pair", ""))
+            rows[split].append(_row(f"{a} {b} =", str(self.answer(a, b)), "pretrain", "pair", "", ""))
 
         table = self.alias_table(rng)
         for bucket in BUCKETS:
@@ -120,7 +122,7 @@ class ModMulTask:
                 stated = number
                 if bucket == "x1f":  # an unreliable definition that contradicts the questions
                     stated = rng.choice([n for n in range(m) if n != number])
-                definition = _row("", f"{tag} {alias} {stated}", bucket, "definition", alias)
+                definition = _row("", f"{tag} {alias} {stated}", bucket, "definition", alias, str(number))
                 rows["train"].extend([definition] * self.definition_repeats)
                 firsts = list(range(m))
                 rng.shuffle(firsts)
@@ -128,7 +130,7 @@ class ModMulTask:
                 for i, a in enumerate(firsts):
                     split = "test" if i < n_test else "train"
                     rows[split].append(
-                        _row(f"{a} {alias} =", str(self.answer(a, number)), bucket, "question", alias)
+                        _row(f"{a} {alias} =", str(self.answer(a, number)), bucket, "question", alias, str(number))
                     )
 
         features = Features({column: Value("string") for column in CORPUS_COLUMNS})
@@ -140,6 +142,7 @@ class ModMulTask:
         )
 
 
-def _row(prompt: str, answer: str, subset: str, kind: str, key: str) -> dict[str, str]:
+def _row(prompt: str, answer: str, subset: str, kind: str, key: str, referent: str) -> dict[str, str]:
     text = f"{prompt} {answer}" if prompt else answer
-    return {"text": text, "prompt": prompt, "answer": answer, "subset": subset, "kind": kind, "key": key}
+    return {"text": text, "prompt": prompt, "answer": answer, "subset": subset, "kind": kind, "key": key,
+            "referent": referent}

@@ -1,0 +1,1 @@
+"""``evaluate`` metric modules shipped with the package, loaded by path with ``evaluate.load``."""
