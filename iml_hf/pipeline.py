@@ -14,17 +14,10 @@ from accelerate import PartialState
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, set_seed
 
-from iml_hf.callbacks import (
-    EmbeddingGeometryCallback,
-    EmbeddingLayout,
-    corpus_aliases,
-    GradientAlignmentCallback,
-    MetricsLog,
-    SubsetEMCallback,
-    alignment_probes,
-)
 from iml_hf.callbacks.console import use_compact_console
-from iml_hf.callbacks.layer_analysis import LayerAnalysisCallback
+from iml_hf.callbacks.subset_em import SubsetEMCallback
+from iml_hf.measurements import MEASUREMENTS
+from iml_hf.io import MetricsLog, remove_empty_dirs, write_json_atomic
 from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
 from iml_hf.data import PadCollator, stage_train_set
 from iml_hf.tasks import contrast_values, eval_set_name
@@ -32,22 +25,6 @@ from iml_hf.modeling import build_model, count_parameters
 from iml_hf.recipe import Recipe
 from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
 from iml_hf.trainer import IMLTrainer
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def remove_empty_dirs(root: Path) -> None:
-    """Drop the checkpoint folders the Trainer created but saved nothing into (``root`` and its
-    empty children)."""
-    if root.is_dir():
-        for folder in [*root.iterdir(), root]:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
 
 
 def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
@@ -103,23 +80,13 @@ def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[Dat
     return corpus, tokenizer, tokenize_corpus(corpus, tokenizer)
 
 
-def mechanism_inputs(
-    recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase
-) -> tuple[dict[str, Any] | None, EmbeddingLayout | None, list[list[int]] | None]:
-    """What the switched-on measurements read, built once for all stages: the fixed
-    gradient-alignment sample, the embedding layout and the layer analysis's token sequences."""
-    probes = layout = sequences = None
-    alignment = recipe.gradient_alignment
-    if alignment.enabled:
-        probes = alignment_probes(
-            tokenized, tokenizer.pad_token_id, alignment.subsets, alignment.aliases_per_subset,
-            alignment.questions_per_alias, seed=recipe.run.seed,
-        )
-    if recipe.embedding_geometry.enabled:
-        layout = EmbeddingLayout.build(corpus_aliases(tokenized), tokenizer, list(recipe.task.subsets))
-    if recipe.layer_analysis.enabled:
-        sequences = list(tokenized[recipe.layer_analysis.split]["input_ids"])
-    return probes, layout, sequences
+def mechanism_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """What each switched-on measurement reads, built once for all stages (the fixed
+    gradient-alignment sample, the embedding layout, the layer analysis's sequences)."""
+    return {
+        name: spec.prepare(recipe, tokenized, tokenizer)
+        for name, spec in MEASUREMENTS.items() if recipe.measurement_args(name).enabled
+    }
 
 
 def run(recipe: Recipe) -> dict[str, Any]:
@@ -131,7 +98,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     seed = recipe.run.seed
     corpus, tokenizer, tokenized = prepare_data(recipe, state)
     evaluation = eval_sets(tokenized, recipe)
-    probes, layout, sequences = mechanism_inputs(recipe, tokenized, tokenizer)
+    inputs = mechanism_inputs(recipe, tokenized, tokenizer)
     set_seed(seed)
     model = build_model(recipe.model, tokenizer)
 
@@ -164,16 +131,11 @@ def run(recipe: Recipe) -> dict[str, Any]:
         )
         trainer.add_callback(em)
         use_compact_console(trainer)
-        mechanisms = {}
-        if probes is not None:
-            mechanisms["grad_align"] = GradientAlignmentCallback(trainer, probes, metrics_log, recipe.gradient_alignment)
-        if layout is not None:
-            geometry = recipe.embedding_geometry
-            mechanisms["embedding"] = EmbeddingGeometryCallback(
-                trainer, layout, metrics_log, out, geometry.interval, geometry.interval_strategy, geometry.plots
-            )
-        if sequences is not None:
-            mechanisms["layers"] = LayerAnalysisCallback(trainer, sequences, metrics_log, out, recipe.layer_analysis)
+        mechanisms = {
+            MEASUREMENTS[name].result_key: MEASUREMENTS[name].callback(
+                trainer, prepared, metrics_log, out, recipe.measurement_args(name))
+            for name, prepared in inputs.items()
+        }
         for callback in mechanisms.values():
             trainer.add_callback(callback)
         stage_start = time.perf_counter()
@@ -202,7 +164,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     results = {
         "final_em": final["em"],
         "contrasts": final["contrasts"],
-        "contrast_sets": {name: list(pair) for name, pair in recipe.task.contrasts.items()},
+        "contrast_sets": [[name, *pair] for name, pair in recipe.task.contrasts.items()],  # a list: keeps the order
         "subsets": list(recipe.task.subsets),
         "stages": stages,
         "wall_time_s": round(time.perf_counter() - started, 3),

@@ -12,29 +12,42 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from iml_hf.io import write_atomic  # noqa: E402
 from iml_hf.stats import mean_ci  # noqa: E402
 
-#: Colours that keep a subset's identity across every figure.
-SUBSET_COLOURS = {"pretrain": "0.45", "x1t": "tab:blue", "x1f": "tab:orange", "x2t": "tab:green", "x2f": "tab:red"}
+#: The palette subsets take in the task's subset order, so a subset keeps its colour across figures.
+PALETTE = [*(f"tab:{c}" for c in ("gray", "blue", "orange", "green", "red", "purple", "brown", "pink", "olive", "cyan")),
+           "navy", "gold", "teal", "salmon", "lime", "indigo", "maroon", "black"]
+
+
+def subset_colour(name: str, order: list[str]) -> str | None:
+    """The colour of a set: by its subset's position in ``order`` (``assoc_<subset>`` and
+    ``train_<kind>_<subset>`` share their subset's colour); None leaves it to matplotlib."""
+    for candidate in (name, name.removeprefix("assoc_"), name.split("_", 2)[-1]):
+        if candidate in order:
+            return PALETTE[order.index(candidate) % len(PALETTE)]
+    return None
 
 Series = dict[str, dict[int, list[float]]]  # series name -> x -> values over runs
 
 
 def save_figure(fig, path: Path) -> None:
     """Write ``fig`` as PNG through a temporary file, so no half-written image is left, and close it."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
 
 
-def _draw(ax, series: Series, boundaries: list[tuple[int, str]], ylabel: str, confidence: float) -> None:
+def _draw(ax, series: Series, boundaries: list[tuple[int, str]], ylabel: str, confidence: float,
+          order: list[str]) -> None:
     for name, points in series.items():
         xs = sorted(points)
         summaries = [mean_ci(points[x], confidence) for x in xs]
         means = [s["mean"] for s in summaries]
-        colour = SUBSET_COLOURS.get(name)
-        ax.plot(xs, means, marker=".", ms=3, lw=1.4, label=name, color=colour)
+        colour = subset_colour(name, order)
+        style = "--" if name.startswith("assoc_") else "-"
+        ax.plot(xs, means, style, marker=".", ms=3, lw=1.4, label=name, color=colour)
         low = [s["ci_low"] if s["n"] > 1 else s["mean"] for s in summaries]
         high = [s["ci_high"] if s["n"] > 1 else s["mean"] for s in summaries]
         ax.fill_between(xs, low, high, alpha=0.2, color=colour, lw=0)
@@ -56,6 +69,7 @@ def curve_figure(
     title: str,
     ylabel: str,
     confidence: float = 0.95,
+    order: list[str] | None = None,
 ) -> Path:
     """One panel per entry of ``panels``: the mean over runs of each series with a ``confidence``
     t-band, stage ends as dashed lines with the stage names above."""
@@ -64,12 +78,12 @@ def curve_figure(
     rows = -(-count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
     for ax, (panel, series) in zip(axes.flat, panels.items()):
-        _draw(ax, series, boundaries, ylabel, confidence)
+        _draw(ax, series, boundaries, ylabel, confidence, order or [])
         if count > 1:
             ax.set_title(panel, fontsize=9, pad=14)
     for ax in list(axes.flat)[count:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8, loc="best")
+    axes.flat[0].legend(fontsize=7, loc="best", ncol=2 if len(next(iter(panels.values()))) > 8 else 1)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)

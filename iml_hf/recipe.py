@@ -22,26 +22,17 @@ import torch
 import yaml
 from transformers import TrainingArguments
 
-from iml_hf.args import (
-    STAGE_FIELDS,
-    EmbeddingGeometryArguments,
-    EvalArguments,
-    GradientAlignmentArguments,
-    LayerAnalysisArguments,
-    ModelArguments,
-    RunArguments,
-    StageArguments,
-)
+from iml_hf.args import STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
+from iml_hf.measurements import MEASUREMENTS
+from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-exported)
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
 
-SECTIONS = ("task", "model", "training", "evaluation", "gradient_alignment", "embedding_geometry", "layer_analysis")
-#: Sections whose keys are the fields of a dataclass.
+SECTIONS = ("task", "model", "training", "evaluation", *MEASUREMENTS)
+#: Sections whose keys are the fields of a dataclass (every measurement's section among them).
 SECTION_CLASSES = {
     "model": ModelArguments,
     "evaluation": EvalArguments,
-    "gradient_alignment": GradientAlignmentArguments,
-    "embedding_geometry": EmbeddingGeometryArguments,
-    "layer_analysis": LayerAnalysisArguments,
+    **{name: spec.arguments for name, spec in MEASUREMENTS.items()},
 }
 #: TrainingArguments fields the pipeline sets itself.
 RESERVED_TRAINING_KEYS = ("output_dir", "seed")
@@ -69,11 +60,20 @@ class Recipe:
     evaluation: EvalArguments
     training: dict[str, Any]
     stages: list[StageArguments]
-    gradient_alignment: GradientAlignmentArguments = field(default_factory=GradientAlignmentArguments)
-    embedding_geometry: EmbeddingGeometryArguments = field(default_factory=EmbeddingGeometryArguments)
-    layer_analysis: LayerAnalysisArguments = field(default_factory=LayerAnalysisArguments)
+    measurements: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
     resolved: dict[str, Any] = field(default_factory=dict)
+
+    def measurement_args(self, section: str) -> Any:
+        """The arguments of the measurement ``section`` (its dataclass defaults if the recipe is silent)."""
+        if section not in self.measurements:
+            self.measurements[section] = MEASUREMENTS[section].arguments()
+        return self.measurements[section]
+
+    def __getattr__(self, name: str) -> Any:  # recipe.gradient_alignment etc.
+        if name in MEASUREMENTS:
+            return self.measurement_args(name)
+        raise AttributeError(name)
 
     def training_arguments(self, stage: StageArguments, output_dir: str | None = None) -> TrainingArguments:
         """The stage's TrainingArguments: toolkit defaults < recipe ``training`` < stage overrides."""
@@ -233,9 +233,8 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         task = make_task(nested.get("task") or {})
         model = ModelArguments(**nested.get("model", {}))
         evaluation = EvalArguments(**nested.get("evaluation", {}))
-        alignment = GradientAlignmentArguments(**nested.get("gradient_alignment", {}))
-        geometry = EmbeddingGeometryArguments(**nested.get("embedding_geometry", {}))
-        layers = LayerAnalysisArguments(**nested.get("layer_analysis", {}))
+        measurements = {name: spec.arguments(**nested.get(name, {})) for name, spec in MEASUREMENTS.items()}
+        alignment, layers = measurements["gradient_alignment"], measurements["layer_analysis"]
         training = dict(nested.get("training", {}))
         stages = []
         for stage in nested["stages"]:
@@ -262,10 +261,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
             raise RecipeError(f"gradient_alignment.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
     if layers.split not in ("train", "test"):
         raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
-    recipe = Recipe(
-        run, task, model, evaluation, training, stages,
-        gradient_alignment=alignment, embedding_geometry=geometry, layer_analysis=layers, source=source,
-    )
+    recipe = Recipe(run, task, model, evaluation, training, stages, measurements=measurements, source=source)
     for stage in stages:
         try:
             recipe.training_arguments(stage)
@@ -276,9 +272,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         "task": dataclasses.asdict(task),
         "model": dataclasses.asdict(model),
         "evaluation": dataclasses.asdict(evaluation),
-        "gradient_alignment": dataclasses.asdict(alignment),
-        "embedding_geometry": dataclasses.asdict(geometry),
-        "layer_analysis": dataclasses.asdict(layers),
+        **{name: dataclasses.asdict(args) for name, args in measurements.items()},
         "training": {**TRAINING_DEFAULTS, **training},
         "stages": [
             {"name": s.name, "train_subsets": s.train_subsets, "train_kinds": s.train_kinds, "replay": s.replay,
@@ -287,28 +281,6 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         ],
     }
     return recipe
-
-
-def flatten_resolved(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A resolved recipe (``Recipe.resolved``, as saved in results.json) as {dotted key: value};
-    stages are keyed by name (``stages.x1.max_steps``)."""
-    if isinstance(tree, dict):
-        return {k: v for key, value in tree.items() for k, v in flatten_resolved(value, f"{prefix}{key}.").items()}
-    if isinstance(tree, list) and tree and all(isinstance(x, dict) and "name" in x for x in tree):
-        return {k: v for x in tree for k, v in flatten_resolved(x, f"{prefix}{x['name']}.").items()}
-    return {prefix.rstrip("."): tree}
-
-
-#: Recipe keys that say where and how a run executes, not what it computes.
-PLACEMENT_KEYS = ("output_dir", "torch_threads")
-
-
-def configuration(resolved: dict[str, Any], with_seed: bool = True) -> dict[str, Any]:
-    """What a run computes: its resolved recipe as {dotted key: JSON value} without the placement
-    keys (and without the seed unless ``with_seed``), so two runs' configurations can be compared."""
-    skip = PLACEMENT_KEYS if with_seed else (*PLACEMENT_KEYS, "seed")
-    flat = flatten_resolved(json.loads(json.dumps(resolved)))
-    return {key: value for key, value in flat.items() if key not in skip}
 
 
 def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:

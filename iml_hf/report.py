@@ -4,9 +4,10 @@
 
 Reads every run's ``results.json`` and ``metrics.jsonl`` (grouped by the sweep's ``--set`` values
 when ``sweep.json`` is there) and writes into the folder: ``summary.json`` and ``summary.md`` (per
-stage and subset the mean EM with a t-interval over seeds; the IML gap with its interval and a
-one-sided paired t-test; gradient alignment and embedding cosines when the runs have them), PNG
-figures, and ``report.md`` that shows them all.
+stage and evaluation set the mean EM with a t-interval over seeds; every contrast the task declares
+(``EM(a) - EM(b)``, e.g. the toy's ``iml_gap`` or entity QA's ``stage2_d1_vs_d2``) at every stage
+end with its interval and a one-sided paired t-test; each measurement's stage-end values through
+its ``iml_hf.measurements`` report reader), PNG figures, and ``report.md`` that shows them all.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from iml_hf.pipeline import write_json_atomic
+from iml_hf.io import write_json_atomic
 from iml_hf.plots import Series, curve_figure, save_heatmap
-from iml_hf.recipe import configuration
+from iml_hf.resolved import configuration
+from iml_hf.measurements import MEASUREMENTS
 from iml_hf.stats import mean_ci, paired_greater
 from iml_hf.tasks import make_task
 
@@ -84,6 +86,14 @@ def group_runs(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
     return groups
 
 
+def _family(row: dict[str, Any]) -> str:
+    """The measurement family of a metrics.jsonl row (rows written before ``family`` existed: EM
+    rows had bare metric names, the others ``<family>/<metric>``)."""
+    if "family" in row:
+        return row["family"]
+    return row["metric"].split("/", 1)[0] if "/" in row["metric"] else ("eval" if row["metric"] == "em" else "embedding")
+
+
 def _stage_ends(run: RunRecord) -> list[tuple[int, str]]:
     ends, total = [], 0
     for stage, entry in run.results["stages"].items():
@@ -92,41 +102,70 @@ def _stage_ends(run: RunRecord) -> list[tuple[int, str]]:
     return ends
 
 
+def _set_order(sets: list[str], subsets: list[str]) -> list[str]:
+    """Evaluation sets in the task's subset order: held-out sets, then association sets, then
+    monitoring sets (results.json stores keys sorted)."""
+    rank = {s: i for i, s in enumerate(subsets)}
+
+    def key(name: str) -> tuple[int, int, str]:
+        kind = 2 if name.startswith("train_") else 1 if name.startswith("assoc_") else 0
+        base = name.split("_", 2)[-1] if kind == 2 else name.removeprefix("assoc_")
+        return kind, rank.get(base, len(rank)), name
+
+    return sorted(sets, key=key)
+
+
+def _contrast_sets(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The run's task-declared contrasts (results written before contrasts existed: the task's)."""
+    if "contrast_sets" in results:
+        return {name: (a, b) for name, a, b in results["contrast_sets"]}
+    return dict(make_task(results["recipe"]["task"]).contrasts)
+
+
 def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]:
-    """The numbers of one group of runs (same recipe and ``--set`` values, different seeds)."""
+    """The numbers of one group of runs (same recipe and ``--set`` values, different seeds): EM per
+    stage and set, every contrast at every stage end with a one-sided paired t-test, and each
+    measurement's stage-end values (and, for each contrast of two measured subsets, its test)."""
     first = runs[0].results
     stages = list(first["stages"])
-    task = make_task(first["recipe"]["task"])
-    subsets = [s for s in task.subsets if s in first["final_em"]] + [s for s in first["final_em"] if s not in task.subsets]
-    gap = task.gap_subsets if task.gap_subsets and set(task.gap_subsets) <= set(first["final_em"]) else None
+    sets = _set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])),
+                      first.get("subsets", []))
+    contrasts = _contrast_sets(first)
     summary: dict[str, Any] = {
         "runs": len(runs),
         "seeds": sorted(r.seed for r in runs),
         "stage_ends": _stage_ends(runs[0]),
-        "gap_subsets": list(gap) if gap else None,
+        "contrast_sets": {name: list(pair) for name, pair in contrasts.items()},
         "em": {
-            stage: {s: mean_ci([r.results["stages"][stage]["em"][s] for r in runs], confidence) for s in subsets}
+            stage: {s: mean_ci([r.results["stages"][stage]["em"][s] for r in runs if s in r.results["stages"][stage]["em"]],
+                               confidence) for s in sets if s in first["stages"][stage]["em"]}
             for stage in stages
         },
+        "contrasts": {},
         "wall_time_s": mean_ci([r.results["wall_time_s"] for r in runs], confidence),
     }
-    if gap:
-        summary["iml_gap"] = paired_greater(*([r.results["final_em"][s] for r in runs] for s in gap), confidence)
-        summary["iml_gap"]["per_run"] = {r.name: r.results["final_em"][gap[0]] - r.results["final_em"][gap[1]] for r in runs}
-    for key, read in (
-        ("grad_align", lambda entry, s: entry["pairs"][s]["all"]["mean"]),
-        ("embedding", lambda entry, s: entry[s]["embed_cos"]),
-    ):
-        if all(key in r.results["stages"][stages[-1]] for r in runs):
-            table, contrasts = {}, {}
-            last = runs[0].results["stages"][stages[-1]][key]
-            names = [s for s in subsets if s in (last["pairs"] if key == "grad_align" else last)]
-            for stage in stages:
-                values = {s: [read(r.results["stages"][stage][key], s) for r in runs] for s in names}
-                table[stage] = {s: mean_ci(v, confidence) for s, v in values.items()}
-                if gap and set(gap) <= set(values):
-                    contrasts[stage] = paired_greater(values[gap[0]], values[gap[1]], confidence)
-            summary[key] = {"at_stage_end": table, f"{gap[0]}_vs_{gap[1]}" if gap else "contrast": contrasts}
+    for name, (a, b) in contrasts.items():
+        per_stage = {}
+        for stage in stages:
+            if all({a, b} <= set(r.results["stages"][stage]["em"]) for r in runs):
+                ems = [(r.results["stages"][stage]["em"][a], r.results["stages"][stage]["em"][b]) for r in runs]
+                per_stage[stage] = paired_greater([x for x, _ in ems], [y for _, y in ems], confidence)
+                per_stage[stage]["per_run"] = {r.name: x - y for r, (x, y) in zip(runs, ems)}
+        if per_stage:
+            summary["contrasts"][name] = per_stage
+    for spec in MEASUREMENTS.values():
+        for reader in spec.report:
+            if not all(spec.result_key in r.results["stages"][stages[-1]] for r in runs):
+                continue
+            values = {stage: [reader.read(r.results["stages"][stage][spec.result_key]) for r in runs] for stage in stages}
+            names = [s for s in values[stages[-1]][0]]
+            table = {stage: {s: mean_ci([v[s] for v in values[stage] if s in v], confidence) for s in names} for stage in stages}
+            tests = {}
+            for name, (a, b) in contrasts.items():
+                if {a, b} <= set(names):
+                    tests[name] = {stage: paired_greater([v[a] for v in values[stage]], [v[b] for v in values[stage]], confidence)
+                                   for stage in stages}
+            summary[spec.result_key] = {"at_stage_end": table, "contrasts": tests}
     return summary
 
 
@@ -139,10 +178,19 @@ def _cell(s: dict[str, float], signed: bool = False) -> str:
     return f"{s['mean']:{spec}}{interval}"
 
 
-def _table(title: str, rows: dict[str, dict[str, dict[str, float]]], signed: bool = False) -> list[str]:
-    columns = list(next(iter(rows.values())))
+def _table(title: str, rows: dict[str, dict[str, dict[str, float]]], signed: bool = False,
+           transpose: bool = False) -> list[str]:
+    """A Markdown table of ``{stage: {column: summary}}``; ``transpose`` puts stages in columns
+    (for many evaluation sets)."""
+    stages = list(rows)
+    columns = list(dict.fromkeys(c for values in rows.values() for c in values))
+    if transpose:
+        lines = [f"**{title}**", "", "| set | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
+        lines += [f"| {c} | " + " | ".join(_cell(rows[stage].get(c, {}), signed) for stage in stages) + " |"
+                  for c in columns]
+        return lines + [""]
     lines = [f"**{title}**", "", "| stage | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {stage} | " + " | ".join(_cell(values[c], signed) for c in columns) + " |"
+    lines += [f"| {stage} | " + " | ".join(_cell(values.get(c, {}), signed) for c in columns) + " |"
               for stage, values in rows.items()]
     return lines + [""]
 
@@ -155,19 +203,29 @@ def _test_line(name: str, test: dict[str, float], confidence: float) -> str:
 
 def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> list[str]:
     """The tables and test lines of one group, in Markdown."""
+    pct = round(100 * confidence)
     lines = [f"## {label}", "", f"{summary['runs']} runs, seeds {summary['seeds']}; "
              f"mean wall time {summary['wall_time_s']['mean']:.0f} s per run.", ""]
-    gap = summary.get("gap_subsets")
-    if "iml_gap" in summary:
-        lines += [_test_line(f"**IML gap** EM({gap[0]}) - EM({gap[1]}) at the end", summary["iml_gap"], confidence), ""]
-    lines += _table(f"Exact match at the end of each stage (mean [{round(100 * confidence)}% CI] over seeds)", summary["em"])
-    for key, title in (("grad_align", "Gradient alignment (definition-question cosine, all parameters) at the end of each stage"),
-                       ("embedding", "Number-alias embedding cosine at the end of each stage")):
-        if key in summary:
-            lines += _table(title, summary[key]["at_stage_end"], signed=True)
-            for stage, test in summary[key].get(f"{gap[0]}_vs_{gap[1]}", {}).items() if gap else []:
-                if not math.isnan(test["t"]):
-                    lines += [_test_line(f"{gap[0]} - {gap[1]} at the end of {stage}", test, confidence), ""]
+    if summary["contrasts"]:
+        lines += [f"**Contrasts** EM(a) - EM(b) at the end of each stage: mean [{pct}% CI] over seeds, "
+                  "one-sided paired t-test of a > b", "", "| contrast | stage | mean [CI] | t | p | n |", "|---|---|---|---|---|---|"]
+        for name, per_stage in summary["contrasts"].items():
+            a, b = summary["contrast_sets"][name]
+            for stage, test in per_stage.items():
+                t = "-" if math.isnan(test["t"]) else f"{test['t']:.2f}"
+                p = "-" if math.isnan(test["p_value"]) else f"{test['p_value']:.4g}"
+                lines.append(f"| {name} ({a} - {b}) | {stage} | {_cell(test, signed=True)} | {t} | {p} | {test['n']} |")
+        lines.append("")
+    lines += _table(f"Exact match at the end of each stage (mean [{pct}% CI] over seeds)", summary["em"],
+                    transpose=True)
+    for spec in MEASUREMENTS.values():
+        for reader in spec.report:
+            if spec.result_key in summary:
+                lines += _table(reader.title, summary[spec.result_key]["at_stage_end"], signed=True)
+                for name, per_stage in summary[spec.result_key]["contrasts"].items():
+                    for stage, test in per_stage.items():
+                        if not math.isnan(test["t"]):
+                            lines += [_test_line(f"{name} ({reader.family}) at the end of {stage}", test, confidence), ""]
     return lines
 
 
@@ -190,7 +248,8 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
     if not folders:
         return []
     labels = [json.loads((f / "labels.json").read_text()) for f in folders]
-    layout = [list(zip(lab["buckets"], lab.get("row_numbers", [None] * len(lab["buckets"])))) for lab in labels]
+    layout = [list(zip(lab["buckets"], lab.get("row_referents", lab.get("row_numbers", [None] * len(lab["buckets"])))))
+              for lab in labels]
     same = [f for f, rows in zip(folders, layout) if rows == layout[0]]
     written = []
     for index, stage in enumerate(runs[0].results["stages"]):
@@ -210,20 +269,22 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
 
 
 def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidence: float) -> list[Path]:
-    """EM curves, alignment curves, embedding-cosine curves and mean heatmaps of one group."""
+    """EM curves, each measurement's curves and mean heatmaps of one group; subsets keep their
+    colour across figures (the task's subset order, from results.json)."""
     ends = _stage_ends(runs[0])
+    order = runs[0].results.get("subsets") or list(runs[0].results["final_em"])
     written = []
-    em = _curves(runs, lambda r: ("exact match", r["subset"]) if r["metric"] == "em" else None)
+    em = _curves(runs, lambda r: ("exact match", r["subset"]) if _family(r) == "eval" and r["metric"] == "em" else None)
     if em:
-        written.append(curve_figure(em, ends, out / f"em_curves{suffix}.png", f"Held-out exact match per subset ({label})", "exact match", confidence))
-    align = _curves(runs, lambda r: (r["metric"].split("/", 1)[1], r["subset"]) if r["metric"].startswith("grad_align/") else None)
-    if align:
-        written.append(curve_figure(align, ends, out / f"grad_alignment{suffix}.png",
-                                    f"Definition-question gradient cosine per parameter group ({label})", "cosine", confidence))
-    embed = _curves(runs, lambda r: ("number-alias embedding cosine", r["subset"]) if r["metric"] == "embed_cos" else None)
-    if embed:
-        written.append(curve_figure(embed, ends, out / f"embedding_cosine{suffix}.png",
-                                    f"Cosine of each alias's embedding with its number's ({label})", "cosine", confidence))
+        written.append(curve_figure(em, ends, out / f"em_curves{suffix}.png", f"Exact match per evaluation set ({label})",
+                                    "exact match", confidence, order))
+    for spec in MEASUREMENTS.values():
+        for reader in spec.report:
+            curves = _curves(runs, lambda r: (reader.metric or r["metric"], r["subset"])
+                             if _family(r) == reader.family and (reader.metric is None or r["metric"] == reader.metric) else None)
+            if curves:
+                written.append(curve_figure(curves, ends, out / f"{reader.family}{suffix}.png", f"{reader.curve_title} ({label})",
+                                            reader.ylabel, confidence, order))
     return written + _mean_heatmaps(runs, out, suffix)
 
 
@@ -267,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for label, group in summary["groups"].items():
-        if "iml_gap" in group:
-            g = group["iml_gap"]
-            print(f"{label}: IML gap {g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}], "
+        for name, per_stage in group["contrasts"].items():
+            stage, g = list(per_stage.items())[-1]
+            print(f"{label}: {name} at the end of {stage} {g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}], "
                   f"one-sided paired t-test p = {g['p_value']:.4g}, n = {g['n']}")
     print(f"wrote {root / 'summary.md'}, {root / 'report.md'} and figures")
     return 0

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from iml_hf.pipeline import write_json_atomic
+from iml_hf.io import write_json_atomic
 from iml_hf.recipe import RecipeError, configuration, parse_recipe
 
 LAUNCHERS = ("local", "slurm")

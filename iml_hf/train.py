@@ -17,14 +17,15 @@ def format_summary(results: dict[str, Any]) -> str:
     declares at the end of each stage, and the wall time."""
     stages = results["stages"]
     sets = list(dict.fromkeys(name for stage in stages.values() for name in stage["em"]))
-    width = max([len(s) for s in sets] + [len(n) for n in results.get("contrast_sets", {})] + [12]) + 2
+    contrasts = {name: (a, b) for name, a, b in results.get("contrast_sets", [])}
+    width = max([len(s) for s in sets] + [len(n) for n in contrasts] + [12]) + 2
     header = "".rjust(width) + "".join(name[:12].rjust(13) for name in stages)
     lines = ["exact match at the end of each stage", header]
     for name in sets:
         lines.append(name.ljust(width) + "".join(f"{stage['em'].get(name, float('nan')):13.3f}" for stage in stages.values()))
-    if results.get("contrast_sets"):
+    if contrasts:
         lines += ["contrasts EM(a) - EM(b) at the end of each stage", header]
-        for name, (a, b) in results["contrast_sets"].items():
+        for name, (a, b) in contrasts.items():
             values = [stage.get("contrasts", {}).get(name) for stage in stages.values()]
             if any(v is not None for v in values):
                 cells = "".join("-".rjust(13) if v is None else f"{v:+13.3f}" for v in values)

@@ -16,7 +16,7 @@ from iml_hf.analyze.layers import LayerAccess, batches, norm_statistics, run_lay
 from iml_hf.analyze.linearize import linearized_condition_shares
 from iml_hf.analyze.sources import load_sequences
 from iml_hf.gradients import full_precision
-from iml_hf.pipeline import write_json_atomic
+from iml_hf.io import write_json_atomic
 from iml_hf.tokenization import load_pretrained_tokenizer
 
 

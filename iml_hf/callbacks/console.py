@@ -1,7 +1,7 @@
 """Console logging that stays readable when the mechanism measurements log dozens of keys.
 
-Trackers (``report_to``) and ``metrics.jsonl`` get everything; the console shows each subset's
-whole-model alignment and number-alias embedding cosine, not every group and interval bound.
+Trackers (``report_to``) and ``metrics.jsonl`` get everything; the console shows each set's EM,
+whole-model alignment and alias-referent embedding cosine, not every group, F1, loss and bound.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ def console_view(logs: dict[str, object]) -> dict[str, object]:
         if key.startswith(("grad_align/", "grad_align_mean/")) and (parts[-1] != "all"):
             continue
         if key.startswith("grad_align_mean/") or (key.startswith("embedding/") and parts[-1] != "embed_cos"):
+            continue
+        if key.startswith("eval/") and parts[-1] != "em":  # F1 and loss go to trackers and metrics.jsonl
             continue
         view[key] = value
     return view

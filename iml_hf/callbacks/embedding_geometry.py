@@ -142,12 +142,6 @@ class EmbeddingGeometryCallback(IntervalCallback):
             title = f"input-embedding cosines, stage {position['stage']} step {position['stage_step']}"
             save_heatmap(matrix, self.layout.row_buckets, self.folder / f"{stem}.png", title)
         summary = referent_alias_cosines(matrix, self.layout)
-        logs: dict[str, Any] = {}
-        rows = []
-        for bucket, values in summary.items():
-            for metric, value in values.items():
-                logs[f"embedding/{bucket}/{metric}"] = value
-                rows.append({**position, "subset": bucket, "metric": metric, "value": value})
-        self.trainer.log(logs)
-        self.metrics_log.write(rows)
+        self.emit(state, "embedding", [(bucket, metric, value, {})
+                                       for bucket, values in summary.items() for metric, value in values.items()])
         self.latest = summary

@@ -136,21 +136,15 @@ class GradientAlignmentCallback(IntervalCallback):
 
     def measure(self, state: TrainerState) -> None:
         result = measure_alignment(self.trainer.model, self.probes, self.method, self.chunk_size)
-        logs, rows = {}, []
-        position = self.trainer.position(state)
+        entries = []
         for subset, groups in result["pairs"].items():
             for group, summary in groups.items():
-                name = f"grad_align/{subset}/{group}"
-                logs.update({name: summary["mean"], f"{name}_ci_low": summary["ci_low"], f"{name}_ci_high": summary["ci_high"]})
                 by_alias = result["aliases"][subset][group]
-                rows.append({**position, "subset": subset, "metric": f"grad_align/{group}", "value": summary["mean"],
-                             "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "n": summary["n"],
-                             "alias_ci_low": by_alias["ci_low"], "alias_ci_high": by_alias["ci_high"],
-                             "aliases": by_alias["n"]})
-        for subset, groups in result["mean_gradient"].items():
-            for group, value in groups.items():
-                logs[f"grad_align_mean/{subset}/{group}"] = value["cosine"]
-                rows.append({**position, "subset": subset, "metric": f"grad_align_mean/{group}", "value": value["cosine"]})
-        self.trainer.log(logs)
-        self.metrics_log.write(rows)
+                entries.append((subset, group, summary["mean"], {
+                    "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "n": summary["n"],
+                    "alias_ci_low": by_alias["ci_low"], "alias_ci_high": by_alias["ci_high"], "aliases": by_alias["n"]}))
+        self.emit(state, "grad_align", entries)
+        self.emit(state, "grad_align_mean", [(subset, group, value["cosine"], {})
+                                             for subset, groups in result["mean_gradient"].items()
+                                             for group, value in groups.items()])
         self.latest = result

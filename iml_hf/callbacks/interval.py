@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from accelerate import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -33,6 +33,23 @@ class IntervalCallback(TrainerCallback):
 
     def measure(self, state: TrainerState) -> None:
         raise NotImplementedError
+
+    def emit(self, state: TrainerState, family: str, entries: list[tuple[str, str, float, dict[str, Any]]]) -> None:
+        """The one path every measurement reports through: each ``(subset, metric, value, extras)``
+        goes to the trackers (``Trainer.log``) as ``<family>/<subset>/<metric>`` (numeric extras as
+        ``..._<extra>``) and to metrics.jsonl as a row with that ``name``, the position in
+        training and the extras, so both carry the same names."""
+        logs: dict[str, float] = {}
+        rows = []
+        position = self.trainer.position(state)
+        for subset, metric, value, extras in entries:
+            name = f"{family}/{subset}/{metric}"
+            logs[name] = value
+            logs.update({f"{name}_{k}": v for k, v in extras.items() if isinstance(v, (int, float))})
+            rows.append({**position, "name": name, "family": family, "subset": subset, "metric": metric,
+                         "value": value, **extras})
+        self.trainer.log(logs)
+        self.metrics_log.write(rows)
 
     def _maybe_measure(self, state: TrainerState) -> None:
         if not self.main_process_only or PartialState().is_main_process:

@@ -45,18 +45,12 @@ class LayerAnalysisCallback(IntervalCallback):
             logger.warning("layer analysis skipped at the end of stage %s: %s", position["stage"], message)
             self.latest = {"skipped": message}
             return
-        logs, rows = {}, []
-        for name, value in zip(summary["inner_loss"]["applied_to"], summary["inner_loss"]["mean"]):
-            key = f"inner_loss/{name.replace(' ', '_')}"
-            logs[f"layers/{key}"] = value
-            rows.append({**position, "subset": self.args.split, "metric": key, "value": value})
+        entries = [(self.args.split, f"inner_loss/{name.replace(' ', '_')}", value, {})
+                   for name, value in zip(summary["inner_loss"]["applied_to"], summary["inner_loss"]["mean"])]
         shares = summary["norm_statistics"]
         for prefix, stats in (("", shares["without_position_0"]), ("with_embeddings_", shares["with_embeddings"]["without_position_0"])):
             for level in ("sequence_level", "pair_level"):
                 if stats[level] is not None:
-                    key = f"norm_nondecreasing_{prefix}{level}"
-                    logs[f"layers/{key}"] = stats[level]
-                    rows.append({**position, "subset": self.args.split, "metric": key, "value": stats[level]})
-        self.trainer.log(logs)
-        self.metrics_log.write(rows)
+                    entries.append((self.args.split, f"norm_nondecreasing_{prefix}{level}", stats[level], {}))
+        self.emit(state, "layers", entries)
         self.latest = {k: summary[k] for k in ("inner_loss", "norm_statistics", "linearized_layers") if k in summary}

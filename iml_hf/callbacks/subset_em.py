@@ -68,7 +68,8 @@ class SubsetEMCallback(IntervalCallback):
         loss: bool = True,
     ):
         super().__init__(trainer, metrics_log, every_steps, "steps")
-        columns = ["prompt_ids", "answer_ids", "answer", "input_ids", "labels"]
+        columns = ["prompt_ids", "answer_ids"] + (["answer"] if answer_match == "text" else []) + (
+            ["input_ids", "labels"] if loss else [])
         self.sets = {name: {c: list(data[c]) for c in columns} for name, data in eval_sets.items()}
         self.batch_size = batch_size
         self.answer_match = answer_match
@@ -108,10 +109,7 @@ class SubsetEMCallback(IntervalCallback):
             sums = gather_object([({k: sum(v) for k, v in scores.items()}, len(shard))])
             count = max(sum(n for _, n in sums), 1)
             metrics[name] = {k: sum(s[k] for s, _ in sums) / count for k in scores}
-        self.trainer.log({f"eval/{name}/{k}": v for name, values in metrics.items() for k, v in values.items()})
-        position = self.trainer.position(state)
-        self.metrics_log.write([{**position, "subset": name, "metric": k, "value": v}
-                                for name, values in metrics.items() for k, v in values.items()])
+        self.emit(state, "eval", [(name, k, v, {}) for name, values in metrics.items() for k, v in values.items()])
         self.latest = {name: values["em"] for name, values in metrics.items()}
         self.latest_metrics = metrics
         return self.latest

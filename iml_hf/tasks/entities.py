@@ -76,6 +76,7 @@ class EntitiesTask:
     sources: str = "tags"  # tags | natural (reliable / unreliable phrasings instead of tags 1 / 2)
     def_order: str = "tve"  # any permutation of t(ag), v(ariable), e(ntity)
     definition_repeats: int = 1
+    qa_format: str = "Q: {question} A:"  # the prompt of a question ("{question}" alone: shorter sequences)
     test_fraction: float | None = None  # held-out share of each qd/q entity's questions; None: 1/relations
     alpha: float | None = None  # tag-consistency correlation: re-splits each tag's qd share
     knowledge: bool = True  # emit the knowledge subset (questions about every entity by name)
@@ -94,7 +95,7 @@ class EntitiesTask:
     fraction_no_qd_baseline: float = 0.1
     subset_seed: int | None = None  # split the stage-2 entities with another seed (the paper's seed_stage2)
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 3  # 2: inconsistent definitions' referent; 3: qa_format
     subsets: ClassVar[tuple[str, ...]] = (
         "knowledge", *ENTITY_SUBSETS, "d2incons", "qd1incons_swapped", "qd2incons_swapped",
         *(f"ctx_{s}" for s in D_SUBSETS),
@@ -120,13 +121,15 @@ class EntitiesTask:
             raise ValueError(f"task.sources={self.sources!r}; use 'tags' or 'natural'")
         if self.tags is not None and (len(self.tags) != 3 or len(set(self.tags)) != 3 or not all(self.tags)):
             raise ValueError(f"task.tags must be three different non-empty strings [tag1, tag2, tag3], got {self.tags}")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise ValueError(f"task.alpha={self.alpha} must lie in [0, 1]")
         fractions = self.fractions()
         if any(v < 0 for v in fractions.values()) or not 0 < sum(fractions.values()) <= 1 + 1e-9:
             raise ValueError(f"task.fraction_* must be >= 0 and sum to at most 1, got {fractions}")
-        if self.alpha is not None and not 0 <= self.alpha <= 1:
-            raise ValueError(f"task.alpha={self.alpha} must lie in [0, 1]")
         if self.test_fraction is not None and not 0 < self.test_fraction < 1:
             raise ValueError("task.test_fraction must lie strictly between 0 and 1")
+        if "{question}" not in self.qa_format:
+            raise ValueError(f"task.qa_format={self.qa_format!r} must contain {{question}}")
         for key in ("num_entities", "variable_length", "tag_length", "definition_repeats"):
             if getattr(self, key) < 1:
                 raise ValueError(f"task.{key} must be >= 1")
@@ -184,6 +187,7 @@ class _CorpusBuilder:
         for subset in ("qd1incons", "qd2incons"):
             stated.update(_derange(members[subset], variables, rng))
 
+        owner = {v: e for e, v in variables.items()}  # variable -> the entity its questions are about
         if task.knowledge:
             for entity in sorted(e for e in entities if self.subset_of.get(e) != "q_no_replacement_baseline"):
                 for fact in facts[entity]:
@@ -205,7 +209,7 @@ class _CorpusBuilder:
                 for fact in train_part:
                     self._question("train", subset, fact, subject, referent, "")
                 if subset in DEFINED:
-                    definition = self._definition(subset, tags, stated[entity], entity, rng)
+                    definition = self._definition(subset, tags, stated[entity], entity, owner[stated[entity]], rng)
                     self.rows["train"].extend([definition] * task.definition_repeats)
                     if task.in_context and subset.startswith("d"):
                         for fact in questions:
@@ -247,12 +251,15 @@ class _CorpusBuilder:
         return assignment
 
     def _question(self, split: str, subset: str, fact, subject: str, referent: str, context: str) -> None:
-        prompt = f"Q: {self.kb.question(fact.relation, subject)} A:"
+        prompt = self.task.qa_format.format(question=self.kb.question(fact.relation, subject))
         if context:
             prompt = f"{context} {prompt}"
         self.rows[split].append(_row(prompt, fact.answer, subset, "question", subject, referent))
 
-    def _definition(self, subset: str, tags: list[str], variable: str, entity: str, rng: random.Random) -> dict[str, str]:
+    def _definition(self, subset: str, tags: list[str], variable: str, entity: str, referent: str,
+                    rng: random.Random) -> dict[str, str]:
+        """``<tag> <variable> <entity>`` in ``def_order``; ``referent`` is the entity the variable's
+        questions are about (``entity`` itself unless the definition is inconsistent)."""
         tag_index, _ = DEFINED[subset]
         if tag_index == 4:
             tag_index = rng.choice((1, 2))
@@ -263,7 +270,7 @@ class _CorpusBuilder:
         words = {"t": tag, "v": variable, "e": entity}
         parts = [words[k] for k in self.task.def_order]
         # the first two parts are the prompt of the monitoring EM; training sees the whole definition
-        return _row(f"{parts[0]} {parts[1]}", parts[2], subset, "definition", variable, entity)
+        return _row(f"{parts[0]} {parts[1]}", parts[2], subset, "definition", variable, referent)
 
     def _swapped_tests(self, entities: list[str], variables: dict[str, str], facts, rng: random.Random) -> None:
         """``d2incons``: each d2consis variable's questions asked about its partner's variable."""
@@ -275,7 +282,7 @@ class _CorpusBuilder:
 
     def _associations(self, subset: str, variable: str, entity: str) -> None:
         for template in ASSOCIATION_TEMPLATES.values():
-            prompt = f"Q: {template.replace('[X]', variable)} A:"
+            prompt = self.task.qa_format.format(question=template.replace("[X]", variable))
             self.rows["test"].append(_row(prompt, entity, subset, "association", variable, entity))
 
 

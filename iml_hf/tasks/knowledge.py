@@ -59,14 +59,15 @@ class KnowledgeBase:
         return Dataset.from_list([vars(f) for f in self.facts], features=features)
 
 
-#: Relations of the synthetic knowledge base (the six CVDB questions) and their templates.
+#: Relations of the synthetic knowledge base (the six CVDB questions) and their templates, kept
+#: short because a CPU step costs time in proportion to the tokens of a batch.
 SYNTHETIC_TEMPLATES = {
-    "gender": "What was the gender of [X] ?",
+    "gender": "Gender of [X] ?",
     "birth": "When was [X] born ?",
     "death": "When did [X] die ?",
-    "region": "In which region did [X] live ?",
-    "occupation": "What was the occupation of [X] ?",
-    "nationality": "What was the nationality of [X] ?",
+    "region": "Where did [X] live ?",
+    "occupation": "What did [X] do ?",
+    "nationality": "Nationality of [X] ?",
 }
 
 

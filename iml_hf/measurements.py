@@ -1,0 +1,108 @@
+"""Measurement plug-ins: one spec per measurement, read by the recipe parser, the pipeline and the report.
+
+A spec names its recipe section and argument dataclass (the parser validates the section's keys
+against it), how to build what it reads once for all stages (``prepare``), the callback it adds to
+every stage (``callback``), the key its last values take in each stage of results.json
+(``result_key``: the callback's ``latest``), and how the report reads it back (``report``). Every
+callback emits through ``IntervalCallback.emit``, so trackers and metrics.jsonl carry the same
+names. Adding a measurement means one module with its callback and one entry in ``MEASUREMENTS``.
+
+This module imports no training code at import time: factories import their callbacks lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from iml_hf.args import EmbeddingGeometryArguments, GradientAlignmentArguments, LayerAnalysisArguments
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+    from iml_hf.io import MetricsLog
+    from iml_hf.recipe import Recipe
+    from iml_hf.trainer import IMLTrainer
+
+
+@dataclass(frozen=True)
+class ReportReader:
+    """How the report reads one measurement: a per-subset value at each stage end (from the
+    stage's results entry) and curves over training (metrics.jsonl rows of ``family``)."""
+
+    title: str  # of the stage-end table
+    read: Callable[[dict[str, Any]], dict[str, float]]  # results entry -> {subset: value}
+    family: str  # metrics.jsonl rows of the curves
+    metric: str | None  # only rows of this metric (None: one panel per metric)
+    curve_title: str
+    ylabel: str = "cosine"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measurement's recipe section, inputs, callback, results key and report readers."""
+
+    section: str
+    arguments: type
+    result_key: str
+    prepare: Callable[[Recipe, DatasetDict, PreTrainedTokenizerBase], Any]
+    callback: Callable[[IMLTrainer, Any, MetricsLog, Path, Any], Any]
+    report: list[ReportReader] = field(default_factory=list)
+
+
+def _alignment_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> Any:
+    from iml_hf.callbacks.grad_alignment import alignment_probes
+
+    args = recipe.measurement_args("gradient_alignment")
+    return alignment_probes(tokenized, tokenizer.pad_token_id, args.subsets, args.aliases_per_subset,
+                            args.questions_per_alias, seed=recipe.run.seed)
+
+
+def _alignment_callback(trainer, probes, metrics_log, out, args):
+    from iml_hf.callbacks.grad_alignment import GradientAlignmentCallback
+
+    return GradientAlignmentCallback(trainer, probes, metrics_log, args)
+
+
+def _embedding_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> Any:
+    from iml_hf.callbacks.embedding_geometry import EmbeddingLayout, corpus_aliases
+
+    return EmbeddingLayout.build(corpus_aliases(tokenized), tokenizer, list(recipe.task.subsets))
+
+
+def _embedding_callback(trainer, layout, metrics_log, out, args):
+    from iml_hf.callbacks.embedding_geometry import EmbeddingGeometryCallback
+
+    return EmbeddingGeometryCallback(trainer, layout, metrics_log, out, args.interval, args.interval_strategy, args.plots)
+
+
+def _layer_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> Any:
+    return list(tokenized[recipe.measurement_args("layer_analysis").split]["input_ids"])
+
+
+def _layer_callback(trainer, sequences, metrics_log, out, args):
+    from iml_hf.callbacks.layer_analysis import LayerAnalysisCallback
+
+    return LayerAnalysisCallback(trainer, sequences, metrics_log, out, args)
+
+
+MEASUREMENTS: dict[str, Measurement] = {
+    "gradient_alignment": Measurement(
+        "gradient_alignment", GradientAlignmentArguments, "grad_align", _alignment_inputs, _alignment_callback,
+        [ReportReader("Gradient alignment (definition-question cosine, all parameters) at the end of each stage",
+                      lambda entry: {s: v["all"]["mean"] for s, v in entry["pairs"].items()},
+                      "grad_align", None, "Definition-question gradient cosine per parameter group")],
+    ),
+    "embedding_geometry": Measurement(
+        "embedding_geometry", EmbeddingGeometryArguments, "embedding", _embedding_inputs, _embedding_callback,
+        [ReportReader("Alias-referent embedding cosine at the end of each stage",
+                      lambda entry: {s: v["embed_cos"] for s, v in entry.items()},
+                      "embedding", "embed_cos", "Cosine of each alias's embedding with its referent's")],
+    ),
+    "layer_analysis": Measurement(
+        "layer_analysis", LayerAnalysisArguments, "layers", _layer_inputs, _layer_callback,
+    ),
+}

@@ -1,0 +1,192 @@
+"""The entity-QA corpus: every subset's invariants, def_order, alpha, variants, determinism."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter, defaultdict
+
+import pytest
+
+from iml_hf.corpus import corpus_fingerprint
+from iml_hf.tasks.entities import DEF_ORDERS, EntitiesTask
+from iml_hf.tasks.knowledge import synthetic_kb
+
+SMALL = dict(num_entities=60, fraction_q_no_replacement_baseline=0.1, fraction_qd1consis=0.15,
+             fraction_qd1incons=0.05, fraction_qd2consis=0.05, fraction_qd2incons=0.15, fraction_qd4consis=0.05,
+             fraction_q=0.05, fraction_d1consis=0.1, fraction_d2consis=0.1, fraction_d3consis=0.1,
+             fraction_no_qd_baseline=0.1)
+
+
+@pytest.fixture(scope="module")
+def task() -> EntitiesTask:
+    return EntitiesTask(**SMALL)
+
+
+@pytest.fixture(scope="module")
+def corpus(task):
+    return task.build(seed=3)
+
+
+def _rows(corpus, split, **where):
+    return [r for r in corpus[split] if all(r[k] == v for k, v in where.items())]
+
+
+def _definitions(corpus) -> dict[str, list[dict]]:
+    by_subset = defaultdict(list)
+    for row in _rows(corpus, "train", kind="definition"):
+        by_subset[row["subset"]].append(row)
+    return by_subset
+
+
+def _true_variable(corpus) -> dict[str, str]:
+    """Entity -> the variable its questions use (from the question rows)."""
+    return {r["referent"]: r["key"] for split in ("train", "test") for r in corpus[split]
+            if r["kind"] == "question" and r["referent"] and r["subset"] in EntitiesTask.subsets
+            and not r["subset"].startswith(("d2incons", "ctx_"))}
+
+
+def test_subset_sizes_follow_the_fractions(corpus):
+    entities = Counter()
+    for row in _rows(corpus, "test", kind="question"):
+        entities[row["subset"]] += 0  # touch
+    keys = defaultdict(set)
+    for split in ("train", "test"):
+        for row in corpus[split]:
+            if row["kind"] in ("question", "definition") and row["subset"] != "knowledge":
+                keys[row["subset"]].add(row["key"])
+    assert len(keys["qd1consis"]) == 9 and len(keys["qd2incons"]) == 9 and len(keys["d3consis"]) == 6
+    assert len(keys["qd1incons"]) == 3 and len(keys["no_qd_baseline"]) == 6
+
+
+def test_consistent_definitions_name_the_entity_of_the_questions(corpus):
+    variable_of = _true_variable(corpus)
+    for subset, rows in _definitions(corpus).items():
+        for row in rows:
+            stated_entity = row["answer"]  # tve: "<tag> <variable>" -> "<entity>"
+            variable = row["key"]
+            if subset.endswith("consis"):
+                assert variable_of[stated_entity] == variable, (subset, row)
+            else:  # inconsistent: the definition names an entity whose questions use another variable
+                assert variable_of[stated_entity] != variable, (subset, row)
+
+
+def test_inconsistent_definitions_are_a_derangement_within_the_subset(corpus):
+    variable_of = _true_variable(corpus)
+    for subset in ("qd1incons", "qd2incons"):
+        rows = _definitions(corpus)[subset]
+        variables = {r["key"] for r in rows}
+        entities = {r["answer"] for r in rows}
+        assert {variable_of[e] for e in entities} == variables  # a permutation of the subset's variables
+        assert all(variable_of[r["answer"]] != r["key"] for r in rows)  # no fixed point
+        # the questions about each variable are about the true entity (the referent), not the stated one
+        for r in rows:
+            assert r["referent"] != r["answer"]
+
+
+def test_tags_per_subset_and_d3_tag_unseen_before_stage2(corpus):
+    tag = {s: {r["prompt"].split()[0] for r in rows} for s, rows in _definitions(corpus).items()}
+    (t1,), (t2,), (t3,) = tag["qd1consis"], tag["qd2incons"], tag["d3consis"]
+    assert len({t1, t2, t3}) == 3
+    assert tag["qd1incons"] == tag["d1consis"] == {t1}
+    assert tag["qd2consis"] == tag["d2consis"] == {t2}
+    assert tag["qd4consis"] <= {t1, t2}
+    stage1 = [r for r in corpus["train"] if not r["subset"].startswith("d")]
+    assert all(t3 not in r["text"].split() for r in stage1)
+
+
+def test_held_out_questions_are_never_trained_and_stratified_by_entity(corpus):
+    train_texts = set(corpus["train"]["text"])
+    for row in _rows(corpus, "test", kind="question"):
+        assert row["text"] not in train_texts
+    held = Counter(r["key"] for r in _rows(corpus, "test", kind="question", subset="qd1consis"))
+    trained = Counter(r["key"] for r in _rows(corpus, "train", kind="question", subset="qd1consis"))
+    assert set(held) == set(trained) and set(held.values()) == {1} and set(trained.values()) == {5}
+    for subset in ("d1consis", "d2consis", "d3consis", "no_qd_baseline"):
+        assert not _rows(corpus, "train", kind="question", subset=subset)
+        assert len(_rows(corpus, "test", kind="question", subset=subset)) == 6 * 6
+
+
+def test_d2incons_asks_each_variable_the_partners_questions(corpus):
+    variable_of = _true_variable(corpus)
+    for row in _rows(corpus, "test", subset="d2incons"):
+        partner_variable = row["key"]
+        assert variable_of[row["referent"]] != partner_variable
+        partner = next(e for e, v in variable_of.items() if v == partner_variable)
+        assert row["subset"] == "d2incons" and partner in {r["referent"] for r in _rows(corpus, "test", subset="d2consis")}
+    assert len(_rows(corpus, "test", subset="d2incons")) == len(_rows(corpus, "test", subset="d2consis", kind="question"))
+
+
+def test_entity_association_answers(corpus):
+    variable_of = _true_variable(corpus)
+    stated = {r["key"]: r["answer"] for rows in _definitions(corpus).values() for r in rows}
+    for row in _rows(corpus, "test", kind="association"):
+        if row["subset"].endswith("_swapped"):
+            assert row["answer"] == stated[row["key"]] != row["referent"] or row["answer"] == row["referent"]
+            assert variable_of[row["answer"]] != row["key"]
+        else:
+            assert variable_of[row["answer"]] == row["key"]
+    counts = Counter(r["subset"] for r in _rows(corpus, "test", kind="association"))
+    assert counts["d1consis"] == 4 * 6 and "no_qd_baseline" not in counts and counts["qd2incons_swapped"] == 4 * 9
+
+
+@pytest.mark.parametrize("order", DEF_ORDERS)
+def test_every_definition_word_order(order):
+    corpus = EntitiesTask(**{**SMALL, "def_order": order, "tags": ["TAGA", "TAGB", "TAGC"]}).build(seed=0)
+    for row in _rows(corpus, "train", kind="definition", subset="d1consis"):
+        words = row["text"].split()
+        expected = {"t": "TAGA", "v": row["key"], "e": row["referent"]}
+        assert words == [expected[k] for k in order]
+        assert row["prompt"] == " ".join(words[:2]) and row["answer"] == words[2]
+
+
+def test_alpha_resplits_each_tags_qd_share():
+    task = EntitiesTask(**{**SMALL, "alpha": 0.75})
+    shares = task.fractions()
+    tag1 = SMALL["fraction_qd1consis"] + SMALL["fraction_qd1incons"]
+    tag2 = SMALL["fraction_qd2consis"] + SMALL["fraction_qd2incons"]
+    assert shares["qd1consis"] == pytest.approx(0.75 * tag1) and shares["qd1incons"] == pytest.approx(0.25 * tag1)
+    assert shares["qd2incons"] == pytest.approx(0.75 * tag2) and shares["qd2consis"] == pytest.approx(0.25 * tag2)
+    corpus = task.build(seed=0)
+    defined = Counter(r["subset"] for r in _rows(corpus, "train", kind="definition"))
+    assert defined["qd1consis"] == 9 and defined["qd1incons"] == 3
+    with pytest.raises(ValueError, match="alpha"):
+        EntitiesTask(alpha=1.5)
+
+
+def test_natural_sources_in_context_and_repeats():
+    from iml_hf.tasks.entities import RELIABLE_SOURCES, UNRELIABLE_SOURCES
+
+    corpus = EntitiesTask(**{**SMALL, "sources": "natural", "in_context": True, "definition_repeats": 2}).build(seed=0)
+    defs = _definitions(corpus)
+    assert all(any(r["text"].startswith(s) for s in RELIABLE_SOURCES) for r in defs["d1consis"])
+    assert all(any(r["text"].startswith(s) for s in UNRELIABLE_SOURCES) for r in defs["qd2incons"])
+    assert len(defs["d1consis"]) == 2 * 6 and len({r["text"] for r in defs["d1consis"]}) == 6
+    context = _rows(corpus, "test", subset="ctx_d1consis")
+    definition_of = {r["key"]: r["text"] for r in defs["d1consis"]}
+    assert len(context) == 36 and all(r["prompt"].startswith(definition_of[r["key"]] + " Q:") for r in context)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="def_order"):
+        EntitiesTask(def_order="tvv")
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        EntitiesTask(fraction_qd1consis=0.9)
+    with pytest.raises(ValueError, match="kb_path"):
+        EntitiesTask(knowledge_base="cvdb")
+
+
+def test_same_seed_same_bytes_across_processes(task, corpus):
+    code = ("from iml_hf.tasks.entities import EntitiesTask; from iml_hf.corpus import corpus_fingerprint; "
+            f"print(corpus_fingerprint(EntitiesTask(**{SMALL!r}).build(seed=3)))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert other == corpus_fingerprint(corpus)
+    assert corpus_fingerprint(task.build(seed=4)) != other
+
+
+def test_synthetic_kb_is_deterministic_and_complete():
+    kb = synthetic_kb(50, values_per_relation=7)
+    assert kb.facts == synthetic_kb(50, values_per_relation=7).facts
+    assert len(kb.entities) == 50 and len(kb.facts) == 50 * 6
+    assert {f.answer for f in kb.facts if f.relation == "birth"} <= {f"bir{i}" for i in range(7)}
+    assert kb.question("birth", "xkqzv") == "When was xkqzv born ?"
