@@ -161,17 +161,57 @@ def _flatten(recipe: dict[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
-def load_yaml(path: str) -> dict[str, Any]:
-    """Read a recipe file; an unreadable or non-mapping file is a RecipeError."""
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: mappings merge key by key; a child's ``stages`` list is the run's
+    stages in order, each inheriting the keys of the base stage of the same name (so
+    ``- name: knowledge`` alone keeps that stage as it is); anything else is replaced."""
+    merged = dict(base)
+    for key, value in child.items():
+        if key == "stages" and isinstance(value, list) and isinstance(base.get("stages"), list):
+            inherited = {s.get("name"): s for s in base["stages"] if isinstance(s, dict)}
+            merged["stages"] = [
+                _merge(inherited[stage["name"]], stage) if isinstance(stage, dict) and stage.get("name") in inherited
+                else stage
+                for stage in value
+            ]
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merge(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a recipe file; an unreadable or non-mapping file is a RecipeError. A ``base:`` key
+    names a recipe (relative to this file) that this one extends, stating only what differs."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path!r} does not exist") from None
     except yaml.YAMLError as error:
         raise RecipeError(f"recipe file {path!r} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe file {path!r} must hold a mapping of keys")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = str(Path(path).parent / base)
+    if Path(base_path).resolve().as_posix() in _seen:
+        raise RecipeError(f"recipe {path!r}: 'base: {base}' makes a cycle")
+    return _merge(load_yaml(base_path, (*_seen, Path(path).resolve().as_posix())), data)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in keys:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            keys.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:

@@ -114,8 +114,60 @@ def test_help_lists_recipe_keys(tiny_recipe):
     assert "--stages.x2.learning_rate" in done.stdout and "--task.aliases_per_number" in done.stdout
 
 
+#: What each shipped recipe must parse to: its stages; GPU recipes are parsed with bf16 off (no GPU here).
+SHIPPED_STAGES = {
+    "toy": ["pretrain", "x1", "x2"],
+    "entities_cpu": ["knowledge", "stage1", "stage2"],
+    "entities_3stage_cpu": ["knowledge", "stage1", "stage1_qa", "stage2"],
+    "entities_gpu_base": ["stage1", "stage2"],
+}
+
+
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_parse(path):
-    recipe = parse_recipe([str(path)])
-    assert [s.name for s in recipe.stages] == ["pretrain", "x1", "x2"]
-    assert all(recipe.training_arguments(s).max_steps > 0 for s in recipe.stages)
+    gpu = "gpu" in path.stem
+    recipe = parse_recipe([str(path), *(["--training.bf16=false"] if gpu else [])])
+    family = "toy" if path.stem.startswith("toy") else "entities_gpu_base" if gpu else path.stem
+    assert [s.name for s in recipe.stages] == SHIPPED_STAGES[family]
+    for stage in recipe.stages:
+        arguments = recipe.training_arguments(stage)
+        assert arguments.max_steps > 0 or arguments.num_train_epochs > 0
+
+
+def test_base_recipes_state_only_what_differs(tmp_path):
+    three = parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_3stage_cpu.yaml")])
+    two = parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_cpu.yaml")])
+    assert three.stages[0] == two.stages[0] and three.stages[-1] == two.stages[-1]  # inherited by name
+    assert three.stages[1].train_kinds == ["definition"] and three.stages[2].train_kinds == ["question"]
+    assert three.model == two.model and three.run.output_dir != two.run.output_dir
+    trex = parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_trex_gpu.yaml"), "--training.bf16=false"])
+    assert trex.task.knowledge_base == "trex" and trex.task.num_entities == 6900
+    assert trex.training["optim"] == "adafactor" and trex.task.fraction_qd1consis == 0.25  # from the base
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        parse_recipe([str(tmp_path / "a.yaml")])
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    (tmp_path / "dup.yaml").write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(RecipeError, match="duplicate key 'seed'"):
+        parse_recipe([str(tmp_path / "dup.yaml")])
+
+
+def test_unknown_task_names_the_closest(tmp_path):
+    (tmp_path / "t.yaml").write_text("task: {name: entitys}\nstages: []\n")
+    with pytest.raises(RecipeError, match="did you mean 'entities'"):
+        parse_recipe([str(tmp_path / "t.yaml")])
+
+
+def test_stage_kinds_and_eval_sets_are_checked(tmp_path):
+    recipe = {"task": {"name": "entities"}, "stages": [{"name": "s", "train_subsets": ["d1consis"], "train_kinds": ["defintion"]}]}
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="train_kinds"):
+        parse_recipe([str(tmp_path / "k.yaml")])
+    recipe["stages"][0]["train_kinds"] = ["definition"]
+    recipe["evaluation"] = {"subsets": ["asoc_d1consis"]}
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="did you mean 'assoc_d1consis'"):
+        parse_recipe([str(tmp_path / "k.yaml")])
