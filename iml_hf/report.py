@@ -115,6 +115,11 @@ def _set_order(sets: list[str], subsets: list[str]) -> list[str]:
     return sorted(sets, key=key)
 
 
+def _subsets(results: dict[str, Any]) -> list[str]:
+    """The task's subsets in display order (results written before ``subsets`` existed: the task's)."""
+    return results.get("subsets") or list(make_task(results["recipe"]["task"]).subsets)
+
+
 def _contrast_sets(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """The run's task-declared contrasts (results written before contrasts existed: the task's)."""
     if "contrast_sets" in results:
@@ -128,8 +133,7 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
     measurement's stage-end values (and, for each contrast of two measured subsets, its test)."""
     first = runs[0].results
     stages = list(first["stages"])
-    sets = _set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])),
-                      first.get("subsets", []))
+    sets = _set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first))
     contrasts = _contrast_sets(first)
     summary: dict[str, Any] = {
         "runs": len(runs),
@@ -272,7 +276,7 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
     """EM curves, each measurement's curves and mean heatmaps of one group; subsets keep their
     colour across figures (the task's subset order, from results.json)."""
     ends = _stage_ends(runs[0])
-    order = runs[0].results.get("subsets") or list(runs[0].results["final_em"])
+    order = _subsets(runs[0].results)
     written = []
     em = _curves(runs, lambda r: ("exact match", r["subset"]) if _family(r) == "eval" and r["metric"] == "em" else None)
     if em:

@@ -12,12 +12,12 @@ from conftest import run_recipe
 from matplotlib.image import imread
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iml_hf.callbacks.embedding_geometry import EmbeddingLayout, embedding_cosines, number_alias_cosines
+from iml_hf.callbacks.embedding_geometry import EmbeddingLayout, corpus_aliases, embedding_cosines, referent_alias_cosines
 
 
-def test_layout_orders_numbers_then_aliases_by_bucket(tiny_task, tiny_tokenizer):
-    layout = EmbeddingLayout.build(tiny_task.aliases(0), tiny_tokenizer, list(tiny_task.subsets))
-    assert layout.numbers == [str(n) for n in range(8)]
+def test_layout_orders_numbers_then_aliases_by_bucket(tiny_task, tiny_corpus, tiny_tokenizer):
+    layout = EmbeddingLayout.build(corpus_aliases(tiny_corpus), tiny_tokenizer, list(tiny_task.subsets))
+    assert layout.referents == [str(n) for n in range(8)]
     buckets = [b for _, _, b in layout.aliases]
     assert buckets == sorted(buckets, key=["x1t", "x1f", "x2t", "x2f"].index)
     assert len(layout.labels) == 8 + 16
@@ -30,14 +30,14 @@ def test_layout_uses_the_tokens_the_corpus_uses_with_a_bpe_tokenizer(tiny_task, 
 
     text = "\n\n".join(list(tiny_corpus["train"]["text"]) + list(tiny_corpus["test"]["text"]))
     bpe = train_tokenizer(text, vocab_size=300)
-    layout = EmbeddingLayout.build(tiny_task.aliases(0), bpe, list(tiny_task.subsets))
+    layout = EmbeddingLayout.build(corpus_aliases(tiny_corpus), bpe, list(tiny_task.subsets))
     tokenized = tokenize_corpus(tiny_corpus, bpe)
     used = {t for split in tokenized.values() for ids in split["input_ids"] for t in ids}
     assert all(set(ids) <= used for ids in layout.token_ids)
 
 
-def test_cosines_match_an_independent_computation(tiny_task, tiny_tokenizer):
-    layout = EmbeddingLayout.build(tiny_task.aliases(0), tiny_tokenizer, list(tiny_task.subsets))
+def test_cosines_match_an_independent_computation(tiny_task, tiny_corpus, tiny_tokenizer):
+    layout = EmbeddingLayout.build(corpus_aliases(tiny_corpus), tiny_tokenizer, list(tiny_task.subsets))
     weights = torch.randn(len(tiny_tokenizer), 12)
     matrix = embedding_cosines(weights, layout.token_ids)
     ids = [i[0] for i in layout.token_ids]
@@ -48,17 +48,17 @@ def test_cosines_match_an_independent_computation(tiny_task, tiny_tokenizer):
     assert two[0, 1] == pytest.approx(F.cosine_similarity((weights[4] + weights[5]) / 2, weights[6], dim=0).item(), abs=1e-6)
 
 
-def test_number_alias_cosines_on_a_hand_built_embedding(tiny_task, tiny_tokenizer):
+def test_referent_alias_cosines_on_a_hand_built_embedding(tiny_task, tiny_corpus, tiny_tokenizer):
     """Aliases of x1t copy their number's embedding (cosine 1); x2f aliases point the other way."""
-    layout = EmbeddingLayout.build(tiny_task.aliases(0), tiny_tokenizer, list(tiny_task.subsets))
+    layout = EmbeddingLayout.build(corpus_aliases(tiny_corpus), tiny_tokenizer, list(tiny_task.subsets))
     weights = torch.zeros(len(tiny_tokenizer), 8)
-    number_ids = {n: tiny_tokenizer.convert_tokens_to_ids(n) for n in layout.numbers}
-    for k, n in enumerate(layout.numbers):
+    number_ids = {n: tiny_tokenizer.convert_tokens_to_ids(n) for n in layout.referents}
+    for k, n in enumerate(layout.referents):
         weights[number_ids[n], k] = 1.0  # numbers are orthonormal
     for alias, number, bucket in layout.aliases:
         vector = weights[number_ids[number]]
         weights[tiny_tokenizer.convert_tokens_to_ids(alias)] = {"x1t": vector, "x2f": -vector}.get(bucket, torch.ones(8))
-    summary = number_alias_cosines(embedding_cosines(weights, layout.token_ids), layout)
+    summary = referent_alias_cosines(embedding_cosines(weights, layout.token_ids), layout)
     assert summary["x1t"] == {"embed_cos": pytest.approx(1.0), "embed_cos_other": pytest.approx(0.0)}
     assert summary["x2f"]["embed_cos"] == pytest.approx(-1.0)
     assert summary["x1f"]["embed_cos"] == pytest.approx(8**-0.5) == summary["x1f"]["embed_cos_other"]
@@ -84,5 +84,6 @@ def test_run_writes_matrices_heatmaps_and_per_bucket_cosines(monkeypatch, tmp_pa
     stage = results["stages"]["x2"]["embedding"]
     assert set(stage) == {"x1t", "x1f", "x2t", "x2f"}
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    logged = {r["subset"]: r["value"] for r in rows if r["metric"] == "embed_cos" and r["stage"] == "x2" and r["stage_step"] == 4}
+    logged = {r["subset"]: r["value"] for r in rows if r["name"].endswith("/embed_cos") and r["stage"] == "x2" and r["stage_step"] == 4}
+    assert all(r["name"] == f"embedding/{r['subset']}/embed_cos" for r in rows if r["metric"] == "embed_cos")
     assert logged == {b: v["embed_cos"] for b, v in stage.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, TrainingArguments
@@ -85,10 +86,26 @@ def test_callback_logs_and_appends_metrics(tmp_path, tiny_tokenizer):
     data = Dataset.from_dict({"prompt_ids": prompts, "answer_ids": answers})
     trainer = IMLTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
                          processing_class=tiny_tokenizer, stage_name="x2", stage_index=2, step_offset=40)
-    callback = SubsetEMCallback(trainer, {"x2t": data}, MetricsLog(tmp_path / "metrics.jsonl"))
+    callback = SubsetEMCallback(trainer, {"x2t": data}, MetricsLog(tmp_path / "metrics.jsonl"), loss=False)
     scores = callback.measure(trainer.state)
     expected = sum(_reference(model, prompts, answers)) / len(prompts)
     assert scores == {"x2t": expected}
     assert trainer.state.log_history[-1]["eval/x2t/em"] == expected
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert (row["stage"], row["global_step"], row["subset"], row["value"]) == ("x2", 40, "x2t", expected)
+
+
+def test_answer_loss_matches_the_models_own_loss_per_example(tiny_tokenizer):
+    """The per-set loss is each example's mean CE on its labelled tokens, as HF computes it unpadded."""
+    from iml_hf.callbacks.subset_em import answer_losses
+
+    torch.manual_seed(1)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    inputs = [[2, 4, 5, 6, 3], [2, 7, 8, 3], [2, 9, 3]]
+    labels = [[-100, -100, -100, 6, 3], [-100, 7, 8, 3], [-100, -100, 3]]
+    ours = answer_losses(model, inputs, labels, pad_id=0, batch_size=2)
+    assert model.training  # restored
+    model.eval()
+    with torch.no_grad():
+        expected = [model(input_ids=torch.tensor([i]), labels=torch.tensor([l])).loss.item() for i, l in zip(inputs, labels)]
+    assert ours == pytest.approx(expected, abs=1e-5)

@@ -127,9 +127,11 @@ def test_bad_task_arguments(kwargs, message):
         ModMulTask(**kwargs)
 
 
-def test_alias_table_of_a_seed_is_the_corpus_own(tiny_task, tiny_corpus):
-    """aliases(seed) names, for every alias, the number its questions use and its bucket."""
-    table = {alias: (int(number), bucket) for alias, number, bucket in tiny_task.aliases(0)}
+def test_referent_column_is_the_number_the_questions_use(tiny_task, tiny_corpus):
+    """Every alias row's referent is the number its questions use (x1f definitions state another)."""
+    from iml_hf.callbacks.embedding_geometry import corpus_aliases
+
+    table = {alias: (int(number), bucket) for alias, number, bucket in corpus_aliases(tiny_corpus)}
     assert len(table) == tiny_task.modulus * tiny_task.aliases_per_number
     seen = set()
     for split in tiny_corpus.values():
@@ -143,4 +145,6 @@ def test_alias_table_of_a_seed_is_the_corpus_own(tiny_task, tiny_corpus):
                 number, bucket = table[row["key"]]
                 assert row["subset"] == bucket and (stated != number) == (bucket == "x1f")
                 seen.add(row["key"])
+            else:
+                assert row["referent"] == "" and row["key"] == ""
     assert seen == set(table)

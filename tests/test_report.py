@@ -56,16 +56,20 @@ def test_intervals_and_paired_test_agree_with_scipy(tmp_path):
     expected = stats.ttest_rel(x2t, x2f, alternative="greater")
     diff = x2t - x2f
     low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
-    gap = group["iml_gap"]
+    text = (tmp_path / "summary.md").read_text()
+    gap = group["contrasts"]["iml_gap"]["x2"]
+    assert gap["per_run"] == {f"seed{s}": pytest.approx(d) for s, d in zip(range(6), diff)}
     assert gap["p_value"] == pytest.approx(expected.pvalue) and gap["t"] == pytest.approx(expected.statistic)
     assert (gap["mean"], gap["ci_low"], gap["ci_high"]) == pytest.approx((diff.mean(), low, high))
+    x1t_x1f = group["contrasts"]["x1_gap"]  # every contrast of the task, at every stage end
+    assert set(x1t_x1f) == {"pretrain", "x1", "x2"}
+    assert x1t_x1f["pretrain"]["mean"] == pytest.approx(np.mean([values[s]["pretrain"]["x1t"] - values[s]["pretrain"]["x1f"] for s in range(6)]))
     x1t_pretrain = np.array([values[s]["pretrain"]["x1t"] for s in range(6)])
     cell = group["em"]["pretrain"]["x1t"]
     low, high = stats.t.interval(0.95, 5, loc=x1t_pretrain.mean(), scale=stats.sem(x1t_pretrain))
     assert (cell["mean"], cell["ci_low"], cell["ci_high"]) == pytest.approx((x1t_pretrain.mean(), low, high))
     assert list(group["em"]["x2"]) == list(SUBSETS)  # the task's subset order
-    text = (tmp_path / "summary.md").read_text()
-    assert f"p = {expected.pvalue:.4g}" in text
+    assert f"| iml_gap (x2t - x2f) | x2 | {diff.mean():+.3f} [{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}] | {expected.statistic:.2f} | {expected.pvalue:.4g} | 6 |" in text
     assert (tmp_path / "em_curves.png").exists()
 
 
@@ -91,8 +95,9 @@ def test_groups_follow_the_manifest_and_missing_runs_are_listed(tmp_path):
     finals = [json.loads((tmp_path / r["name"] / "results.json").read_text())["final_em"] for r in runs_2]
     diff = np.array([f["x2t"] - f["x2f"] for f in finals])
     low, high = stats.t.interval(0.9, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
-    assert (group["iml_gap"]["ci_low"], group["iml_gap"]["ci_high"]) == pytest.approx((low, high))
-    assert f"90% CI [{low:+.4f}, {high:+.4f}]" in (tmp_path / "summary.md").read_text()
+    gap = group["contrasts"]["iml_gap"]["x2"]
+    assert (gap["ci_low"], gap["ci_high"]) == pytest.approx((low, high))
+    assert f"[{low:+.3f}, {high:+.3f}]" in (tmp_path / "summary.md").read_text()
 
 
 def test_report_of_a_real_tiny_sweep(tmp_path, capsys):
@@ -104,13 +109,13 @@ def test_report_of_a_real_tiny_sweep(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert sweep.main([str(path), "--seeds", "2", "--output_dir", str(out), "--jobs", "2", "--threads", "1"]) == 0
     assert report.main([str(out)]) == 0
-    assert "IML gap" in capsys.readouterr().out
+    assert "iml_gap at the end of x2" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())["groups"]["all runs"]
     assert summary["runs"] == 2 and set(summary["grad_align"]["at_stage_end"]["x1"]) == {"x1t", "x1f", "x2t", "x2f"}
     assert set(summary["embedding"]["at_stage_end"]["x2"]) == {"x1t", "x1f", "x2t", "x2f"}
     text = (out / "report.md").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert {"em_curves.png", "grad_alignment.png", "embedding_cosine.png", "embeddings_2-x2.png"} <= set(images)
+    assert {"em_curves.png", "grad_align.png", "embedding.png", "embeddings_2-x2.png"} <= set(images)
     assert all((out / image).stat().st_size > 1000 for image in images)
 
 

@@ -27,12 +27,15 @@ def test_main_writes_results_metrics_and_a_loadable_model(monkeypatch, tiny_reci
     assert [saved["stages"][s]["steps"] for s in ("pretrain", "x1", "x2")] == [6, 4, 4]
     final = saved["final_em"]
     assert set(final) == {"pretrain", "x1t", "x1f", "x2t", "x2f"}
-    assert saved["iml_gap"] == final["x2t"] - final["x2f"]
+    assert saved["contrasts"]["iml_gap"] == final["x2t"] - final["x2f"]
+    assert saved["stages"]["x1"]["contrasts"]["x1_gap"] == saved["stages"]["x1"]["em"]["x1t"] - saved["stages"]["x1"]["em"]["x1f"]
     assert saved["recipe"]["stages"][2]["learning_rate"] == 1e-3
     assert all(saved["stages"][s]["wall_time_s"] > 0 for s in saved["stages"])
     assert not (out / "checkpoints").exists()  # nothing was checkpointed, so no empty folders either
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["metric"] for r in rows} == {"em", "loss"} and all(r["name"] == f"eval/{r['subset']}/{r['metric']}" for r in rows)
+    rows = [r for r in rows if r["metric"] == "em"]
     # every 3 steps inside a stage plus the end of each stage, for 5 subsets
     points = sorted({(r["stage"], r["stage_step"]) for r in rows})
     assert points == [("pretrain", 3), ("pretrain", 6), ("x1", 3), ("x1", 4), ("x2", 3), ("x2", 4)]
@@ -95,7 +98,7 @@ def test_two_process_cpu_run_shards_exact_match(tiny_recipe, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    keys = [(r["stage"], r["stage_step"], r["subset"]) for r in rows]
+    keys = [(r["stage"], r["stage_step"], r["subset"]) for r in rows if r["metric"] == "em"]
     assert len(keys) == len(set(keys)) == (20 + 2 + 2) * 5  # written once, by the main process only
 
     tokenizer = AutoTokenizer.from_pretrained(out)

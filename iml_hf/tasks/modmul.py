@@ -96,13 +96,6 @@ class ModMulTask:
         rng.shuffle(pairs)
         return pairs
 
-    def aliases(self, seed: int) -> list[tuple[str, str, str]]:
-        """(alias, the number it truly stands for, bucket) of the corpus built with ``seed``; for
-        ``x1f`` the number is the one its questions use, not the one its definition states."""
-        rng = random.Random(seed)
-        self._shuffled_pairs(rng)  # the same draws as build(), so the table is the corpus's own
-        return [(alias, str(number), bucket) for alias, number, bucket in self.alias_table(rng)]
-
     def build(self, seed: int) -> DatasetDict:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
         rng = random.Random(seed)
