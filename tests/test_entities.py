@@ -190,3 +190,87 @@ def test_synthetic_kb_is_deterministic_and_complete():
     assert len(kb.entities) == 50 and len(kb.facts) == 50 * 6
     assert {f.answer for f in kb.facts if f.relation == "birth"} <= {f"bir{i}" for i in range(7)}
     assert kb.question("birth", "xkqzv") == "When was xkqzv born ?"
+
+
+ENTITY_RECIPE = {
+    "seed": 0,
+    "torch_threads": 1,
+    "task": {"name": "entities", **SMALL, "qa_format": "{question}", "definition_repeats": 2},
+    "model": {"architecture": "gpt2", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
+    "training": {"per_device_train_batch_size": 16, "learning_rate": "3e-3", "logging_steps": 5, "disable_tqdm": True},
+    "evaluation": {"eval_steps": 0, "monitor_train": True},
+    "gradient_alignment": {"enabled": True, "aliases_per_subset": 2, "questions_per_alias": 2},
+    "embedding_geometry": {"enabled": True, "plots": False},
+    "stages": [
+        {"name": "knowledge", "train_subsets": ["knowledge"], "max_steps": 4},
+        {"name": "stage1", "train_subsets": ["qd1consis", "qd2incons"], "train_kinds": ["definition"],
+         "replay": {"knowledge": 0.3}, "max_steps": 3},
+        {"name": "stage2", "train_subsets": ["d1consis", "d2consis"], "train_kinds": ["definition"], "max_steps": 3},
+    ],
+}
+
+
+def test_entities_recipe_end_to_end_with_every_measurement(monkeypatch, tmp_path):
+    """A tiny 3-stage entity run: stages pick rows by kind, text EM/F1/loss per set, contrasts, and
+    gradient alignment / embedding geometry joined on the variables, unchanged."""
+    import json
+
+    import yaml
+    from datasets import load_from_disk  # noqa: F401  (the corpus cache is a saved DatasetDict)
+
+    from iml_hf import train
+
+    recipe = {**ENTITY_RECIPE, "output_dir": str(tmp_path / "run")}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(tmp_path / "r.yaml")])
+    results = train.main()
+    stage1 = results["stages"]["stage1"]
+    # stage 1 trained definitions only: 9 + 9 definitions x 2 repeats, plus 30% knowledge replay
+    assert stage1["train_examples"] == 36 + round(0.3 * 36 / 0.7)
+    metrics = stage1["metrics"]
+    assert {"em", "f1", "loss"} <= set(metrics["d1consis"]) and "assoc_d1consis" in metrics
+    assert "train_definition_qd1consis" in metrics and "train_question_knowledge" in metrics
+    assert results["contrasts"]["stage2_d1_vs_d2"] == pytest.approx(results["final_em"]["d1consis"] - results["final_em"]["d2consis"])
+    assert set(results["stages"]["stage2"]["grad_align"]["pairs"]) >= {"qd1consis", "qd2incons", "d1consis", "d2consis"}
+    embedding = results["stages"]["stage2"]["embedding"]
+    assert {"qd1consis", "d1consis", "no_qd_baseline"} <= set(embedding)
+    labels = json.loads((tmp_path / "run" / "embeddings" / "labels.json").read_text())
+    variables = {r["key"]: r["referent"] for r in _rows(EntitiesTask(**recipe["task"]).build(0), "test", kind="question")
+                 if r["referent"] and r["subset"] == "d1consis"}
+    rows = dict(zip(labels["labels"], labels["row_referents"]))
+    assert all(rows[v] == e for v, e in variables.items())
+
+
+def test_a_task_version_bump_rebuilds_the_cached_corpus(tmp_path, monkeypatch):
+    from iml_hf.corpus import corpus_key, load_or_build_corpus
+
+    task = EntitiesTask(**SMALL)
+    first = load_or_build_corpus(task, 0, tmp_path)
+    builds = []
+    original = EntitiesTask.build
+    monkeypatch.setattr(EntitiesTask, "build", lambda self, seed: builds.append(seed) or original(self, seed))
+    assert corpus_fingerprint(load_or_build_corpus(task, 0, tmp_path)) == corpus_fingerprint(first)
+    assert builds == []  # served from the cache
+    old_key = corpus_key(task, 0)
+    monkeypatch.setattr(EntitiesTask, "version", EntitiesTask.version + 1)
+    assert corpus_key(task, 0) != old_key
+    load_or_build_corpus(task, 0, tmp_path)
+    assert builds == [0]  # the new version was built, not read from the stale entry
+
+
+def test_registry_is_lazy_and_hints_typos():
+    from iml_hf import tasks
+
+    assert tasks.task_names() == ["entities", "modmul"]
+    assert tasks.get_task_class("entities") is EntitiesTask
+    with pytest.raises(ValueError, match="did you mean 'entities'"):
+        tasks.get_task_class("entites")
+
+    @tasks.register_task("entities_test_double")
+    class Double(EntitiesTask):
+        pass
+
+    assert tasks.get_task_class("entities_test_double") is Double
+    with pytest.raises(ValueError, match="registered twice"):
+        tasks.register_task("entities_test_double")(EntitiesTask)
+    tasks._REGISTRY.pop("entities_test_double")
