@@ -45,7 +45,7 @@ def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
             monitored.setdefault(f"train_{kind}_{subset}", []).append(i)
     if recipe.evaluation.monitor_train:
         names += sorted(monitored, key=lambda n: (order.get(n.split("_", 2)[2], len(order)), n))
-    sources.update({name: (train, sorted(set(indices), key=indices.index)) for name, indices in monitored.items()})
+    sources.update({name: (train, indices) for name, indices in monitored.items()})
     if recipe.evaluation.subsets:
         missing = [n for n in recipe.evaluation.subsets if n not in sources]
         if missing:
