@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.iml_hf-installed
 
-.PHONY: install toy test bench clean
+.PHONY: install toy entities test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ install: $(STAMP)
 
 toy: $(STAMP)  ## the toy IML experiment on CPU (a few minutes)
 	$(PY) -m iml_hf.train recipes/toy.yaml
+
+entities: $(STAMP)  ## entity QA with define tags on CPU (about 5 minutes)
+	$(PY) -m iml_hf.train recipes/entities_cpu.yaml
 
 test: $(STAMP)  ## the test suite
 	$(PY) -m pytest
