@@ -77,13 +77,14 @@ def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tm
         "enabled": True, "interval": 2, "aliases_per_subset": 3, "questions_per_alias": 2})
 
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    align = [r for r in rows if r["metric"].startswith("grad_align/")]
+    align = [r for r in rows if r["family"] == "grad_align"]
     points = sorted({(r["stage_index"], r["stage_step"]) for r in align})
     assert points == [(0, 2), (0, 4), (0, 6), (1, 2), (1, 4), (2, 2), (2, 4)]
     assert {r["subset"] for r in align} == {"x1t", "x1f", "x2t", "x2f"}
-    assert {r["metric"] for r in align} >= {"grad_align/all", "grad_align/embeddings", "grad_align/attention"}
+    assert {r["metric"] for r in align} >= {"all", "embeddings", "attention"}
+    assert all(r["name"] == f"grad_align/{r['subset']}/{r['metric']}" for r in align)
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["n"] == 6 for r in align)
-    assert any(r["metric"] == "grad_align_mean/all" for r in rows)
+    assert any(r["family"] == "grad_align_mean" and r["metric"] == "all" for r in rows)
 
     # the values logged at the end of the last stage are those of the saved model
     out = tmp_path / "run"
@@ -94,7 +95,7 @@ def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tm
     probes = alignment_probes(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
     for subset, probe in probes.items():
         pairs, mean = _independent(model, probe)
-        logged = next(r for r in align if r["subset"] == subset and r["metric"] == "grad_align/all" and (r["stage_index"], r["stage_step"]) == (2, 4))
+        logged = next(r for r in align if r["subset"] == subset and r["metric"] == "all" and (r["stage_index"], r["stage_step"]) == (2, 4))
         assert logged["value"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-5)
         final = results["stages"]["x2"]["grad_align"]
         assert final["pairs"][subset]["all"]["mean"] == logged["value"]
@@ -109,7 +110,7 @@ def test_epoch_interval(monkeypatch, tmp_path):
                             "aliases_per_subset": 2, "questions_per_alias": 1, "subsets": ["x1t"]},
     )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    epochs = sorted({r["epoch"] for r in rows if r["metric"] == "grad_align/all"})
+    epochs = sorted({r["epoch"] for r in rows if r["name"] == "grad_align/x1t/all"})
     steps = results["stages"]["x1"]["steps"]
     assert epochs == [1.0, 2.0, 3.0] and steps % 3 == 0  # after epochs 1 and 2, and at the end
 
