@@ -47,9 +47,6 @@ def _true_variable(corpus) -> dict[str, str]:
 
 
 def test_subset_sizes_follow_the_fractions(corpus):
-    entities = Counter()
-    for row in _rows(corpus, "test", kind="question"):
-        entities[row["subset"]] += 0  # touch
     keys = defaultdict(set)
     for split in ("train", "test"):
         for row in corpus[split]:
@@ -121,9 +118,8 @@ def test_entity_association_answers(corpus):
     variable_of = _true_variable(corpus)
     stated = {r["key"]: r["answer"] for rows in _definitions(corpus).values() for r in rows}
     for row in _rows(corpus, "test", kind="association"):
-        if row["subset"].endswith("_swapped"):
-            assert row["answer"] == stated[row["key"]] != row["referent"] or row["answer"] == row["referent"]
-            assert variable_of[row["answer"]] != row["key"]
+        if row["subset"].endswith("_swapped"):  # the entity the inconsistent definition names
+            assert row["answer"] == stated[row["key"]] and variable_of[row["answer"]] != row["key"]
         else:
             assert variable_of[row["answer"]] == row["key"]
     counts = Counter(r["subset"] for r in _rows(corpus, "test", kind="association"))
