@@ -124,9 +124,10 @@ SHIPPED_STAGES = {
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml")), ids=lambda p: p.name)
-def test_shipped_recipes_parse(path):
+def test_shipped_recipes_parse(path, tmp_path):
     gpu = "gpu" in path.stem
-    recipe = parse_recipe([str(path), *(["--training.bf16=false"] if gpu else [])])
+    (tmp_path / "kb").write_text("")  # the GPU recipes name a data file; parsing only checks it exists
+    recipe = parse_recipe([str(path), *(["--training.bf16=false", f"--task.kb_path={tmp_path / 'kb'}"] if gpu else [])])
     family = "toy" if path.stem.startswith("toy") else "entities_gpu_base" if gpu else path.stem
     assert [s.name for s in recipe.stages] == SHIPPED_STAGES[family]
     for stage in recipe.stages:
@@ -140,7 +141,8 @@ def test_base_recipes_state_only_what_differs(tmp_path):
     assert three.stages[0] == two.stages[0] and three.stages[-1] == two.stages[-1]  # inherited by name
     assert three.stages[1].train_kinds == ["definition"] and three.stages[2].train_kinds == ["question"]
     assert three.model == two.model and three.run.output_dir != two.run.output_dir
-    trex = parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_trex_gpu.yaml"), "--training.bf16=false"])
+    trex = parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_trex_gpu.yaml"), "--training.bf16=false",
+                         f"--task.kb_path={tmp_path}"])
     assert trex.task.knowledge_base == "trex" and trex.task.num_entities == 6900
     assert trex.training["optim"] == "adafactor" and trex.task.fraction_qd1consis == 0.25  # from the base
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
@@ -159,6 +161,12 @@ def test_unknown_task_names_the_closest(tmp_path):
     (tmp_path / "t.yaml").write_text("task: {name: entitys}\nstages: []\n")
     with pytest.raises(RecipeError, match="did you mean 'entities'"):
         parse_recipe([str(tmp_path / "t.yaml")])
+
+
+def test_a_missing_knowledge_base_file_is_a_parse_error(tmp_path):
+    with pytest.raises(RecipeError, match="kb_path='nowhere.csv' does not exist; point it at the CVDB CSV"):
+        parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_cvdb_gpu.yaml"), "--training.bf16=false",
+                      "--task.kb_path=nowhere.csv"])
 
 
 def test_stage_kinds_and_eval_sets_are_checked(tmp_path):

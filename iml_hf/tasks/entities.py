@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -115,6 +116,9 @@ class EntitiesTask:
             raise ValueError(f"task.knowledge_base={self.knowledge_base!r}; use 'synthetic', 'cvdb' or 'trex'")
         if self.knowledge_base != "synthetic" and not self.kb_path:
             raise ValueError(f"task.knowledge_base={self.knowledge_base} needs task.kb_path (the data file)")
+        if self.knowledge_base != "synthetic" and not Path(self.kb_path).exists():
+            raise ValueError(f"task.kb_path={self.kb_path!r} does not exist; point it at the "
+                             f"{'CVDB CSV' if self.knowledge_base == 'cvdb' else 'T-REx JSON file or folder'}")
         if self.def_order not in DEF_ORDERS:
             raise ValueError(f"task.def_order={self.def_order!r}; use a permutation of 'tve': {DEF_ORDERS}")
         if self.sources not in ("tags", "natural"):
