@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from iml_hf.measurements import MEASUREMENTS
 from iml_hf.io import MetricsLog, remove_empty_dirs, write_json_atomic
 from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
 from iml_hf.data import PadCollator, stage_train_set
-from iml_hf.tasks import contrast_values, eval_set_name
+from iml_hf.tasks import contrast_values, eval_set_name, eval_set_order
 from iml_hf.modeling import build_model, count_parameters
 from iml_hf.recipe import Recipe
 from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
@@ -32,11 +30,10 @@ def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
     subset and kind (``<subset>``, ``assoc_<subset>``) in the task's subset order, then with
     ``monitor_train`` the training questions and definitions per subset (``train_<kind>_<subset>``)."""
     groups: dict[str, list[int]] = {}
-    order = {s: i for i, s in enumerate(recipe.task.subsets)}
     test = tokenized["test"]
     for i, (subset, kind) in enumerate(zip(test["subset"], test["kind"])):
         groups.setdefault(eval_set_name(subset, kind), []).append(i)
-    names = sorted(groups, key=lambda n: (n.startswith("assoc_"), order.get(n.removeprefix("assoc_"), len(order)), n))
+    names = eval_set_order(list(groups), list(recipe.task.subsets))
     sources = {name: (test, groups[name]) for name in names}
     train = tokenized["train"]
     monitored: dict[str, list[int]] = {}
@@ -44,7 +41,7 @@ def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
         if kind in ("question", "definition"):
             monitored.setdefault(f"train_{kind}_{subset}", []).append(i)
     if recipe.evaluation.monitor_train:
-        names += sorted(monitored, key=lambda n: (order.get(n.split("_", 2)[2], len(order)), n))
+        names += eval_set_order(list(monitored), list(recipe.task.subsets))
     sources.update({name: (train, indices) for name, indices in monitored.items()})
     if recipe.evaluation.subsets:
         missing = [n for n in recipe.evaluation.subsets if n not in sources]

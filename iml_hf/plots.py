@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from iml_hf.io import write_atomic  # noqa: E402
 from iml_hf.stats import mean_ci  # noqa: E402
+from iml_hf.tasks import eval_set_subset  # noqa: E402
 
 #: The palette subsets take in the task's subset order, so a subset keeps its colour across figures.
 PALETTE = [*(f"tab:{c}" for c in ("gray", "blue", "orange", "green", "red", "purple", "brown", "pink", "olive", "cyan")),
@@ -23,10 +24,8 @@ PALETTE = [*(f"tab:{c}" for c in ("gray", "blue", "orange", "green", "red", "pur
 def subset_colour(name: str, order: list[str]) -> str | None:
     """The colour of a set: by its subset's position in ``order`` (``assoc_<subset>`` and
     ``train_<kind>_<subset>`` share their subset's colour); None leaves it to matplotlib."""
-    for candidate in (name, name.removeprefix("assoc_"), name.split("_", 2)[-1]):
-        if candidate in order:
-            return PALETTE[order.index(candidate) % len(PALETTE)]
-    return None
+    subset = name if name in order else eval_set_subset(name)[1]
+    return PALETTE[order.index(subset) % len(PALETTE)] if subset in order else None
 
 Series = dict[str, dict[int, list[float]]]  # series name -> x -> values over runs
 

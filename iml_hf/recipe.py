@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

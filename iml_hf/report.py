@@ -27,7 +27,7 @@ from iml_hf.plots import Series, curve_figure, save_heatmap
 from iml_hf.resolved import configuration
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.stats import mean_ci, paired_greater
-from iml_hf.tasks import make_task
+from iml_hf.tasks import eval_set_order, make_task
 
 
 @dataclass
@@ -102,19 +102,6 @@ def _stage_ends(run: RunRecord) -> list[tuple[int, str]]:
     return ends
 
 
-def _set_order(sets: list[str], subsets: list[str]) -> list[str]:
-    """Evaluation sets in the task's subset order: held-out sets, then association sets, then
-    monitoring sets (results.json stores keys sorted)."""
-    rank = {s: i for i, s in enumerate(subsets)}
-
-    def key(name: str) -> tuple[int, int, str]:
-        kind = 2 if name.startswith("train_") else 1 if name.startswith("assoc_") else 0
-        base = name.split("_", 2)[-1] if kind == 2 else name.removeprefix("assoc_")
-        return kind, rank.get(base, len(rank)), name
-
-    return sorted(sets, key=key)
-
-
 def _subsets(results: dict[str, Any]) -> list[str]:
     """The task's subsets in display order (results written before ``subsets`` existed: the task's)."""
     return results.get("subsets") or list(make_task(results["recipe"]["task"]).subsets)
@@ -133,7 +120,8 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
     measurement's stage-end values (and, for each contrast of two measured subsets, its test)."""
     first = runs[0].results
     stages = list(first["stages"])
-    sets = _set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first))
+    # results.json stores keys sorted: put the sets back in the task's order
+    sets = eval_set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first))
     contrasts = _contrast_sets(first)
     summary: dict[str, Any] = {
         "runs": len(runs),

@@ -16,7 +16,7 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos
 IGNORE_INDEX = -100
 
 
-def _word_order(word: str) -> tuple[int, int, str]:
+def word_order(word: str) -> tuple[int, int, str]:
     """Numbers first in numeric order, then every other word alphabetically."""
     return (0, int(word), "") if word.isdigit() else (1, 0, word)
 
@@ -28,7 +28,7 @@ def build_wordlevel_tokenizer(corpus: DatasetDict) -> PreTrainedTokenizerFast:
         for text in split["text"]:
             words.update(text.split())
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS.values())}
-    for word in sorted(words, key=_word_order):
+    for word in sorted(words, key=word_order):
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,15 +20,12 @@ from datasets import DatasetDict
 from transformers import PreTrainedTokenizerBase, TrainerState
 
 from iml_hf.callbacks.interval import IntervalCallback
+from iml_hf.io import write_atomic
+from iml_hf.tokenization import word_order
 
 if TYPE_CHECKING:
     from iml_hf.callbacks import MetricsLog
     from iml_hf.trainer import IMLTrainer
-
-
-def _word_order(word: str) -> tuple[int, int, str]:
-    """Numbers in numeric order first, then other words alphabetically."""
-    return (0, int(word), "") if word.isdigit() else (1, 0, word)
 
 
 def corpus_aliases(corpus: DatasetDict) -> list[tuple[str, str, str]]:
@@ -68,9 +65,9 @@ class EmbeddingLayout:
     def build(cls, aliases: list[tuple[str, str, str]], tokenizer: PreTrainedTokenizerBase, bucket_order: list[str]) -> EmbeddingLayout:
         if not aliases:
             raise ValueError("embedding_geometry needs a corpus whose keys have referents (aliases); this one has none")
-        referents = sorted({referent for _, referent, _ in aliases}, key=_word_order)
+        referents = sorted({referent for _, referent, _ in aliases}, key=word_order)
         rank = {s: i for i, s in enumerate(bucket_order)}
-        ordered = sorted(aliases, key=lambda a: (rank.get(a[2], len(rank)), a[2], _word_order(a[1]), a[0]))
+        ordered = sorted(aliases, key=lambda a: (rank.get(a[2], len(rank)), a[2], word_order(a[1]), a[0]))
         words = referents + [alias for alias, _, _ in ordered]
         # with a leading space, as the words occur in the corpus (matters for byte-level BPE)
         ids = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
@@ -133,9 +130,7 @@ class EmbeddingGeometryCallback(IntervalCallback):
                                           "buckets": self.layout.row_buckets,
                                           "row_referents": self.layout.row_referents}))
         stem = f"{position['stage_index']}-{position['stage']}-step{position['stage_step']}"
-        tmp = self.folder / f".{stem}.tmp.npy"
-        np.save(tmp, matrix)
-        tmp.replace(self.folder / f"{stem}.npy")
+        write_atomic(self.folder / f"{stem}.npy", lambda tmp: np.save(tmp, matrix))
         if self.plots:
             from iml_hf.plots import save_heatmap  # matplotlib only when a plot is drawn
 

@@ -21,7 +21,7 @@ from transformers import TrainerState
 from iml_hf.callbacks.interval import IntervalCallback
 from iml_hf.data import PadCollator
 from iml_hf.exact_match import exact_match
-from iml_hf.tokenization import IGNORE_INDEX
+from iml_hf.gradients import per_example_loss
 
 if TYPE_CHECKING:
     from iml_hf.callbacks import MetricsLog
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def answer_losses(model, input_ids: list[list[int]], labels: list[list[int]], pad_id: int, batch_size: int) -> list[float]:
-    """Each example's mean cross-entropy over its labelled tokens (eval mode, restored afterwards)."""
+    """Each example's mean cross-entropy over its labelled tokens (``gradients.per_example_loss``,
+    the loss the alignment measures), in eval mode, restored afterwards."""
     was_training = model.training
     model.eval()
     collate = PadCollator(pad_id)
@@ -40,12 +41,8 @@ def answer_losses(model, input_ids: list[list[int]], labels: list[list[int]], pa
             batch = collate([{"input_ids": i, "labels": l} for i, l in
                              zip(input_ids[start : start + batch_size], labels[start : start + batch_size])])
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            targets = batch["labels"][:, 1:]
-            token_loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-            counts = targets.ne(IGNORE_INDEX).sum(1).clamp(min=1)
-            losses.extend((token_loss.sum(1) / counts).tolist())
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            losses.extend(per_example_loss(logits, batch["labels"]).tolist())
     finally:
         model.train(was_training)
     return losses

@@ -97,6 +97,28 @@ def eval_set_name(subset: str, kind: str) -> str:
     return f"assoc_{subset}" if kind == "association" else subset
 
 
+def eval_set_subset(name: str) -> tuple[int, str]:
+    """An evaluation set's place and subset: (0, s) for held-out ``s``, (1, s) for ``assoc_s``,
+    (2, s) for a monitoring set ``train_<kind>_s``."""
+    if name.startswith("train_"):
+        return 2, name.split("_", 2)[-1]
+    if name.startswith("assoc_"):
+        return 1, name.removeprefix("assoc_")
+    return 0, name
+
+
+def eval_set_order(names: list[str], subsets: list[str]) -> list[str]:
+    """Evaluation sets in display order: held-out, then association, then monitoring sets, each in
+    the task's subset order (unknown subsets last, by name)."""
+    rank = {s: i for i, s in enumerate(subsets)}
+
+    def key(name: str) -> tuple[int, int, str]:
+        place, subset = eval_set_subset(name)
+        return place, rank.get(subset, len(rank)), name
+
+    return sorted(names, key=key)
+
+
 def valid_eval_sets(task: Task) -> list[str]:
     """Every evaluation-set name a recipe may list for ``task``: held-out sets (``<subset>``,
     ``assoc_<subset>``) and monitoring sets of training rows (``train_<kind>_<subset>``)."""
