@@ -13,13 +13,29 @@ from typing import Any
 ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
 
 
+#: Model keys that describe a model built from scratch; next to ``model_name_or_path`` they are an error.
+FROM_SCRATCH_KEYS = (
+    "architecture", "num_layers", "hidden_size", "num_heads", "intermediate_size", "attention_only", "dropout",
+    "tie_word_embeddings", "max_position_embeddings", "config_overrides",
+)
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
 @dataclass
 class ModelArguments:
-    """A from-scratch model (architecture + sizes) or a pretrained one (``model_name_or_path``)."""
+    """A from-scratch model (architecture + sizes) or a pretrained decoder-only checkpoint
+    (``model_name_or_path``: a folder or a hub id, at ``revision``: a branch such as Pythia's
+    ``step1000``, a tag or a commit). ``add_task_tokens`` gives the task's aliases and define tags
+    tokens of their own in a pretrained tokenizer (by default they stay plain text)."""
 
     architecture: str = "gpt2"
     model_name_or_path: str | None = None
+    revision: str = "main"
+    dtype: str = "float32"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
     tokenizer_name_or_path: str | None = None
+    add_task_tokens: bool = False
     num_layers: int = 1
     hidden_size: int = 128
     num_heads: int = 4
@@ -35,6 +51,8 @@ class ModelArguments:
             raise ValueError(
                 f"model.architecture={self.architecture!r} is not supported; use one of {ARCHITECTURES}"
             )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype={self.dtype!r}; use one of {DTYPES}")
         if self.model_name_or_path is None and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}"
@@ -173,13 +191,27 @@ class StageArguments:
 
 @dataclass
 class RunArguments:
-    """Top-level keys of a recipe."""
+    """Top-level keys of a recipe. ``tracker_group`` is the runs' group in the trackers (a sweep
+    sets its name; null: the recipe file's stem)."""
 
     output_dir: str = "runs/default"
     seed: int = 0
     torch_threads: int | None = None
     cache_dir: str | None = None
     save_model: bool = True
+    tracker_group: str | None = None
+    # The Hub (iml_hf.hub, iml_hf.push_corpus): push the finished run to the model repo
+    # ``hub_model_id`` (default: output_dir's name), private unless said otherwise, with each
+    # stage's weights on a branch named after the stage; read the corpus from a dataset (a Hub id
+    # or a local folder in the same layout) at ``corpus_revision``; ``corpus_repo_id`` is the
+    # dataset repo ``python -m iml_hf.push_corpus`` pushes to. The token never is a recipe key.
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool = True
+    hub_stage_branches: bool = False
+    corpus_dataset: str | None = None
+    corpus_revision: str | None = None
+    corpus_repo_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.torch_threads is not None and self.torch_threads < 1:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+
+from iml_hf.architectures import module_roles, role_of
 from transformers.pytorch_utils import Conv1D
 
 from iml_hf.data import PadCollator
@@ -58,6 +60,7 @@ def parameter_groups(model: nn.Module) -> dict[str, str]:
     output embedding not tied to the input one) or other."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     input_weight = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    roles = module_roles(model)
     names = {id(p): n for n, p in trainable_parameters(model).items()}
     groups: dict[str, str] = {}
     for module_name, module in model.named_modules():
@@ -65,19 +68,12 @@ def parameter_groups(model: nn.Module) -> dict[str, str]:
             name = names.get(id(p))
             if name is None or name in groups:
                 continue
-            lowered = module_name.lower()
             if output is not None and module is output and p is not input_weight:
                 groups[name] = "unembedding"
             elif isinstance(module, nn.Embedding) or p is input_weight:
                 groups[name] = "embeddings"
-            elif "norm" in type(module).__name__.lower() or ".ln_" in f".{lowered}":
-                groups[name] = "norms"
-            elif "attn" in lowered or "attention" in lowered:
-                groups[name] = "attention"
-            elif "mlp" in lowered:
-                groups[name] = "mlp"
             else:
-                groups[name] = "other"
+                groups[name] = role_of(module_name, roles) or "other"
     return groups
 
 

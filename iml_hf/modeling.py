@@ -1,4 +1,5 @@
-"""Causal LMs from scratch (GPT-2, Llama, GPT-NeoX configs plus overrides) or from a checkpoint.
+"""Causal LMs from scratch (GPT-2, Llama, GPT-NeoX configs plus overrides) or from a decoder-only
+checkpoint (by path or hub id, at a revision).
 
 Attention-only models keep a standard architecture, so ``AutoModelForCausalLM.from_pretrained``
 loads them anywhere: each block's MLP has width 1 and a zeroed output projection (its output is
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     GPT2Config,
     GPTNeoXConfig,
@@ -20,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from iml_hf.architectures import mlp_parts
 from iml_hf.args import ModelArguments
 
 
@@ -67,21 +70,10 @@ def build_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pr
     return config
 
 
-def _mlp_parts(model: PreTrainedModel) -> list[tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]]:
-    """(mlp, norm feeding it, output projection) of every block."""
-    parts = []
-    for block in model.base_model.h if hasattr(model.base_model, "h") else model.base_model.layers:
-        mlp = block.mlp
-        norm = getattr(block, "ln_2", None) or block.post_attention_layernorm
-        out = getattr(mlp, "c_proj", None) or getattr(mlp, "down_proj", None) or mlp.dense_4h_to_h
-        parts.append((mlp, norm, out))
-    return parts
-
-
 def make_attention_only(model: PreTrainedModel) -> None:
     """Zero every MLP's output and freeze the MLP and its input norm (they get no gradient)."""
     with torch.no_grad():
-        for mlp, norm, out in _mlp_parts(model):
+        for mlp, norm, out in mlp_parts(model):
             out.weight.zero_()
             if getattr(out, "bias", None) is not None:
                 out.bias.zero_()
@@ -89,16 +81,56 @@ def make_attention_only(model: PreTrainedModel) -> None:
                 module.requires_grad_(False)
 
 
+def load_checkpoint_config(args: ModelArguments) -> PretrainedConfig:
+    """The checkpoint's config; encoder-decoder checkpoints (T5) are refused here, before any
+    weights load, because the toolkit scores a causal continuation of one sequence everywhere."""
+    config = AutoConfig.from_pretrained(
+        args.model_name_or_path, revision=args.revision, trust_remote_code=args.trust_remote_code
+    )
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"model.model_name_or_path={args.model_name_or_path!r} is an encoder-decoder model "
+            f"({config.model_type}); iml_hf trains decoder-only causal LMs: its corpus rows are one "
+            "sequence (prompt + answer) with the loss on the answer, and exact match, gradient "
+            "alignment and the layer analysis all read that one causal sequence. Use a decoder-only "
+            "checkpoint (GPT-2, Pythia/GPT-NeoX, Llama, ...)"
+        )
+    return config
+
+
+def load_checkpoint(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A pretrained causal LM by path or hub id at ``args.revision`` (safetensors preferred, the
+    library default), in ``args.dtype``, its embeddings grown to the tokenizer if tokens were added."""
+    config = load_checkpoint_config(args)
+    extra = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model_name_or_path,
+        config=config,
+        revision=args.revision,
+        dtype=args.dtype if args.dtype == "auto" else getattr(torch, args.dtype),
+        trust_remote_code=args.trust_remote_code,
+        **extra,
+    )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A new model from ``args`` or the checkpoint at ``args.model_name_or_path``."""
+    """A new model from ``args`` or the checkpoint at ``args.model_name_or_path``; its generation
+    config decodes greedily with the tokenizer's special tokens, as the toolkit's EM does."""
     if args.model_name_or_path:
-        model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-            model.resize_token_embeddings(len(tokenizer))
+        model = load_checkpoint(args, tokenizer)
     else:
         model = AutoModelForCausalLM.from_config(build_config(args, tokenizer))
     if getattr(model.config, "attention_only", False):
         make_attention_only(model)
+    generation = model.generation_config
+    generation.do_sample, generation.num_beams = False, 1
+    generation.pad_token_id, generation.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    generation.bos_token_id = tokenizer.bos_token_id
     return model
 
 

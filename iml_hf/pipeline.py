@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,12 +17,15 @@ from iml_hf.callbacks.console import use_compact_console
 from iml_hf.callbacks.subset_em import SubsetEMCallback
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.io import MetricsLog, remove_empty_dirs, write_json_atomic
-from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
+from iml_hf.corpus import corpus_fingerprint, corpus_key, load_corpus_dataset, load_or_build_corpus
 from iml_hf.data import PadCollator, stage_train_set
 from iml_hf.tasks import contrast_values, eval_set_name, eval_set_order
+from iml_hf.hub import hub_repo_id, push_run
+from iml_hf.model_card import write_model_cards
 from iml_hf.modeling import build_model, count_parameters
-from iml_hf.recipe import Recipe
+from iml_hf.recipe import Recipe, RecipeError
 from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
+from iml_hf.trackers import TrackerRun
 from iml_hf.trainer import IMLTrainer
 
 
@@ -62,17 +66,27 @@ def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
     return sets
 
 
-def load_tokenizer(recipe: Recipe, corpus) -> PreTrainedTokenizerBase:
-    """The recipe's pretrained tokenizer, else a WordLevel tokenizer built from the corpus."""
-    name = recipe.model.tokenizer_name_or_path or recipe.model.model_name_or_path
-    return load_pretrained_tokenizer(name) if name else build_wordlevel_tokenizer(corpus)
+def load_tokenizer(recipe: Recipe, corpus: DatasetDict) -> PreTrainedTokenizerBase:
+    """The checkpoint's (or ``tokenizer_name_or_path``'s) tokenizer, with the task's invented words
+    as tokens when ``add_task_tokens``; else a WordLevel tokenizer built from the corpus."""
+    model = recipe.model
+    name = model.tokenizer_name_or_path or model.model_name_or_path
+    if not name:
+        return build_wordlevel_tokenizer(corpus)
+    words = recipe.task.task_words(corpus, recipe.run.seed) if model.add_task_tokens else None
+    revision = model.revision if name == model.model_name_or_path else "main"
+    return load_pretrained_tokenizer(name, revision, model.trust_remote_code, words)
 
 
 def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[DatasetDict, PreTrainedTokenizerBase, DatasetDict]:
     """The recipe's corpus (built once, by the main process first), its tokenizer and the tokenized corpus."""
     state = state or PartialState()
     with state.main_process_first():
-        corpus = load_or_build_corpus(recipe.task, recipe.run.seed, recipe.run.cache_dir)
+        if recipe.run.corpus_dataset:  # a published corpus (a Hub id or a folder), checked against the task
+            corpus = load_corpus_dataset(recipe.run.corpus_dataset, recipe.task, recipe.run.seed,
+                                         recipe.run.corpus_revision, recipe.run.cache_dir)
+        else:
+            corpus = load_or_build_corpus(recipe.task, recipe.run.seed, recipe.run.cache_dir)
     tokenizer = load_tokenizer(recipe, corpus)
     return corpus, tokenizer, tokenize_corpus(corpus, tokenizer)
 
@@ -86,12 +100,42 @@ def mechanism_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrain
     }
 
 
+def sharded_parameters(recipe: Recipe) -> str | None:
+    """What shards the parameters across processes in this launch (FSDP, DeepSpeed ZeRO-3), or None."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or any(
+            {**recipe.training, **stage.training}.get("fsdp") for stage in recipe.stages):
+        return "FSDP"
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        return "DeepSpeed ZeRO-3"
+    return None
+
+
+def check_launch(recipe: Recipe, state: PartialState) -> None:
+    """Refuse launches that would go wrong silently or hang: processes that did not join one
+    process group (each would train alone into the same folder), and mechanism measurements under
+    sharded parameters (they run on the main process alone, whose forward would wait forever for
+    the other processes' all-gathers)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > state.num_processes:
+        raise RecipeError(
+            f"this is one of {launched} launched processes (WORLD_SIZE), but they did not join one process "
+            f"group (this one sees {state.num_processes}); on a machine without GPUs add --training.use_cpu=true")
+    sharding = sharded_parameters(recipe)
+    enabled = [name for name in MEASUREMENTS if recipe.measurement_args(name).enabled]
+    if sharding and enabled:
+        flags = " ".join(f"--{name}.enabled=false" for name in enabled)
+        raise RecipeError(
+            f"{', '.join(enabled)} read whole parameters on the main process alone, which {sharding} shards "
+            f"across processes; switch them off for this launch ({flags}) or use DDP or DeepSpeed ZeRO-2")
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Train every stage of ``recipe`` in order and return (and write) the results."""
     started = time.perf_counter()
     if recipe.run.torch_threads:
         torch.set_num_threads(recipe.run.torch_threads)
     state = PartialState()
+    check_launch(recipe, state)
     seed = recipe.run.seed
     corpus, tokenizer, tokenized = prepare_data(recipe, state)
     evaluation = eval_sets(tokenized, recipe)
@@ -105,8 +149,10 @@ def run(recipe: Recipe) -> dict[str, Any]:
         for stale in ("metrics.jsonl", "results.json"):
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "embeddings", ignore_errors=True)
+        shutil.rmtree(out / "stages", ignore_errors=True)
         shutil.rmtree(out / "layers", ignore_errors=True)
     metrics_log = MetricsLog(out / "metrics.jsonl", enabled=state.is_main_process)
+    trackers = TrackerRun.from_recipe(recipe)  # one wandb run and one TensorBoard folder for all stages
 
     stages: dict[str, dict[str, Any]] = {}
     step_offset, optimizer, trainer = 0, None, None
@@ -121,6 +167,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
             stage_index=index,
             step_offset=step_offset,
             carried_optimizer=None if stage.reset_optimizer else optimizer,
+            tracker_run=trackers,
         )
         em = SubsetEMCallback(
             trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size,
@@ -137,8 +184,11 @@ def run(recipe: Recipe) -> dict[str, Any]:
             trainer.add_callback(callback)
         stage_start = time.perf_counter()
         output = trainer.train()
+        if recipe.run.hub_stage_branches:  # this stage's weights, for its branch of the Hub repo
+            trainer.save_model(str(out / "stages" / stage.name))
         stages[stage.name] = {
             "em": em.latest,
+            "n": em.sizes,
             "metrics": em.latest_metrics,
             "contrasts": contrast_values(recipe.task.contrasts, em.latest),
             "wall_time_s": round(time.perf_counter() - stage_start, 3),
@@ -152,6 +202,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         }
         step_offset += trainer.state.global_step
         optimizer = trainer.unwrapped_optimizer()
+    trackers.finish()
 
     if state.is_main_process:
         remove_empty_dirs(out / "checkpoints")
@@ -171,8 +222,13 @@ def run(recipe: Recipe) -> dict[str, Any]:
             "rows": {split: len(rows) for split, rows in corpus.items()},
         },
         "parameters": count_parameters(model),
+        "processes": state.num_processes,  # the global batch is per_device_train_batch_size x processes x accumulation
         "recipe": recipe.resolved,
     }
     if state.is_main_process:
         write_json_atomic(out / "results.json", results)
+        example = next(((row["prompt"], row["answer"]) for row in corpus["test"] if row["prompt"]), None)
+        write_model_cards(out, results, hub_repo_id(recipe.run) if recipe.run.push_to_hub else None, example)
+        if recipe.run.push_to_hub:  # once, after results.json and the card exist
+            print(f"pushed the run to https://huggingface.co/{push_run(out, recipe, results, example)}")
     return results

@@ -21,7 +21,8 @@ import torch
 import yaml
 from transformers import TrainingArguments
 
-from iml_hf.args import STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
+from iml_hf.args import FROM_SCRATCH_KEYS, STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
+from iml_hf.hub import check_hub_keys
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-exported)
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
@@ -40,8 +41,13 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "save_strategy": "no",
     "logging_steps": 100,
-    "dataloader_pin_memory": torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
 }
+
+
+def machine_defaults() -> dict[str, Any]:
+    """TrainingArguments defaults that depend on this machine; applied when a stage runs but kept
+    out of the resolved recipe, so a run's recorded configuration is the same on any machine."""
+    return {"dataloader_pin_memory": torch.cuda.is_available()}  # pinning only helps host-to-GPU copies
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -76,7 +82,7 @@ class Recipe:
 
     def training_arguments(self, stage: StageArguments, output_dir: str | None = None) -> TrainingArguments:
         """The stage's TrainingArguments: toolkit defaults < recipe ``training`` < stage overrides."""
-        values = {**TRAINING_DEFAULTS, **self.training, **stage.training}
+        values = {**TRAINING_DEFAULTS, **machine_defaults(), **self.training, **stage.training}
         values["output_dir"] = output_dir or str(Path(self.run.output_dir) / "checkpoints" / stage.name)
         values["seed"] = self.run.seed
         return TrainingArguments(**values)
@@ -173,11 +179,21 @@ def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
                 else stage
                 for stage in value
             ]
+        elif key == "model" and isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merge(_without_scratch_keys(base[key], value), value)
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             merged[key] = _merge(base[key], value)
         else:
             merged[key] = value
     return merged
+
+
+def _without_scratch_keys(base_model: dict[str, Any], child_model: dict[str, Any]) -> dict[str, Any]:
+    """A base's model section as a child inherits it: a child that names a checkpoint replaces the
+    base's from-scratch description (architecture, sizes) instead of contradicting it."""
+    if child_model.get("model_name_or_path") is None:
+        return base_model
+    return {k: v for k, v in base_model.items() if k not in FROM_SCRATCH_KEYS}
 
 
 def load_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -281,10 +297,18 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
             stages.append(
                 StageArguments(**{k: v for k, v in stage.items() if k in STAGE_FIELDS}, training=overrides)
             )
+        check_hub_keys(run, training, stages)  # e.g. training.push_to_hub: the run is pushed once, at the end
     except (TypeError, ValueError) as error:
         raise RecipeError(f"{error} ({where})") from None
     if not stages:
         raise RecipeError(f"no stages are defined {where}; add a 'stages:' list")
+    scratch = sorted(set(nested.get("model", {})) & set(FROM_SCRATCH_KEYS))
+    if model.model_name_or_path is not None and scratch:
+        raise RecipeError(
+            f"model.{scratch[0]} describes a model built from scratch, but model.model_name_or_path="
+            f"{model.model_name_or_path!r} loads a checkpoint whose config fixes it; remove "
+            f"{', '.join('model.' + k for k in scratch)} ({where})"
+        )
     for stage in stages:
         for subset in [*stage.train_subsets, *stage.replay]:
             if subset not in task.subsets:
@@ -309,7 +333,8 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     recipe.resolved = {
         **dataclasses.asdict(run),
         "task": dataclasses.asdict(task),
-        "model": dataclasses.asdict(model),
+        "model": {k: v for k, v in dataclasses.asdict(model).items()  # a checkpoint's config fixes its sizes
+                  if not (model.model_name_or_path and k in FROM_SCRATCH_KEYS)},
         "evaluation": dataclasses.asdict(evaluation),
         **{name: dataclasses.asdict(args) for name, args in measurements.items()},
         "training": {**TRAINING_DEFAULTS, **training},
@@ -336,5 +361,8 @@ def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
         task["name"] = sorted(task_registry())[0]  # --help without a recipe: show a task's keys
     where = f"in {path}" if path else "on the command line"
     flat = _flatten(nested, where)  # recipe typos are reported before command-line ones
-    flat.update(_overrides(rest, _schema(nested), prog))
+    overrides = _overrides(rest, _schema(nested), prog)
+    if overrides.get("model.model_name_or_path") is not None:  # a checkpoint replaces the file's from-scratch model
+        flat = {k: v for k, v in flat.items() if not (k.startswith("model.") and k[6:] in FROM_SCRATCH_KEYS)}
+    flat.update(overrides)
     return build_recipe(_unflatten(flat, [s["name"] for s in nested.get("stages") or []]), path)

@@ -19,13 +19,32 @@ def flatten_resolved(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-#: Recipe keys that say where and how a run executes, not what it computes.
-PLACEMENT_KEYS = ("output_dir", "torch_threads")
+#: Recipe keys that say where and how a run executes or reports, not what it computes: where it
+#: writes and caches, its threads, its trackers and the Hub.
+PLACEMENT_KEYS = (
+    "output_dir", "torch_threads", "cache_dir", "tracker_group",
+    "push_to_hub", "hub_model_id", "hub_private", "hub_stage_branches",
+)
+#: TrainingArguments fields of the same kind, under ``training.`` or a stage; machine-dependent
+#: defaults (pinned memory) among them, so a run planned on a CPU resumes on a GPU machine.
+PLACEMENT_TRAINING_KEYS = (
+    "dataloader_pin_memory", "report_to", "run_name", "logging_dir", "disable_tqdm", "logging_steps",
+    "dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+)
+
+
+def is_placement_key(key: str) -> bool:
+    """Whether a dotted resolved-recipe key is a placement key (``training.report_to``,
+    ``stages.x1.dataloader_pin_memory``, ``output_dir``)."""
+    parts = key.split(".")
+    if len(parts) == 1:
+        return key in PLACEMENT_KEYS
+    return parts[0] in ("training", "stages") and parts[-1] in PLACEMENT_TRAINING_KEYS
 
 
 def configuration(resolved: dict[str, Any], with_seed: bool = True) -> dict[str, Any]:
     """What a run computes: its resolved recipe as {dotted key: JSON value} without the placement
     keys (and without the seed unless ``with_seed``), so two runs' configurations can be compared."""
-    skip = PLACEMENT_KEYS if with_seed else (*PLACEMENT_KEYS, "seed")
     flat = flatten_resolved(json.loads(json.dumps(resolved)))
-    return {key: value for key, value in flat.items() if key not in skip}
+    return {key: value for key, value in flat.items()
+            if not is_placement_key(key) and (with_seed or key != "seed")}

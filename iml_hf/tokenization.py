@@ -9,7 +9,7 @@ on every token after BOS (their prompt/answer split only serves the monitoring E
 from __future__ import annotations
 
 from datasets import DatasetDict
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
@@ -19,6 +19,20 @@ IGNORE_INDEX = -100
 def word_order(word: str) -> tuple[int, int, str]:
     """Numbers first in numeric order, then every other word alphabetically."""
     return (0, int(word), "") if word.isdigit() else (1, 0, word)
+
+
+def encode_like_training(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Make a plain ``tokenizer(text)`` start with BOS, as every training row does, through the
+    tokenizer's post-processor (so the saved tokenizer does it too and ``pipeline`` sees what
+    training saw), and pad on the left, as generation needs. The corpus is encoded without it."""
+    if not hasattr(tokenizer, "update_post_processor"):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is not backed by the tokenizers library; iml_hf needs a fast "
+            "tokenizer (AutoTokenizer.from_pretrained(..., use_fast=True) or its tokenizer.json)"
+        )
+    tokenizer.add_bos_token = True  # rebuilds the post-processor: [bos] $A
+    tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"  # init_kwargs: saved with it
+    return tokenizer
 
 
 def build_wordlevel_tokenizer(corpus: DatasetDict) -> PreTrainedTokenizerFast:
@@ -32,17 +46,23 @@ def build_wordlevel_tokenizer(corpus: DatasetDict) -> PreTrainedTokenizerFast:
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL_TOKENS)
+    backend.decoder = decoders.WordPiece(prefix="##")  # words joined by single spaces
+    return encode_like_training(PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL_TOKENS))
 
 
-def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """A pretrained tokenizer by path or hub id, given a pad token if it has none."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+def load_pretrained_tokenizer(
+    name_or_path: str, revision: str = "main", trust_remote_code: bool = False, task_words: list[str] | None = None
+) -> PreTrainedTokenizerBase:
+    """A checkpoint's own tokenizer by path or hub id, with a pad token (EOS if it has none), BOS
+    added as training does, and ``task_words`` (aliases, tags) added as whole tokens if given."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.bos_token is None:
         tokenizer.bos_token = tokenizer.eos_token
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    if task_words:
+        tokenizer.add_tokens([w for w in task_words if w not in tokenizer.get_vocab()])
+    return encode_like_training(tokenizer)
 
 
 def encode_rows(

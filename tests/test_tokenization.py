@@ -44,3 +44,42 @@ def test_saved_tokenizer_loads_with_auto_tokenizer(tiny_tokenizer, tmp_path):
     assert (loaded.pad_token, loaded.bos_token, loaded.eos_token) == ("<pad>", "<bos>", "<eos>")
     again = load_pretrained_tokenizer(str(tmp_path))
     assert len(again) == len(tiny_tokenizer)
+
+
+def test_plain_encoding_starts_with_bos_like_training_and_survives_saving(tiny_corpus, tiny_tokenizer, tmp_path):
+    """``tokenizer(prompt)`` (as ``pipeline`` calls it) gives exactly a training row's prompt ids."""
+    row = tokenize_corpus(tiny_corpus, tiny_tokenizer)["test"][7]
+    assert tiny_tokenizer(row["prompt"])["input_ids"] == row["prompt_ids"]
+    tiny_tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded(row["prompt"])["input_ids"] == row["prompt_ids"]
+    assert reloaded.padding_side == "left"
+    assert reloaded.decode(row["answer_ids"]) == row["answer"]
+
+
+def test_text_generation_pipeline_on_a_finished_run_reproduces_the_toolkits_exact_match(tiny_recipe, tmp_path):
+    """The saved run folder is a Hub artefact: ``pipeline("text-generation", model=run_dir)``
+    answers the held-out questions exactly as the toolkit's own EM scored them."""
+    import json
+
+    from transformers import pipeline
+
+    from iml_hf.corpus import load_or_build_corpus
+    from iml_hf.recipe import parse_recipe
+    from iml_hf.train import main
+
+    out = tmp_path / "run"
+    argv = [str(tiny_recipe), f"--output_dir={out}", "--stages.pretrain.max_steps=150",
+            "--training.learning_rate=1e-2", "--stages.x1.max_steps=30", "--stages.x2.max_steps=30"]
+    main(argv)
+    results = json.loads((out / "results.json").read_text())
+    test = load_or_build_corpus(parse_recipe(argv).task, 0)["test"]
+    generator = pipeline("text-generation", model=str(out), device="cpu")
+    for subset, toolkit_em in results["final_em"].items():
+        rows = test.filter(lambda r: r["subset"] == subset and r["kind"] != "association")
+        outputs = generator(list(rows["prompt"]), max_new_tokens=1, do_sample=False, return_full_text=False,
+                            batch_size=32)
+        answers = [o[0]["generated_text"].strip() for o in outputs]
+        em = sum(a == b for a, b in zip(answers, rows["answer"])) / len(rows)
+        assert em == toolkit_em, subset
+    assert 0.2 < results["final_em"]["pretrain"] < 1  # a trained model, so the equality means something

@@ -16,13 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FINAL_NORMS = ("ln_f", "norm", "final_layer_norm")
+from iml_hf.architectures import blocks, final_norm
 
 
 @dataclass
 class LayerAccess:
-    """The pieces of a decoder-only model the analysis needs, found by name for GPT-2, Llama and
-    GPT-NeoX style models."""
+    """The pieces of a decoder-only model the analysis needs (from ``iml_hf.architectures``)."""
 
     layers: nn.ModuleList
     final_norm: nn.Module
@@ -30,15 +29,8 @@ class LayerAccess:
 
     @classmethod
     def of(cls, model: nn.Module) -> LayerAccess:
-        base = model.base_model
-        layers = next((getattr(base, n) for n in ("h", "layers") if isinstance(getattr(base, n, None), nn.ModuleList)), None)
-        norm = next((getattr(base, n) for n in FINAL_NORMS if isinstance(getattr(base, n, None), nn.Module)), None)
-        if layers is None or norm is None:
-            raise ValueError(
-                f"{type(model).__name__} does not look like a GPT-2, Llama or GPT-NeoX style decoder "
-                f"(no layer list 'h'/'layers' or final norm {FINAL_NORMS} on its base model)"
-            )
-        return cls(layers, norm, model.get_output_embeddings())
+        """The blocks, final norm and LM head of any architecture ``iml_hf.architectures`` knows."""
+        return cls(blocks(model), final_norm(model), model.get_output_embeddings())
 
 
 @dataclass

@@ -40,6 +40,11 @@ class Task(Protocol):
 
     def build(self, seed: int) -> DatasetDict: ...
 
+    def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
+        """The words the task invents (aliases, variables, define tags); with
+        ``model.add_task_tokens`` each becomes one token of a pretrained tokenizer."""
+        ...
+
 
 #: Built-in tasks as lazy ``module:attr`` targets; importing one registers it.
 _LAZY: dict[str, str] = {

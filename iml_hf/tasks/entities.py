@@ -166,6 +166,12 @@ class EntitiesTask:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
         return _CorpusBuilder(self, self.knowledge_base_table(), seed).build()
 
+    def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
+        """The words this task invents, to become tokens with ``model.add_task_tokens``: every
+        variable and, with ``sources: tags``, the three define tags."""
+        _, variables, tags = _CorpusBuilder(self, self.knowledge_base_table(), seed).names(random.Random(seed))
+        return sorted(variables.values()) + (list(tags) if self.sources == "tags" else [])
+
 
 @dataclass
 class _CorpusBuilder:
@@ -176,8 +182,10 @@ class _CorpusBuilder:
     seed: int
     rows: dict[str, list[dict[str, str]]] = field(default_factory=lambda: {"train": [], "test": []})
 
-    def build(self) -> DatasetDict:
-        task, rng = self.task, random.Random(self.seed)
+    def names(self, rng: random.Random) -> tuple[list[str], dict[str, str], list[str]]:
+        """The first draws of a build: the entities in shuffled order, each one's variable, and the
+        three define tags (``self.subset_of`` is set on the way, as the draws interleave)."""
+        task = self.task
         entities = list(self.kb.entities)
         rng.shuffle(entities)
         words = {w.lower() for f in self.kb.facts for w in f"{f.entity} {f.answer}".split()}
@@ -185,6 +193,11 @@ class _CorpusBuilder:
         variables = dict(zip(entities, random_strings(len(entities), task.variable_length, rng, exclude=words)))
         self.subset_of = self._split(entities, rng)
         tags = task.tags or random_strings(3, task.tag_length, rng, exclude=words | set(variables.values()))
+        return entities, variables, tags
+
+    def build(self) -> DatasetDict:
+        task, rng = self.task, random.Random(self.seed)
+        entities, variables, tags = self.names(rng)
         facts = self.kb.facts_by_entity()
         members = {s: [e for e in entities if self.subset_of.get(e) == s] for s in ENTITY_SUBSETS}
         stated = dict(variables)  # entity -> the variable its definition names

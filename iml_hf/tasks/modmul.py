@@ -96,6 +96,12 @@ class ModMulTask:
         rng.shuffle(pairs)
         return pairs
 
+    def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
+        """The words this task invents, to become tokens with ``model.add_task_tokens``: the
+        aliases of the corpus and the two define tags."""
+        aliases = {key for split in corpus.values() for key in split["key"] if key}
+        return sorted(aliases) + [self.reliable_tag, self.unreliable_tag]
+
     def build(self, seed: int) -> DatasetDict:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
         rng = random.Random(seed)
