@@ -5,9 +5,10 @@
     python -m iml_hf.sweep RECIPE --seeds 20 --launcher slurm --slurm.partition gpu --slurm.gpus_per_node 1
 
 Every run is ``python -m iml_hf.train RECIPE --seed S --output_dir DIR/<set values>/seed<S> ...`` in
-its own process, with its log beside it; ``DIR/sweep.json`` is the manifest (every run, its
-overrides, status, exit code and wall time). A run whose ``results.json`` exists is skipped, so
-rerunning the command resumes a sweep; a failed run is reported and the others go on.
+its own process, with its log beside it and the sweep's name (DIR's) as its ``tracker_group``;
+``DIR/sweep.json`` is the manifest (every run, its overrides, status, exit code and wall time).
+A run whose ``results.json`` exists is skipped, so rerunning the command resumes a sweep; a failed
+run is reported and the others go on.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def plan(recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[An
             names.add(name)
             out = str(Path(output_dir) / name)
             flags = [f"--{k}={_format(v)}" for k, v in overrides.items()]
-            argv = [recipe, *extra, *flags, f"--seed={seed}", f"--output_dir={out}", f"--torch_threads={threads}"]
+            group = f"--tracker_group={Path(output_dir).resolve().name}"  # before extra: a given group wins
+            argv = [recipe, group, *extra, *flags, f"--seed={seed}", f"--output_dir={out}", f"--torch_threads={threads}"]
             parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
             runs.append(SweepRun(name, seed, overrides, out, argv, log=str(Path(out) / "train.log")))
     return runs

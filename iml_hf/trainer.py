@@ -2,7 +2,8 @@
 
 It overrides public methods only: ``log`` adds the stage index and the step counted over all
 stages (so trackers see one monotone axis), and ``create_optimizer`` can continue the previous
-stage's optimizer (its moments) at this stage's learning rate and weight decay.
+stage's optimizer (its moments) at this stage's learning rate and weight decay. The stock wandb
+and TensorBoard callbacks are swapped for stage-aware ones sharing the run's ``TrackerRun``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerState
 
+from iml_hf.trackers import TrackerRun, use_stage_trackers
+
 
 class IMLTrainer(Trainer):
-    """``Trainer`` for one named stage; ``step_offset`` is the number of steps of earlier stages."""
+    """``Trainer`` for one named stage; ``step_offset`` is the number of steps of earlier stages,
+    ``tracker_run`` what the trackers of all stages share (a one-stage run of its own by default)."""
 
     def __init__(
         self,
@@ -23,6 +27,7 @@ class IMLTrainer(Trainer):
         stage_index: int = 0,
         step_offset: int = 0,
         carried_optimizer: torch.optim.Optimizer | None = None,
+        tracker_run: TrackerRun | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -30,6 +35,8 @@ class IMLTrainer(Trainer):
         self.stage_index = stage_index
         self.step_offset = step_offset
         self.carried_optimizer = carried_optimizer
+        self.tracker_run = tracker_run or TrackerRun(name=self.args.run_name)
+        use_stage_trackers(self, self.tracker_run, stage_name, step_offset)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.carried_optimizer is None:
