@@ -50,6 +50,11 @@ register_architecture(
 )
 
 
+def is_registered(model: nn.Module) -> bool:
+    """Whether this module knows the model's architecture."""
+    return getattr(getattr(model, "config", None), "model_type", None) in ARCHITECTURES
+
+
 def architecture_of(model: nn.Module) -> Architecture:
     """The registered architecture of a transformers model (by ``config.model_type``); an
     unregistered one is an error that names the registered ones and how to add it."""

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from iml_hf.architectures import module_roles, role_of
+from iml_hf.architectures import is_registered, module_roles, role_of
 from transformers.pytorch_utils import Conv1D
 
 from iml_hf.data import PadCollator
@@ -60,7 +60,7 @@ def parameter_groups(model: nn.Module) -> dict[str, str]:
     output embedding not tied to the input one) or other."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     input_weight = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
-    roles = module_roles(model)
+    roles = module_roles(model) if is_registered(model) else {}  # unknown decoders: all blocks "other"
     names = {id(p): n for n, p in trainable_parameters(model).items()}
     groups: dict[str, str] = {}
     for module_name, module in model.named_modules():

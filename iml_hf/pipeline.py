@@ -13,6 +13,7 @@ from accelerate import PartialState
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, set_seed
 
+from iml_hf.architectures import architecture_of
 from iml_hf.callbacks.console import use_compact_console
 from iml_hf.callbacks.subset_em import SubsetEMCallback
 from iml_hf.measurements import MEASUREMENTS
@@ -142,6 +143,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
     inputs = mechanism_inputs(recipe, tokenized, tokenizer)
     set_seed(seed)
     model = build_model(recipe.model, tokenizer)
+    if recipe.measurement_args("layer_analysis").enabled:
+        architecture_of(model)  # an unknown decoder fails now, not at the first stage's end
 
     out = Path(recipe.run.output_dir)
     if state.is_main_process:
