@@ -1,4 +1,5 @@
-"""Build a task's corpus once, cache it on disk keyed by a hash of its arguments, and fingerprint it."""
+"""Build a task's corpus once, cache it on disk keyed by a hash of its arguments, and fingerprint it;
+or read a published corpus (a Hub dataset or a local folder in its layout), checked against the task."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from typing import Any
+
 from datasets import DatasetDict, load_from_disk
 
 from iml_hf.tasks import CORPUS_COLUMNS, KINDS, Task
 
 CORPUS_FORMAT_VERSION = 2  # 2: the referent column
+#: The key of a dataset card's YAML metadata under which a published corpus names its origin.
+CARD_METADATA_KEY = "iml_hf"
 
 
 def default_cache_dir() -> Path:
@@ -78,3 +83,77 @@ def load_or_build_corpus(task: Task, seed: int, cache_dir: str | Path | None = N
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_from_disk(str(path))
+
+
+def corpus_metadata(task: Task, seed: int, corpus: DatasetDict) -> dict[str, Any]:
+    """What a published corpus records about its origin (its dataset card's ``iml_hf`` metadata):
+    the task's arguments, the seed, the cache key and the fingerprint."""
+    return {
+        "task": dataclasses.asdict(task),
+        "seed": seed,
+        "cache_key": corpus_key(task, seed),
+        "fingerprint": corpus_fingerprint(corpus),
+        "corpus_format_version": CORPUS_FORMAT_VERSION,
+        "task_version": type(task).version,
+    }
+
+
+def _card_metadata(source: str, revision: str | None) -> dict[str, Any]:
+    """The ``iml_hf`` metadata of the dataset card beside the data ({} when there is none)."""
+    from huggingface_hub import DatasetCard, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    if Path(source).is_dir():
+        path = Path(source) / "README.md"
+        if not path.is_file():
+            return {}
+    else:
+        try:
+            path = Path(hf_hub_download(source, "README.md", repo_type="dataset", revision=revision))
+        except EntryNotFoundError:
+            return {}
+    return DatasetCard.load(path).data.to_dict().get(CARD_METADATA_KEY) or {}
+
+
+def check_corpus_metadata(metadata: dict[str, Any], task: Task, seed: int, corpus: DatasetDict, source: str) -> None:
+    """A published corpus must come from the recipe's task arguments and seed (they define its
+    subsets and contrasts) and hold the rows its card fingerprints; a card without metadata is not checked."""
+    if not metadata:
+        return
+    where = f"corpus_dataset={source!r}"
+    made_by = metadata.get("task") or {}
+    if made_by.get("name") != task.name:
+        raise ValueError(f"{where} holds a corpus of task {made_by.get('name')!r}, but the recipe's task.name is {task.name!r}")
+    ours = dataclasses.asdict(task)
+    differing = sorted(k for k in made_by.keys() | ours.keys() if made_by.get(k) != ours.get(k))
+    if differing:
+        detail = ", ".join(f"task.{k}: dataset {made_by.get(k)!r}, recipe {ours.get(k)!r}" for k in differing)
+        raise ValueError(f"{where} was built with other task arguments than the recipe's ({detail}); "
+                         "set the recipe's task keys to the dataset's")
+    if "seed" in metadata and metadata["seed"] != seed:
+        raise ValueError(f"{where} was built with seed {metadata['seed']}, but the recipe's seed is {seed} "
+                         f"(the seed also seeds training); set seed: {metadata['seed']} or build the corpus instead")
+    if "fingerprint" in metadata and metadata["fingerprint"] != corpus_fingerprint(corpus):
+        raise ValueError(f"{where}: the data files do not match the fingerprint in the dataset card "
+                         f"({metadata['fingerprint'][:12]}...); the rows were changed after the card was written")
+
+
+def load_corpus_dataset(source: str, task: Task, seed: int, revision: str | None = None,
+                        cache_dir: str | Path | None = None) -> DatasetDict:
+    """The corpus in the dataset ``source`` (a Hub id or a local folder, both read by
+    ``datasets.load_dataset``) at ``revision``, checked against the task's schema and the card's metadata."""
+    from datasets import load_dataset
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    try:
+        loaded = load_dataset(source, revision=revision, cache_dir=str(root / "datasets"))
+    except (FileNotFoundError, ConnectionError) as error:
+        at = f" at revision {revision!r}" if revision else ""
+        raise ValueError(f"corpus_dataset={source!r}{at} cannot be read: {error}") from None
+    corpus = DatasetDict({split: loaded[split] for split in loaded})
+    try:
+        validate_corpus(corpus, task)
+    except ValueError as error:
+        raise ValueError(f"corpus_dataset={source!r} is not a corpus of this task: {error}") from None
+    check_corpus_metadata(_card_metadata(source, revision), task, seed, corpus, source)
+    return corpus

@@ -48,11 +48,20 @@ def answer_losses(model, input_ids: list[list[int]], labels: list[list[int]], pa
     return losses
 
 
+def padded_shard(size: int, rank: int, processes: int) -> tuple[list[int], int]:
+    """This process's contiguous share of ``size`` examples, padded with example 0 to the same
+    length on every process (so that all make the same model calls, as sharded parameters need),
+    and how many of them are its own."""
+    per = -(-size // processes)
+    own = list(range(min(size, rank * per), min(size, (rank + 1) * per)))
+    return own + [0] * (per - len(own)), len(own)
+
+
 class SubsetEMCallback(IntervalCallback):
     """Logs ``eval/<set>/em`` (and ``f1``, ``loss``) through ``trainer.log`` (so every ``report_to``
     tracker gets it) and appends (stage, global step, epoch, set, metric, value) rows to
     ``metrics.jsonl``. ``every_steps`` = 0 measures only at the end of the stage; ``latest`` holds
-    the last EM per set and ``latest_metrics`` every metric."""
+    the last EM per set, ``latest_metrics`` every metric and ``sizes`` the examples per set."""
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class SubsetEMCallback(IntervalCallback):
         columns = ["prompt_ids", "answer_ids"] + (["answer"] if answer_match == "text" else []) + (
             ["input_ids", "labels"] if loss else [])
         self.sets = {name: {c: list(data[c]) for c in columns} for name, data in eval_sets.items()}
+        self.sizes = {name: len(data["prompt_ids"]) for name, data in self.sets.items()}
         self.batch_size = batch_size
         self.answer_match = answer_match
         self.loss = loss
@@ -101,9 +111,9 @@ class SubsetEMCallback(IntervalCallback):
         processes = PartialState()
         metrics: dict[str, dict[str, float]] = {}
         for name, data in self.sets.items():
-            with processes.split_between_processes(list(range(len(data["prompt_ids"])))) as shard:
-                scores = self._scores(data, list(shard))
-            sums = gather_object([({k: sum(v) for k, v in scores.items()}, len(shard))])
+            shard, own = padded_shard(len(data["prompt_ids"]), processes.process_index, processes.num_processes)
+            scores = self._scores(data, shard)
+            sums = gather_object([({k: sum(v[:own]) for k, v in scores.items()}, own)])
             count = max(sum(n for _, n in sums), 1)
             metrics[name] = {k: sum(s[k] for s, _ in sums) / count for k in scores}
         self.emit(state, "eval", [(name, k, v, {}) for name, values in metrics.items() for k, v in values.items()])
