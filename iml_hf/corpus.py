@@ -143,13 +143,16 @@ def load_corpus_dataset(source: str, task: Task, seed: int, revision: str | None
     """The corpus in the dataset ``source`` (a Hub id or a local folder, both read by
     ``datasets.load_dataset``) at ``revision``, checked against the task's schema and the card's metadata."""
     from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
         loaded = load_dataset(source, revision=revision, cache_dir=str(root / "datasets"))
-    except (FileNotFoundError, ConnectionError) as error:
+    except (FileNotFoundError, ConnectionError, DatasetGenerationError) as error:
         at = f" at revision {revision!r}" if revision else ""
-        raise ValueError(f"corpus_dataset={source!r}{at} cannot be read: {error}") from None
+        lines = str(error.__cause__ or "").strip().splitlines()  # a cast error spans a schema: its first and last line
+        cause = " ... ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else ""
+        raise ValueError(f"corpus_dataset={source!r}{at} cannot be read: {error}{f' ({cause})' if cause else ''}") from None
     corpus = DatasetDict({split: loaded[split] for split in loaded})
     try:
         validate_corpus(corpus, task)
