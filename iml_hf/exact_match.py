@@ -15,6 +15,17 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel
 
 
+def parameters_sharded(model: torch.nn.Module) -> bool:
+    """Whether the model's parameters are sharded across processes (FSDP, DeepSpeed ZeRO-3), so that
+    every forward is a collective: all processes must then make the same calls in the same order."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return (isinstance(model, FullyShardedDataParallel) or is_deepspeed_zero3_enabled()
+            or any(isinstance(p, DTensor) for p in model.parameters()))
+
+
 def _batches(indices: Sequence[int], size: int) -> list[Sequence[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
@@ -76,12 +87,14 @@ def greedy_continuations(
     (else ``max_new_tokens`` of them), by batched ``generate`` with left padding.
 
     Prompts are batched longest first so a batch holds similar lengths (less padding); the
-    result is in the input order. The model runs in eval mode, restored afterwards.
+    result is in the input order. The model runs in eval mode, restored afterwards. With sharded
+    parameters the processes decode in step until the last one is done (``synced_gpus``).
     """
     config = GenerationConfig(
         do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id
     )
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    synced = True if parameters_sharded(model) else None  # None: generate's own check
     out: list[list[int]] = [[] for _ in prompts]
     with _eval_mode(model):
         for batch in _batches(order, batch_size):
@@ -90,6 +103,7 @@ def greedy_continuations(
                 input_ids=input_ids.to(model.device),
                 attention_mask=mask.to(model.device),
                 generation_config=config,
+                synced_gpus=synced,
             )
             for i, tokens in zip(batch, generated[:, input_ids.shape[1] :].cpu().tolist()):
                 out[i] = _cut_after(tokens, eos_id)
@@ -104,13 +118,16 @@ def exact_match(
     eos_token_id: int | None = None,
     batch_size: int = 1024,
 ) -> list[bool]:
-    """Per-example exact match of greedy decoding; the model is put in eval mode and restored."""
+    """Per-example exact match of greedy decoding; the model is put in eval mode and restored.
+    Single-token answers take one forward pass, except with sharded parameters, where every example
+    is decoded (each process then makes the same calls whatever its mix of answer lengths)."""
     if len(prompt_ids) != len(answer_ids):
         raise ValueError("prompt_ids and answer_ids must have the same length")
     with _eval_mode(model):
         correct = [False] * len(prompt_ids)
-        single = [i for i, a in enumerate(answer_ids) if len(a) == 1]
-        multi = [i for i, a in enumerate(answer_ids) if len(a) > 1]
+        sharded = parameters_sharded(model)
+        single = [] if sharded else [i for i, a in enumerate(answer_ids) if len(a) == 1]
+        multi = [i for i, a in enumerate(answer_ids) if sharded or len(a) > 1]
         for batch in _batches(single, batch_size):
             scores = _first_token_correct(
                 model, [prompt_ids[i] for i in batch], [answer_ids[i] for i in batch], pad_token_id

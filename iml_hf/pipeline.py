@@ -106,7 +106,9 @@ def sharded_parameters(recipe: Recipe) -> str | None:
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or any(
             {**recipe.training, **stage.training}.get("fsdp") for stage in recipe.stages):
         return "FSDP"
-    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" or is_deepspeed_zero3_enabled():
         return "DeepSpeed ZeRO-3"
     return None
 

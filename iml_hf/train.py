@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     datasets.disable_progress_bars()  # corpus building and tokenizing take seconds; keep the log readable
 
-    results = run(recipe)
+    try:
+        results = run(recipe)
+    except RecipeError as error:  # a launch that cannot work (run checks it before training)
+        print(f"iml_hf.train: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     from accelerate import PartialState
 
     if PartialState().is_main_process:

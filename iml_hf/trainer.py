@@ -11,9 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerState
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from iml_hf.trackers import TrackerRun, use_stage_trackers
+
+
+class LogAtStageEnd(TrainerCallback):
+    """Logs the training loss at a stage's last step: the Trainer averages the loss over processes
+    only when it logs, so without this the steps after the last logging step would enter
+    ``train_loss`` with the main process's own share of the loss alone."""
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_log = True
 
 
 class IMLTrainer(Trainer):
@@ -35,6 +45,7 @@ class IMLTrainer(Trainer):
         self.stage_index = stage_index
         self.step_offset = step_offset
         self.carried_optimizer = carried_optimizer
+        self.add_callback(LogAtStageEnd())
         self.tracker_run = tracker_run or TrackerRun(name=self.args.run_name)
         use_stage_trackers(self, self.tracker_run, stage_name, step_offset)
 

@@ -93,7 +93,8 @@ class SubsetEMCallback(IntervalCallback):
         if self.answer_match == "text":
             from iml_hf.qa_match import generate_answers, score_answers
 
-            longest = max((len(data["answer_ids"][i]) for i in shard), default=1)
+            # the whole set's longest answer, not the shard's: a prediction must not depend on the sharding
+            longest = max((len(a) for a in data["answer_ids"]), default=1)
             predictions = generate_answers(model, tokenizer, prompts, longest + 1, self.batch_size)
             text = score_answers(predictions, [data["answer"][i] for i in shard])
             scores = {"em": text["em"], "f1": text["f1"]}
