@@ -46,7 +46,7 @@ register_architecture(
 register_architecture(
     Architecture("llama", "layers", "norm", "self_attn", "input_layernorm", "mlp", "post_attention_layernorm",
                  "down_proj", gated_mlp=True),
-    "mistral", "qwen2", "qwen3",
+    "mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3",
 )
 
 

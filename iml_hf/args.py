@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
+SCRATCH_ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
 
 
 #: Model keys that describe a model built from scratch; next to ``model_name_or_path`` they are an error.
@@ -18,7 +18,11 @@ FROM_SCRATCH_KEYS = (
     "architecture", "num_layers", "hidden_size", "num_heads", "intermediate_size", "attention_only", "dropout",
     "tie_word_embeddings", "max_position_embeddings", "config_overrides",
 )
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+#: Model keys that only mean something for a checkpoint; without ``model_name_or_path`` they are an error.
+CHECKPOINT_KEYS = ("revision", "trust_remote_code")
+#: Parameter dtypes a run may train in. float16 parameters are not among them: AdamW's epsilon
+#: rounds to zero in float16 and a zero gradient then gives NaN; use float32 with training.fp16.
+DTYPES = ("float32", "bfloat16", "auto")
 
 
 @dataclass
@@ -47,12 +51,14 @@ class ModelArguments:
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
+        if self.architecture not in SCRATCH_ARCHITECTURES:
             raise ValueError(
-                f"model.architecture={self.architecture!r} is not supported; use one of {ARCHITECTURES}"
+                f"model.architecture={self.architecture!r} is not supported; use one of {SCRATCH_ARCHITECTURES}"
             )
         if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype={self.dtype!r}; use one of {DTYPES}")
+            hint = " (float16 parameters make AdamW give NaN; keep float32 and set training.fp16=true)" \
+                if self.dtype == "float16" else ""
+            raise ValueError(f"model.dtype={self.dtype!r}; use one of {DTYPES}{hint}")
         if self.model_name_or_path is None and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}"

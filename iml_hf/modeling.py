@@ -111,6 +111,11 @@ def load_checkpoint(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) ->
         trust_remote_code=args.trust_remote_code,
         **extra,
     )
+    if next(model.parameters()).dtype == torch.float16:
+        raise ValueError(
+            f"model.dtype={args.dtype!r} loaded {args.model_name_or_path!r} in float16, in which AdamW gives NaN "
+            "(its epsilon rounds to zero); use model.dtype=float32 (with training.fp16 or bf16) or bfloat16"
+        )
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     if model.config.pad_token_id is None:
@@ -124,7 +129,9 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
     if args.model_name_or_path:
         model = load_checkpoint(args, tokenizer)
     else:
-        model = AutoModelForCausalLM.from_config(build_config(args, tokenizer))
+        extra = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+        dtype = torch.float32 if args.dtype == "auto" else getattr(torch, args.dtype)
+        model = AutoModelForCausalLM.from_config(build_config(args, tokenizer), dtype=dtype, **extra)
     if getattr(model.config, "attention_only", False):
         make_attention_only(model)
     generation = model.generation_config

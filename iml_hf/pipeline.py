@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -110,7 +111,27 @@ def sharded_parameters(recipe: Recipe) -> str | None:
 
     if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" or is_deepspeed_zero3_enabled():
         return "DeepSpeed ZeRO-3"
+    for stage in recipe.stages:  # training.deepspeed: a ZeRO config file or mapping of the recipe's own
+        config = {**recipe.training, **stage.training}.get("deepspeed")
+        if isinstance(config, str) and Path(config).is_file():
+            config = json.loads(Path(config).read_text())
+        if isinstance(config, dict) and (config.get("zero_optimization") or {}).get("stage") == 3:
+            return "DeepSpeed ZeRO-3"
     return None
+
+
+def checkpoint_origin(recipe: Recipe) -> dict[str, Any] | None:
+    """Which weights a run started from: the checkpoint, the revision asked for and the commit it
+    resolved to (a branch such as ``main`` moves; the commit does not). None from scratch."""
+    if not recipe.model.model_name_or_path:
+        return None
+    name, revision = recipe.model.model_name_or_path, recipe.model.revision
+    commit = None
+    if not Path(name).is_dir():  # a hub id: the snapshot folder the revision resolved to is named by its commit
+        from huggingface_hub import hf_hub_download
+
+        commit = Path(hf_hub_download(name, "config.json", revision=revision)).parent.name
+    return {"model_name_or_path": name, "revision": revision, "commit": commit}
 
 
 def check_launch(recipe: Recipe, state: PartialState) -> None:
@@ -227,13 +248,14 @@ def run(recipe: Recipe) -> dict[str, Any]:
             "rows": {split: len(rows) for split, rows in corpus.items()},
         },
         "parameters": count_parameters(model),
+        "checkpoint": checkpoint_origin(recipe),
         "processes": state.num_processes,  # the global batch is per_device_train_batch_size x processes x accumulation
         "recipe": recipe.resolved,
     }
     if state.is_main_process:
         write_json_atomic(out / "results.json", results)
         example = next(((row["prompt"], row["answer"]) for row in corpus["test"] if row["prompt"]), None)
-        write_model_cards(out, results, hub_repo_id(recipe.run) if recipe.run.push_to_hub else None, example)
+        write_model_cards(out, results, hub_repo_id(recipe) if recipe.run.push_to_hub else None, example)
         if recipe.run.push_to_hub:  # once, after results.json and the card exist
             print(f"pushed the run to https://huggingface.co/{push_run(out, recipe, results, example)}")
     return results

@@ -21,8 +21,8 @@ import torch
 import yaml
 from transformers import TrainingArguments
 
-from iml_hf.args import FROM_SCRATCH_KEYS, STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
-from iml_hf.hub import check_hub_keys
+from iml_hf.args import CHECKPOINT_KEYS, FROM_SCRATCH_KEYS, STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
+from iml_hf.hub import check_hub_keys, check_hub_repo_id
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-exported)
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
@@ -302,7 +302,11 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         raise RecipeError(f"{error} ({where})") from None
     if not stages:
         raise RecipeError(f"no stages are defined {where}; add a 'stages:' list")
-    scratch = sorted(set(nested.get("model", {})) & set(FROM_SCRATCH_KEYS))
+    given = set(nested.get("model", {}))
+    if model.model_name_or_path is None and given & set(CHECKPOINT_KEYS):
+        key = sorted(given & set(CHECKPOINT_KEYS))[0]
+        raise RecipeError(f"model.{key} only applies to a checkpoint; set model.model_name_or_path or remove it ({where})")
+    scratch = sorted(given & set(FROM_SCRATCH_KEYS))
     if model.model_name_or_path is not None and scratch:
         raise RecipeError(
             f"model.{scratch[0]} describes a model built from scratch, but model.model_name_or_path="
@@ -325,6 +329,10 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     if layers.split not in ("train", "test"):
         raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
     recipe = Recipe(run, task, model, evaluation, training, stages, measurements=measurements, source=source)
+    try:
+        check_hub_repo_id(recipe)  # the default repo id is the run name, known once the recipe is
+    except ValueError as error:
+        raise RecipeError(f"{error} ({where})") from None
     for stage in stages:
         try:
             recipe.training_arguments(stage)

@@ -9,7 +9,7 @@ on every token after BOS (their prompt/answer split only serves the monitoring E
 from __future__ import annotations
 
 from datasets import DatasetDict
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
@@ -30,6 +30,7 @@ def encode_like_training(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokeni
             f"{type(tokenizer).__name__} is not backed by the tokenizers library; iml_hf needs a fast "
             "tokenizer (AutoTokenizer.from_pretrained(..., use_fast=True) or its tokenizer.json)"
         )
+    tokenizer.add_eos_token = False
     tokenizer.add_bos_token = True  # rebuilds the post-processor: [bos] $A
     tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"  # init_kwargs: saved with it
     return tokenizer
@@ -52,17 +53,39 @@ def build_wordlevel_tokenizer(corpus: DatasetDict) -> PreTrainedTokenizerFast:
 
 def load_pretrained_tokenizer(
     name_or_path: str, revision: str = "main", trust_remote_code: bool = False, task_words: list[str] | None = None
-) -> PreTrainedTokenizerBase:
+) -> PreTrainedTokenizerFast:
     """A checkpoint's own tokenizer by path or hub id, with a pad token (EOS if it has none), BOS
-    added as training does, and ``task_words`` (aliases, tags) added as whole tokens if given."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    if tokenizer.bos_token is None:
-        tokenizer.bos_token = tokenizer.eos_token
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    added as training does, and each of ``task_words`` (aliases, tags) one token, if given.
+
+    It is rebuilt as the generic tokenizers-backed class from the checkpoint's backend: a
+    model-specific class such as ``GPTNeoXTokenizer`` rebuilds its post-processor on loading (BOS
+    off) instead of reading the saved one, so a saved run would encode differently from training.
+    """
+    loaded = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    if not hasattr(loaded, "backend_tokenizer"):
+        raise ValueError(f"the tokenizer of {name_or_path!r} ({type(loaded).__name__}) has no tokenizers backend "
+                         "(tokenizer.json); iml_hf needs a fast tokenizer")
+    special = {name: getattr(loaded, name) for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    special["bos_token"] = special["bos_token"] or special["eos_token"]
+    special["pad_token"] = special["pad_token"] or special["eos_token"]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(loaded.backend_tokenizer.to_str()),
+        model_max_length=loaded.model_max_length,
+        **{name: token for name, token in special.items() if token is not None},
+        **({"chat_template": loaded.chat_template} if getattr(loaded, "chat_template", None) else {}),
+    )
     if task_words:
-        tokenizer.add_tokens([w for w in task_words if w not in tokenizer.get_vocab()])
+        add_task_words(tokenizer, task_words)
     return encode_like_training(tokenizer)
+
+
+def add_task_words(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> None:
+    """Give each word one token of its own in both places a word stands in text, after a space
+    (``" x05"``) and at the start (``"x05"``), matched on the raw text, so ``"3 x05 ="`` is
+    ``3 | x05 | =`` and decodes back unchanged."""
+    vocab = tokenizer.get_vocab()
+    forms = [form for word in words for form in (word, " " + word) if form not in vocab]
+    tokenizer.add_tokens([AddedToken(form, normalized=False) for form in dict.fromkeys(forms)])
 
 
 def encode_rows(

@@ -5,22 +5,50 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, MistralConfig
+from transformers import (
+    AutoModelForCausalLM,
+    GemmaConfig,
+    MistralConfig,
+    OlmoConfig,
+    Phi3Config,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 from iml_hf.architectures import architecture_of, blocks, final_norm, mlp_parts, module_roles
 from iml_hf.gradients import parameter_groups
 from conftest import build_tiny_model
 
 
-@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gpt_neox"])
-def test_blocks_and_final_norm_rebuild_the_models_logits(architecture, tiny_tokenizer):
-    model = build_tiny_model(tiny_tokenizer, architecture).eval()
-    ids = torch.tensor([[2, 5, 9, 4, 7]])
-    out = model(ids, output_hidden_states=True)
-    assert len(blocks(model)) == 2 == len(out.hidden_states) - 1
-    # the last hidden state HF returns is after the final norm: undo nothing, just re-apply the head
-    torch.testing.assert_close(model.get_output_embeddings()(out.hidden_states[-1]), out.logits)
-    assert isinstance(final_norm(model), nn.Module) and final_norm(model) is not blocks(model)[-1]
+ALIASES = {"mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "gemma": GemmaConfig,
+           "olmo": OlmoConfig, "phi3": Phi3Config}
+
+
+def _alias_model(name: str, vocab_size: int) -> nn.Module:
+    torch.manual_seed(0)
+    config = ALIASES[name](vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, head_dim=8, pad_token_id=0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gpt_neox", *ALIASES])
+def test_last_block_then_final_norm_then_head_is_the_models_forward(architecture, tiny_tokenizer):
+    if architecture in ALIASES:
+        model = _alias_model(architecture, len(tiny_tokenizer))
+    else:
+        model = build_tiny_model(tiny_tokenizer, architecture).eval()
+    captured = {}
+    last = blocks(model)[-1]
+    handle = last.register_forward_hook(lambda module, args, out: captured.update(h=out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad():
+        logits = model(torch.tensor([[2, 5, 9, 4, 7]])).logits
+        rebuilt = model.get_output_embeddings()(final_norm(model)(captured["h"]))
+    handle.remove()
+    assert len(blocks(model)) == 2
+    if getattr(model.config, "final_logit_softcapping", None):  # gemma-style capping after the head
+        return
+    torch.testing.assert_close(rebuilt, logits)
+    assert mlp_parts(model)[0][0] is getattr(blocks(model)[0], architecture_of(model).mlp)
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama", "gpt_neox"])

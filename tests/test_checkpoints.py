@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast, T5Config
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, PreTrainedTokenizerFast, T5Config
 
 from iml_hf.args import ModelArguments
 from iml_hf.modeling import build_model, load_checkpoint_config
@@ -25,15 +25,16 @@ from iml_hf.tokenization import encode_rows, load_pretrained_tokenizer
 
 REPO = "tiny-org/pythia-tiny"
 EOT = "<|endoftext|>"
+PAD = "<|padding|>"
 
 
 def bpe_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on ``texts``, configured as Pythia's is (one
-    ``<|endoftext|>`` for BOS and EOS, no pad token)."""
+    ``<|endoftext|>`` for BOS and EOS, ``<|padding|>`` at id 1, no BOS added by default)."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=[EOT],
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=[EOT, PAD],
                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=EOT, eos_token=EOT, unk_token=EOT)
 
@@ -45,6 +46,8 @@ def save_checkpoint(folder: Path, tokenizer: PreTrainedTokenizerFast, seed: int)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())  # Pythia's own class, as on the Hub
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "GPTNeoXTokenizer"}))
     return model
 
 
@@ -112,6 +115,14 @@ print("stages", list(results["stages"]), "type", results["recipe"]["model"]["mod
     results = json.loads((tmp_path / "pythia-run" / "results.json").read_text())
     assert results["recipe"]["model"]["revision"] == "step1000"
     assert "num_layers" not in results["recipe"]["model"]  # the checkpoint's config, not a from-scratch default
+    assert results["checkpoint"] == {"model_name_or_path": REPO, "revision": "step1000",
+                                     "commit": hashlib.sha1(b"step1000").hexdigest()}
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(tmp_path / "pythia-run")  # the run folder, as a Hub user loads it
+    source = AutoTokenizer.from_pretrained(tmp_path / "src-step1000")
+    assert type(source).__name__ == "GPTNeoXTokenizer" and source("3 x05 =")["input_ids"][0] != source.bos_token_id
+    assert saved("3 x05 =")["input_ids"] == encode_rows(saved, ["3 x05 ="], ["6"])["prompt_ids"][0]  # BOS first
     trained = AutoModelForCausalLM.from_pretrained(tmp_path / "pythia-run")
     assert trained.config.model_type == "gpt_neox"
     before = models_["step1000"].state_dict()["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"]
@@ -122,15 +133,24 @@ def test_pretrained_tokenizer_pads_left_adds_bos_like_training_and_task_tokens_o
     tokenizer = bpe_tokenizer(list(tiny_corpus["train"]["text"]))
     save_checkpoint(tmp_path, tokenizer, 0)
     plain = load_pretrained_tokenizer(str(tmp_path))
-    assert plain.pad_token == EOT and plain.padding_side == "left"
+    assert plain.pad_token == PAD and plain.padding_side == "left"
     row = encode_rows(plain, ["3 x05 ="], ["6"])
     assert plain("3 x05 =")["input_ids"] == row["prompt_ids"][0]  # BOS first, as in training
+    plain.save_pretrained(tmp_path / "saved")
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved")("3 x05 =")["input_ids"] == row["prompt_ids"][0]
     assert len(plain(" x05", add_special_tokens=False)["input_ids"]) > 1  # an alias is plain text by default
     aliases = ["x05", "x13", "Dt"]
     extended = load_pretrained_tokenizer(str(tmp_path), task_words=aliases)
-    assert [len(extended(w, add_special_tokens=False)["input_ids"]) for w in aliases] == [1, 1, 1]
+    for word in aliases:  # one token at the start of a text and after a space, as in "3 x05 ="
+        assert len(extended(word, add_special_tokens=False)["input_ids"]) == 1
+        assert len(extended(" " + word, add_special_tokens=False)["input_ids"]) == 1
+    for text in ("3 x05 =", "Dt x13 5", "x05 2 = 6"):
+        ids = extended(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == len(text.split()) and extended.decode(ids) == text
     model = build_model(ModelArguments(model_name_or_path=str(tmp_path)), extended)
-    assert model.get_input_embeddings().num_embeddings == len(extended) > len(plain)
+    vocab = plain.get_vocab()
+    added = [form for word in aliases for form in (word, " " + word) if form not in vocab]
+    assert model.get_input_embeddings().num_embeddings == len(extended) == len(plain) + len(added) > len(plain)
 
 
 def test_dtype_and_from_scratch_keys_next_to_a_checkpoint(tiny_corpus, tmp_path, tiny_recipe):
@@ -142,8 +162,16 @@ def test_dtype_and_from_scratch_keys_next_to_a_checkpoint(tiny_corpus, tmp_path,
         parse_recipe([str(tiny_recipe), f"--model.model_name_or_path={tmp_path / 'ckpt'}", "--model.num_layers=3"])
     recipe = parse_recipe([str(tiny_recipe), f"--model.model_name_or_path={tmp_path / 'ckpt'}"])
     assert recipe.model.model_name_or_path == str(tmp_path / "ckpt")  # the file's from-scratch keys give way
-    with pytest.raises(RecipeError, match="model.dtype='fp8'"):
-        parse_recipe([str(tiny_recipe), "--model.dtype=fp8"])
+    with pytest.raises(RecipeError, match="model.dtype='float16'.*AdamW give NaN.*training.fp16"):
+        parse_recipe([str(tiny_recipe), "--model.dtype=float16"])
+    with pytest.raises(RecipeError, match="model.revision only applies to a checkpoint"):
+        parse_recipe([str(tiny_recipe), "--model.revision=step1000"])
+    half = tmp_path / "half"
+    AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float16).save_pretrained(half)
+    with pytest.raises(ValueError, match="in float16, in which AdamW gives NaN"):
+        build_model(ModelArguments(model_name_or_path=str(half), dtype="auto"), tokenizer)
+    scratch = build_model(ModelArguments(num_layers=1, hidden_size=16, num_heads=2, dtype="bfloat16"), tokenizer)
+    assert next(scratch.parameters()).dtype == torch.bfloat16
 
 
 def test_encoder_decoder_checkpoints_are_refused_before_loading_weights(tmp_path):
