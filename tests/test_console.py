@@ -22,3 +22,17 @@ def test_console_view_keeps_headlines_only():
         "embedding/x2t/embed_cos": 0.6,
         "total_step": 10.0,
     }
+
+
+def test_a_log_with_only_hidden_keys_prints_no_line(capsys):
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from iml_hf.callbacks.console import CompactPrinterCallback
+
+    printer, args = CompactPrinterCallback(), TrainingArguments(output_dir="unused", report_to="none")
+    state = TrainerState(is_local_process_zero=True)
+    printer.on_log(args, state, TrainerControl(), logs={"grad_align_mean/x2t/all": 0.3, "stage_index": 1.0,
+                                                        "total_step": 5.0, "epoch": 1.0})
+    assert capsys.readouterr().out == ""
+    printer.on_log(args, state, TrainerControl(), logs={"eval/x2t/em": 0.4, "total_step": 5.0})
+    assert "eval/x2t/em" in capsys.readouterr().out

@@ -24,14 +24,22 @@ def console_view(logs: dict[str, object]) -> dict[str, object]:
     return view
 
 
+#: Keys every log carries (where training is); a log with nothing else is not worth a line.
+POSITION_KEYS = frozenset({"stage_index", "total_step", "epoch", "step"})
+
+
 class CompactPrinterCallback(PrinterCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
-        super().on_log(args, state, control, logs=console_view(logs or {}), **kwargs)
+        view = console_view(logs or {})
+        if set(view) - POSITION_KEYS:
+            super().on_log(args, state, control, logs=view, **kwargs)
 
 
 class CompactProgressCallback(ProgressCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
-        super().on_log(args, state, control, logs=console_view(logs or {}), **kwargs)
+        view = console_view(logs or {})
+        if set(view) - POSITION_KEYS:
+            super().on_log(args, state, control, logs=view, **kwargs)
 
 
 def use_compact_console(trainer: Trainer) -> None:
