@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
 from typing import Any
 
 from datasets import DatasetDict, load_from_disk
@@ -20,6 +19,10 @@ from iml_hf.tasks import CORPUS_COLUMNS, KINDS, Task
 CORPUS_FORMAT_VERSION = 2  # 2: the referent column
 #: The key of a dataset card's YAML metadata under which a published corpus names its origin.
 CARD_METADATA_KEY = "iml_hf"
+#: Task arguments ending in this name a local file or folder (``kb_path``): machine-dependent, so a
+#: published corpus records the sha256 of their content (``task_files``) instead of the path, and a
+#: recipe is compared with it on that content, not on the path.
+PATH_SUFFIX = "_path"
 
 
 def default_cache_dir() -> Path:
@@ -85,11 +88,44 @@ def load_or_build_corpus(task: Task, seed: int, cache_dir: str | Path | None = N
     return load_from_disk(str(path))
 
 
+def task_path_fields(task: Task) -> tuple[str, ...]:
+    """The task's path-valued arguments (names ending in ``PATH_SUFFIX``)."""
+    return tuple(f.name for f in dataclasses.fields(task) if f.name.endswith(PATH_SUFFIX))
+
+
+def path_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes; of a folder, of every file under it (its relative path, then its bytes)."""
+    path = Path(path)
+    files = [(path.name, path)] if path.is_file() else sorted(
+        (p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for name, file in files:
+        if not path.is_file():
+            digest.update(f"{name}\n".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def published_task_arguments(task: Task) -> dict[str, Any]:
+    """The task's arguments without its path-valued ones (what a dataset card publishes and compares)."""
+    paths = task_path_fields(task)
+    return {k: v for k, v in dataclasses.asdict(task).items() if k not in paths}
+
+
+def task_file_digests(task: Task) -> dict[str, str]:
+    """sha256 of the file (or folder) each set path-valued task argument names."""
+    return {name: path_digest(getattr(task, name)) for name in task_path_fields(task) if getattr(task, name)}
+
+
 def corpus_metadata(task: Task, seed: int, corpus: DatasetDict) -> dict[str, Any]:
     """What a published corpus records about its origin (its dataset card's ``iml_hf`` metadata):
-    the task's arguments, the seed, the cache key and the fingerprint."""
+    the task's arguments (path-valued ones as the sha256 of their content, in ``task_files``), the
+    seed, the cache key and the fingerprint."""
     return {
-        "task": dataclasses.asdict(task),
+        "task": published_task_arguments(task),
+        **({"task_files": files} if (files := task_file_digests(task)) else {}),
         "seed": seed,
         "cache_key": corpus_key(task, seed),
         "fingerprint": corpus_fingerprint(corpus),
@@ -98,20 +134,13 @@ def corpus_metadata(task: Task, seed: int, corpus: DatasetDict) -> dict[str, Any
     }
 
 
-def _card_metadata(source: str, revision: str | None) -> dict[str, Any]:
-    """The ``iml_hf`` metadata of the dataset card beside the data ({} when there is none)."""
-    from huggingface_hub import DatasetCard, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+def _card_metadata(folder: Path) -> dict[str, Any]:
+    """The ``iml_hf`` metadata of the dataset card in ``folder`` ({} when the dataset has no card)."""
+    from huggingface_hub import DatasetCard
 
-    if Path(source).is_dir():
-        path = Path(source) / "README.md"
-        if not path.is_file():
-            return {}
-    else:
-        try:
-            path = Path(hf_hub_download(source, "README.md", repo_type="dataset", revision=revision))
-        except EntryNotFoundError:
-            return {}
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return {}
     return DatasetCard.load(path).data.to_dict().get(CARD_METADATA_KEY) or {}
 
 
@@ -124,12 +153,21 @@ def check_corpus_metadata(metadata: dict[str, Any], task: Task, seed: int, corpu
     made_by = metadata.get("task") or {}
     if made_by.get("name") != task.name:
         raise ValueError(f"{where} holds a corpus of task {made_by.get('name')!r}, but the recipe's task.name is {task.name!r}")
-    ours = dataclasses.asdict(task)
-    differing = sorted(k for k in made_by.keys() | ours.keys() if made_by.get(k) != ours.get(k))
+    paths = task_path_fields(task)  # local paths differ between machines: compared by content below
+    ours = published_task_arguments(task)
+    differing = sorted(k for k in made_by.keys() | ours.keys() if k not in paths and made_by.get(k) != ours.get(k))
     if differing:
         detail = ", ".join(f"task.{k}: dataset {made_by.get(k)!r}, recipe {ours.get(k)!r}" for k in differing)
         raise ValueError(f"{where} was built with other task arguments than the recipe's ({detail}); "
                          "set the recipe's task keys to the dataset's")
+    theirs_files = metadata.get("task_files") or {}
+    for key in paths:
+        if theirs_files.get(key) and getattr(task, key):
+            digest = path_digest(getattr(task, key))
+            if digest != theirs_files[key]:
+                raise ValueError(f"{where} was built from another task.{key} file than the recipe's "
+                                 f"{getattr(task, key)!r} (sha256 {theirs_files[key][:12]}... in the dataset card, "
+                                 f"{digest[:12]}... here); point task.{key} at the file the corpus was built from")
     if "seed" in metadata and metadata["seed"] != seed:
         raise ValueError(f"{where} was built with seed {metadata['seed']}, but the recipe's seed is {seed} "
                          f"(the seed also seeds training); set seed: {metadata['seed']} or build the corpus instead")
@@ -138,18 +176,34 @@ def check_corpus_metadata(metadata: dict[str, Any], task: Task, seed: int, corpu
                          f"({metadata['fingerprint'][:12]}...); the rows were changed after the card was written")
 
 
+def corpus_folder(source: str, revision: str | None = None) -> Path:
+    """The folder holding the dataset ``source``: itself if it is a local folder, else the snapshot
+    of the Hub dataset at ``revision`` (downloaded, or from the Hub cache when offline), so the data
+    files and the card come from one commit."""
+    from huggingface_hub import snapshot_download
+
+    if Path(source).is_dir():
+        return Path(source)
+    return Path(snapshot_download(source, repo_type="dataset", revision=revision))
+
+
 def load_corpus_dataset(source: str, task: Task, seed: int, revision: str | None = None,
                         cache_dir: str | Path | None = None) -> DatasetDict:
-    """The corpus in the dataset ``source`` (a Hub id or a local folder, both read by
-    ``datasets.load_dataset``) at ``revision``, checked against the task's schema and the card's metadata."""
+    """The corpus in the dataset ``source`` (a Hub id or a local folder) at ``revision``: the Hub
+    dataset's snapshot (``corpus_folder``) read by ``datasets.load_dataset``, checked against the
+    task's schema and against the metadata of the card in the same snapshot."""
     from datasets import load_dataset
     from datasets.exceptions import DatasetGenerationError
+    from huggingface_hub.errors import HFValidationError
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
+    at = f" at revision {revision!r}" if revision else ""
     try:
-        loaded = load_dataset(source, revision=revision, cache_dir=str(root / "datasets"))
-    except (FileNotFoundError, ConnectionError, DatasetGenerationError) as error:
-        at = f" at revision {revision!r}" if revision else ""
+        folder = corpus_folder(source, revision)
+        loaded = load_dataset(str(folder), cache_dir=str(root / "datasets"))
+    except HFValidationError as error:  # neither a folder nor a repo id
+        raise ValueError(f"corpus_dataset={source!r} is no local folder and no Hub dataset id ({error})") from None
+    except (OSError, ConnectionError, DatasetGenerationError) as error:  # missing, offline and not cached, unreadable
         lines = str(error.__cause__ or "").strip().splitlines()  # a cast error spans a schema: its first and last line
         cause = " ... ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else ""
         raise ValueError(f"corpus_dataset={source!r}{at} cannot be read: {error}{f' ({cause})' if cause else ''}") from None
@@ -158,5 +212,5 @@ def load_corpus_dataset(source: str, task: Task, seed: int, revision: str | None
         validate_corpus(corpus, task)
     except ValueError as error:
         raise ValueError(f"corpus_dataset={source!r} is not a corpus of this task: {error}") from None
-    check_corpus_metadata(_card_metadata(source, revision), task, seed, corpus, source)
+    check_corpus_metadata(_card_metadata(folder), task, seed, corpus, source)
     return corpus

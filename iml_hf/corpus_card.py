@@ -4,14 +4,13 @@ against, and prose describing the task, every subset and every column."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import yaml
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from iml_hf.corpus import CARD_METADATA_KEY, corpus_metadata
+from iml_hf.corpus import CARD_METADATA_KEY, corpus_metadata, published_task_arguments
 from iml_hf.tasks import CORPUS_COLUMNS, Task
 
 #: What each corpus column holds (the contract of ``iml_hf.tasks.CORPUS_COLUMNS``).
@@ -94,8 +93,9 @@ def data_file(split: str) -> str:
     return f"data/{split}-00000-of-00001.parquet"
 
 
-def card_data(task: Task, seed: int, corpus: DatasetDict) -> DatasetCardData:
-    """The YAML metadata: configs with a data file per split, features, split sizes, tags and ``iml_hf``."""
+def card_data(task: Task, seed: int, corpus: DatasetDict, meta: dict | None = None) -> DatasetCardData:
+    """The YAML metadata: configs with a data file per split, features, split sizes, tags and ``iml_hf``
+    (``meta``, else ``corpus_metadata``)."""
     first = next(iter(corpus.values()))
     return DatasetCardData(
         pretty_name=f"iml_hf {task.name} corpus (seed {seed})",
@@ -108,7 +108,7 @@ def card_data(task: Task, seed: int, corpus: DatasetDict) -> DatasetCardData:
             "splits": [{"name": split, "num_bytes": rows.data.nbytes, "num_examples": len(rows)}
                        for split, rows in corpus.items()],
         },
-        **{CARD_METADATA_KEY: corpus_metadata(task, seed, corpus)},
+        **{CARD_METADATA_KEY: meta or corpus_metadata(task, seed, corpus)},
     )
 
 
@@ -151,14 +151,17 @@ def corpus_card(task: Task, seed: int, corpus: DatasetDict, repo_id: str | None 
         "## Columns\n\n" + _column_table(corpus),
         "## Provenance\n\n"
         f"- task arguments (recipe keys `task.*`), seed {seed}:\n\n```yaml\n"
-        + yaml.safe_dump(dataclasses.asdict(task), sort_keys=False).rstrip() + "\n```\n\n"
-        f"- cache key: `{meta['cache_key']}` (hash of the task arguments, seed and corpus format)\n"
+        + yaml.safe_dump(published_task_arguments(task), sort_keys=False).rstrip() + "\n```\n\n"
+        + "".join(f"- `task.{key}`: a local file or folder, sha256 `{digest}` of its content (its path is not "
+                  "published; a recipe reading this corpus names its own copy)\n"
+                  for key, digest in meta.get("task_files", {}).items())
+        + f"- cache key: `{meta['cache_key']}` (hash of the task arguments, seed and corpus format)\n"
         f"- fingerprint: `{meta['fingerprint']}` (sha256 of the rows, split by split)\n"
         f"- corpus format {meta['corpus_format_version']}, task version {meta['task_version']}",
-        "## How to use\n\n```python\nfrom datasets import load_dataset\n\n"
+        ("## How to use\n\n```python\nfrom datasets import load_dataset\n\n"
         f'corpus = load_dataset("{name}"{at})\n```\n\n'
         "An iml_hf recipe with the same task arguments and seed reads it instead of generating it: "
         f"`python -m iml_hf.train RECIPE.yaml --corpus_dataset={name}{flag}`; the run checks the task "
-        "arguments, seed and fingerprint above against its recipe.",
+        "arguments, seed and fingerprint above against its recipe."),
     ]
-    return DatasetCard(f"---\n{card_data(task, seed, corpus).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+    return DatasetCard(f"---\n{card_data(task, seed, corpus, meta).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")

@@ -71,7 +71,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None, api: HfApi | None = None) -> dict[str, str | None]:
     """Parse, build the corpus, stage it and (unless ``--dry_run``) upload it; returns the repo id,
     the commit and the staged folder (None once removed)."""
-    from iml_hf.hub import valid_repo_id
+    from iml_hf.hub import repo_id_problem
 
     argv = sys.argv[1:] if argv is None else argv
     options, rest = parse_args(argv)
@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None, api: HfApi | None = None) -> dict[str, s
         repo_id = options.repo_id or recipe.run.corpus_repo_id
         if not options.dry_run and not repo_id:
             raise RecipeError("no dataset repo to push to: give --repo_id or the recipe key corpus_repo_id")
-        if repo_id and not valid_repo_id(repo_id):
-            raise RecipeError(f"{repo_id!r} (--repo_id / corpus_repo_id) is not a Hub repo id; use 'name' or 'user/name'")
+        problem = repo_id_problem(repo_id) if repo_id else None
+        if problem:
+            raise RecipeError(f"{repo_id!r} (--repo_id / corpus_repo_id) is not a Hub repo id; use 'name' or "
+                              f"'user/name' ({problem})")
         staging = Path(options.staging_dir) if options.staging_dir else None
         if staging is not None and staging.exists() and any(staging.iterdir()):
             raise RecipeError(f"--staging_dir={staging} is not empty; give a new or empty folder")

@@ -3,7 +3,13 @@ generated corpus, the card describes it, and a run that reads it equals one that
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -12,11 +18,13 @@ from huggingface_hub import DatasetCard
 
 from conftest import run_recipe
 from hub_fake import install
+from test_cvdb import ROWS, write_cvdb
 from iml_hf import push_corpus
 from iml_hf.corpus import corpus_fingerprint, corpus_metadata, load_corpus_dataset, load_or_build_corpus
 from iml_hf.corpus_card import COLUMN_DESCRIPTIONS, SUBSET_DESCRIPTIONS, subset_description
 from iml_hf.recipe import parse_recipe
 from iml_hf.tasks import CORPUS_COLUMNS, task_registry
+from iml_hf.tasks.entities import EntitiesTask
 
 
 def _staged(tiny_recipe, tmp_path):
@@ -79,6 +87,9 @@ def test_push_corpus_without_a_repo_is_an_error(monkeypatch, tiny_recipe, tmp_pa
     with pytest.raises(SystemExit):
         push_corpus.main([str(tiny_recipe), "--repo_id=me/x", "--task.modulos=8"])
     assert "did you mean '--task.modulus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as code:  # the Hub's own rules: no '--' or '..', no '-' or '.' at either end
+        push_corpus.main([str(tiny_recipe), "--repo_id=me/a--b"])
+    assert code.value.code == 2 and "'me/a--b' (--repo_id / corpus_repo_id) is not a Hub repo id" in capsys.readouterr().err
 
 
 def test_every_builtin_subset_and_column_is_described():
@@ -139,3 +150,91 @@ def test_a_missing_corpus_dataset_names_the_key(tiny_recipe, tmp_path, monkeypat
     task = parse_recipe([str(tiny_recipe)]).task
     with pytest.raises(ValueError, match=r"corpus_dataset='me/no-such-corpus' at revision 'v9' cannot be read"):
         load_corpus_dataset("me/no-such-corpus", task, 0, revision="v9", cache_dir=tmp_path / "cache")
+
+
+def place_dataset_in_hub_cache(cache, repo, folder, commit, branch="main", missing=()):
+    """``datasets--org--name`` as ``snapshot_download`` leaves it: content-addressed blobs, the
+    snapshot's files as relative symlinks to them, the branch's ref, and the commit's tree listing
+    (``trees/<commit>.json``) naming every file of ``folder``; the files in ``missing`` are listed
+    but not cached (an interrupted download)."""
+    root = cache / f"datasets--{repo.replace('/', '--')}"
+    listing = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative, data = file.relative_to(folder).as_posix(), file.read_bytes()
+        listing[relative] = {"size": len(data),
+                             "blob_id": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+        if relative in missing:
+            continue
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = root / "snapshots" / commit / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / branch).write_text(commit)
+    (root / "trees").mkdir(exist_ok=True)
+    (root / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
+
+
+def test_a_hub_corpus_loads_offline_from_the_hub_cache_and_is_checked(tiny_recipe, tmp_path):
+    """In a fresh process with HF_HUB_OFFLINE=1 (read at import): a Hub dataset id in the cache loads,
+    data and card from one snapshot, and the card's checks run; a card the snapshot lists but the
+    cache lacks is an error, not a skipped check."""
+    folder = _staged(tiny_recipe, tmp_path)
+    cache = tmp_path / "hf-cache"
+    commit, other = "a" * 40, "b" * 40
+    place_dataset_in_hub_cache(cache, "me/iml-toy", folder, commit, branch="v1")
+    place_dataset_in_hub_cache(cache, "me/iml-toy-partial", folder, other, missing={"README.md"})
+    script = f"""
+from iml_hf.corpus import corpus_fingerprint, load_corpus_dataset
+from iml_hf.recipe import parse_recipe
+
+task = parse_recipe([{str(tiny_recipe)!r}]).task
+for source, seed, revision in [("me/iml-toy", 0, "v1"), ("me/iml-toy", 0, {commit!r}), ("me/iml-toy", 1, "v1"),
+                               ("me/iml-toy-partial", 1, None), ("me/not-cached", 0, None)]:
+    try:
+        corpus = load_corpus_dataset(source, task, seed, revision, cache_dir={str(tmp_path / "cache")!r})
+        print("LOADED", source, seed, corpus_fingerprint(corpus))
+    except ValueError as error:
+        print("REFUSED", source, seed, error)
+"""
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    fingerprint = corpus_fingerprint(parse_recipe([str(tiny_recipe)]).task.build(0))
+    assert lines[0] == f"LOADED me/iml-toy 0 {fingerprint}" and lines[1] == lines[0]
+    assert lines[2].startswith("REFUSED me/iml-toy 1 corpus_dataset='me/iml-toy' was built with seed 0"), lines[2]
+    assert lines[3].startswith("REFUSED me/iml-toy-partial 1 corpus_dataset='me/iml-toy-partial' cannot be read"), lines[3]
+    assert "README.md" in lines[3]
+    assert lines[4].startswith("REFUSED me/not-cached 0 corpus_dataset='me/not-cached' cannot be read"), lines[4]
+
+
+def test_a_knowledge_base_file_is_compared_by_content_not_by_path(tmp_path):
+    """A CVDB corpus pushed from one machine reads on another with its own copy of the file; the card
+    records the file's sha256, not its local path."""
+    (tmp_path / "machine-a").mkdir()
+    (tmp_path / "machine-b").mkdir()
+    here = write_cvdb(tmp_path / "machine-a" / "cross-verified-database.csv")
+    task = EntitiesTask(knowledge_base="cvdb", kb_path=str(here), num_entities=8)
+    corpus = task.build(0)
+    folder = push_corpus.stage_corpus(corpus, task, 0, tmp_path / "staged")
+    card = DatasetCard.load(folder / "README.md")
+    assert str(tmp_path) not in (folder / "README.md").read_text()
+    assert "kb_path" not in card.data.iml_hf["task"]
+    assert card.data.iml_hf["task_files"] == {"kb_path": hashlib.sha256(here.read_bytes()).hexdigest()}
+    assert card.data.iml_hf["task"]["knowledge_base"] == "cvdb"
+
+    there = shutil.copy(here, tmp_path / "machine-b" / "cvdb.csv")
+    copy = EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=8)
+    loaded = load_corpus_dataset(str(folder), copy, 0, cache_dir=tmp_path / "cache")
+    assert corpus_fingerprint(loaded) == corpus_fingerprint(corpus)
+
+    changed = write_cvdb(tmp_path / "machine-b" / "newer.csv", rows=[*ROWS[:-1], [*ROWS[-1][:-1], "4001"]])
+    newer = EntitiesTask(knowledge_base="cvdb", kb_path=str(changed), num_entities=8)
+    with pytest.raises(ValueError, match=r"was built from another task.kb_path file than the recipe's .*newer.csv"):
+        load_corpus_dataset(str(folder), newer, 0, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"task.num_entities: dataset 8, recipe 6"):
+        load_corpus_dataset(str(folder), EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=6), 0,
+                            cache_dir=tmp_path / "cache")
