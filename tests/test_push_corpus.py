@@ -150,6 +150,8 @@ def test_a_missing_corpus_dataset_names_the_key(tiny_recipe, tmp_path, monkeypat
     task = parse_recipe([str(tiny_recipe)]).task
     with pytest.raises(ValueError, match=r"corpus_dataset='me/no-such-corpus' at revision 'v9' cannot be read"):
         load_corpus_dataset("me/no-such-corpus", task, 0, revision="v9", cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"corpus_dataset='corpora/no/such' is no local folder and no Hub dataset id"):
+        load_corpus_dataset("corpora/no/such", task, 0, cache_dir=tmp_path / "cache")
 
 
 def place_dataset_in_hub_cache(cache, repo, folder, commit, branch="main", missing=()):
