@@ -207,7 +207,7 @@ class RunArguments:
     save_model: bool = True
     tracker_group: str | None = None
     # The Hub (iml_hf.hub, iml_hf.push_corpus): push the finished run to the model repo
-    # ``hub_model_id`` (default: output_dir's name), private unless said otherwise, with each
+    # ``hub_model_id`` (default: the run name, ``<recipe stem>-seed<S>``), private unless said otherwise, with each
     # stage's weights on a branch named after the stage; read the corpus from a dataset (a Hub id
     # or a local folder in the same layout) at ``corpus_revision``; ``corpus_repo_id`` is the
     # dataset repo ``python -m iml_hf.push_corpus`` pushes to. The token never is a recipe key.
