@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import DatasetDict, load_from_disk
+from transformers.utils import logging
 
 from iml_hf.tasks import CORPUS_COLUMNS, KINDS, Task
 
@@ -23,6 +24,7 @@ CARD_METADATA_KEY = "iml_hf"
 #: published corpus records the sha256 of their content (``task_files``) instead of the path, and a
 #: recipe is compared with it on that content, not on the path.
 PATH_SUFFIX = "_path"
+logger = logging.get_logger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -62,16 +64,41 @@ def validate_corpus(corpus: DatasetDict, task: Task) -> None:
             raise ValueError(f"task {task.name!r} emitted unknown kinds {sorted(unknown)}")
 
 
+#: The file in a cache entry that records what the entry holds (its key and the fingerprint of its rows).
+ENTRY_RECORD = "entry.json"
+
+
+def unusable_entry(path: Path) -> str | None:
+    """Why the cache entry at ``path`` cannot be trusted (None when it can): unreadable files, no
+    record, a record for another key (another seed's files copied in) or rows that do not match
+    the recorded fingerprint (a truncated or edited entry)."""
+    try:
+        record = json.loads((path / ENTRY_RECORD).read_text())
+        if record.get("cache_key") != path.name:
+            return f"it records the key {record.get('cache_key')!r}, not {path.name!r}"
+        corpus = load_from_disk(str(path))
+        if record.get("fingerprint") != corpus_fingerprint(corpus):
+            return "its rows do not match the fingerprint recorded when it was built"
+    except Exception as error:  # noqa: BLE001 - pyarrow, json and OS errors alike mean "unreadable"
+        return f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
+    return None
+
+
 def load_or_build_corpus(task: Task, seed: int, cache_dir: str | Path | None = None) -> DatasetDict:
     """Return the task's corpus for ``seed``, building and caching it on first use.
 
     The cache entry is written to a temporary directory and renamed into place, so a crash or a
-    concurrent run never leaves a half-written corpus behind.
+    concurrent run never leaves a half-written corpus behind. An entry is used only after it is
+    verified against its record (``unusable_entry``); an entry that fails is rebuilt, with a warning.
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     path = root / "corpora" / corpus_key(task, seed)
     if path.exists():
-        return load_from_disk(str(path))
+        reason = unusable_entry(path)
+        if reason is None:
+            return load_from_disk(str(path))
+        logger.warning(f"the corpus cache entry {path} is unusable: {reason}; rebuilding it")
+        shutil.rmtree(path, ignore_errors=True)
     corpus = task.build(seed)
     validate_corpus(corpus, task)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +106,8 @@ def load_or_build_corpus(task: Task, seed: int, cache_dir: str | Path | None = N
     try:
         corpus.save_to_disk(str(tmp))
         (tmp / "task.json").write_text(json.dumps(dataclasses.asdict(task), indent=2, sort_keys=True))
+        record = {"cache_key": path.name, "seed": seed, "fingerprint": corpus_fingerprint(corpus)}
+        (tmp / ENTRY_RECORD).write_text(json.dumps(record, indent=2))
         os.replace(tmp, path)
     except OSError:
         if not path.exists():  # another process may have won the race; theirs is identical
