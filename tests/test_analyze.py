@@ -64,3 +64,29 @@ def test_bad_model_exits_2_and_writes_nothing(tmp_path):
                            "--data", str(text), "--output_dir", str(out)], capture_output=True, text=True)
     assert done.returncode == 2 and "cannot load a causal LM" in done.stderr
     assert not out.exists()
+
+
+def test_a_text_file_on_a_64_position_model_uses_windows_that_fit(tmp_path, saved_model, tiny_corpus, capsys):
+    """The default window follows the model's positions (the toy model has 64); a longer --seq_len
+    is a clear error, and nothing is written."""
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(tiny_corpus["train"]["text"][:200]))
+    out = tmp_path / "analysis"
+    assert main(["layers", "--model", str(saved_model), "--data", str(text), "--output_dir", str(out),
+                 "--max_tokens", "200", "--linearize_tokens", "0"]) == 0
+    assert json.loads((out / "layers.json").read_text())["tokens"] == 200
+    assert main(["layers", "--model", str(saved_model), "--data", str(text), "--output_dir", str(tmp_path / "x"),
+                 "--seq_len", "128"]) == 2
+    assert "--seq_len 128 exceeds the 64 positions" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_that_is_no_model_is_named_as_such(tmp_path, capsys):
+    folder = tmp_path / "not_a_model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    text = tmp_path / "t.txt"
+    text.write_text("hello world")
+    assert main(["layers", "--model", str(folder), "--data", str(text), "--output_dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder without config.json" in err and "sentencepiece" not in err.lower()

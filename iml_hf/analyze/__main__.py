@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="analyse positions from this index on (the paper's filter: the fifth token on)")
     layers.add_argument("--max_final_loss", type=float, default=None,
                         help="keep only trajectories whose model loss is at most this (the paper uses 1.0)")
-    layers.add_argument("--seq_len", type=int, default=128, help="window length for text files")
+    layers.add_argument("--seq_len", type=int, default=None,
+                        help="window length for text files (default: 128, or the model's positions if fewer)")
     layers.add_argument("--split", default=None, help="dataset split (default: test if present)")
     layers.add_argument("--text_column", default="text")
     layers.add_argument("--batch_size", type=int, default=8)

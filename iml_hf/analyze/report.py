@@ -156,19 +156,35 @@ def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, so
     return summary
 
 
+#: Window length for text files when --seq_len is not given (capped at the model's positions).
+DEFAULT_SEQ_LEN = 128
+
+
 def analyze_layers(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``analyze layers`` does; inputs are checked before anything is written."""
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        tokenizer = load_pretrained_tokenizer(args.model)
+    if Path(args.model).is_dir() and not (Path(args.model) / "config.json").is_file():
+        raise ValueError(f"--model {args.model!r} is a folder without config.json, so not a saved model; pass a "
+                         "run folder of iml_hf.train (it holds the model and tokenizer), a model folder or a hub id")
+    try:  # the model first: a folder that is no model is then blamed on the model, not on a tokenizer library
         model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
+        tokenizer = load_pretrained_tokenizer(args.model)
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot load a causal LM and tokenizer from --model {args.model!r}: {error}") from None
     LayerAccess.of(model)
-    sequences = load_sequences(args.data, tokenizer, args.seq_len, args.split, args.text_column)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    seq_len = args.seq_len or min(DEFAULT_SEQ_LEN, positions or DEFAULT_SEQ_LEN)
+    if positions and seq_len > positions:
+        raise ValueError(f"--seq_len {seq_len} exceeds the {positions} positions of --model {args.model!r}; "
+                         f"pass --seq_len {positions} or less")
+    sequences = load_sequences(args.data, tokenizer, seq_len, args.split, args.text_column)
     if not sequences:
         raise ValueError(f"--data {args.data!r} gave no sequences of two or more tokens")
+    longest = max(len(s) for s in sequences)
+    if positions and longest > positions:
+        raise ValueError(f"--data {args.data!r} has a sequence of {longest} tokens, longer than the {positions} "
+                         f"positions of --model {args.model!r}; use data the model was made for")
     return analyze_model(model, sequences, args, Path(args.output_dir), {"model": args.model, "data": args.data})
