@@ -90,3 +90,11 @@ def test_a_folder_that_is_no_model_is_named_as_such(tmp_path, capsys):
     assert main(["layers", "--model", str(folder), "--data", str(text), "--output_dir", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "is a folder without config.json" in err and "sentencepiece" not in err.lower()
+
+
+@pytest.mark.parametrize("flag", ["--seq_len=0", "--max_tokens=0", "--batch_size=-1", "--min_position=-2"])
+def test_out_of_range_numbers_are_refused_naming_the_flag(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["layers", "--model", "m", "--data", "d", "--output_dir", str(tmp_path / "x"), flag])
+    assert exit_.value.code == 2 and f"argument {flag.split('=')[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

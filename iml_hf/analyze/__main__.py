@@ -8,6 +8,22 @@ import sys
 from iml_hf.analyze.report import analyze_layers
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the flag in its error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
+    return value
+
+
+def natural_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m iml_hf.analyze", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -19,22 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--data", required=True,
                         help="a toolkit corpus folder, a datasets dataset saved to disk, or a plain text file")
     layers.add_argument("--output_dir", required=True)
-    layers.add_argument("--max_tokens", type=int, default=20000, help="stop after this many analysed tokens")
-    layers.add_argument("--min_position", type=int, default=4,
+    layers.add_argument("--max_tokens", type=positive_int, default=20000, help="stop after this many analysed tokens")
+    layers.add_argument("--min_position", type=natural_int, default=4,
                         help="analyse positions from this index on (the paper's filter: the fifth token on)")
     layers.add_argument("--max_final_loss", type=float, default=None,
                         help="keep only trajectories whose model loss is at most this (the paper uses 1.0)")
-    layers.add_argument("--seq_len", type=int, default=None,
+    layers.add_argument("--seq_len", type=positive_int, default=None,
                         help="window length for text files (default: 128, or the model's positions if fewer)")
     layers.add_argument("--split", default=None, help="dataset split (default: test if present)")
     layers.add_argument("--text_column", default="text")
-    layers.add_argument("--batch_size", type=int, default=8)
-    layers.add_argument("--pca_tokens", type=int, default=40, help="trajectories drawn in the PCA plot")
-    layers.add_argument("--linearize_tokens", type=int, default=256,
+    layers.add_argument("--batch_size", type=positive_int, default=8)
+    layers.add_argument("--pca_tokens", type=natural_int, default=40, help="trajectories drawn in the PCA plot")
+    layers.add_argument("--linearize_tokens", type=natural_int, default=256,
                         help="tokens per layer whose linearized layer is computed (GPT-2 style layers; 0 = skip)")
     layers.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    layers.add_argument("--torch_threads", type=int, default=None)
-    layers.add_argument("--seed", type=int, default=0)
+    layers.add_argument("--torch_threads", type=positive_int, default=None)
+    layers.add_argument("--seed", type=natural_int, default=0)
     return parser
 
 
