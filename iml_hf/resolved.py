@@ -48,3 +48,67 @@ def configuration(resolved: dict[str, Any], with_seed: bool = True) -> dict[str,
     flat = flatten_resolved(json.loads(json.dumps(resolved)))
     return {key: value for key, value in flat.items()
             if not is_placement_key(key) and (with_seed or key != "seed")}
+
+
+_MISSING = object()
+
+
+def same_configuration(a: dict[str, Any], b: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+    """The keys on which two configurations (``configuration(...)`` maps) differ, sorted; ``[]``
+    when they are the same run setup. A key that only one side has (a run recorded before the key
+    existed) counts as equal when the other side holds the key's default: ``defaults`` maps dotted
+    keys to the value a recipe that does not set them gets (``configuration_defaults``: the
+    dataclass and TrainingArguments defaults). A key without a known default, or one side at a
+    non-default value, differs (a removed key too): comparisons stay conservative, runs are never
+    pooled or resumed on a guess."""
+    defaults = defaults or {}
+    differing = []
+    for key in a.keys() | b.keys():
+        x, y = a.get(key, _MISSING), b.get(key, _MISSING)
+        if x is _MISSING:
+            x = defaults.get(key, _MISSING)
+        if y is _MISSING:
+            y = defaults.get(key, _MISSING)
+        if x is _MISSING or y is _MISSING or x != y:
+            differing.append(key)
+    return sorted(differing)
+
+
+def configuration_defaults(resolved: dict[str, Any]) -> dict[str, Any]:
+    """{dotted key: the value a recipe that does not set the key gets}, shaped like
+    ``configuration(resolved)``: the dataclass defaults of the top-level keys, of the run's task
+    class (``task.*``), of every section class (model, evaluation, each measurement), the toolkit's
+    training defaults over TrainingArguments' own (``training.*``) and the stage fields' defaults
+    (``stages.<name>.train_kinds`` ...; a stage's TrainingArguments keys default to the run's
+    ``training`` values, so they get none here). Imports the training stack when called (this
+    module itself stays light); an unknown task gives no ``task.*`` defaults."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from iml_hf.args import STAGE_FIELDS, RunArguments, StageArguments
+    from iml_hf.recipe import RESERVED_TRAINING_KEYS, SECTION_CLASSES, TRAINING_DEFAULTS
+    from iml_hf.tasks import get_task_class
+
+    def field_defaults(cls: type) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.init and f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.init and f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
+
+    tree: dict[str, Any] = field_defaults(RunArguments)
+    task_name = (resolved.get("task") or {}).get("name")
+    try:
+        tree["task"] = {**field_defaults(get_task_class(task_name)), "name": task_name}
+    except (KeyError, ValueError, TypeError, ImportError):
+        pass
+    tree.update({section: field_defaults(cls) for section, cls in SECTION_CLASSES.items()})
+    training = {k: v for k, v in field_defaults(TrainingArguments).items() if k not in RESERVED_TRAINING_KEYS}
+    tree["training"] = {**training, **TRAINING_DEFAULTS}
+    stage = {k: v for k, v in field_defaults(StageArguments).items() if k in STAGE_FIELDS and k != "name"}
+    tree["stages"] = [{**stage, "name": s["name"]} for s in resolved.get("stages") or []
+                      if isinstance(s, dict) and "name" in s]
+    return configuration(json.loads(json.dumps(tree, default=str)))

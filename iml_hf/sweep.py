@@ -5,10 +5,13 @@
     python -m iml_hf.sweep RECIPE --seeds 20 --launcher slurm --slurm.partition gpu --slurm.gpus_per_node 1
 
 Every run is ``python -m iml_hf.train RECIPE --seed S --output_dir DIR/<set values>/seed<S> ...`` in
-its own process, with its log beside it and the sweep's name (DIR's) as its ``tracker_group``;
-``DIR/sweep.json`` is the manifest (every run, its overrides, status, exit code and wall time).
-A run whose ``results.json`` exists is skipped, so rerunning the command resumes a sweep; a failed
-run is reported and the others go on.
+its own process, with its log beside its folder (``.../seed<S>.log``; the sweep never creates or
+deletes a run's folder, that is ``iml_hf.train``'s) and the sweep's name (DIR's) as its
+``tracker_group``; ``DIR/sweep.json`` is the manifest (every run, its overrides, status, exit code
+and wall time). A run whose ``results.json`` exists is skipped, so rerunning the same command
+resumes a sweep: failed and interrupted runs run again (the same ``iml_hf.train`` command, which
+picks up what an interrupted run left). A failed run is reported and the others go on. Ctrl-C
+(SIGINT) or SIGTERM stops the running runs, records them as ``interrupted`` and exits 130 (143).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import argparse
 import itertools
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +34,8 @@ from typing import Any
 import yaml
 
 from iml_hf.io import write_json_atomic
-from iml_hf.recipe import RecipeError, configuration, parse_recipe
+from iml_hf.recipe import RecipeError, parse_recipe
+from iml_hf.resolved import configuration, configuration_defaults, same_configuration
 
 LAUNCHERS = ("local", "slurm")
 #: submitit parameters that are not SLURM-specific; every other ``--slurm key=value`` becomes ``slurm_<key>``.
@@ -48,7 +54,7 @@ class SweepRun:
     overrides: dict[str, Any]
     output_dir: str
     argv: list[str]
-    status: str = "pending"  # pending | done | skipped | failed
+    status: str = "pending"  # pending | running | done | skipped | failed | interrupted
     returncode: int | None = None
     wall_time_s: float | None = None
     log: str = ""
@@ -130,37 +136,140 @@ def plan(recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[An
             group = f"--tracker_group={Path(output_dir).resolve().name}"  # before extra: a given group wins
             argv = [recipe, group, *extra, *flags, f"--seed={seed}", f"--output_dir={out}", f"--torch_threads={threads}"]
             parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
-            runs.append(SweepRun(name, seed, overrides, out, argv, log=str(Path(out) / "train.log")))
+            runs.append(SweepRun(name, seed, overrides, out, argv, log=f"{out}.log"))
     return runs
 
 
-def _execute(run: SweepRun, threads: int) -> int:
-    """Run one training process, its output into the run's log; returns the exit code."""
-    Path(run.output_dir).mkdir(parents=True, exist_ok=True)
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM reached the sweep; ``code`` is its exit status (128 + signal)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+class Children:
+    """The training processes running now, so an interrupted sweep can stop them; once
+    ``stopping``, no new one starts."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.processes: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, command: list[str], **kwargs) -> subprocess.Popen | None:
+        with self.lock:
+            if self.stopping:
+                return None
+            process = subprocess.Popen(command, **kwargs)
+            self.processes.add(process)
+            return process
+
+    def finished(self, process: subprocess.Popen) -> None:
+        with self.lock:
+            self.processes.discard(process)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Terminate every running child (SIGTERM, then SIGKILL after ``grace_s``)."""
+        with self.lock:
+            self.stopping = True
+            running = list(self.processes)
+        for process in running:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _execute(run: SweepRun, threads: int, children: Children) -> int | None:
+    """Run one training process, its output into the run's log; returns the exit code (None if the
+    sweep was stopping and it never started). Only the log's folder is created here: the run's own
+    folder is ``iml_hf.train``'s to create, resume and move into place."""
+    Path(run.log).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}  # the log follows the run
     with open(run.log, "w") as log:
-        done = subprocess.run([sys.executable, "-m", "iml_hf.train", *run.argv], stdout=log,
-                              stderr=subprocess.STDOUT, env=env)
-    return done.returncode
+        process = children.start([sys.executable, "-m", "iml_hf.train", *run.argv], stdout=log,
+                                 stderr=subprocess.STDOUT, env=env)
+        if process is None:
+            return None
+        try:
+            return process.wait()
+        finally:
+            children.finished(process)
+
+
+def _finish(sweep: Sweep, run: SweepRun, interrupted: bool) -> None:
+    """Record how a run ended: done (exit 0 and results.json), interrupted (stopped by the sweep's
+    interruption, unfinished) or failed."""
+    if run.returncode == 0 and run.finished:
+        run.status = "done"
+    elif interrupted and not run.finished:
+        run.status = "interrupted"
+    elif interrupted:  # it finished just as the sweep was stopped
+        run.status = "done"
+    else:
+        run.status = "failed"
+    sweep.save()
 
 
 def run_local(sweep: Sweep, pending: list[SweepRun]) -> None:
-    """``jobs`` runs at a time, each with ``threads_per_run`` torch threads."""
+    """``jobs`` runs at a time, each with ``threads_per_run`` torch threads. An interruption
+    (KeyboardInterrupt, ``Interrupted``) stops the running children, records them as
+    ``interrupted``, starts no other run and is raised again once the manifest says so."""
+    children = Children()
 
     def one(run: SweepRun) -> None:
+        if children.stopping:
+            return
         start = time.perf_counter()
         run.status = "running"
         sweep.save()
-        run.returncode = _execute(run, sweep.threads_per_run)
+        run.returncode = _execute(run, sweep.threads_per_run, children)
+        if run.returncode is None:  # never started: still pending
+            run.status = "pending"
+            sweep.save()
+            return
         run.wall_time_s = round(time.perf_counter() - start, 1)
-        run.status = "done" if run.returncode == 0 and run.finished else "failed"
-        sweep.save()
+        _finish(sweep, run, interrupted=children.stopping)
         print(f"[{run.status}] {run.name} ({run.wall_time_s:.0f} s)" + (f", log: {run.log}" if run.status == "failed" else ""),
               flush=True)
 
-    with ThreadPoolExecutor(max_workers=sweep.jobs) as pool:
-        list(pool.map(one, pending))
+    pool = ThreadPoolExecutor(max_workers=sweep.jobs)
+    futures = [pool.submit(one, run) for run in pending]
+    try:
+        for future in futures:
+            future.result()
+    except KeyboardInterrupt:
+        with _signals_ignored():  # a second Ctrl-C must not cut the cleanup short
+            for future in futures:
+                future.cancel()
+            children.stop()
+            pool.shutdown(wait=True)
+            sweep.save()
+        raise
+    pool.shutdown(wait=True)
+
+
+class _signals_ignored:
+    """Ignore SIGINT and SIGTERM inside the block (main thread only), then restore the handlers."""
+
+    def __enter__(self):
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.saved[signum] = signal.signal(signum, signal.SIG_IGN)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+        return False
 
 
 def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[str, Any] | None = None) -> None:
@@ -179,7 +288,7 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
     jobs = []
     env = {"OMP_NUM_THREADS": str(sweep.threads_per_run), "TOKENIZERS_PARALLELISM": "false"}
     for run in pending:
-        Path(run.output_dir).mkdir(parents=True, exist_ok=True)
+        Path(run.log).parent.mkdir(parents=True, exist_ok=True)
         command = submitit.helpers.CommandFunction(
             [sys.executable, "-m", "iml_hf.train", *run.argv], verbose=False, env={**os.environ, **env}
         )
@@ -187,26 +296,51 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
         run.status, run.job_id = "submitted", str(job.job_id)
         jobs.append((run, job, time.perf_counter()))
     sweep.save()
-    for run, job, start in jobs:
-        try:
-            output = job.result()
-            run.returncode = 0
-        except Exception as error:  # a failed job: keep going with the others
-            output = str(error)
-            run.returncode = 1
-        Path(run.log).write_text(output if isinstance(output, str) else str(output))
-        run.wall_time_s = round(time.perf_counter() - start, 1)
-        run.status = "done" if run.returncode == 0 and run.finished else "failed"
-        sweep.save()
-        print(f"[{run.status}] {run.name} (job {run.job_id})", flush=True)
+    waiting = list(jobs)
+    try:
+        while waiting:
+            run, job, start = waiting[0]
+            try:
+                output = job.result()
+                run.returncode = 0
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # noqa: BLE001 - a failed job: keep going with the others
+                output = str(error)
+                run.returncode = 1
+            Path(run.log).write_text(output if isinstance(output, str) else str(output))
+            run.wall_time_s = round(time.perf_counter() - start, 1)
+            _finish(sweep, run, interrupted=False)
+            waiting.pop(0)
+            print(f"[{run.status}] {run.name} (job {run.job_id})", flush=True)
+    except KeyboardInterrupt:
+        with _signals_ignored():
+            for run, job, _ in waiting:  # cancel the jobs still queued or running
+                try:
+                    job.cancel(check=False)
+                except Exception as error:  # noqa: BLE001 - best effort: the job may be gone already
+                    print(f"could not cancel job {run.job_id}: {error}", file=sys.stderr)
+                if not run.finished:
+                    run.status = "interrupted"
+            sweep.save()
+        raise
 
 
 def check_resumable(run: SweepRun) -> None:
-    """A finished run is only skipped if it was made with the configuration planned now."""
-    done = json.loads((Path(run.output_dir) / "results.json").read_text()).get("recipe", {})
-    old = configuration(done)
-    new = configuration(parse_recipe(run.argv, prog="iml_hf.sweep").resolved)
-    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    """A finished run is only skipped if it was made with the configuration planned now (a key that
+    the finished run predates counts as equal at its default, ``same_configuration``)."""
+    path = Path(run.output_dir) / "results.json"
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"{path} is not readable JSON ({error}); move that run's folder aside to run it again") from None
+    if not isinstance(done, dict) or not isinstance(done.get("recipe"), dict):
+        raise RecipeError(f"{path} records no recipe; move that run's folder aside to run it again")
+    new_resolved = parse_recipe(run.argv, prog="iml_hf.sweep").resolved
+    old, new = configuration(done["recipe"]), configuration(new_resolved)
+    differing = same_configuration(old, new)
+    if differing:  # only then work out the defaults (they import the training stack's classes)
+        differing = same_configuration(old, new, configuration_defaults(new_resolved))
     if differing:
         raise RecipeError(
             f"{run.name} already finished with a different configuration ({', '.join(differing[:5])}); "
@@ -215,11 +349,19 @@ def check_resumable(run: SweepRun) -> None:
 
 
 def _previous_runs(manifest: Path) -> dict[str, dict[str, Any]]:
-    """Run name -> its record in an existing manifest (empty if there is none or it is unreadable)."""
-    try:
-        return {r["name"]: r for r in json.loads(manifest.read_text())["runs"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    """Run name -> its record in an existing manifest (empty if there is none). A manifest that
+    cannot be read is an error, never replaced: it may be the only record of earlier runs."""
+    if not manifest.exists():
         return {}
+    how = f"move it aside (e.g. mv {manifest} {manifest}.bad) and rerun the same command: finished runs are still skipped"
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"{manifest} is not a readable sweep manifest ({error}); {how}") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in runs):
+        raise RecipeError(f"{manifest} is not a sweep manifest (no 'runs' list of named runs); {how}")
+    return {r["name"]: r for r in runs}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,51 +383,113 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Recipe keys the sweep sets for every run itself (from --seeds/--seed_start, --output_dir, --threads).
+SWEEP_KEYS = ("seed", "output_dir", "torch_threads")
+
+
+def check_arguments(args: argparse.Namespace, extra: list[str]) -> None:
+    """Every sweep argument, before anything runs or is written (RecipeError naming the flag)."""
+    if args.seeds < 1:
+        raise RecipeError(f"--seeds {args.seeds}: the number of seeds must be >= 1")
+    if args.seed_start < 0:
+        raise RecipeError(f"--seed_start {args.seed_start}: seeds must be >= 0")
+    if args.jobs is not None and args.jobs < 1:
+        raise RecipeError(f"--jobs {args.jobs}: runs at once must be >= 1 (leave it out for one per CPU core)")
+    if args.threads is not None and args.threads < 1:
+        raise RecipeError(f"--threads {args.threads}: torch threads per run must be >= 1")
+    if args.launcher != "local" and args.jobs is not None:
+        raise RecipeError("--jobs applies to --launcher local; SLURM runs every submitted job as the cluster allows")
+    if args.launcher != "slurm" and args.slurm:
+        raise RecipeError(f"--slurm {args.slurm[0]} applies to --launcher slurm only")
+    if not args.output_dir.strip():
+        raise RecipeError("--output_dir is empty")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise RecipeError(f"--output_dir {args.output_dir} exists and is not a folder")
+    bad = [a for a in extra if not a.startswith("--")]
+    if bad:
+        raise RecipeError(f"unexpected argument(s) {bad}; recipe overrides look like --key=value")
+    extra_keys = [a[2:].split("=", 1)[0] for a in extra]
+    set_keys = [parse_set(s)[0] for s in args.sets]
+    flags = {"seed": "--seeds/--seed_start", "output_dir": "--output_dir", "torch_threads": "--threads"}
+    for key in [*set_keys, *extra_keys]:
+        if key in SWEEP_KEYS:
+            raise RecipeError(f"--{key} is set by the sweep for every run; use the sweep's {flags[key]}")
+    for keys, what in ((set_keys, "--set"), (extra_keys, "a --key=value override")):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise RecipeError(f"{what} gives {twice[0]} twice; give each key once (--set {twice[0]}=v1,v2)")
+    both = sorted(set(set_keys) & set(extra_keys))
+    if both:
+        raise RecipeError(f"{both[0]} is given both by --set and as --{both[0]}=...; keep one")
+
+
+def _resume_hint(argv: list[str] | None) -> str:
+    words = ["python", "-m", "iml_hf.sweep", *(sys.argv[1:] if argv is None else argv)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     cores = os.cpu_count() or 1
-    jobs = args.jobs or cores
-    threads = args.threads or max(1, cores // jobs)
     try:
-        if args.seeds < 1 or jobs < 1 or threads < 1:
-            raise RecipeError("--seeds, --jobs and --threads must be >= 1")
-        bad = [a for a in extra if not a.startswith("--")]
-        if bad:
-            raise RecipeError(f"unexpected argument(s) {bad}; recipe overrides look like --key=value")
+        check_arguments(args, extra)
+        jobs = args.jobs if args.jobs is not None else cores
+        threads = args.threads if args.threads is not None else max(1, cores // jobs)
         sets = dict(parse_set(s) for s in args.sets)
         slurm = dict(parse_slurm(s) for s in args.slurm)
         seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+        manifest = Path(args.output_dir) / "sweep.json"
+        previous = _previous_runs(manifest)  # an unreadable manifest stops the sweep before anything is written
         runs = plan(args.recipe, args.output_dir, seeds, sets, extra, threads)
         for run in runs:
             if run.finished:
                 check_resumable(run)
+        planned = {run.name for run in runs}
+        fields = set(SweepRun.__dataclass_fields__)
+        try:  # earlier runs stay in the manifest
+            kept = [SweepRun(**{k: v for k, v in record.items() if k in fields})
+                    for name, record in previous.items() if name not in planned]
+        except TypeError as error:
+            raise RecipeError(f"{manifest} has a run record that is not a sweep run ({error}); move it aside "
+                              f"(e.g. mv {manifest} {manifest}.bad) and rerun the same command") from None
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sweep = Sweep(args.recipe, args.output_dir, seeds, sets, extra, args.launcher, jobs, threads, runs)
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    previous = _previous_runs(Path(args.output_dir) / "sweep.json")
     for run in runs:
         if run.finished:  # resume: keep what the manifest knew about it
             old = previous.get(run.name, {})
             run.returncode, run.wall_time_s, run.job_id = old.get("returncode"), old.get("wall_time_s"), old.get("job_id")
             run.status = "skipped"
-    planned = {run.name for run in runs}
-    fields = set(SweepRun.__dataclass_fields__)
-    kept = [SweepRun(**{k: v for k, v in record.items() if k in fields})
-            for name, record in previous.items() if name not in planned]  # earlier runs stay in the manifest
     sweep.runs = runs + kept
-    sweep.save()
     pending = [r for r in runs if r.status == "pending"]
-    print(f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already finished), {jobs} at a time, "
-          f"{threads} thread(s) each, launcher {args.launcher}; manifest {Path(args.output_dir) / 'sweep.json'}",
-          flush=True)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (scancel, kill) stops the sweep as Ctrl-C does
+        def interrupt(signum, frame):
+            raise Interrupted(signum)
+
+        handlers = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
-    if args.launcher == "local":
-        run_local(sweep, pending)
-    else:
-        run_slurm(sweep, pending, slurm=slurm)
+    try:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        sweep.save()
+        print(f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already finished), {jobs} at a time, "
+              f"{threads} thread(s) each, launcher {args.launcher}; manifest {manifest}", flush=True)
+        if args.launcher == "local":
+            run_local(sweep, pending)
+        else:
+            run_slurm(sweep, pending, slurm=slurm)
+    except KeyboardInterrupt as error:
+        code = error.code if isinstance(error, Interrupted) else 130
+        stopped = [r for r in runs if r.status == "interrupted"]
+        left = sum(r.status in ("pending", "interrupted", "failed") for r in runs)
+        print(f"sweep interrupted: {len(stopped)} run(s) stopped and recorded as interrupted in {manifest}, {left} "
+              f"left to run; to resume, rerun the same command: {_resume_hint(argv)}", file=sys.stderr, flush=True)
+        return code
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     failed = [r for r in runs if r.status == "failed"]
     print(f"sweep finished in {time.perf_counter() - start:.0f} s: "
           f"{sum(r.status == 'done' for r in runs)} done, {sum(r.status == 'skipped' for r in runs)} skipped, "

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
@@ -10,6 +15,7 @@ from conftest import TINY_RECIPE
 
 from iml_hf import sweep
 from iml_hf.recipe import RecipeError
+from iml_hf.resolved import configuration
 
 
 @pytest.fixture
@@ -57,7 +63,8 @@ def test_sweep_resumes_and_isolates_a_failing_run(recipe, tmp_path, capsys):
         "model.model_name_or_path=_nonexistent_checkpoint/seed1": "failed",
     }
     failed = next(r for r in manifest["runs"] if r["status"] == "failed")
-    assert failed["returncode"] != 0 and "nonexistent" in (out / failed["name"] / "train.log").read_text()
+    assert failed["log"] == f"{out / failed['name']}.log"  # beside the run's folder, which the sweep leaves to train
+    assert failed["returncode"] != 0 and "nonexistent" in (out / f"{failed['name']}.log").read_text()
     assert "failed: model.model_name_or_path=_nonexistent_checkpoint/seed0" in capsys.readouterr().out
     assert manifest["threads_per_run"] == 1 and manifest["jobs"] == 2
 
@@ -125,3 +132,132 @@ def test_argument_errors_are_clear(recipe, tmp_path, capsys):
     assert sweep.parse_slurm("time=1:00:00") == ("time", "1:00:00")
     assert sweep.parse_slurm("exclude=node1,node2") == ("exclude", "node1,node2")
     assert sweep.parse_slurm("timeout_min=60") == ("timeout_min", 60)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--jobs", "0"], "--jobs 0: runs at once must be >= 1"),
+    (["--seeds", "0"], "--seeds 0: the number of seeds must be >= 1"),
+    (["--threads", "0"], "--threads 0"),
+    (["--seed_start", "-1"], "--seed_start -1"),
+    (["--set", "seed=1,2"], "--seed is set by the sweep"),
+    (["--torch_threads=2"], "--torch_threads is set by the sweep; use the sweep's --threads"),
+    (["--set", "task.modulus=8", "--set", "task.modulus=12"], "gives task.modulus twice"),
+    (["--set", "task.modulus=8,12", "--task.modulus=16"], "task.modulus is given both by --set"),
+    (["--slurm", "partition=gpu"], "--slurm partition=gpu applies to --launcher slurm"),
+    (["--launcher", "slurm", "--jobs", "2"], "--jobs applies to --launcher local"),
+])
+def test_every_sweep_argument_is_validated(recipe, tmp_path, capsys, flags, message):
+    out = tmp_path / "never"
+    argv = [recipe, "--seeds", "1", "--output_dir", str(out), *flags]
+    if "--seeds" in flags:
+        argv[1:3] = []
+    assert sweep.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["{\"runs\": [", "", "{\"runs\": 3}", "[1, 2]"])
+def test_a_corrupt_manifest_is_refused_and_kept(recipe, tmp_path, capsys, text):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(text)
+    assert sweep.main([recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert str(out / "sweep.json") in err and "move it aside" in err and "rerun the same command" in err
+    assert (out / "sweep.json").read_text() == text  # never overwritten
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]  # nothing ran
+
+
+def _measured(results):
+    """results.json without wall times and where the run lay: the values a rerun must reproduce."""
+    if isinstance(results, dict):
+        return {k: (configuration(v) if k == "recipe" else _measured(v)) for k, v in results.items()
+                if "wall_time" not in k and k != "measurement_seconds"}
+    if isinstance(results, list):
+        return [_measured(v) for v in results]
+    return results
+
+
+def _sweep_command(recipe, out):
+    return [sys.executable, "-m", "iml_hf.sweep", recipe, "--seeds", "2", "--output_dir", str(out), "--jobs", "1",
+            "--threads", "1", "--stages.pretrain.max_steps=60"]  # a few seconds of training to interrupt
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """An uninterrupted two-seed sweep of the tiny recipe: the results an interrupted one must reach."""
+    root = tmp_path_factory.mktemp("reference")
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RECIPE, "evaluation": {"eval_steps": 0}}, sort_keys=False))
+    out = root / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_sweep_command(str(path), out), check=True, env=env, capture_output=True, timeout=300)
+    return {s: _measured(json.loads((out / f"seed{s}" / "results.json").read_text())) for s in (0, 1)}
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_an_interrupted_sweep_resumes_to_the_same_results(recipe, tmp_path, uninterrupted, how):
+    """Stop the sweep while its second run trains (Ctrl-C to the sweep alone, or SIGKILL to the sweep
+    and its runs, as a killed job or machine does); rerunning the same command finishes the sweep with
+    the results an uninterrupted one has, without running the finished run again."""
+    out = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweep_process = subprocess.Popen(_sweep_command(recipe, out), env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+    second_log = out / "seed1.log"
+    deadline = time.monotonic() + 240
+    while not (second_log.exists() and "'loss'" in second_log.read_text()) and sweep_process.poll() is None:
+        assert time.monotonic() < deadline, "the second run did not start"
+        time.sleep(0.2)
+    assert sweep_process.poll() is None, sweep_process.communicate()
+    first = out / "seed0" / "results.json"
+    stamp = first.stat().st_mtime_ns
+    if how == "SIGINT":
+        sweep_process.send_signal(signal.SIGINT)
+        _, err = sweep_process.communicate(timeout=60)
+        assert sweep_process.returncode == 130
+        assert "Traceback" not in err
+        assert "sweep interrupted: 1 run(s) stopped" in err and "rerun the same command" in err
+        assert "iml_hf.sweep" in err.splitlines()[-1]
+        status = {r["name"]: r["status"] for r in _manifest(out)["runs"]}
+        assert status == {"seed0": "done", "seed1": "interrupted"}
+    else:
+        os.killpg(sweep_process.pid, signal.SIGKILL)
+        sweep_process.communicate(timeout=60)
+        assert {r["name"]: r["status"] for r in _manifest(out)["runs"]} == {"seed0": "done", "seed1": "running"}
+    assert not (out / "seed1" / "results.json").exists()
+
+    rerun = subprocess.run(_sweep_command(recipe, out), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 done, 1 skipped, 0 failed" in rerun.stdout
+    assert {r["name"]: r["status"] for r in _manifest(out)["runs"]} == {"seed0": "skipped", "seed1": "done"}
+    assert first.stat().st_mtime_ns == stamp  # the finished run was not run again
+    for seed in (0, 1):
+        assert _measured(json.loads((out / f"seed{seed}" / "results.json").read_text())) == uninterrupted[seed]
+
+
+def test_resume_treats_a_key_newer_than_the_run_at_its_default_as_equal(recipe, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = [recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--stages.x2.max_steps=1"]
+    assert sweep.main(args) == 0
+    path = out / "seed0" / "results.json"
+    results = json.loads(path.read_text())
+    del results["recipe"]["evaluation"]["batch_size"]  # as if written before the key existed
+    del results["recipe"]["model"]["attention_only"]
+    path.write_text(json.dumps(results))
+    assert sweep.main(args) == 0 and "1 skipped" in capsys.readouterr().out
+    assert sweep.main([*args, "--model.attention_only=true"]) == 2  # not the default: a different run
+    assert "different configuration (model.attention_only)" in capsys.readouterr().err
+    results["recipe"]["removed_key"] = 1  # a key the code no longer knows: no default, differs
+    path.write_text(json.dumps(results))
+    assert sweep.main(args) == 2 and "(removed_key)" in capsys.readouterr().err
+
+
+def test_an_unreadable_finished_run_is_named(recipe, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = [recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--stages.x2.max_steps=1"]
+    assert sweep.main(args) == 0
+    (out / "seed0" / "results.json").write_text("{\"stages\": ")
+    assert sweep.main(args) == 2
+    err = capsys.readouterr().err
+    assert str(out / "seed0" / "results.json") in err and "move that run's folder aside" in err
