@@ -8,6 +8,12 @@ stage and evaluation set the mean EM with a t-interval over seeds; every contras
 (``EM(a) - EM(b)``, e.g. the toy's ``iml_gap`` or entity QA's ``stage2_d1_vs_d2``) at every stage
 end with its interval and a one-sided paired t-test; each measurement's stage-end values through
 its ``iml_hf.measurements`` report reader), PNG figures, and ``report.md`` that shows them all.
+
+Bad input never aborts the report nor slips into it: a run whose ``results.json`` cannot be read or
+lacks what the report needs is skipped and listed (file and reason) in the output, summary.json
+(``bad_runs``) and the Markdown files; a ``metrics.jsonl`` whose last line is cut off (what a
+killed writer leaves) loses that line, with a note naming the file. Two runs of one group with the
+same seed (a copied run folder) are refused (exit 2, naming both): a copy must never count twice.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 
 from iml_hf.io import write_json_atomic
 from iml_hf.plots import Series, curve_figure, save_heatmap
-from iml_hf.resolved import configuration
+from iml_hf.resolved import configuration, configuration_defaults, same_configuration
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.stats import mean_ci, paired_greater
 from iml_hf.tasks import eval_set_order, make_task
@@ -42,47 +48,174 @@ class RunRecord:
     rows: list[dict[str, Any]] = field(repr=False)
 
 
-def _read_run(name: str, path: Path, overrides: dict[str, Any]) -> RunRecord:
-    results = json.loads((path / "results.json").read_text())
-    metrics = path / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+class BadRun(ValueError):
+    """A run the report cannot use: ``path`` is the file, the message says why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+class DuplicateRuns(ValueError):
+    """Two runs of one group have the same seed: one is a copy of the other, or the group mixes runs."""
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def results_problem(results: Any) -> str | None:
+    """What a results.json lacks for the report (its recipe's seed, its stages with steps and EM
+    values, its wall time), or None when it is usable."""
+    if not isinstance(results, dict):
+        return f"not a JSON object but {type(results).__name__}"
+    missing = [key for key in ("recipe", "stages", "wall_time_s") if key not in results]
+    if missing:
+        return f"missing required key(s) {', '.join(missing)}" + ("" if results else " (the file is {})")
+    recipe = results["recipe"]
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("seed"), int) or isinstance(recipe.get("seed"), bool):
+        return "recipe.seed is missing or not an integer"
+    if "subsets" not in results and not isinstance(recipe.get("task"), dict):
+        return "neither subsets nor recipe.task is recorded"
+    if not _number(results["wall_time_s"]):
+        return "wall_time_s is not a number"
+    stages = results["stages"]
+    if not isinstance(stages, dict) or not stages:
+        return "stages is empty or not an object"
+    for name, stage in stages.items():
+        if not isinstance(stage, dict) or not isinstance(stage.get("em"), dict) or not isinstance(stage.get("steps"), int):
+            return f"stage {name!r} lacks its em values or steps"
+        bad = [s for s, v in stage["em"].items() if not _number(v)]
+        if bad:
+            return f"stage {name!r}: em[{bad[0]!r}] is not a number"
+    return None
+
+
+def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl; a last line cut off by a killed writer is left out (with a
+    note), any other unreadable line makes the run bad."""
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadRun(path, f"unreadable ({error})") from None
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    rows = []
+    for index, (number, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            if index == len(numbered) - 1:
+                notes.append(f"{path}: skipped its last line {number}, cut off ({error}): a killed writer's partial line")
+                break
+            raise BadRun(path, f"line {number} is not a JSON object ({error})") from None
+        if not isinstance(row, dict):
+            raise BadRun(path, f"line {number} is not a JSON object but {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _read_run(name: str, path: Path, overrides: dict[str, Any], notes: list[str]) -> RunRecord:
+    """One run folder; BadRun (naming the file and why) if it cannot be used."""
+    file = path / "results.json"
+    try:
+        results = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadRun(file, f"unreadable ({error})") from None
+    except ValueError as error:
+        raise BadRun(file, f"not valid JSON ({error})") from None
+    problem = results_problem(results)
+    if problem:
+        raise BadRun(file, problem)
+    rows = _read_metrics(path / "metrics.jsonl", notes)
     return RunRecord(name, path, int(results["recipe"]["seed"]), overrides, results, rows)
 
 
-def load_runs(root: Path) -> tuple[list[RunRecord], list[str]]:
-    """The finished runs under ``root`` and a line for every run of the manifest that is missing."""
+@dataclass
+class Loaded:
+    """What ``load_runs`` found: the usable runs, the manifest's runs without results, the
+    skipped bad runs ({"path", "reason"}) and notes (lines left out of a metrics.jsonl)."""
+
+    runs: list[RunRecord]
+    missing: list[str]
+    bad: list[dict[str, str]]
+    notes: list[str]
+
+
+def load_runs(root: Path) -> Loaded:
+    """The finished runs under ``root`` and a line for every run of the manifest that is missing;
+    bad runs are skipped and listed. An unreadable manifest is an error naming it."""
     manifest = root / "sweep.json"
-    runs, problems = [], []
+    runs, missing, bad, notes = [], [], [], []
+
+    def read(name: str, path: Path, overrides: dict[str, Any]) -> None:
+        try:
+            runs.append(_read_run(name, path, overrides, notes))
+        except BadRun as error:
+            bad.append({"path": str(error.path), "reason": error.reason})
+
     if manifest.exists():
-        for entry in json.loads(manifest.read_text())["runs"]:
-            path = root / entry["name"]
+        try:
+            entries = json.loads(manifest.read_text())["runs"]
+            entries = [(e["name"], dict(e.get("overrides") or {}), e) for e in entries]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{manifest} is not a readable sweep manifest ({type(error).__name__}: {error}); "
+                             f"move it aside to report the runs found under {root}") from None
+        for name, overrides, entry in entries:
+            path = root / name
             if (path / "results.json").exists():
-                runs.append(_read_run(entry["name"], path, entry["overrides"]))
+                read(name, path, overrides)
             else:
-                problems.append(f"{entry['name']}: no results.json (status {entry['status']}, log {entry['log']})")
+                missing.append(f"{name}: no results.json (status {entry.get('status')}, log {entry.get('log')})")
     else:
         for results in sorted(root.rglob("results.json")):
-            runs.append(_read_run(str(results.parent.relative_to(root)), results.parent, {}))
-        _infer_overrides(runs)
-    return runs, problems
+            read(str(results.parent.relative_to(root)), results.parent, {})
+    _infer_overrides(runs)
+    return Loaded(runs, missing, bad, notes)
 
 
 def _infer_overrides(runs: list[RunRecord]) -> None:
-    """Without a manifest: a run's overrides are the recipe keys (other than seed and paths) whose
-    values differ between the runs, so runs of different configurations are never pooled."""
-    flat = [{k: json.dumps(v, sort_keys=True) for k, v in configuration(r.results["recipe"], with_seed=False).items()}
-            for r in runs]
-    keys = sorted({k for f in flat for k in f if len({g.get(k) for g in flat}) > 1})
+    """A run's overrides are its ``--set`` values (from the manifest) plus the recipe keys (other than
+    seed and paths) whose values differ between the runs, so runs of different configurations are
+    never pooled, manifest or not. A key that runs recorded before it existed lack counts as equal
+    when the others hold its default (``same_configuration``)."""
+    if not runs:
+        return
+    flat = [configuration(r.results["recipe"], with_seed=False) for r in runs]
+    keys = set().union(*flat)
+    defaults: dict[str, Any] = {}
+    if any(len(f) != len(keys) for f in flat):  # some run lacks a key: only then work out the defaults
+        try:
+            defaults = configuration_defaults(runs[-1].results["recipe"])
+        except Exception:  # noqa: BLE001 - without defaults a missing key simply differs
+            defaults = {}
+    # same_configuration compares values with the defaults filled in, an equality: comparing every
+    # run with the first finds every key on which any two runs differ
+    differing = sorted({k for f in flat[1:] for k in same_configuration(flat[0], f, defaults)})
     for run, values in zip(runs, flat):
-        run.overrides = {k: json.loads(values[k]) if k in values else None for k in keys}
+        for key in differing:
+            if key not in run.overrides:
+                run.overrides[key] = values[key] if key in values else defaults.get(key, "<absent>")
 
 
 def group_runs(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
-    """Runs with the same ``--set`` values, in first-seen order; the key is a readable label."""
+    """Runs with the same ``--set`` values (and configuration), in first-seen order; the key is a
+    readable label. Two runs of one group with the same seed are refused (DuplicateRuns naming both):
+    a copied or twice-collected run must never count as two seeds."""
     groups: dict[str, list[RunRecord]] = {}
     for run in runs:
         label = ", ".join(f"{k}={v}" for k, v in run.overrides.items()) or "all runs"
         groups.setdefault(label, []).append(run)
+    for label, members in groups.items():
+        seen: dict[int, RunRecord] = {}
+        for run in members:
+            if run.seed in seen:
+                raise DuplicateRuns(
+                    f"{seen[run.seed].path} and {run.path} are both seed {run.seed} of the group '{label}' (the same "
+                    "configuration): one is a copy or a rerun of the other; move one of them out of the folder so "
+                    "that no run counts twice")
+            seen[run.seed] = run
     return groups
 
 
@@ -282,15 +415,20 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
 
 def build_report(root: Path, confidence: float = 0.95) -> dict[str, Any]:
     """Write summary.json, summary.md, the figures and report.md into ``root``; return the summary."""
-    runs, problems = load_runs(root)
+    loaded = load_runs(root)
+    runs, problems = loaded.runs, loaded.missing
     if not runs:
-        raise ValueError(f"no finished runs (results.json) under {root}")
+        skipped = "".join(f"\n  skipped {b['path']}: {b['reason']}" for b in loaded.bad)
+        raise ValueError(f"no finished runs (results.json) under {root}" + skipped)
     groups = group_runs(runs)
-    summary = {"confidence": confidence, "groups": {}, "missing_runs": problems}
-    md = ["# Summary", ""]
+    summary = {"confidence": confidence, "groups": {}, "missing_runs": problems, "bad_runs": loaded.bad,
+               "notes": loaded.notes}
+    skipped = _problem_lines(loaded)
+    md = ["# Summary", ""] + skipped
     report = ["# IML report", "", f"{len(runs)} finished runs in `{root}`, {len(groups)} group(s).", ""]
     if problems:
         report += ["Missing runs:", ""] + [f"- {p}" for p in problems] + [""]
+    report += skipped
     for index, (label, members) in enumerate(groups.items()):
         group = summarize(members, confidence)
         group["overrides"] = members[0].overrides
@@ -305,20 +443,37 @@ def build_report(root: Path, confidence: float = 0.95) -> dict[str, Any]:
     return summary
 
 
+def _problem_lines(loaded: Loaded) -> list[str]:
+    """Markdown lines listing the skipped bad runs and the notes (empty when there are none)."""
+    lines = []
+    if loaded.bad:
+        lines += ["Skipped runs (not in any number below):", ""] + [f"- `{b['path']}`: {b['reason']}" for b in loaded.bad] + [""]
+    if loaded.notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in loaded.notes] + [""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iml_hf.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", help="a sweep folder (with sweep.json) or any folder of runs")
     parser.add_argument("--confidence", type=float, default=0.95)
     args = parser.parse_args(argv)
+    if not 0 < args.confidence < 1:
+        print(f"error: --confidence {args.confidence} must lie strictly between 0 and 1 (e.g. 0.95)", file=sys.stderr)
+        return 2
     root = Path(args.output_dir)
     if not root.is_dir():
         print(f"error: {root} is not a folder of runs", file=sys.stderr)
         return 2
     try:
         summary = build_report(root, args.confidence)
-    except ValueError as error:
+    except ValueError as error:  # DuplicateRuns among them
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for bad in summary["bad_runs"]:
+        print(f"warning: skipped {bad['path']}: {bad['reason']}", file=sys.stderr)
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     for label, group in summary["groups"].items():
         for name, per_stage in group["contrasts"].items():
             stage, g = list(per_stage.items())[-1]

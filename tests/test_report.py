@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +140,91 @@ def test_without_a_manifest_runs_of_different_recipes_are_not_pooled(tmp_path):
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def _runs(root, seeds, seed_rng=3):
+    rng = np.random.default_rng(seed_rng)
+    for seed in seeds:
+        _fake_run(root / f"seed{seed}", seed,
+                  {stage: {s: float(rng.uniform(0, 1)) for s in SUBSETS} for stage in ("pretrain", "x1", "x2")})
+
+
+def test_bad_runs_are_skipped_and_named_and_a_cut_off_last_metrics_line_is_noted(tmp_path, capsys):
+    _runs(tmp_path, range(6))
+    (tmp_path / "seed3" / "results.json").write_text('{"final_em": {"x2t": 0.5')  # a corrupt file
+    (tmp_path / "seed4" / "results.json").write_text("{}")
+    results = json.loads((tmp_path / "seed5" / "results.json").read_text())
+    del results["stages"]
+    (tmp_path / "seed5" / "results.json").write_text(json.dumps(results))
+    metrics = tmp_path / "seed1" / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"stage": "x2", "glo')  # a killed writer's partial last line
+    middle = tmp_path / "seed2" / "metrics.jsonl"
+    lines = middle.read_text().splitlines()
+    middle.write_text("\n".join([*lines[:3], "garbage", *lines[3:]]) + "\n")  # not a cut-off: the run is bad
+
+    assert report.main([str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    expected = {
+        "seed3/results.json": "not valid JSON", "seed4/results.json": "missing required key(s) recipe, stages, wall_time_s (the file is {})",
+        "seed5/results.json": "missing required key(s) stages", "seed2/metrics.jsonl": "line 4 is not a JSON object",
+    }
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    bad = {str(Path(b["path"]).relative_to(tmp_path)): b["reason"] for b in summary["bad_runs"]}
+    assert set(bad) == set(expected)
+    texts = [err, (tmp_path / "report.md").read_text(), (tmp_path / "summary.md").read_text()]
+    for file, reason in expected.items():
+        assert reason in bad[file]
+        assert all(f"{tmp_path / file}" in text and reason in text for text in texts)
+    note = f"{metrics}: skipped its last line {len(whole.splitlines()) + 1}, cut off"
+    assert summary["notes"][0].startswith(note) and all(note in text for text in texts)
+    group = summary["groups"]["all runs"]
+    assert group["seeds"] == [0, 1]  # only the usable runs count
+    assert len(report.load_runs(tmp_path).runs[1].rows) == len(whole.splitlines())
+
+
+def test_only_bad_runs_is_an_error_naming_them(tmp_path, capsys):
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "results.json").write_text("{}")
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no finished runs" in err and f"{tmp_path / 'seed0' / 'results.json'}: missing required key(s)" in err
+
+
+def test_two_copies_of_one_run_are_refused_not_counted_twice(tmp_path, capsys):
+    _runs(tmp_path / "sweep", range(3))
+    shutil.copytree(tmp_path / "sweep" / "seed1", tmp_path / "backup" / "seed1")
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'backup' / 'seed1'} and {tmp_path / 'sweep' / 'seed1'} are both seed 1" in err
+    assert "no run counts twice" in err and not (tmp_path / "summary.json").exists()
+    # in a sweep folder too: a manifest naming two folders that hold the same seed and configuration
+    runs = [{"name": n, "overrides": {}, "status": "done", "log": ""} for n in ("sweep/seed1", "backup/seed1")]
+    (tmp_path / "sweep.json").write_text(json.dumps({"runs": runs}))
+    assert report.main([str(tmp_path)]) == 2 and "are both seed 1" in capsys.readouterr().err
+
+
+def test_runs_recorded_before_a_key_existed_pool_with_runs_at_its_default(tmp_path):
+    _runs(tmp_path, range(4))
+    for seed, value in ((2, 1024), (3, 1024)):  # newer runs record evaluation.batch_size at its default
+        path = tmp_path / f"seed{seed}" / "results.json"
+        results = json.loads(path.read_text())
+        results["recipe"]["evaluation"] = {"batch_size": value}
+        path.write_text(json.dumps(results))
+    assert list(report.build_report(tmp_path)["groups"]) == ["all runs"]
+    path = tmp_path / "seed3" / "results.json"
+    results = json.loads(path.read_text())
+    results["recipe"]["evaluation"] = {"batch_size": 512}  # not the default: another configuration
+    path.write_text(json.dumps(results))
+    groups = report.build_report(tmp_path)["groups"]
+    assert {label: g["seeds"] for label, g in groups.items()} == {
+        "evaluation.batch_size=1024": [0, 1, 2], "evaluation.batch_size=512": [3]}
+
+
+def test_a_corrupt_manifest_or_confidence_is_a_clear_error(tmp_path, capsys):
+    _runs(tmp_path, range(2))
+    (tmp_path / "sweep.json").write_text('{"runs": [')
+    assert report.main([str(tmp_path)]) == 2
+    assert f"{tmp_path / 'sweep.json'} is not a readable sweep manifest" in capsys.readouterr().err
+    assert report.main([str(tmp_path), "--confidence", "95"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
