@@ -138,8 +138,11 @@ def cases(root: Path) -> list[Case]:
     def foreign_cache(path: Path) -> None:
         subprocess.run(train(r, "--seed=1", f"--output_dir={root / 'seed1'}", f"--cache_dir={root / 'cache'}"),
                        capture_output=True, check=True)
-        ours = next(e for e in cache_entries(root / "cache") if json.loads((e / "entry.json").read_text())["seed"] == 0)
-        theirs = next(e for e in cache_entries(root / "cache") if json.loads((e / "entry.json").read_text())["seed"] == 1)
+        from iml_hf.corpus import corpus_key
+        from iml_hf.recipe import parse_recipe
+
+        task = parse_recipe([r]).task
+        ours, theirs = (root / "cache" / "corpora" / corpus_key(task, seed) for seed in (0, 1))
         for a, b in zip(sorted(ours.rglob("*.arrow")), sorted(theirs.rglob("*.arrow"))):
             shutil.copyfile(b, a)
 
