@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from iml_hf.validation import check_at_least, check_between, check_choice
+
 SCRATCH_ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
 
 
@@ -55,6 +57,11 @@ class ModelArguments:
             raise ValueError(
                 f"model.architecture={self.architecture!r} is not supported; use one of {SCRATCH_ARCHITECTURES}"
             )
+        for key in ("num_layers", "hidden_size", "num_heads", "max_position_embeddings", "intermediate_size"):
+            check_at_least(f"model.{key}", getattr(self, key), 1)
+        check_between("model.dropout", self.dropout, 0, 1, high_open=True)
+        if self.model_name_or_path is not None and not self.model_name_or_path:
+            raise ValueError("model.model_name_or_path='' is not valid: expected a folder or a Hub id (or null)")
         if self.dtype not in DTYPES:
             hint = " (float16 parameters make AdamW give NaN; keep float32 and set training.fp16=true)" \
                 if self.dtype == "float16" else ""
@@ -83,10 +90,9 @@ class EvalArguments:
     loss: bool = True
 
     def __post_init__(self) -> None:
-        if self.eval_steps < 0:
-            raise ValueError("evaluation.eval_steps must be >= 0 (0 = only at the end of each stage)")
-        if self.batch_size < 1:
-            raise ValueError("evaluation.batch_size must be >= 1")
+        check_at_least("evaluation.eval_steps", self.eval_steps, 0, note="0 = only at the end of each stage")
+        check_at_least("evaluation.batch_size", self.batch_size, 1)
+        check_at_least("evaluation.max_examples_per_subset", self.max_examples_per_subset, 1)
 
 
 INTERVAL_STRATEGIES = ("steps", "epoch")
@@ -114,8 +120,7 @@ class GradientAlignmentArguments:
         if self.method not in ("factored", "vmap"):
             raise ValueError(f"gradient_alignment.method={self.method!r}; use 'factored' or 'vmap'")
         for key in ("aliases_per_subset", "questions_per_alias", "chunk_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"gradient_alignment.{key} must be >= 1")
+            check_at_least(f"gradient_alignment.{key}", getattr(self, key), 1)
 
 
 @dataclass
@@ -148,15 +153,16 @@ class LayerAnalysisArguments:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1 or self.batch_size < 1 or self.min_position < 0:
-            raise ValueError("layer_analysis.max_tokens and batch_size must be >= 1, min_position >= 0")
+        for key in ("max_tokens", "batch_size", "pca_tokens", "linearize_tokens"):
+            check_at_least(f"layer_analysis.{key}", getattr(self, key), 1)
+        check_at_least("layer_analysis.min_position", self.min_position, 0)
+        check_at_least("layer_analysis.seed", self.seed, 0)
+        check_at_least("layer_analysis.max_final_loss", self.max_final_loss, 0, "a number")
 
 
 def _check_interval(section: str, interval: int, strategy: str) -> None:
-    if interval < 0:
-        raise ValueError(f"{section}.interval must be >= 0 (0 = only at the end of each stage)")
-    if strategy not in INTERVAL_STRATEGIES:
-        raise ValueError(f"{section}.interval_strategy={strategy!r}; use one of {INTERVAL_STRATEGIES}")
+    check_at_least(f"{section}.interval", interval, 0, note="0 = only at the end of each stage")
+    check_choice(f"{section}.interval_strategy", strategy, INTERVAL_STRATEGIES)
 
 
 #: Stage keys that are not ``TrainingArguments`` fields.
@@ -182,16 +188,16 @@ class StageArguments:
 
     def __post_init__(self) -> None:
         if not self.train_subsets:
-            raise ValueError(f"stage {self.name!r} needs at least one entry in train_subsets")
+            raise ValueError(f"stages.{self.name}.train_subsets is empty; name at least one subset to train on")
         from iml_hf.tasks import KINDS
 
         for kind in self.train_kinds or []:
             if kind not in KINDS:
-                raise ValueError(f"stage {self.name!r}: train_kinds names {kind!r}; use some of {KINDS}")
+                raise ValueError(f"stages.{self.name}.train_kinds names {kind!r}; use some of {KINDS}")
         total = sum(self.replay.values())
         if any(v <= 0 for v in self.replay.values()) or total >= 1:
             raise ValueError(
-                f"stage {self.name!r}: replay shares must be > 0 and sum to < 1, got {self.replay}"
+                f"stages.{self.name}.replay={self.replay!r} is not valid: expected shares > 0 that sum to < 1"
             )
 
 
@@ -220,5 +226,8 @@ class RunArguments:
     corpus_repo_id: str | None = None
 
     def __post_init__(self) -> None:
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError("torch_threads must be >= 1 (or null for torch's default)")
+        check_at_least("seed", self.seed, 0)
+        check_at_least("torch_threads", self.torch_threads, 1, note="or null for torch's default")
+        for key in ("output_dir", "cache_dir"):
+            if getattr(self, key) == "":
+                raise ValueError(f"{key}='' is not valid: expected a folder name")

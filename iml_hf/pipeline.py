@@ -162,6 +162,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     check_launch(recipe, state)
     seed = recipe.run.seed
     corpus, tokenizer, tokenized = prepare_data(recipe, state)
+    recipe.check_sequence_lengths(tokenized)  # max_position_embeddings vs the corpus, before anything is written
     evaluation = eval_sets(tokenized, recipe)
     inputs = mechanism_inputs(recipe, tokenized, tokenizer)
     set_seed(seed)

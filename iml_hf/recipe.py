@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import re
+import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from iml_hf.hub import check_hub_keys, check_hub_repo_id
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-exported)
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
+from iml_hf.validation import (  # noqa: F401  (RecipeError and _coerce re-exported)
+    RecipeError, _coerce, check_sequence_lengths, check_stages, check_training_value, conform, conform_cli, invalid,
+)
 
 SECTIONS = ("task", "model", "training", "evaluation", *MEASUREMENTS)
 #: Sections whose keys are the fields of a dataclass (every measurement's section among them).
@@ -48,11 +52,6 @@ def machine_defaults() -> dict[str, Any]:
     """TrainingArguments defaults that depend on this machine; applied when a stage runs but kept
     out of the resolved recipe, so a run's recorded configuration is the same on any machine."""
     return {"dataloader_pin_memory": torch.cuda.is_available()}  # pinning only helps host-to-GPU copies
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class RecipeError(ValueError):
-    """A recipe or command line that cannot be run; the message says what to change."""
 
 
 @dataclass
@@ -80,6 +79,12 @@ class Recipe:
             return self.measurement_args(name)
         raise AttributeError(name)
 
+    def check_sequence_lengths(self, tokenized: Any) -> None:
+        """The tokenized corpus fits the model's positions (a RecipeError naming
+        ``model.max_position_embeddings`` otherwise); checked once the corpus exists, before any
+        file of the run is written."""
+        check_sequence_lengths(self, tokenized)
+
     def training_arguments(self, stage: StageArguments, output_dir: str | None = None) -> TrainingArguments:
         """The stage's TrainingArguments: toolkit defaults < recipe ``training`` < stage overrides."""
         values = {**TRAINING_DEFAULTS, **machine_defaults(), **self.training, **stage.training}
@@ -88,20 +93,26 @@ class Recipe:
         return TrainingArguments(**values)
 
 
-def _field_names(cls: type) -> dict[str, str]:
-    return {f.name: str(f.type) for f in dataclasses.fields(cls) if f.init}
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's init fields -> their types (annotations evaluated)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
 
-def _training_fields() -> dict[str, str]:
-    return {k: v for k, v in _field_names(TrainingArguments).items() if k not in RESERVED_TRAINING_KEYS}
+def _training_fields() -> dict[str, Any]:
+    return {k: v for k, v in _field_types(TrainingArguments).items() if k not in RESERVED_TRAINING_KEYS}
 
 
-def _coerce(value: Any, type_name: str) -> Any:
-    """YAML reads ``2e-5`` as a string; turn numeric strings into numbers where a number is expected."""
-    if isinstance(value, str) and _NUMBER.match(value) and ("float" in type_name or "int" in type_name):
-        number = float(value)
-        return int(number) if "float" not in type_name and number.is_integer() else number
-    return value
+def _stage_fields() -> dict[str, Any]:
+    return {k: v for k, v in _field_types(StageArguments).items() if k in STAGE_FIELDS and k != "name"}
+
+
+def _type_name(annotation: Any) -> str:
+    """A short name for ``--help``: ``int``, ``float``, ``list[str]``, ``str | None``..."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -110,14 +121,32 @@ def _suggest(key: str, valid: list[str]) -> str:
 
 
 def _fail_unknown(key: str, valid: list[str], where: str) -> None:
-    raise RecipeError(f"unknown key '{key}' {where}{_suggest(key, valid)}")
+    raise RecipeError(f"unknown key '{key}' {where}{_suggest(str(key), valid)}")
 
 
-def _schema(recipe: dict[str, Any]) -> dict[str, str]:
+def _check_shape(recipe: dict[str, Any], where: str) -> None:
+    """The recipe's structure, before any key is looked at: sections are mappings, ``task.name`` a
+    string, ``stages`` a list of uniquely named mappings."""
+    for key in SECTIONS:
+        if key in recipe and not isinstance(recipe[key], dict):
+            raise invalid(key, recipe[key], f"a mapping of {key}.* keys ({where})")
+    name = (recipe.get("task") or {}).get("name")
+    if name is not None and not isinstance(name, str):
+        raise invalid("task.name", name, f"a task name, one of {sorted(task_registry())} ({where})")
+    check_stages(recipe.get("stages"), where)
+
+
+def _schema(recipe: dict[str, Any], where: str = "in the recipe") -> dict[str, str]:
     """Every valid dotted key for this recipe -> its type name."""
+    return {k: _type_name(t) for k, t in _key_types(recipe, where).items()}
+
+
+def _key_types(recipe: dict[str, Any], where: str = "in the recipe") -> dict[str, Any]:
+    """Every valid dotted key for this recipe -> its type."""
+    _check_shape(recipe, where)
     registry = task_registry()
     task_name = (recipe.get("task") or {}).get("name")
-    schema = {k: t for k, t in _field_names(RunArguments).items()}
+    schema = dict(_field_types(RunArguments))
     if task_name is None:
         raise RecipeError(f"the recipe needs task.name; available tasks: {sorted(registry)}")
     if task_name not in registry:
@@ -125,43 +154,38 @@ def _schema(recipe: dict[str, Any]) -> dict[str, str]:
             f"task.name={task_name!r} is unknown{_suggest(task_name, sorted(registry))} "
             f"(available tasks: {sorted(registry)})"
         )
-    schema.update({f"task.{k}": t for k, t in _field_names(registry[task_name]).items()})
+    schema.update({f"task.{k}": t for k, t in _field_types(registry[task_name]).items()})
     for section, cls in SECTION_CLASSES.items():
-        schema.update({f"{section}.{k}": t for k, t in _field_names(cls).items()})
+        schema.update({f"{section}.{k}": t for k, t in _field_types(cls).items()})
     training = _training_fields()
     schema.update({f"training.{k}": t for k, t in training.items()})
     for stage in recipe.get("stages") or []:
-        name = stage.get("name")
-        stage_fields = {"train_subsets": "list", "train_kinds": "list", "replay": "dict", "reset_optimizer": "bool", **training}
-        schema.update({f"stages.{name}.{k}": t for k, t in stage_fields.items()})
+        schema.update({f"stages.{stage['name']}.{k}": t for k, t in {**_stage_fields(), **training}.items()})
     return schema
 
 
 def _flatten(recipe: dict[str, Any], where: str) -> dict[str, Any]:
     """Nested recipe -> {dotted key: value}, checking every key against the schema."""
-    schema = _schema(recipe)
+    schema = _schema(recipe, where)
     flat: dict[str, Any] = {}
     for key, value in recipe.items():
         if key == "stages":
-            if not isinstance(value, list):
-                raise RecipeError(f"'stages' must be a list of stages {where}")
-            names = [s.get("name") if isinstance(s, dict) else None for s in value]
-            if None in names or len(set(names)) != len(names):
-                raise RecipeError(f"every stage needs a unique 'name' {where}; got {names}")
             for stage in value:
                 for k, v in stage.items():
                     if k != "name":
                         flat[f"stages.{stage['name']}.{k}"] = v
         elif key in SECTIONS:
-            if not isinstance(value, dict):
-                raise RecipeError(f"'{key}' must be a mapping {where}")
             for k, v in value.items():
                 flat[f"{key}.{k}"] = v
         else:
-            flat[key] = value
+            flat[str(key)] = value
     valid = sorted(schema)
     for key in flat:
         if key not in schema:
+            reserved = key.rsplit(".", 1)[-1]
+            if key.startswith(("training.", "stages.")) and reserved in RESERVED_TRAINING_KEYS:
+                raise RecipeError(f"{key} cannot be set: the toolkit sets the TrainingArguments' {reserved} from "
+                                  f"the recipe's top-level '{reserved}' key; set that instead ({where})")
             _fail_unknown(key, valid, where)
     return flat
 
@@ -200,7 +224,9 @@ def load_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read a recipe file; an unreadable or non-mapping file is a RecipeError. A ``base:`` key
     names a recipe (relative to this file) that this one extends, stating only what differs."""
     try:
-        data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+        text = Path(path).read_text()
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path!r} does not exist") from None
     except yaml.YAMLError as error:
@@ -214,6 +240,29 @@ def load_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if Path(base_path).resolve().as_posix() in _seen:
         raise RecipeError(f"recipe {path!r}: 'base: {base}' makes a cycle")
     return _merge(load_yaml(base_path, (*_seen, Path(path).resolve().as_posix())), data)
+
+
+def _check_duplicate_keys(node: yaml.Node | None, path: str, where: str = "") -> None:
+    """A key given twice in one mapping (YAML would silently keep the last) is an error naming the
+    dotted key (``model.num_layers``, ``stages.x1.max_steps``) and both lines."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            dotted = f"{where}.{key}" if where else str(key)
+            if key is not None and key in seen:
+                raise RecipeError(f"recipe file {path!r}: duplicate key '{dotted}' (lines {seen[key]} and "
+                                  f"{key_node.start_mark.line + 1}); YAML would keep only the last, so give it once")
+            if key is not None:
+                seen[key] = key_node.start_mark.line + 1
+            _check_duplicate_keys(value_node, path, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            name = None
+            if isinstance(item, yaml.MappingNode):
+                name = next((v.value for k, v in item.value if getattr(k, "value", None) == "name"
+                             and isinstance(v, yaml.ScalarNode)), None)
+            _check_duplicate_keys(item, path, f"{where}.{name}" if name else f"{where}[{i}]")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -242,13 +291,14 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, rest
 
 
-def _overrides(argv: list[str], schema: dict[str, str], prog: str) -> dict[str, Any]:
+def _overrides(argv: list[str], types: dict[str, Any], prog: str) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run an IML recipe. Every recipe key can be overridden as --key=value.",
         allow_abbrev=False,
     )
     parser.add_argument("config", nargs="?", help="recipe YAML (or --config PATH)")
+    schema = {k: _type_name(t) for k, t in types.items()}
     for key in sorted(schema):
         parser.add_argument(f"--{key}", dest=key, default=argparse.SUPPRESS, metavar=schema[key].split(" ")[0])
     known, unknown = parser.parse_known_args(argv)
@@ -259,7 +309,7 @@ def _overrides(argv: list[str], schema: dict[str, str], prog: str) -> dict[str, 
         hint = f"; did you mean '--{match[0]}'?" if match else ""
         raise RecipeError(f"unknown argument '{flag}'{hint}")
     values = {k: v for k, v in vars(known).items() if k != "config"}
-    return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in values.items()}
+    return {k: conform_cli(k, v, types[k]) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def _unflatten(flat: dict[str, Any], stage_order: list[str]) -> dict[str, Any]:
@@ -280,8 +330,19 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     """Validate a nested recipe mapping into a Recipe (all errors are RecipeError)."""
     where = f"in {source}" if source else "in the recipe"
     flat = _flatten(nested, where)
-    schema = _schema(nested)
-    flat = {k: _coerce(v, schema[k]) for k, v in flat.items()}
+    types = _key_types(nested, where)
+    try:
+        flat = {k: conform(k, v, types[k]) for k, v in flat.items()}  # every value's type
+        for key, value in flat.items():
+            if key.startswith(("training.", "stages.")):
+                check_training_value(key, value)  # TrainingArguments ranges; the dataclasses check their own
+    except RecipeError as error:
+        raise RecipeError(f"{error} ({where})") from None
+    for stage in nested.get("stages") or []:
+        if "train_subsets" not in stage:
+            subsets = list(task_registry()[nested["task"]["name"]].subsets)
+            raise RecipeError(f"stages.{stage['name']}.train_subsets is missing: name the subsets the stage "
+                              f"trains on, some of {subsets} ({where})")
     nested = _unflatten(flat, [s["name"] for s in nested.get("stages") or []])
     try:
         run = RunArguments(**{k: v for k, v in nested.items() if k not in SECTIONS and k != "stages"})
@@ -317,7 +378,8 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         for subset in [*stage.train_subsets, *stage.replay]:
             if subset not in task.subsets:
                 raise RecipeError(
-                    f"stage {stage.name!r} names subset {subset!r}, which task {task.name!r} does not have"
+                    f"stages.{stage.name}.{'train_subsets' if subset in stage.train_subsets else 'replay'} names "
+                    f"subset {subset!r}, which task {task.name!r} does not have"
                     f"{_suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
                 )
     for subset in evaluation.subsets or []:
@@ -369,7 +431,7 @@ def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
         task["name"] = sorted(task_registry())[0]  # --help without a recipe: show a task's keys
     where = f"in {path}" if path else "on the command line"
     flat = _flatten(nested, where)  # recipe typos are reported before command-line ones
-    overrides = _overrides(rest, _schema(nested), prog)
+    overrides = _overrides(rest, _key_types(nested, where), prog)
     if overrides.get("model.model_name_or_path") is not None:  # a checkpoint replaces the file's from-scratch model
         flat = {k: v for k, v in flat.items() if not (k.startswith("model.") and k[6:] in FROM_SCRATCH_KEYS)}
     flat.update(overrides)

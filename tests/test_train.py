@@ -65,9 +65,10 @@ def test_same_recipe_and_seed_give_same_metrics(monkeypatch, tiny_recipe, tmp_pa
 
 
 def test_weights_carry_over_between_stages(monkeypatch, tiny_recipe, tmp_path):
-    """A run whose last stage has lr 0 ends with the weights the previous stage left."""
+    """A run whose last stage takes one step at lr 1e-12 (below float32 resolution for AdamW's
+    ~lr-sized step; lr 0 is refused at parse time) ends with the weights the previous stage left."""
     base = _run(monkeypatch, [str(tiny_recipe), f"--output_dir={tmp_path / 'two'}", "--stages.x2.max_steps=1",
-                              "--stages.x2.learning_rate=0.0", "--stages.x2.warmup_steps=0"])
+                              "--stages.x2.learning_rate=1e-12", "--stages.x2.warmup_steps=0"])
     assert base["stages"]["x2"]["em"] == base["stages"]["x1"]["em"]
     assert base["stages"]["x1"]["em"] != base["stages"]["pretrain"]["em"] or base["stages"]["x1"]["train_loss"] > 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two")

@@ -33,6 +33,7 @@ from typing import ClassVar
 from datasets import Dataset, DatasetDict, Features, Value
 
 from iml_hf.tasks import CORPUS_COLUMNS, register_task
+from iml_hf.validation import check_at_least, check_between
 from iml_hf.tasks.knowledge import KnowledgeBase, random_strings, synthetic_kb
 
 QD_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis")
@@ -125,18 +126,19 @@ class EntitiesTask:
             raise ValueError(f"task.sources={self.sources!r}; use 'tags' or 'natural'")
         if self.tags is not None and (len(self.tags) != 3 or len(set(self.tags)) != 3 or not all(self.tags)):
             raise ValueError(f"task.tags must be three different non-empty strings [tag1, tag2, tag3], got {self.tags}")
-        if self.alpha is not None and not 0 <= self.alpha <= 1:
-            raise ValueError(f"task.alpha={self.alpha} must lie in [0, 1]")
+        check_between("task.alpha", self.alpha, 0, 1)
+        for subset in ENTITY_SUBSETS:
+            check_between(f"task.fraction_{subset}", getattr(self, f"fraction_{subset}"), 0, 1)
         fractions = self.fractions()
         if any(v < 0 for v in fractions.values()) or not 0 < sum(fractions.values()) <= 1 + 1e-9:
             raise ValueError(f"task.fraction_* must be >= 0 and sum to at most 1, got {fractions}")
-        if self.test_fraction is not None and not 0 < self.test_fraction < 1:
-            raise ValueError("task.test_fraction must lie strictly between 0 and 1")
+        check_between("task.test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
         if "{question}" not in self.qa_format:
             raise ValueError(f"task.qa_format={self.qa_format!r} must contain {{question}}")
-        for key in ("num_entities", "variable_length", "tag_length", "definition_repeats"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"task.{key} must be >= 1")
+        for key in ("num_entities", "variable_length", "tag_length", "definition_repeats", "values_per_relation",
+                    "min_predicates_per_subject"):
+            check_at_least(f"task.{key}", getattr(self, key), 1)
+        check_at_least("task.subset_seed", self.subset_seed, 0)
 
     def fractions(self) -> dict[str, float]:
         """Each entity subset's share; with ``alpha``, tag 1's qd share is split alpha : 1 - alpha

@@ -18,6 +18,7 @@ from typing import ClassVar
 from datasets import Dataset, DatasetDict, Features, Value
 
 from iml_hf.tasks import CORPUS_COLUMNS, register_task
+from iml_hf.validation import check_at_least, check_between
 
 BUCKETS = ("x1t", "x1f", "x2t", "x2f")
 OPERATIONS = {"mul": lambda a, b, m: (a * b) % m, "add": lambda a, b, m: (a + b) % m}
@@ -49,8 +50,9 @@ class ModMulTask:
             raise ValueError(f"task.operation={self.operation!r}; use one of {sorted(OPERATIONS)}")
         if self.bucket_by not in ("number", "alias"):
             raise ValueError(f"task.bucket_by={self.bucket_by!r}; use 'number' or 'alias'")
-        if self.modulus < 8:
-            raise ValueError(f"task.modulus={self.modulus} is too small; use at least 8")
+        check_at_least("task.modulus", self.modulus, 8)
+        check_at_least("task.aliases_per_number", self.aliases_per_number, 1)
+        check_at_least("task.definition_repeats", self.definition_repeats, 1)
         if self.bucket_by == "number" and self.modulus % 4:
             raise ValueError(
                 f"task.modulus={self.modulus} cannot be split into four equal buckets of numbers; "
@@ -60,11 +62,11 @@ class ModMulTask:
             raise ValueError(
                 f"task.bucket_by=alias needs aliases_per_number divisible by 4, got {self.aliases_per_number}"
             )
-        if self.aliases_per_number < 1 or self.definition_repeats < 1:
-            raise ValueError("task.aliases_per_number and task.definition_repeats must be >= 1")
         for key in ("pretrain_fraction", "x1_test_fraction"):
-            if not 0 < getattr(self, key) < 1:
-                raise ValueError(f"task.{key} must lie strictly between 0 and 1")
+            check_between(f"task.{key}", getattr(self, key), 0, 1, low_open=True, high_open=True)
+        for key in ("reliable_tag", "unreliable_tag"):
+            if not getattr(self, key).strip():
+                raise ValueError(f"task.{key}={getattr(self, key)!r} is not valid: expected a non-empty tag")
         if self.reliable_tag == self.unreliable_tag:
             raise ValueError("task.reliable_tag and task.unreliable_tag must differ")
 
