@@ -224,6 +224,12 @@ class RunArguments:
     corpus_dataset: str | None = None
     corpus_revision: str | None = None
     corpus_repo_id: str | None = None
+    # Resuming (iml_hf.pipeline): a run writes into ``<output_dir>.partial`` and replaces
+    # ``output_dir`` when it finishes; a folder holding a finished run is only replaced with
+    # ``overwrite_output_dir``. A killed run resumes from its last checkpoint, saved every
+    # ``checkpoint_steps`` steps of a stage (0: only at stage ends).
+    overwrite_output_dir: bool = False
+    checkpoint_steps: int = 500
 
     def __post_init__(self) -> None:
         check_at_least("seed", self.seed, 0)
@@ -231,3 +237,5 @@ class RunArguments:
         for key in ("output_dir", "cache_dir"):
             if getattr(self, key) == "":
                 raise ValueError(f"{key}='' is not valid: expected a folder name")
+        if not isinstance(self.checkpoint_steps, int) or self.checkpoint_steps < 0:
+            raise ValueError(f"checkpoint_steps={self.checkpoint_steps!r} must be an integer >= 0 (0: only at stage ends)")

@@ -39,19 +39,22 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl``; only the main process writes."""
+    """Appends one JSON object per line to ``metrics.jsonl``; only the main process writes. With
+    ``seed`` every row carries the run's seed (rows of many runs can be pooled)."""
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool = True, seed: int | None = None):
         self.path = Path(path)
         self.enabled = enabled
+        self.seed = seed
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not self.enabled or not rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        extra = {} if self.seed is None else {"seed": self.seed}
         with self.path.open("a") as f:
-            for row in rows:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.write("".join(json.dumps({**row, **extra}, sort_keys=True) + "\n" for row in rows))
+            f.flush()
 
 
 def remove_empty_dirs(root: Path) -> None:

@@ -26,9 +26,10 @@ from iml_hf.hub import hub_repo_id, push_run
 from iml_hf.model_card import write_model_cards
 from iml_hf.modeling import build_model, count_parameters
 from iml_hf.recipe import Recipe, RecipeError
+from iml_hf.run_folder import FolderError, RunFolder
 from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
 from iml_hf.trackers import TrackerRun
-from iml_hf.trainer import IMLTrainer
+from iml_hf.trainer import CHECKPOINT_MARKER, IMLTrainer, make_resumable
 
 
 def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
@@ -153,13 +154,57 @@ def check_launch(recipe: Recipe, state: PartialState) -> None:
             f"across processes; switch them off for this launch ({flags}) or use DDP or DeepSpeed ZeRO-2")
 
 
+def prepare_folder(recipe: Recipe, folder: RunFolder, state: PartialState) -> dict[str, Any]:
+    """The main process locks the run folder and checks it (nothing is written); every process
+    gets the same plan, or the same error."""
+    error, plan = None, None
+    if state.is_main_process:
+        try:
+            folder.lock()
+            plan = folder.plan(recipe.resolved, [s.name for s in recipe.stages], recipe.run.overwrite_output_dir)
+        except FolderError as failure:
+            error = str(failure)
+            folder.release(remove=True)  # the lock file, if this run made and holds it
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error, plan = broadcast_object_list([error, plan])
+    if error:
+        raise RecipeError(error)
+    return plan
+
+
+def load_stage_weights(model: torch.nn.Module, folder: str) -> None:
+    """The weights a finished stage ended with (saved by ``Trainer.save_model``; tied weights are
+    saved once and tied again)."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")), strict=False)
+    model.tie_weights()
+    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"the weights in {folder} do not fit the model (missing {missing}, unexpected {unexpected})")
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
-    """Train every stage of ``recipe`` in order and return (and write) the results."""
-    started = time.perf_counter()
+    """Train every stage of ``recipe`` in order and return (and write) the results.
+
+    Everything is written into ``<output_dir>.partial`` (``iml_hf.run_folder``), which replaces
+    ``output_dir`` once the run has finished; a killed run rerun with the same command resumes."""
     if recipe.run.torch_threads:
         torch.set_num_threads(recipe.run.torch_threads)
     state = PartialState()
     check_launch(recipe, state)
+    folder = RunFolder(recipe.run.output_dir)
+    plan = prepare_folder(recipe, folder, state)
+    try:
+        return _run(recipe, state, folder, plan)
+    finally:
+        folder.release()
+
+
+def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
     seed = recipe.run.seed
     corpus, tokenizer, tokenized = prepare_data(recipe, state)
     recipe.check_sequence_lengths(tokenized)  # max_position_embeddings vs the corpus, before anything is written
@@ -170,23 +215,40 @@ def run(recipe: Recipe) -> dict[str, Any]:
     if recipe.measurement_args("layer_analysis").enabled:
         architecture_of(model)  # an unknown decoder fails now, not at the first stage's end
 
-    out = Path(recipe.run.output_dir)
+    work, out = folder.work, folder.out
     if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", "results.json"):
-            (out / stale).unlink(missing_ok=True)
-        shutil.rmtree(out / "embeddings", ignore_errors=True)
-        shutil.rmtree(out / "stages", ignore_errors=True)
-        shutil.rmtree(out / "layers", ignore_errors=True)
-    metrics_log = MetricsLog(out / "metrics.jsonl", enabled=state.is_main_process)
+        folder.start(recipe.resolved, plan)
+    state.wait_for_everyone()
+    if plan["finished"]:  # killed while putting the finished run in place
+        results = json.loads((work / "results.json").read_text())
+        return finish(recipe, state, folder, results, corpus)
+    if plan["resume"]:
+        done = f"after stage {recipe.stages[plan['index'] - 1].name}" if plan["index"] else "at the start"
+        where = f"from {plan['checkpoint']}" if plan["checkpoint"] else done
+        print(f"resuming the run in {work} {where}", flush=True)
+    if plan["weights"]:
+        load_stage_weights(model, plan["weights"])
+    metrics_log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, seed=seed)
     trackers = TrackerRun.from_recipe(recipe)  # one wandb run and one TensorBoard folder for all stages
+    trackers.log_dir, trackers.wandb_dir = str(work / "tensorboard"), str(work)
 
-    stages: dict[str, dict[str, Any]] = {}
-    step_offset, optimizer, trainer = 0, None, None
+    stage_names = [stage.name for stage in recipe.stages]
+    stages: dict[str, dict[str, Any]] = dict(plan["stages"])
+    earlier_seconds = sum(entry["wall_time_s"] for entry in stages.values())
+    step_offset, optimizer, trainer = plan["step_offset"], None, None
     for index, stage in enumerate(recipe.stages):
+        if index < plan["index"]:
+            continue
+        checkpoint = plan["checkpoint"] if index == plan["index"] else None
+        resumed = json.loads((Path(checkpoint) / CHECKPOINT_MARKER).read_text()) if checkpoint else None
+        carried_state = None
+        if index and not stage.reset_optimizer and optimizer is None:  # resumed at or in this stage
+            carried_state = torch.load(Path(plan["weights"]) / "carried_optimizer.pt", weights_only=True)
+        args = recipe.training_arguments(stage, output_dir=str(folder.checkpoint_dir(stage.name)))
+        make_resumable(args, recipe.run.checkpoint_steps)
         trainer = IMLTrainer(
             model=model,
-            args=recipe.training_arguments(stage),
+            args=args,
             train_dataset=stage_train_set(tokenized["train"], stage, seed + index),
             data_collator=PadCollator(tokenizer.pad_token_id),
             processing_class=tokenizer,
@@ -194,7 +256,9 @@ def run(recipe: Recipe) -> dict[str, Any]:
             stage_index=index,
             step_offset=step_offset,
             carried_optimizer=None if stage.reset_optimizer else optimizer,
+            carried_optimizer_state=carried_state,
             tracker_run=trackers,
+            resumed=resumed,
         )
         em = SubsetEMCallback(
             trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size,
@@ -204,21 +268,20 @@ def run(recipe: Recipe) -> dict[str, Any]:
         use_compact_console(trainer)
         mechanisms = {
             MEASUREMENTS[name].result_key: MEASUREMENTS[name].callback(
-                trainer, prepared, metrics_log, out, recipe.measurement_args(name))
+                trainer, prepared, metrics_log, work, recipe.measurement_args(name))
             for name, prepared in inputs.items()
         }
         for callback in mechanisms.values():
             trainer.add_callback(callback)
-        stage_start = time.perf_counter()
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=checkpoint)
         if recipe.run.hub_stage_branches:  # this stage's weights, for its branch of the Hub repo
-            trainer.save_model(str(out / "stages" / stage.name))
+            trainer.save_model(str(work / "stages" / stage.name))
         stages[stage.name] = {
             "em": em.latest,
             "n": em.sizes,
             "metrics": em.latest_metrics,
             "contrasts": contrast_values(recipe.task.contrasts, em.latest),
-            "wall_time_s": round(time.perf_counter() - stage_start, 3),
+            "wall_time_s": round(trainer.resumable.elapsed(), 3),
             "steps": trainer.state.global_step,
             "train_examples": len(trainer.train_dataset),
             "train_loss": output.training_loss,
@@ -229,12 +292,25 @@ def run(recipe: Recipe) -> dict[str, Any]:
         }
         step_offset += trainer.state.global_step
         optimizer = trainer.unwrapped_optimizer()
+        if resumed:
+            earlier_seconds += resumed["stage_seconds"]
+        # what a rerun needs to start the next stage: these weights (and optimizer, if it carries on)
+        trainer.save_model(str(work / "resume" / stage.name))
+        if state.is_main_process:
+            following = recipe.stages[index + 1] if index + 1 < len(recipe.stages) else None
+            if following is not None and not following.reset_optimizer:
+                torch.save(optimizer.state_dict(), work / "resume" / stage.name / "carried_optimizer.pt")
+            folder.record_stage(stage.name, stages[stage.name], step_offset, stage_names)
+        state.wait_for_everyone()
     trackers.finish()
 
-    if state.is_main_process:
-        remove_empty_dirs(out / "checkpoints")
     if recipe.run.save_model:
-        trainer.save_model(str(out))
+        if trainer is not None:
+            trainer.save_model(str(work))
+        elif state.is_main_process:  # every stage had finished before this rerun: the last stage's weights
+            for file in Path(plan["weights"]).iterdir():
+                if file.name != "carried_optimizer.pt":
+                    shutil.copy2(file, work / file.name)
     final = stages[recipe.stages[-1].name]
     results = {
         "final_em": final["em"],
@@ -242,7 +318,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         "contrast_sets": [[name, *pair] for name, pair in recipe.task.contrasts.items()],  # a list: keeps the order
         "subsets": list(recipe.task.subsets),
         "stages": stages,
-        "wall_time_s": round(time.perf_counter() - started, 3),
+        "wall_time_s": round(time.perf_counter() - started + earlier_seconds, 3),
         "corpus": {
             "cache_key": corpus_key(recipe.task, seed),
             "fingerprint": corpus_fingerprint(corpus),
@@ -254,9 +330,25 @@ def run(recipe: Recipe) -> dict[str, Any]:
         "recipe": recipe.resolved,
     }
     if state.is_main_process:
-        write_json_atomic(out / "results.json", results)
+        shutil.rmtree(work / "resume", ignore_errors=True)
+        if recipe.run.checkpoint_steps:
+            shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        remove_empty_dirs(work / "checkpoints")
         example = next(((row["prompt"], row["answer"]) for row in corpus["test"] if row["prompt"]), None)
-        write_model_cards(out, results, hub_repo_id(recipe) if recipe.run.push_to_hub else None, example)
+        write_model_cards(work, results, hub_repo_id(recipe) if recipe.run.push_to_hub else None, example)
+        write_json_atomic(work / "results.json", results)  # last: a work folder with it is a finished run
+    return finish(recipe, state, folder, results, corpus)
+
+
+def finish(recipe: Recipe, state: PartialState, folder: RunFolder, results: dict[str, Any],
+           corpus: DatasetDict) -> dict[str, Any]:
+    """Put the finished run in place of ``output_dir``, then push it to the Hub if asked (a failed
+    push leaves the finished run in place)."""
+    if state.is_main_process:
+        folder.finish(keep_checkpoints=not recipe.run.checkpoint_steps)
+        folder.release(remove=True)
         if recipe.run.push_to_hub:  # once, after results.json and the card exist
-            print(f"pushed the run to https://huggingface.co/{push_run(out, recipe, results, example)}")
+            example = next(((row["prompt"], row["answer"]) for row in corpus["test"] if row["prompt"]), None)
+            print(f"pushed the run to https://huggingface.co/{push_run(folder.out, recipe, results, example)}")
+    state.wait_for_everyone()
     return results

@@ -363,6 +363,10 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         raise RecipeError(f"{error} ({where})") from None
     if not stages:
         raise RecipeError(f"no stages are defined {where}; add a 'stages:' list")
+    for scope, values in [("training", training), *((f"stages.{s.name}", s.training) for s in stages)]:
+        if "resume_from_checkpoint" in values:
+            raise RecipeError(f"{scope}.resume_from_checkpoint is not used: rerunning the same command resumes a "
+                              f"killed run from its last checkpoint (every checkpoint_steps steps) ({where})")
     given = set(nested.get("model", {}))
     if model.model_name_or_path is None and given & set(CHECKPOINT_KEYS):
         key = sorted(given & set(CHECKPOINT_KEYS))[0]

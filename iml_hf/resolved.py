@@ -24,6 +24,7 @@ def flatten_resolved(tree: Any, prefix: str = "") -> dict[str, Any]:
 PLACEMENT_KEYS = (
     "output_dir", "torch_threads", "cache_dir", "tracker_group",
     "push_to_hub", "hub_model_id", "hub_private", "hub_stage_branches", "corpus_repo_id",
+    "overwrite_output_dir", "checkpoint_steps",
 )
 #: TrainingArguments fields of the same kind, under ``training.`` or a stage; machine-dependent
 #: defaults (pinned memory) among them, so a run planned on a CPU resumes on a GPU machine.
