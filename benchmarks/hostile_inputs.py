@@ -35,6 +35,10 @@ from pathlib import Path
 import yaml
 
 PY = sys.executable
+#: The flag that lets a run replace a finished one, where this version of the toolkit has it.
+OVERWRITE = ["--overwrite_output_dir=true"] if "overwrite_output_dir" in subprocess.run(
+    [PY, "-c", "import dataclasses, iml_hf.args as a; print([f.name for f in dataclasses.fields(a.RunArguments)])"],
+    capture_output=True, text=True).stdout else []
 RECIPE = {
     "output_dir": "OVERRIDE", "seed": 0, "torch_threads": 1,
     "task": {"name": "modmul", "modulus": 8, "aliases_per_number": 2, "definition_repeats": 2},
@@ -107,7 +111,9 @@ def cases(root: Path) -> list[Case]:
         "aliases_per_number=0": "--task.aliases_per_number=0", "fp16 weights": "--model.dtype=float16",
         "revision without checkpoint": "--model.revision=step1000",
     }
-    out = [Case(f"train: {name}", train(r, *fin, "--overwrite_output_dir=true", flag)) for name, flag in bad_values.items()]
+    # each bad value into a fresh folder: a value the toolkit misses trains and exits 0 ("silent")
+    out = [Case(f"train: {name}", train(r, f"--output_dir={root / 'bad' / str(i)}", flag))
+           for i, (name, flag) in enumerate(bad_values.items())]
     stages_mapping = {**RECIPE, "stages": {s["name"]: s for s in RECIPE["stages"]}}
     dotted = {**RECIPE, "stages": [{**RECIPE["stages"][0], "name": "pre.train"}, *RECIPE["stages"][1:]]}
     slashed = {**RECIPE, "stages": [{**RECIPE["stages"][0], "name": "pre/train"}, *RECIPE["stages"][1:]]}
@@ -118,10 +124,11 @@ def cases(root: Path) -> list[Case]:
         "recipe not YAML": "task: {name: modmul\n  : [", "recipe is a list": "- 1\n- 2\n",
     }
     for name, recipe in files.items():
-        out.append(Case(f"train: {name}", train(write_recipe(root, f"{len(out)}.yaml", recipe), *fin,
-                                                 "--overwrite_output_dir=true")))
+        out.append(Case(f"train: {name}", train(write_recipe(root, f"{len(out)}.yaml", recipe),
+                                                 f"--output_dir={root / 'bad' / str(len(out))}")))
     out.append(Case("train: recipe file missing", train(str(root / "missing.yaml"), *fin)))
     out.append(Case("train: rerun into a finished run", train(r, *fin)))
+    out.append(Case("train: max_steps=abc into a finished run", train(r, *fin, *OVERWRITE, "--stages.pretrain.max_steps=abc")))
 
     project = root / "project"
     out.append(Case("train: --output_dir=. in a project folder", train(r, "--output_dir=."), cwd=str(project),
@@ -157,7 +164,7 @@ def cases(root: Path) -> list[Case]:
     out.append(Case("train: another seed's corpus files in the cache", train(r, f"--output_dir={root / 'c2'}", cache),
                     should_fail=False, setup=foreign_cache, check=same_corpus("c2")))
     out.append(Case("train: Ctrl-C while replacing a finished run",
-                    train(r, *fin, "--overwrite_output_dir=true", "--stages.pretrain.max_steps=3000"),
+                    train(r, *fin, *OVERWRITE, "--stages.pretrain.max_steps=3000"),
                     interrupt_after=25.0))
 
     runs = root / "runs"
