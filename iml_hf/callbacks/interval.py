@@ -48,9 +48,11 @@ class IntervalCallback(TrainerCallback):
             logs.update({f"{name}_{k}": v for k, v in extras.items() if isinstance(v, (int, float))})
             rows.append({**position, "name": name, "family": family, "subset": subset, "metric": metric,
                          "value": value, **extras})
-        keep = self.trainer.control.should_log  # Trainer.log clears it: the loss due at this step is still logged
+        control = getattr(self.trainer, "control", None)
+        keep = getattr(control, "should_log", False)  # Trainer.log clears it: the loss due at this step is still logged
         self.trainer.log(logs)
-        self.trainer.control.should_log = keep
+        if control is not None:
+            control.should_log = keep
         self.metrics_log.write(rows)
 
     def _maybe_measure(self, state: TrainerState) -> None:
