@@ -153,8 +153,10 @@ class LayerAnalysisArguments:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("max_tokens", "batch_size", "pca_tokens", "linearize_tokens"):
+        for key in ("max_tokens", "batch_size"):
             check_at_least(f"layer_analysis.{key}", getattr(self, key), 1)
+        check_at_least("layer_analysis.pca_tokens", self.pca_tokens, 0, note="0 = no PCA plot")
+        check_at_least("layer_analysis.linearize_tokens", self.linearize_tokens, 0, note="0 = no linearized layers")
         check_at_least("layer_analysis.min_position", self.min_position, 0)
         check_at_least("layer_analysis.seed", self.seed, 0)
         check_at_least("layer_analysis.max_final_loss", self.max_final_loss, 0, "a number")

@@ -88,7 +88,7 @@ def test_pushed_run_loads_back_and_reproduces_the_run(monkeypatch, tmp_path, cap
 
     main = hub.folder("me/toy-seed0")
     pushed = files_under(main)
-    assert (out / "checkpoints" / "pretrain" / "checkpoint-3").is_dir() and (out / "stages" / "x1").is_dir()
+    assert (out / "stages" / "x1").is_dir()  # local only (checkpoints/ too, while a run is resumable)
     assert not any(name.startswith(("checkpoints/", "stages/")) for name in pushed)
     assert {"README.md", "results.json", "metrics.jsonl", "config.json", "model.safetensors", "tokenizer.json"} <= pushed
     assert json.loads((main / "results.json").read_text()) == json.loads(json.dumps(results))
