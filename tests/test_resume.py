@@ -258,3 +258,21 @@ def test_rows_of_a_finished_run_carry_its_seed(finished):
     _, out = finished
     rows = _rows(out)
     assert rows and all(r["seed"] == 0 for r in rows)
+
+
+def test_ctrl_c_while_replacing_a_finished_run_leaves_it_untouched(finished, tmp_path):
+    """SIGINT in the middle of the replacing run: the finished run stays byte-identical, and a rerun
+    of the same command resumes the work folder."""
+    recipe, out = finished
+    before = _digest(out)
+    argv = [sys.executable, "-m", "iml_hf.train", str(recipe), "--overwrite_output_dir=true",
+            "--stages.pretrain.max_steps=2000"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "run.partial" / "metrics.jsonl").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert _digest(out) == before and (tmp_path / "run.partial").is_dir()
