@@ -90,7 +90,11 @@ def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[Dat
                                          recipe.run.corpus_revision, recipe.run.cache_dir)
         else:
             corpus = load_or_build_corpus(recipe.task, recipe.run.seed, recipe.run.cache_dir)
-    tokenizer = load_tokenizer(recipe, corpus)
+    try:
+        tokenizer = load_tokenizer(recipe, corpus)
+    except OSError as error:  # no such folder or hub id, offline without a cached copy, a bad revision
+        raise RecipeError(f"model.model_name_or_path={recipe.model.model_name_or_path!r} (tokenizer "
+                          f"{recipe.model.tokenizer_name_or_path!r}) cannot be loaded: {error}") from None
     return corpus, tokenizer, tokenize_corpus(corpus, tokenizer)
 
 
@@ -211,7 +215,10 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     evaluation = eval_sets(tokenized, recipe)
     inputs = mechanism_inputs(recipe, tokenized, tokenizer)
     set_seed(seed)
-    model = build_model(recipe.model, tokenizer)
+    try:
+        model = build_model(recipe.model, tokenizer)
+    except OSError as error:
+        raise RecipeError(f"model.model_name_or_path={recipe.model.model_name_or_path!r} cannot be loaded: {error}") from None
     if recipe.measurement_args("layer_analysis").enabled:
         architecture_of(model)  # an unknown decoder fails now, not at the first stage's end
 

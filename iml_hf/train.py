@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except RecipeError as error:  # a launch that cannot work (run checks it before training)
         print(f"iml_hf.train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # the work folder stays; the same command resumes it
+        print(f"iml_hf.train: interrupted; {recipe.run.output_dir} is unchanged and rerunning the same command "
+              f"resumes the run from {recipe.run.output_dir}.partial", file=sys.stderr)
+        raise SystemExit(130) from None
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -178,3 +178,14 @@ def test_encoder_decoder_checkpoints_are_refused_before_loading_weights(tmp_path
     T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=50).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="encoder-decoder model .t5.; iml_hf trains decoder-only"):
         load_checkpoint_config(ModelArguments(model_name_or_path=str(tmp_path)))
+
+
+def test_a_checkpoint_that_cannot_be_loaded_is_a_clear_error_and_writes_nothing(tiny_recipe, tmp_path, capsys):
+    from iml_hf.train import main
+
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tiny_recipe), f"--output_dir={out}", f"--model.model_name_or_path={tmp_path / 'nonexistent'}"])
+    assert exit_.value.code == 2
+    assert "model.model_name_or_path=" in capsys.readouterr().err
+    assert not any(tmp_path.glob("never*"))
