@@ -203,8 +203,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
     plan = prepare_folder(recipe, folder, state)
     try:
         return _run(recipe, state, folder, plan)
-    finally:
-        folder.release()
+    finally:  # a run that failed before starting its work folder leaves no lock file either
+        folder.release(remove=state.is_main_process and not folder.work.exists())
 
 
 def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str, Any]) -> dict[str, Any]:
