@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from iml_hf.pipeline import run  # heavy imports only once the arguments are known to be good
 
     datasets.disable_progress_bars()  # corpus building and tokenizing take seconds; keep the log readable
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint (the Trainer's bar stays)
 
     try:
         results = run(recipe)
