@@ -68,20 +68,20 @@ def validate_corpus(corpus: DatasetDict, task: Task) -> None:
 ENTRY_RECORD = "entry.json"
 
 
-def unusable_entry(path: Path) -> str | None:
-    """Why the cache entry at ``path`` cannot be trusted (None when it can): unreadable files, no
-    record, a record for another key (another seed's files copied in) or rows that do not match
-    the recorded fingerprint (a truncated or edited entry)."""
+def verified_entry(path: Path) -> tuple[DatasetDict | None, str | None]:
+    """The corpus of the cache entry at ``path`` if it can be trusted, else None and why: unreadable
+    files, no record, a record for another key (another seed's files copied in) or rows that do not
+    match the recorded fingerprint (a truncated or edited entry)."""
     try:
         record = json.loads((path / ENTRY_RECORD).read_text())
         if record.get("cache_key") != path.name:
-            return f"it records the key {record.get('cache_key')!r}, not {path.name!r}"
+            return None, f"it records the key {record.get('cache_key')!r}, not {path.name!r}"
         corpus = load_from_disk(str(path))
         if record.get("fingerprint") != corpus_fingerprint(corpus):
-            return "its rows do not match the fingerprint recorded when it was built"
+            return None, "its rows do not match the fingerprint recorded when it was built"
     except Exception as error:  # noqa: BLE001 - pyarrow, json and OS errors alike mean "unreadable"
-        return f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
-    return None
+        return None, f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
+    return corpus, None
 
 
 def load_or_build_corpus(task: Task, seed: int, cache_dir: str | Path | None = None) -> DatasetDict:
@@ -89,14 +89,14 @@ def load_or_build_corpus(task: Task, seed: int, cache_dir: str | Path | None = N
 
     The cache entry is written to a temporary directory and renamed into place, so a crash or a
     concurrent run never leaves a half-written corpus behind. An entry is used only after it is
-    verified against its record (``unusable_entry``); an entry that fails is rebuilt, with a warning.
+    verified against its record (``verified_entry``); an entry that fails is rebuilt, with a warning.
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     path = root / "corpora" / corpus_key(task, seed)
     if path.exists():
-        reason = unusable_entry(path)
-        if reason is None:
-            return load_from_disk(str(path))
+        corpus, reason = verified_entry(path)
+        if corpus is not None:
+            return corpus
         logger.warning(f"the corpus cache entry {path} is unusable: {reason}; rebuilding it")
         shutil.rmtree(path, ignore_errors=True)
     corpus = task.build(seed)
