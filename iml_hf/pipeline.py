@@ -222,7 +222,7 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     if recipe.measurement_args("layer_analysis").enabled:
         architecture_of(model)  # an unknown decoder fails now, not at the first stage's end
 
-    work, out = folder.work, folder.out
+    work = folder.work
     if state.is_main_process:
         folder.start(recipe.resolved, plan)
     state.wait_for_everyone()
