@@ -192,7 +192,7 @@ def cases(root: Path) -> list[Case]:
     out += [
         Case("analyze: toy model, text file, default --seq_len",
              analyze + ["--model", str(root / "finished"), "--data", text, "--output_dir", str(root / "a1"),
-                        "--max_tokens", "200", "--linearize_tokens", "0"], should_fail=False,
+                        "--max_tokens", "200", "--linear_model_tokens", "0"], should_fail=False,
              check=lambda p: (root / "a1" / "layers.json").exists()),
         Case("analyze: a folder that is no model", analyze + ["--model", str(root / "emptydir"), "--data", text,
                                                               "--output_dir", str(root / "a2")]),

@@ -146,17 +146,18 @@ class LayerAnalysisArguments:
     split: str = "test"
     max_tokens: int = 5000
     min_position: int = 4
-    max_final_loss: float | None = None
+    max_final_loss: float | None = 1.0
     batch_size: int = 64
-    pca_tokens: int = 40
-    linearize_tokens: int = 64
+    pca_samples: int | None = None
+    linear_model_tokens: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
         for key in ("max_tokens", "batch_size"):
             check_at_least(f"layer_analysis.{key}", getattr(self, key), 1)
-        check_at_least("layer_analysis.pca_tokens", self.pca_tokens, 0, note="0 = no PCA plot")
-        check_at_least("layer_analysis.linearize_tokens", self.linearize_tokens, 0, note="0 = no linearized layers")
+        check_at_least("layer_analysis.pca_samples", self.pca_samples, 0,
+                       note="0 = no PCA plot, null = the paper's 50 for GPT-2, 150 otherwise")
+        check_at_least("layer_analysis.linear_model_tokens", self.linear_model_tokens, 0, note="0 = no Table 2")
         check_at_least("layer_analysis.min_position", self.min_position, 0)
         check_at_least("layer_analysis.seed", self.seed, 0)
         check_at_least("layer_analysis.max_final_loss", self.max_final_loss, 0, "a number")

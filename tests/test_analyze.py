@@ -29,30 +29,39 @@ def test_layers_on_a_corpus_writes_json_and_plots(tmp_path, saved_model, tiny_co
     tiny_corpus.save_to_disk(str(tmp_path / "corpus"))
     out = tmp_path / "analysis"
     code = main(["layers", "--model", str(saved_model), "--data", str(tmp_path / "corpus"), "--output_dir", str(out),
-                 "--max_tokens", "300", "--min_position", "2", "--pca_tokens", "10", "--linearize_tokens", "5"])
+                 "--max_tokens", "300", "--min_position", "2", "--pca_samples", "10", "--linear_model_tokens", "5",
+                 "--max_final_loss", "100"])
     assert code == 0
     summary = json.loads((out / "layers.json").read_text())
     assert summary["num_layers"] == 3 and len(summary["inner_loss"]["mean"]) == 3 and len(summary["norms"]["mean"]) == 4
-    assert summary["tokens"] == 300 and 0 < summary["inner_loss_tokens"] < 300
-    assert summary["norm_statistics"]["layers_compared"] == 2
-    assert len(summary["linearized_layers"]["shares"]) == 3 and summary["linearized_layers"]["tokens_per_layer"] == 5
+    assert summary["tokens"] == 300 and 0 < summary["inner_loss"]["tokens"] < 300  # position >= 2 only
+    table1 = summary["norm_statistics"]["table1"]
+    assert table1["pairs_per_trajectory"] == 2 and table1["chance_sequence_level"] == 0.25
+    linear = summary["linear_model"]
+    assert linear["tokens"] == 5 and len(linear["layers"]) == 3 and linear["table2"]["matrices"] == 10
+    assert all(layer["agreement"] == 1.0 for layer in linear["layers"])
+    assert summary["pca"] == {"samples": 10, "requested": 10}
     assert all((out / name).stat().st_size > 1000 for name in summary["plots"])
     assert "pca_trajectories.png" in summary["plots"]
-    assert "approximate inner loss" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Figure 2" in printed and "Table 1" in printed and "chance 2^-2" in printed and "Table 2" in printed
 
 
 def test_final_loss_filter_keeps_only_confident_tokens(tmp_path, saved_model, tiny_corpus):
     tiny_corpus.save_to_disk(str(tmp_path / "corpus"))
     args = ["layers", "--model", str(saved_model), "--data", str(tmp_path / "corpus"), "--min_position", "1",
-            "--linearize_tokens", "0", "--max_tokens", "200"]
-    main([*args, "--output_dir", str(tmp_path / "all")])
+            "--linear_model_tokens", "0", "--max_tokens", "200"]
+    main([*args, "--output_dir", str(tmp_path / "all"), "--max_final_loss", "100"])
     everything = json.loads((tmp_path / "all" / "layers.json").read_text())
-    assert main([*args, "--output_dir", str(tmp_path / "none"), "--max_final_loss", "0.0"]) == 2  # nothing is that sure
-    assert not (tmp_path / "none").exists()
+    # nothing is that sure: Figure 2 is empty, Table 1 is still measured
+    assert main([*args, "--output_dir", str(tmp_path / "none"), "--max_final_loss", "0.0"]) == 0
+    none = json.loads((tmp_path / "none" / "layers.json").read_text())
+    assert none["inner_loss"]["tokens"] == 0 and none["inner_loss"]["mean"] is None
+    assert none["norm_statistics"] == everything["norm_statistics"]
     threshold = everything["inner_loss"]["mean"][-1]
     main([*args, "--output_dir", str(tmp_path / "some"), "--max_final_loss", str(threshold)])
     some = json.loads((tmp_path / "some" / "layers.json").read_text())
-    assert 0 < some["inner_loss_tokens"] < everything["inner_loss_tokens"]
+    assert 0 < some["inner_loss"]["tokens"] < everything["inner_loss"]["tokens"]
     assert some["inner_loss"]["mean"][-1] <= threshold
 
 
@@ -73,7 +82,7 @@ def test_a_text_file_on_a_64_position_model_uses_windows_that_fit(tmp_path, save
     text.write_text(" ".join(tiny_corpus["train"]["text"][:200]))
     out = tmp_path / "analysis"
     assert main(["layers", "--model", str(saved_model), "--data", str(text), "--output_dir", str(out),
-                 "--max_tokens", "200", "--linearize_tokens", "0"]) == 0
+                 "--max_tokens", "200", "--linear_model_tokens", "0"]) == 0
     assert json.loads((out / "layers.json").read_text())["tokens"] == 200
     assert main(["layers", "--model", str(saved_model), "--data", str(text), "--output_dir", str(tmp_path / "x"),
                  "--seq_len", "128"]) == 2

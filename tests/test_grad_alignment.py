@@ -122,7 +122,7 @@ def test_measurements_stay_float32_and_exact_under_bf16_mixed_precision(monkeypa
         training={**TINY_RECIPE["training"], "bf16": True, "use_cpu": True},
         stages=TINY_RECIPE["stages"][:2],
         gradient_alignment={"enabled": True, "aliases_per_subset": 3, "questions_per_alias": 2},
-        layer_analysis={"enabled": True, "min_position": 1, "max_tokens": 100, "linearize_tokens": 2},
+        layer_analysis={"enabled": True, "min_position": 1, "max_tokens": 100, "linear_model_tokens": 2},
     )
     out = tmp_path / "run"
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -46,7 +46,7 @@ def test_last_layer_on_its_own_input_reproduces_the_logits(name):
 def test_inner_loss_of_the_last_input_is_the_model_loss(name):
     model = tiny(name)
     batch = next(batches(SEQUENCES, 3, 0))
-    stats = run_layers(model, batch, keep_trajectories=True)
+    stats = run_layers(model, batch)
     assert stats.inner_loss.shape == (sum(len(s) - 1 for s in SEQUENCES), 3)
     expected = []
     for seq in SEQUENCES:  # one sequence at a time, no padding: an independent computation
@@ -56,8 +56,11 @@ def test_inner_loss_of_the_last_input_is_the_model_loss(name):
         expected.append(F.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none"))
     assert torch.allclose(stats.inner_loss[:, -1], torch.cat(expected), atol=1e-5)
     assert sorted(stats.positions.tolist()) == sorted(t for s in SEQUENCES for t in range(len(s) - 1))
-    assert stats.trajectories.shape == (stats.inner_loss.shape[0], 4, 16)
-    assert torch.allclose(stats.trajectories.norm(dim=-1), stats.norms, atol=1e-5)
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([SEQUENCES[0]]), output_hidden_states=True).hidden_states
+    first = stats.norms[: len(SEQUENCES[0]) - 1]  # the first sequence's tokens come first
+    assert torch.allclose(first[:, 0], hidden[0][0, :-1].norm(dim=-1), atol=1e-5)
+    assert torch.allclose(first[:, 2], hidden[2][0, :-1].norm(dim=-1), atol=1e-5)
     assert not torch.allclose(stats.inner_loss[:, 0], stats.inner_loss[:, -1])
 
 
@@ -79,20 +82,21 @@ def hand_built(biases: list[float], first_position_offset: float) -> GPT2LMHeadM
     return model
 
 
-def test_norm_shares_on_a_hand_built_model():
-    # positions > 0: norms after layers 1..3 are 1, 2, 3 (x |b|): never decreasing;
-    # position 0 starts at -10 b: 9, 8, 7: decreasing at every step.
+def test_table1_on_a_hand_built_model():
+    # positions > 0: norms after the embeddings and layers 1..4 are 0, 1, 2, 3, 4 (x |b|): never
+    # decreasing; position 0 starts at -10 b: 10, 9, 8, 7, 6: decreasing at every step.
     model = hand_built([1.0, 1.0, 1.0, 1.0], first_position_offset=-10.0)
     batch = next(batches([[1, 2, 3, 4, 5], [6, 7, 8]], 2, 0))
     stats = run_layers(model, batch)
     expected = torch.tensor([[0.0, 1, 2, 3, 4]]) * 8**0.5
     assert torch.allclose(stats.norms[stats.positions > 0], expected.expand(4, -1), atol=1e-5)
-    shares = norm_statistics(stats.norms, stats.positions)
-    assert shares["layers_compared"] == 3
-    assert shares["without_position_0"] == {"tokens": 4, "sequence_level": 1.0, "pair_level": 1.0}
-    assert shares["all_positions"] == {"tokens": 6, "sequence_level": 4 / 6, "pair_level": 8 / 12}
-    # a dip in the middle: 1, 2, 1 -> one pair of two decreases, no trajectory is monotone
+    shares = norm_statistics(stats.norms, stats.positions, min_position=1)
+    table = shares["table1"]  # embeddings .. layer 3: 3 pairs, chance 1/8
+    assert table["pairs_per_trajectory"] == 3 and table["chance_sequence_level"] == 1 / 8
+    assert (table["tokens"], table["sequence_level"], table["pair_level"]) == (4, 1.0, 1.0)
+    assert shares["variants"]["all_positions"] == {"tokens": 6, "sequence_level": 4 / 6, "pair_level": 12 / 18}
+    assert shares["variants"]["with_last_layer"]["tokens"] == 4
+    # a dip in the middle (layer 3 subtracts): 0, 1, 2, 1 -> one pair of three decreases
     dip = hand_built([1.0, 1.0, -1.0, 1.0], first_position_offset=0.0)
-    shares = norm_statistics(*(lambda s: (s.norms, s.positions))(run_layers(dip, batch)))
-    assert shares["without_position_0"]["sequence_level"] == 0.0
-    assert shares["without_position_0"]["pair_level"] == 0.5
+    table = norm_statistics(*(lambda s: (s.norms, s.positions))(run_layers(dip, batch)), min_position=1)["table1"]
+    assert table["sequence_level"] == 0.0 and table["pair_level"] == pytest.approx(2 / 3)

@@ -8,8 +8,9 @@ each representation. Works in batches; only one layer's logits exist at a time.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,8 +56,6 @@ class LayerStats:
     positions: Tensor
     inner_loss: Tensor
     norms: Tensor
-    trajectories: Tensor | None = None  # (N, L + 1, d) representations, kept only when asked
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def batches(sequences: list[list[int]], batch_size: int, pad_token_id: int) -> Iterator[Batch]:
@@ -74,8 +73,19 @@ def _first(output: Any) -> Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+#: Logit elements (batch x positions x vocabulary) computed at once; the LM head is applied to
+#: position chunks of this size so that a large vocabulary's logits never all sit in memory.
+LOGITS_BUDGET = 1 << 25
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where the token ids go: the input embedding's device (differs from the first parameter's
+    under ``device_map="auto"``)."""
+    return model.get_input_embeddings().weight.device
+
+
 @torch.no_grad()
-def run_layers(model: nn.Module, batch: Batch, keep_trajectories: bool = False) -> LayerStats:
+def run_layers(model: nn.Module, batch: Batch) -> LayerStats:
     """One forward pass with every hidden state, then the last layer re-applied to each of them.
 
     ``hidden_states[l]`` (l = 0 .. L-1) is the input of layer l+1, i.e. the representation after
@@ -84,8 +94,7 @@ def run_layers(model: nn.Module, batch: Batch, keep_trajectories: bool = False) 
     """
     access = LayerAccess.of(model)
     last = access.layers[-1]
-    device = next(model.parameters()).device
-    ids = batch.input_ids.to(device)
+    ids = batch.input_ids.to(input_device(model))
     call: dict[str, Any] = {}
 
     def capture(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -97,30 +106,40 @@ def run_layers(model: nn.Module, batch: Batch, keep_trajectories: bool = False) 
     finally:
         handle.remove()
     hidden = out.hidden_states[: len(access.layers)]  # the last entry is after the final norm
-    targets = ids[:, 1:]
-    scored = batch.scored.to(device)
-    losses = []
-    for h in hidden:
-        logits = final_logits(access, h, call)
-        token_loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
-        losses.append(token_loss[scored])
+    scored = batch.scored
+    losses = [token_losses(access, h, call, ids, scored) for h in hidden]
     states = [*hidden, call["output"]]  # the last layer's own output, from the real forward pass
-    norms = torch.stack([s[:, :-1][scored].float().norm(dim=-1) for s in states], dim=1)
-    positions = torch.arange(ids.shape[1] - 1, device=device).expand_as(scored)[scored]
-    trajectories = torch.stack([s[:, :-1][scored].float() for s in states], dim=1) if keep_trajectories else None
-    return LayerStats(positions.cpu(), torch.stack(losses, dim=1).cpu(), norms.cpu(),
-                      None if trajectories is None else trajectories.cpu())
+    norms = torch.stack([s[:, :-1].float().norm(dim=-1).cpu()[scored] for s in states], dim=1)
+    positions = torch.arange(ids.shape[1] - 1).expand_as(scored)[scored]
+    return LayerStats(positions, torch.stack(losses, dim=1), norms)
+
+
+def token_losses(access: LayerAccess, hidden: Tensor, call: dict[str, Any], ids: Tensor, scored: Tensor) -> Tensor:
+    """Cross-entropy of the next token at the scored positions when ``hidden`` replaces the last
+    layer's input (eq. 14); the final norm and LM head run on chunks of positions."""
+    final = access.final_norm(last_layer(access, hidden, call))
+    width = final.shape[1] - 1
+    step = max(1, LOGITS_BUDGET // (final.shape[0] * access.lm_head.weight.shape[0]))
+    losses = []
+    for start in range(0, width, step):
+        logits = access.lm_head(final[:, start : min(start + step, width)]).float()
+        targets = ids[:, start + 1 : start + 1 + logits.shape[1]].to(logits.device)
+        losses.append(F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").cpu())
+    return torch.cat(losses, dim=1)[scored]
+
+
+def last_layer(access: LayerAccess, hidden: Tensor, call: dict[str, Any]) -> Tensor:
+    """The last layer, with the arguments of its real call, applied to ``hidden`` in place of its
+    real input."""
+    args, kwargs = call["args"], call["kwargs"]
+    if args:
+        return _first(access.layers[-1](hidden, *args[1:], **kwargs))
+    return _first(access.layers[-1](**{**kwargs, "hidden_states": hidden}))
 
 
 def final_logits(access: LayerAccess, hidden: Tensor, call: dict[str, Any]) -> Tensor:
-    """The last layer (with the arguments of its real call), the final norm and the LM head
-    applied to ``hidden`` in place of the last layer's real input."""
-    args, kwargs = call["args"], call["kwargs"]
-    if args:
-        y = access.layers[-1](hidden, *args[1:], **kwargs)
-    else:
-        y = access.layers[-1](**{**kwargs, "hidden_states": hidden})
-    return access.lm_head(access.final_norm(_first(y)))
+    """Logits of the whole sequence when ``hidden`` replaces the last layer's input."""
+    return access.lm_head(access.final_norm(last_layer(access, hidden, call)))
 
 
 def _shares(body: Tensor) -> dict[str, Any]:
@@ -134,17 +153,43 @@ def _shares(body: Tensor) -> dict[str, Any]:
     }
 
 
-def norm_statistics(norms: Tensor, positions: Tensor) -> dict[str, Any]:
-    """Shares of non-decreasing norm trajectories: sequence level (the norm never decreases along
-    the trajectory) and pair level (over neighbouring layers), for all tokens and without position 0.
+def norm_statistics(norms: Tensor, positions: Tensor, min_position: int) -> dict[str, Any]:
+    """Table 1: shares of non-decreasing norm trajectories at the sequence level (the norm never
+    decreases) and the pair level (neighbouring representations), with the chance level 2^-n.
 
-    The trajectory is the representation after each layer except the last (columns 1 .. L-1 of
-    ``norms``, whose column 0 is the embedding output and column L the last layer's output);
-    ``with_embeddings`` also starts from the embedding output.
+    ``norms`` (N, L + 1) holds the norm after the embeddings (column 0) and after every layer. The
+    paper's trajectory leaves the last layer out (Conjecture 4.1): columns 0 .. L-1, so n = L - 1
+    pairs per trajectory (n = 11 for the paper's 12-layer count). Its tokens are those from
+    ``min_position`` on, the paper's context filter. Variants (ours) follow under ``variants``.
     """
-    out: dict[str, Any] = {"layers_compared": norms.shape[1] - 2}
-    not_first = positions > 0
-    out["all_positions"] = _shares(norms[:, 1:-1])
-    out["without_position_0"] = _shares(norms[not_first][:, 1:-1])
-    out["with_embeddings"] = {"all_positions": _shares(norms[:, :-1]), "without_position_0": _shares(norms[not_first][:, :-1])}
-    return out
+    layers = norms.shape[1] - 1
+    kept = norms[positions >= min_position]
+    table = _shares(kept[:, :layers])
+    pairs = layers - 1
+    return {
+        "table1": {**table, "trajectory": f"embeddings .. layer {layers - 1}", "pairs_per_trajectory": pairs,
+                   "chance_sequence_level": 2.0 ** -pairs if pairs > 0 else None, "chance_pair_level": 0.5,
+                   "min_position": min_position},
+        "variants": {
+            "all_positions": _shares(norms[:, :layers]),
+            "without_embeddings": _shares(kept[:, 1:layers]),
+            "with_last_layer": _shares(kept),
+        },
+    }
+
+
+def sample_tokens(lengths: list[int], min_position: int, count: int, seed: int) -> list[tuple[int, int]]:
+    """A uniform random sample, without replacement and in random order, of ``count`` scored
+    tokens ``(sequence index, position)`` at positions ``>= min_position`` of sequences of these
+    lengths (a prefix of the sample is a smaller uniform sample)."""
+    pool = [(i, t) for i, n in enumerate(lengths) for t in range(min_position, n - 1)]
+    return random.Random(seed).sample(pool, min(count, len(pool)))
+
+
+@torch.no_grad()
+def layer_inputs(model: nn.Module, sequence: list[int]) -> list[Tensor]:
+    """The input of every layer for one sequence (embedding output, after layer 1 .. L-1), each
+    (T, d) in the model's dtype on its device."""
+    ids = torch.tensor([sequence], device=input_device(model))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, use_cache=False)
+    return [h[0] for h in out.hidden_states[: len(blocks(model))]]

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from iml_hf.analyze.layers import LayerAccess, batches, norm_statistics, run_layers
-from iml_hf.analyze.linearize import linearized_condition_shares
-from iml_hf.analyze.sources import load_sequences
+from iml_hf.analyze.layers import LayerAccess, batches, layer_inputs, norm_statistics, run_layers, sample_tokens
+from iml_hf.analyze.linear_model import LinearModelTable
+from iml_hf.analyze.sources import PAPER_CORPORA, load_sequences
 from iml_hf.gradients import full_precision
 from iml_hf.io import write_json_atomic
 from iml_hf.tokenization import load_pretrained_tokenizer
@@ -25,35 +25,63 @@ def layer_names(num_layers: int) -> list[str]:
     return ["embeddings"] + [f"layer {i}" for i in range(1, num_layers + 1)]
 
 
-def collect(model, sequences, args) -> dict[str, Any]:
-    """For up to ``max_tokens`` tokens: positions, norms and inner losses; the losses of the
-    tokens that pass the paper's filters (``min_position``, ``max_final_loss``); and a sample of
-    whole trajectories (filtered tokens) for the PCA plot."""
-    kept_losses, norms, positions, sample = [], [], [], []
-    seen = 0
-    for batch in batches(sequences, args.batch_size, model.config.pad_token_id or 0):
-        stats = run_layers(model, batch, keep_trajectories=len(sample) < args.pca_tokens)
-        keep = stats.positions >= args.min_position
-        if args.max_final_loss is not None:
-            keep &= stats.inner_loss[:, -1] <= args.max_final_loss
-        room = args.max_tokens - seen  # the last batch is cut so that every count covers the same tokens
+def collect(model, sequences: list[list[int]], options: Any) -> dict[str, Any]:
+    """For up to ``max_tokens`` scored tokens: positions, norms and inner losses, and the losses of
+    the tokens that pass Figure 2's filters (``min_position``, ``max_final_loss``)."""
+    kept_losses, norms, positions = [], [], []
+    seen = used = 0
+    for batch in batches(sequences, options.batch_size, model.config.pad_token_id or 0):
+        stats = run_layers(model, batch)
+        keep = stats.positions >= options.min_position
+        if options.max_final_loss is not None:
+            keep &= stats.inner_loss[:, -1] <= options.max_final_loss
+        room = options.max_tokens - seen  # the last batch is cut so that every count covers the same tokens
         keep[room:] = False
         kept_losses.append(stats.inner_loss[keep])
         norms.append(stats.norms[:room])
         positions.append(stats.positions[:room])
-        if stats.trajectories is not None:
-            sample.extend(stats.trajectories[keep][: args.pca_tokens - len(sample)])
         seen += len(stats.positions)
-        if seen >= args.max_tokens:
+        used += len(batch.lengths)
+        if seen >= options.max_tokens:
             break
-    filtered = torch.cat(kept_losses)
-    if len(filtered) == 0:
-        raise ValueError("no token passed the filters; lower --min_position or raise --max_final_loss")
+    return {"losses": torch.cat(kept_losses), "norms": torch.cat(norms), "positions": torch.cat(positions),
+            "sequences_used": used}
+
+
+def paper_pca_samples(model) -> int:
+    """Figure 3's sample count: 50 for GPT-2, 150 for the LLaMa models (Section 5.3)."""
+    return 50 if type(LayerAccess.of(model).layers[0]).__name__ == "GPT2Block" else 150
+
+
+def sampled_tokens(model, sequences: list[list[int]], options: Any, pca_samples: int) -> dict[str, Any]:
+    """Figure 3's trajectories and Table 2's linear model on one uniform random sample of the
+    analysed tokens (positions >= ``min_position``): the first ``pca_samples`` of it are drawn,
+    the first ``linear_model_tokens`` tested. One forward pass per sampled sequence, so only one
+    sequence's hidden states are held at a time."""
+    count = max(pca_samples, options.linear_model_tokens)
+    picks = sample_tokens([len(s) for s in sequences], options.min_position, count, options.seed)
+    pca_picks, linear_picks = set(picks[:pca_samples]), set(picks[: options.linear_model_tokens])
+    table = LinearModelTable(LayerAccess.of(model).layers) if options.linear_model_tokens else None
+    trajectories: dict[tuple[int, int], torch.Tensor] = {}
+    started, linear_time = time.perf_counter(), 0.0
+    for index in sorted({i for i, _ in picks}):
+        if table is not None and table.skipped and not any(i == index for i, _ in pca_picks):
+            continue
+        states = layer_inputs(model, sequences[index])
+        for i, t in pca_picks:
+            if i == index:  # the trajectory leaves the last layer out (Section 5.3)
+                trajectories[(i, t)] = torch.stack([h[t].float().cpu() for h in states])
+        positions = sorted(t for i, t in linear_picks if i == index)
+        if table is not None and not table.skipped and positions:
+            tic = time.perf_counter()
+            table.add(states, positions)
+            linear_time += time.perf_counter() - tic
+    order = [trajectories[p] for p in picks[:pca_samples] if p in trajectories]
     return {
-        "losses": filtered,
-        "norms": torch.cat(norms),
-        "positions": torch.cat(positions),
-        "trajectories": torch.stack(sample) if sample else None,
+        "trajectories": torch.stack(order) if order else None,
+        "linear_model": table.result() if table is not None else None,
+        "linear_model_s": linear_time,
+        "sampling_s": time.perf_counter() - started - linear_time,
     }
 
 
@@ -70,26 +98,32 @@ def pca_3d(trajectories: torch.Tensor) -> np.ndarray:
 
 
 def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None) -> list[str]:
+    """Figure 2 (inner loss per layer, log scale as in the paper) beside the norms with Table 1's
+    shares, and Figure 3 (3-D PCA of the sampled trajectories)."""
     from iml_hf.plots import plt, save_figure
 
     written = []
     names = summary["representations"]
     loss = summary["inner_loss"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    x = np.arange(len(loss["mean"]))
-    axes[0].errorbar(x, loss["mean"], yerr=loss["std"], marker="o", capsize=3)
-    axes[0].set_xticks(x, names[: len(x)], rotation=30, fontsize=8)
-    axes[0].set_ylabel("approximate inner loss (CE)")
-    axes[0].set_title("last layer + LM head applied to each representation", fontsize=9)
+    if loss["tokens"]:
+        x = np.arange(len(loss["mean"]))
+        axes[0].errorbar(x, loss["mean"], yerr=loss["std"], marker="o", capsize=3)
+        axes[0].set_xticks(x, names[: len(x)], rotation=30, fontsize=8)
+        axes[0].set_yscale("log")
+    axes[0].set_ylabel("approximate inner loss (CE, eq. 14)")
+    axes[0].set_title(f"Figure 2: {loss['tokens']} tokens (position >= {summary['filters']['min_position']}, "
+                      f"final loss <= {summary['filters']['max_final_loss']})", fontsize=9)
     norm = summary["norms"]
     x = np.arange(len(norm["mean"]))
     axes[1].errorbar(x, norm["mean"], yerr=norm["std"], marker="o", capsize=3, color="tab:green")
     axes[1].set_xticks(x, names, rotation=30, fontsize=8)
     axes[1].set_ylabel("L2 norm of the representation")
-    stats = summary["norm_statistics"]["without_position_0"]
-    if stats["sequence_level"] is not None:
-        axes[1].set_title(f"never decreasing: {100 * stats['sequence_level']:.1f}% of trajectories, "
-                          f"{100 * stats['pair_level']:.1f}% of layer pairs", fontsize=9)
+    table = summary["norm_statistics"]["table1"]
+    if table["sequence_level"] is not None:
+        axes[1].set_title(f"Table 1: non-decreasing {100 * table['sequence_level']:.1f}% of trajectories "
+                          f"(chance {table['chance_sequence_level']:.1e}), {100 * table['pair_level']:.1f}% of pairs",
+                          fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -102,7 +136,8 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
         for trajectory in projected:
             ax.plot(*trajectory.T, color="0.6", lw=0.7)
             ax.scatter(*trajectory.T, c=colours, s=10)
-        ax.set_title(f"PCA of {projected.shape[0]} token trajectories (dark: embeddings, yellow: after the last layer)", fontsize=9)
+        ax.set_title(f"Figure 3: PCA of {projected.shape[0]} token trajectories, embeddings (dark) to "
+                     f"{summary['representations'][projected.shape[1] - 1]} (yellow)", fontsize=9)
         fig.tight_layout()
         save_figure(fig, out / "pca_trajectories.png")
         written.append("pca_trajectories.png")
@@ -112,17 +147,19 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
 def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, source: dict[str, Any]) -> dict[str, Any]:
     """The analysis of an in-memory model on token sequences; writes layers.json and the plots
     into ``out``. ``options`` carries max_tokens, min_position, max_final_loss, batch_size,
-    pca_tokens and linearize_tokens (the CLI's arguments or ``LayerAnalysisArguments``)."""
+    pca_samples, linear_model_tokens and seed (the CLI's arguments or ``LayerAnalysisArguments``)."""
     started = time.perf_counter()
     was_training = model.training
     model.eval()
     sequences = list(sequences)
     random.Random(options.seed).shuffle(sequences)  # a sample of the whole source, not its first rows
+    pca_samples = options.pca_samples if options.pca_samples is not None else paper_pca_samples(model)
     try:
         access = LayerAccess.of(model)
         with full_precision(model):
             data = collect(model, sequences, options)
-            linearized = linearized_condition_shares(model, sequences, options) if options.linearize_tokens else None
+            tic = time.perf_counter()
+            sampled = sampled_tokens(model, sequences[: data["sequences_used"]], options, pca_samples)
     finally:
         model.train(was_training)
     num_layers = len(access.layers)
@@ -134,23 +171,26 @@ def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, so
         "num_layers": num_layers,
         "representations": names,
         "tokens": int(norms.shape[0]),
-        "inner_loss_tokens": int(losses.shape[0]),
         "filters": {"min_position": options.min_position, "max_final_loss": options.max_final_loss,
                     "max_tokens": options.max_tokens},
         "inner_loss": {
             "applied_to": names[:num_layers],
-            "mean": losses.mean(0).tolist(),
-            "std": losses.std(0).tolist() if losses.shape[0] > 1 else [0.0] * num_layers,
+            "tokens": int(losses.shape[0]),
+            "mean": losses.mean(0).tolist() if len(losses) else None,
+            "std": (losses.std(0) if len(losses) > 1 else torch.zeros(num_layers)).tolist() if len(losses) else None,
         },
         "norms": {"mean": norms.mean(0).tolist(),
                   "std": norms.std(0).tolist() if norms.shape[0] > 1 else [0.0] * (num_layers + 1)},
-        "norm_statistics": norm_statistics(norms, data["positions"]),
+        "norm_statistics": norm_statistics(norms, data["positions"], options.min_position),
     }
-    if linearized is not None:
-        summary["linearized_layers"] = linearized
+    if sampled["linear_model"] is not None:
+        summary["linear_model"] = sampled["linear_model"]
+    trajectories = sampled["trajectories"]
+    summary["pca"] = {"samples": 0 if trajectories is None else len(trajectories), "requested": pca_samples}
     out.mkdir(parents=True, exist_ok=True)
-    projected = pca_3d(data["trajectories"]) if data["trajectories"] is not None else None
-    summary["plots"] = save_plots(out, summary, projected)
+    summary["plots"] = save_plots(out, summary, pca_3d(trajectories) if trajectories is not None else None)
+    summary["timings_s"] = {"layers": round(tic - started, 3), "linear_model": round(sampled["linear_model_s"], 3),
+                            "pca_and_sampling": round(sampled["sampling_s"], 3)}
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     write_json_atomic(out / "layers.json", summary)
     return summary
@@ -160,31 +200,49 @@ def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, so
 DEFAULT_SEQ_LEN = 128
 
 
+def load_model(args: argparse.Namespace):
+    """The checkpoint by path or hub id, in ``args.dtype``, on ``args.device`` or spread by
+    ``args.device_map``; ValueError naming ``--model`` when it is not a causal LM with a tokenizer."""
+    if Path(args.model).is_dir() and not (Path(args.model) / "config.json").is_file():
+        raise ValueError(f"--model {args.model!r} is a folder without config.json, so not a saved model; pass a "
+                         "run folder of iml_hf.train (it holds the model and tokenizer), a model folder or a hub id")
+    if args.device_map and args.device:
+        raise ValueError("pass --device or --device_map, not both (--device_map places the model itself)")
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    try:  # the model first: a folder that is no model is then blamed on the model, not on a tokenizer library
+        model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, dtype=dtype,
+                                                     device_map=args.device_map)
+        if not args.device_map:
+            model = model.to(torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+        tokenizer = load_pretrained_tokenizer(args.model, revision=args.revision)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load a causal LM and tokenizer from --model {args.model!r}: {error}") from None
+    return model.eval(), tokenizer
+
+
 def analyze_layers(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``analyze layers`` does; inputs are checked before anything is written."""
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if Path(args.model).is_dir() and not (Path(args.model) / "config.json").is_file():
-        raise ValueError(f"--model {args.model!r} is a folder without config.json, so not a saved model; pass a "
-                         "run folder of iml_hf.train (it holds the model and tokenizer), a model folder or a hub id")
-    try:  # the model first: a folder that is no model is then blamed on the model, not on a tokenizer library
-        model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
-        tokenizer = load_pretrained_tokenizer(args.model)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot load a causal LM and tokenizer from --model {args.model!r}: {error}") from None
+    if args.data is None and args.corpus is None:
+        raise ValueError("pass --data (a corpus folder, dataset, text file or hub id) or --corpus wikitext-103|1bw")
+    data = args.data or PAPER_CORPORA[args.corpus].hub_id
+    model, tokenizer = load_model(args)
     LayerAccess.of(model)
     positions = getattr(model.config, "max_position_embeddings", None)
-    seq_len = args.seq_len or min(DEFAULT_SEQ_LEN, positions or DEFAULT_SEQ_LEN)
+    default = (positions or 1024) if args.corpus else min(DEFAULT_SEQ_LEN, positions or DEFAULT_SEQ_LEN)
+    seq_len = args.seq_len or default  # the paper's corpora: whole rows, up to the model's context
     if positions and seq_len > positions:
         raise ValueError(f"--seq_len {seq_len} exceeds the {positions} positions of --model {args.model!r}; "
                          f"pass --seq_len {positions} or less")
-    sequences = load_sequences(args.data, tokenizer, seq_len, args.split, args.text_column)
+    sequences = load_sequences(data, tokenizer, seq_len, args.split, args.text_column, corpus=args.corpus,
+                               min_words=args.min_words, max_samples=args.max_samples, seed=args.seed)
     if not sequences:
-        raise ValueError(f"--data {args.data!r} gave no sequences of two or more tokens")
+        raise ValueError(f"--data {data!r} gave no sequences of two or more tokens")
     longest = max(len(s) for s in sequences)
     if positions and longest > positions:
-        raise ValueError(f"--data {args.data!r} has a sequence of {longest} tokens, longer than the {positions} "
+        raise ValueError(f"--data {data!r} has a sequence of {longest} tokens, longer than the {positions} "
                          f"positions of --model {args.model!r}; use data the model was made for")
-    return analyze_model(model, sequences, args, Path(args.output_dir), {"model": args.model, "data": args.data})
+    source = {"model": args.model, "data": data, "corpus": args.corpus, "dtype": args.dtype}
+    return analyze_model(model, sequences, args, Path(args.output_dir), source)

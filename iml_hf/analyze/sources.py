@@ -1,20 +1,49 @@
-"""Token sequences to analyse, from a toolkit corpus, a ``datasets`` dataset on disk or a text file.
+"""Token sequences to analyse: a toolkit corpus, a ``datasets`` dataset (on disk or by hub id),
+a text file, or one of the paper's corpora (Wikitext-103 and 1 Billion Word test sets).
 
 * A toolkit corpus (a saved ``DatasetDict`` with ``prompt``/``answer`` columns) is encoded exactly
   as in training: ``[bos] + prompt + answer + [eos]``, one row per sequence.
-* Any other dataset on disk: its ``text`` column (or ``text_column``), one row per sequence,
-  truncated to ``seq_len`` tokens.
-* A plain text file: the whole text tokenized once and cut into windows of ``seq_len`` tokens.
+* Any other dataset (``load_from_disk`` folder or hub id): its ``text`` column (or
+  ``text_column``), one row per sequence, ``[bos] + text`` truncated to ``seq_len`` tokens.
+* A plain text file: the whole text tokenized once and cut into windows of ``seq_len`` tokens;
+  with ``rows=True`` (the paper's corpora), one row per line instead.
+
+Row filters, the paper's for its corpora (Section 5.1): rows of at least ``min_words``
+whitespace-separated words, then ``max_samples`` of them drawn at random (seeded).
 """
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
 from iml_hf.tokenization import encode_rows
+
+
+@dataclass(frozen=True)
+class PaperCorpus:
+    """Where one of the paper's corpora lives on the Hub and how the paper filters it."""
+
+    hub_id: str
+    config: str | None
+    min_words: int = 10
+    max_samples: int | None = None
+    load_kwargs: dict = field(default_factory=dict)
+
+
+#: The paper's corpora (Section 5.1): test sets, rows of >= 10 words, 5,000 random 1BW rows.
+#: Wikitext-103 in its raw form (BPE tokenizers read raw text); 1BW from the Hub's parquet
+#: conversion of the ``lm1b`` dataset (its loading script no longer runs under ``datasets`` >= 4).
+PAPER_CORPORA = {
+    "wikitext-103": PaperCorpus("Salesforce/wikitext", "wikitext-103-raw-v1"),
+    "1bw": PaperCorpus("billion-word-benchmark/lm1b", None, max_samples=5000,
+                       load_kwargs={"revision": "refs/convert/parquet",
+                                    "data_files": {"test": "plain_text/test/*.parquet"}}),
+}
 
 
 def _pick_split(data: Dataset | DatasetDict, split: str | None) -> Dataset:
@@ -27,30 +56,77 @@ def _pick_split(data: Dataset | DatasetDict, split: str | None) -> Dataset:
     return data["test"] if "test" in data else data[next(iter(data))]
 
 
+def filter_rows(texts: list[str], min_words: int | None, max_samples: int | None, seed: int) -> list[str]:
+    """Rows of at least ``min_words`` words, then ``max_samples`` of them at random (in their order)."""
+    if min_words:
+        texts = [t for t in texts if len(t.split()) >= min_words]
+    if max_samples is not None and len(texts) > max_samples:
+        keep = sorted(random.Random(seed).sample(range(len(texts)), max_samples))
+        texts = [texts[i] for i in keep]
+    return texts
+
+
+def _text_files(path: Path) -> list[str]:
+    files = [str(path)] if path.is_file() else sorted(str(f) for f in path.iterdir() if f.is_file())
+    if not files:
+        raise ValueError(f"--data {str(path)!r} holds no text files")
+    return files
+
+
+def _open_dataset(source: str, path: Path, corpus: PaperCorpus | None, split: str | None, rows: bool) -> Dataset:
+    """The dataset behind ``source``: a folder saved with ``save_to_disk``, text files read one
+    row per line, or a hub id (``corpus`` supplies the paper's config)."""
+    if path.exists():
+        saved = (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+        if rows and not saved:
+            return load_dataset("text", data_files=_text_files(path), split="train")
+        try:
+            return _pick_split(load_from_disk(str(path)), split)
+        except FileNotFoundError as error:
+            raise ValueError(f"--data {source!r} is a folder but not a saved dataset: {error}") from None
+    kwargs = dict(corpus.load_kwargs) if corpus is not None and source == corpus.hub_id else {}
+    config = corpus.config if corpus is not None and source == corpus.hub_id else None
+    try:
+        return load_dataset(source, config, split=split or "test", **kwargs)
+    except Exception as error:  # noqa: BLE001 - no network, unknown id, missing split: all one message
+        raise ValueError(f"--data {source!r} is not a local file or folder, and loading it from the Hub failed "
+                         f"({type(error).__name__}: {str(error)[:300]}); pass a local copy: a folder saved with "
+                         "save_to_disk or text files with one row per line") from None
+
+
 def load_sequences(
     source: str,
     tokenizer: PreTrainedTokenizerBase,
     seq_len: int = 128,
     split: str | None = None,
     text_column: str = "text",
+    corpus: str | None = None,
+    min_words: int | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
 ) -> list[list[int]]:
-    """Token id sequences of ``source`` (see the module docstring for the three kinds)."""
+    """Token id sequences of ``source`` (see the module docstring); ``corpus`` names one of
+    ``PAPER_CORPORA``, whose filters apply unless ``min_words`` / ``max_samples`` are given."""
+    preset = PAPER_CORPORA[corpus] if corpus else None
+    if preset is not None:
+        min_words = preset.min_words if min_words is None else min_words
+        max_samples = preset.max_samples if max_samples is None else max_samples
     path = Path(source)
-    if path.is_file():
+    if path.is_file() and preset is None:
         ids = tokenizer(path.read_text(), add_special_tokens=False)["input_ids"]
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
         return [ids[i : i + seq_len] for i in range(0, len(ids) - 1, seq_len) if len(ids[i : i + seq_len]) > 1]
-    if not path.is_dir():
-        raise ValueError(f"--data {source!r} is neither a text file nor a dataset folder (saved with save_to_disk)")
-    try:
-        rows = _pick_split(load_from_disk(str(path)), split)
-    except FileNotFoundError as error:
-        raise ValueError(f"--data {source!r} is a folder but not a saved dataset: {error}") from None
+    looks_local = source.startswith(("/", ".", "~")) or source.count("/") != 1
+    if not path.exists() and looks_local:
+        raise ValueError(f"--data {source!r} is neither a text file nor a dataset folder (saved with save_to_disk) "
+                         "nor a hub id (owner/name)")
+    rows = _open_dataset(source, path, preset, split, rows=preset is not None)
     if {"prompt", "answer"} <= set(rows.column_names):
         return encode_rows(tokenizer, list(rows["prompt"]), list(rows["answer"]))["input_ids"]
     if text_column not in rows.column_names:
         raise ValueError(f"the dataset has no {text_column!r} column (columns: {rows.column_names}); pass --text_column")
-    encoded = tokenizer(list(rows[text_column]), add_special_tokens=False)["input_ids"]
+    texts = filter_rows(list(rows[text_column]), min_words, max_samples, seed)
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     return [(bos + ids)[:seq_len] for ids in encoded if len(bos + ids) > 1]

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 class LayerAnalysisCallback(IntervalCallback):
     """Writes ``layers/<index>-<stage>/layers.json`` (+ plots) at the end of the stage and logs the
-    per-layer inner loss and the norm shares (``layers/...``) to the trackers and metrics.jsonl."""
+    paper's quantities to the trackers and metrics.jsonl: the per-layer inner loss (Figure 2),
+    Table 1's sequence- and pair-level shares with their chance level, and Table 2's share."""
 
     main_process_only = True
 
@@ -45,12 +46,16 @@ class LayerAnalysisCallback(IntervalCallback):
             logger.warning("layer analysis skipped at the end of stage %s: %s", position["stage"], message)
             self.latest = {"skipped": message}
             return
-        entries = [(self.args.split, f"inner_loss/{name.replace(' ', '_')}", value, {})
-                   for name, value in zip(summary["inner_loss"]["applied_to"], summary["inner_loss"]["mean"])]
-        shares = summary["norm_statistics"]
-        for prefix, stats in (("", shares["without_position_0"]), ("with_embeddings_", shares["with_embeddings"]["without_position_0"])):
-            for level in ("sequence_level", "pair_level"):
-                if stats[level] is not None:
-                    entries.append((self.args.split, f"norm_nondecreasing_{prefix}{level}", stats[level], {}))
+        split = self.args.split
+        loss = summary["inner_loss"]
+        entries = [(split, f"inner_loss/{name.replace(' ', '_')}", value, {})
+                   for name, value in zip(loss["applied_to"], loss["mean"] or [])]
+        table1 = summary["norm_statistics"]["table1"]
+        for key in ("sequence_level", "pair_level", "chance_sequence_level"):
+            if table1[key] is not None:
+                entries.append((split, f"table1/{key}", table1[key], {}))
+        table2 = summary.get("linear_model", {}).get("table2", {})
+        if table2.get("proposition_1") is not None:
+            entries.append((split, "table2/proposition_1", table2["proposition_1"], {}))
         self.emit(state, "layers", entries)
-        self.latest = {k: summary[k] for k in ("inner_loss", "norm_statistics", "linearized_layers") if k in summary}
+        self.latest = {k: summary[k] for k in ("inner_loss", "norm_statistics", "linear_model") if k in summary}
