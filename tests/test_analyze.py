@@ -107,3 +107,80 @@ def test_out_of_range_numbers_are_refused_naming_the_flag(flag, tmp_path, capsys
         main(["layers", "--model", "m", "--data", "d", "--output_dir", str(tmp_path / "x"), flag])
     assert exit_.value.code == 2 and f"argument {flag.split('=')[0]}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+WIKITEXT = "".join([
+    "\n", " = Robert Boulter = \n", "\n",
+    " Robert Boulter is an English film , television and theatre actor . He had a guest @-@ starring role on "
+    "the television series The Bill in 2000 . \n",
+    " In 2006 , Boulter starred alongside Whishaw in the play Citizenship written by Mark Ravenhill . \n",
+    " Short line . \n",
+    " He appeared on a 2006 episode of the television series , Doctors , followed by a role in the 2007 "
+    "theatre production of How to Curse directed by Josie Rourke . \n",
+])
+
+
+def save_checkpoint(path, architecture: str) -> None:
+    """A tiny checkpoint of the architecture with a byte-level BPE tokenizer, as from_pretrained reads it."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from iml_hf.text_lm import train_tokenizer
+
+    tokenizer = train_tokenizer(WIKITEXT * 3, vocab_size=300)
+    size = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    torch.manual_seed(0)
+    if architecture == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=16, n_head=2, n_positions=128, **size))
+    elif architecture == "llama":
+        model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
+                                             intermediate_size=32, max_position_embeddings=128, **size))
+    else:
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
+                                                 intermediate_size=32, max_position_embeddings=128, **size))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gpt_neox"])
+def test_paper_corpus_on_saved_checkpoints_with_device_map(architecture, tmp_path, capsys):
+    """A local copy of Wikitext-103's test file, read as the paper filters it, on a saved tiny
+    checkpoint loaded with --device_map auto: GPT-2 gets Table 2, the gated / rotary ones a reason."""
+    save_checkpoint(tmp_path / "model", architecture)
+    (tmp_path / "wiki.test.raw").write_text(WIKITEXT)
+    out = tmp_path / "out"
+    assert main(["layers", "--model", str(tmp_path / "model"), "--corpus", "wikitext-103", "--data",
+                 str(tmp_path / "wiki.test.raw"), "--output_dir", str(out), "--device_map", "auto",
+                 "--linear_model_tokens", "4", "--max_final_loss", "100"]) == 0
+    summary = json.loads((out / "layers.json").read_text())
+    assert summary["corpus"] == "wikitext-103" and summary["sequences"] == 3  # the rows of >= 10 words
+    assert summary["tokens"] > 0 and summary["pca"]["samples"] > 0
+    assert summary["norm_statistics"]["table1"]["chance_sequence_level"] == 0.25
+    linear = summary["linear_model"]
+    printed = capsys.readouterr().out
+    if architecture == "gpt2":
+        assert linear["tokens"] == 4 and linear["table2"]["matrices"] == 8
+        assert summary["pca"]["requested"] == 50  # the paper's count for GPT-2, capped by the tokens there are
+    else:
+        assert ("gated FFN" if architecture == "llama" else "rotary") in linear["skipped"]
+        assert "Table 2 skipped" in printed and summary["pca"]["requested"] == 150
+
+
+def test_bfloat16_weights_give_float_statistics_close_to_float32(tmp_path):
+    save_checkpoint(tmp_path / "model", "gpt2")
+    (tmp_path / "wiki.test.raw").write_text(WIKITEXT)
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        assert main(["layers", "--model", str(tmp_path / "model"), "--corpus", "wikitext-103", "--data",
+                     str(tmp_path / "wiki.test.raw"), "--output_dir", str(tmp_path / dtype), "--dtype", dtype,
+                     "--linear_model_tokens", "3", "--max_final_loss", "100"]) == 0
+        results[dtype] = json.loads((tmp_path / dtype / "layers.json").read_text())
+    assert results["bfloat16"]["dtype"] == "bfloat16"
+    assert results["bfloat16"]["norms"]["mean"] == pytest.approx(results["float32"]["norms"]["mean"], rel=0.02)
+    assert results["bfloat16"]["norms"]["mean"] != results["float32"]["norms"]["mean"]  # the weights really were bf16
+
+
+def test_device_and_device_map_together_are_refused(tmp_path, capsys):
+    save_checkpoint(tmp_path / "model", "gpt2")
+    assert main(["layers", "--model", str(tmp_path / "model"), "--corpus", "1bw", "--output_dir", str(tmp_path / "x"),
+                 "--device", "cpu", "--device_map", "auto"]) == 2
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "x").exists()

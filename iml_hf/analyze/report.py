@@ -244,5 +244,5 @@ def analyze_layers(args: argparse.Namespace) -> dict[str, Any]:
     if positions and longest > positions:
         raise ValueError(f"--data {data!r} has a sequence of {longest} tokens, longer than the {positions} "
                          f"positions of --model {args.model!r}; use data the model was made for")
-    source = {"model": args.model, "data": data, "corpus": args.corpus, "dtype": args.dtype}
+    source = {"model": args.model, "data": data, "corpus": args.corpus, "dtype": args.dtype, "sequences": len(sequences)}
     return analyze_model(model, sequences, args, Path(args.output_dir), source)
