@@ -78,23 +78,30 @@ def gpt2_block_weights(block: nn.Module, dtype: torch.dtype = torch.float64) -> 
     return LinearBlockWeights(query, key, value, output, w2 @ w1)
 
 
-def mhsa_matrices(weights: LinearBlockWeights, z: Tensor, positions: Tensor) -> Tensor:
-    """W_MHSA (eq. 10) for each current position n in ``positions`` (p,), over the context
-    z_1 .. z_n of ``z`` (T, d): (p, d, d)."""
+def _attention_reads(weights: LinearBlockWeights, z: Tensor, positions: Tensor) -> Tensor:
+    """``blockdiag_h(S_h) W_Q`` (p, d, d) with ``S_h = sum_{i<=n} v_i^h (k_i^h)^T`` for each current
+    position n: W_MHSA is ``W_O`` times it."""
     z = z.to(weights.output.dtype)
     keys = torch.einsum("hkd,td->thk", weights.key, z)
     values = torch.einsum("hkd,td->thk", weights.value, z)
     context = (torch.arange(z.shape[0], device=z.device)[None, :] <= positions[:, None]).to(z.dtype)  # i <= n
     state = torch.einsum("pt,thi,thj->phij", context, values, keys)  # sum_i v_i^h (k_i^h)^T
     heads, d_head, d = weights.query.shape
-    read = torch.einsum("phij,hjd->phid", state, weights.query).reshape(len(positions), heads * d_head, d)
-    return weights.output @ read
+    return torch.einsum("phij,hjd->phid", state, weights.query).reshape(len(positions), heads * d_head, d)
+
+
+def mhsa_matrices(weights: LinearBlockWeights, z: Tensor, positions: Tensor) -> Tensor:
+    """W_MHSA (eq. 10) for each current position n in ``positions`` (p,), over the context
+    z_1 .. z_n of ``z`` (T, d): (p, d, d)."""
+    return weights.output @ _attention_reads(weights, z, positions)
 
 
 def linear_layer_matrices(weights: LinearBlockWeights, z: Tensor, positions: Tensor) -> Tensor:
-    """W_linear = (I + W_FFN)(I + W_MHSA) (eq. 12) for each current position: (p, d, d)."""
+    """W_linear = (I + W_FFN)(I + W_MHSA) (eq. 12) for each current position: (p, d, d),
+    computed as ``(I + W_FFN) + ((I + W_FFN) W_O) blockdiag(S) W_Q``, one (d, d) product per token."""
     eye = torch.eye(weights.dim, dtype=weights.ffn.dtype, device=weights.ffn.device)
-    return (eye + weights.ffn) @ (eye + mhsa_matrices(weights, z, positions))
+    ffn = eye + weights.ffn
+    return ffn + (ffn @ weights.output) @ _attention_reads(weights, z, positions)
 
 
 @dataclass
@@ -192,7 +199,8 @@ class LinearModelTable:
         headline = [flags for counts in self.counts[:-1] for flags in counts["condition"]]
         return {
             "tokens": self.tokens,
-            "table2": {"layers": f"1 .. {len(self.counts) - 1}", "proposition_1": _share(headline),
+            "table2": {"layers": f"1 .. {len(self.counts) - 1}" if len(self.counts) > 1 else "none (one layer)",
+                       "proposition_1": _share(headline),
                        "matrices": int(sum(len(flags) for flags in headline))},
             "layers": layers,
         }
