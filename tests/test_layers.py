@@ -100,3 +100,17 @@ def test_table1_on_a_hand_built_model():
     dip = hand_built([1.0, 1.0, -1.0, 1.0], first_position_offset=0.0)
     table = norm_statistics(*(lambda s: (s.norms, s.positions))(run_layers(dip, batch)), min_position=1)["table1"]
     assert table["sequence_level"] == 0.0 and table["pair_level"] == pytest.approx(2 / 3)
+
+
+def test_lm_head_in_position_chunks_gives_the_same_losses(monkeypatch):
+    """The streaming path: with a logits budget of one position at a time, every layer's inner
+    loss is what the whole-sequence LM head gives."""
+    import iml_hf.analyze.layers as layers
+
+    model = tiny("llama")
+    batch = next(batches(SEQUENCES, 3, 0))
+    whole = run_layers(model, batch)
+    monkeypatch.setattr(layers, "LOGITS_BUDGET", 3 * 40)  # batch 3 x vocabulary 40: one position per chunk
+    chunked = run_layers(model, batch)
+    assert torch.allclose(whole.inner_loss, chunked.inner_loss, atol=1e-6)
+    assert torch.equal(whole.norms, chunked.norms)
