@@ -122,7 +122,7 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
     table = summary["norm_statistics"]["table1"]
     if table["sequence_level"] is not None:
         axes[1].set_title(f"Table 1: non-decreasing {100 * table['sequence_level']:.1f}% of trajectories "
-                          f"(chance {table['chance_sequence_level']:.1e}), {100 * table['pair_level']:.1f}% of pairs",
+                          f"(chance 2^-{table['pairs_per_trajectory']}), {100 * table['pair_level']:.1f}% of pairs",
                           fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
