@@ -62,17 +62,17 @@ def sampled_tokens(model, sequences: list[list[int]], options: Any, pca_samples:
     picks = sample_tokens([len(s) for s in sequences], options.min_position, count, options.seed)
     pca_picks, linear_picks = set(picks[:pca_samples]), set(picks[: options.linear_model_tokens])
     table = LinearModelTable(LayerAccess.of(model).layers) if options.linear_model_tokens else None
+    if table is None or table.skipped:
+        linear_picks = set()
     trajectories: dict[tuple[int, int], torch.Tensor] = {}
     started, linear_time = time.perf_counter(), 0.0
-    for index in sorted({i for i, _ in picks}):
-        if table is not None and table.skipped and not any(i == index for i, _ in pca_picks):
-            continue
+    for index in sorted({i for i, _ in pca_picks | linear_picks}):
         states = layer_inputs(model, sequences[index])
         for i, t in pca_picks:
             if i == index:  # the trajectory leaves the last layer out (Section 5.3)
                 trajectories[(i, t)] = torch.stack([h[t].float().cpu() for h in states])
         positions = sorted(t for i, t in linear_picks if i == index)
-        if table is not None and not table.skipped and positions:
+        if positions:
             tic = time.perf_counter()
             table.add(states, positions)
             linear_time += time.perf_counter() - tic
