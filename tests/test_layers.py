@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from iml_hf.analyze.layers import LayerAccess, batches, final_logits, norm_statistics, run_layers
+from iml_hf.analyze.layers import LayerAccess, batches, last_layer, norm_statistics, run_layers
 
 CONFIGS = {
     "gpt2": (GPT2LMHeadModel, GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=40, n_positions=32,
@@ -38,7 +38,8 @@ def test_last_layer_on_its_own_input_reproduces_the_logits(name):
         out = model(input_ids=batch.input_ids, attention_mask=torch.ones_like(batch.input_ids),
                     output_hidden_states=True, use_cache=False)
         handle.remove()
-        logits = final_logits(access, out.hidden_states[len(access.layers) - 1], call)
+        last_input = out.hidden_states[len(access.layers) - 1]
+        logits = access.lm_head(access.final_norm(last_layer(access, last_input, call)))
     assert torch.equal(logits, out.logits)
 
 

@@ -94,3 +94,16 @@ def test_hub_id_without_network_names_the_local_alternatives(monkeypatch, tiny_t
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="loading it from the Hub failed.*save_to_disk or text files"):
         load_sequences("Salesforce/wikitext", tiny_tokenizer, corpus="wikitext-103")
+
+
+def test_row_filters_read_a_text_file_by_line_and_refuse_a_toolkit_corpus(tmp_path, tiny_corpus, tiny_tokenizer):
+    path = tmp_path / "rows.txt"
+    path.write_text("1 2 = 2\n3 4 = 4 1 2 3 4 5 6\n")
+    rows = load_sequences(str(path), tiny_tokenizer, seq_len=64, min_words=5)
+    long_row = tiny_tokenizer("3 4 = 4 1 2 3 4 5 6", add_special_tokens=False)["input_ids"]
+    assert rows == [[tiny_tokenizer.bos_token_id] + long_row]  # one row per line; the 4-word line is dropped
+    tiny_corpus.save_to_disk(str(tmp_path / "corpus"))
+    with pytest.raises(ValueError, match="is a toolkit corpus; --min_words"):
+        load_sequences(str(tmp_path / "corpus"), tiny_tokenizer, max_samples=3)
+    with pytest.raises(ValueError, match="is a toolkit corpus"):
+        load_sequences(str(tmp_path / "corpus"), tiny_tokenizer, corpus="wikitext-103")

@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="analyse positions from this index on (the paper's filter: the fifth token on)")
     layers.add_argument("--max_final_loss", type=non_negative_float, default=1.0,
                         help="Figure 2 keeps only trajectories whose model loss is at most this (the paper: 1.0)")
-    layers.add_argument("--min_words", type=natural_int, default=None, help="keep text rows of at least this many words")
-    layers.add_argument("--max_samples", type=positive_int, default=None, help="draw this many text rows at random")
+    layers.add_argument("--min_words", type=natural_int, default=None,
+                        help="keep text rows of at least this many words (text files are then read one row per line)")
+    layers.add_argument("--max_samples", type=positive_int, default=None,
+                        help="draw this many text rows at random (text files are then read one row per line)")
     layers.add_argument("--seq_len", type=positive_int, default=None,
                         help="window length for text files, truncation for rows (default: 128, or the model's "
                              "positions if fewer)")

@@ -137,11 +137,6 @@ def last_layer(access: LayerAccess, hidden: Tensor, call: dict[str, Any]) -> Ten
     return _first(access.layers[-1](**{**kwargs, "hidden_states": hidden}))
 
 
-def final_logits(access: LayerAccess, hidden: Tensor, call: dict[str, Any]) -> Tensor:
-    """Logits of the whole sequence when ``hidden`` replaces the last layer's input."""
-    return access.lm_head(access.final_norm(last_layer(access, hidden, call)))
-
-
 def _shares(body: Tensor) -> dict[str, Any]:
     if body.shape[1] < 2 or body.shape[0] == 0:
         return {"tokens": int(body.shape[0]), "sequence_level": None, "pair_level": None}

@@ -26,6 +26,7 @@ its gated FFN; other architectures get a clear ``skipped`` reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,16 @@ class LinearBlockWeights:
     @property
     def dim(self) -> int:
         return self.output.shape[0]
+
+    @cached_property
+    def residual_ffn(self) -> Tensor:
+        """I + W_FFN, the same for every token of the layer."""
+        return torch.eye(self.dim, dtype=self.ffn.dtype, device=self.ffn.device) + self.ffn
+
+    @cached_property
+    def residual_ffn_output(self) -> Tensor:
+        """(I + W_FFN) W_O, so that W_linear costs one (d, d) product per token."""
+        return self.residual_ffn @ self.output
 
 
 def unsupported_reason(block: nn.Module) -> str | None:
@@ -99,9 +110,7 @@ def mhsa_matrices(weights: LinearBlockWeights, z: Tensor, positions: Tensor) -> 
 def linear_layer_matrices(weights: LinearBlockWeights, z: Tensor, positions: Tensor) -> Tensor:
     """W_linear = (I + W_FFN)(I + W_MHSA) (eq. 12) for each current position: (p, d, d),
     computed as ``(I + W_FFN) + ((I + W_FFN) W_O) blockdiag(S) W_Q``, one (d, d) product per token."""
-    eye = torch.eye(weights.dim, dtype=weights.ffn.dtype, device=weights.ffn.device)
-    ffn = eye + weights.ffn
-    return ffn + (ffn @ weights.output) @ _attention_reads(weights, z, positions)
+    return weights.residual_ffn + weights.residual_ffn_output @ _attention_reads(weights, z, positions)
 
 
 @dataclass

@@ -6,10 +6,11 @@ a text file, or one of the paper's corpora (Wikitext-103 and 1 Billion Word test
 * Any other dataset (``load_from_disk`` folder or hub id): its ``text`` column (or
   ``text_column``), one row per sequence, ``[bos] + text`` truncated to ``seq_len`` tokens.
 * A plain text file: the whole text tokenized once and cut into windows of ``seq_len`` tokens;
-  with ``rows=True`` (the paper's corpora), one row per line instead.
+  for one of the paper's corpora, or when a row filter is given, one row per line instead.
 
 Row filters, the paper's for its corpora (Section 5.1): rows of at least ``min_words``
-whitespace-separated words, then ``max_samples`` of them drawn at random (seeded).
+whitespace-separated words, then ``max_samples`` of them drawn at random (seeded). They apply to
+text rows; a toolkit corpus refuses them (its rows are the experiment's subsets).
 """
 
 from __future__ import annotations
@@ -84,10 +85,10 @@ def _open_dataset(source: str, path: Path, corpus: PaperCorpus | None, split: st
             return _pick_split(load_from_disk(str(path)), split)
         except FileNotFoundError as error:
             raise ValueError(f"--data {source!r} is a folder but not a saved dataset: {error}") from None
-    kwargs = dict(corpus.load_kwargs) if corpus is not None and source == corpus.hub_id else {}
-    config = corpus.config if corpus is not None and source == corpus.hub_id else None
+    preset = corpus if corpus is not None and source == corpus.hub_id else None  # a local copy needs no config
     try:
-        return load_dataset(source, config, split=split or "test", **kwargs)
+        return load_dataset(source, preset.config if preset else None, split=split or "test",
+                            **(preset.load_kwargs if preset else {}))
     except Exception as error:  # noqa: BLE001 - no network, unknown id, missing split: all one message
         raise ValueError(f"--data {source!r} is not a local file or folder, and loading it from the Hub failed "
                          f"({type(error).__name__}: {str(error)[:300]}); pass a local copy: a folder saved with "
@@ -111,8 +112,9 @@ def load_sequences(
     if preset is not None:
         min_words = preset.min_words if min_words is None else min_words
         max_samples = preset.max_samples if max_samples is None else max_samples
+    filtered = min_words is not None or max_samples is not None
     path = Path(source)
-    if path.is_file() and preset is None:
+    if path.is_file() and not filtered:
         ids = tokenizer(path.read_text(), add_special_tokens=False)["input_ids"]
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
@@ -121,8 +123,11 @@ def load_sequences(
     if not path.exists() and looks_local:
         raise ValueError(f"--data {source!r} is neither a text file nor a dataset folder (saved with save_to_disk) "
                          "nor a hub id (owner/name)")
-    rows = _open_dataset(source, path, preset, split, rows=preset is not None)
+    rows = _open_dataset(source, path, preset, split, rows=filtered)
     if {"prompt", "answer"} <= set(rows.column_names):
+        if filtered:
+            raise ValueError(f"--data {source!r} is a toolkit corpus; --min_words, --max_samples and --corpus "
+                             "filter text rows and do not apply to it")
         return encode_rows(tokenizer, list(rows["prompt"]), list(rows["answer"]))["input_ids"]
     if text_column not in rows.column_names:
         raise ValueError(f"the dataset has no {text_column!r} column (columns: {rows.column_names}); pass --text_column")
