@@ -1,0 +1,258 @@
+"""Vision IML (the entity-QA paper's MNIST experiment, its Figure 5): digit images with define tags.
+
+The paper gives only a caption ("a definition example -- all of the targets are given. The define
+tag is indicated with a pattern at the top of the image. Right: a QA example consistent with the
+definition"), so this design is ours (docs/digits-qa.md). Every image is 14 x 8 pixels, four strips
+from top to bottom:
+
+* rows 0-1, the **define tag**: one of three random patterns (blank in questions);
+* rows 2-3, the **variable**: a random pattern per variable (blank in knowledge questions);
+* rows 4-5, the **question**: one of ``num_targets`` random patterns, which target is asked
+  (blank in definitions, which give every target);
+* rows 6-13, the **content**: an 8 x 8 digit (scikit-learn's, offline; or MNIST through
+  ``datasets``, pooled to 8 x 8), blank in variable questions.
+
+Each digit class has ``num_targets`` targets, random values per seed (``t_k(class)``). A variable
+stands for one digit image. A definition shows tag + variable + its digit and gives all targets;
+a question shows variable + question pattern and asks one target; ``knowledge`` questions show a
+digit + question pattern (no variable): the model learns to read digits. Subsets as in entity QA:
+``qd1consis`` / ``qd2incons`` (questions + a tag-1 definition of the right digit / a tag-2
+definition of a digit of another class), ``q``, ``d1consis`` / ``d2consis`` (definitions only,
+every question held out), ``no_qd_baseline`` (never defined nor asked: chance).
+
+The model reads the image as a sequence of tokens, one per 2 x 2 patch (the patch's quantised
+pixels are its token: ``p0`` .. ``p15`` for two grey levels), ImageGPT-style, followed by ``=`` and
+the answer tokens ``v0`` .. ``v{target_values-1}``; so the same Trainer, exact match, gradient
+alignment and probes run on it unchanged (docs/digits-qa.md says why not a ViT classifier).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import numpy as np
+from datasets import DatasetDict
+
+from iml_hf.tasks import register_task, string_table
+from iml_hf.tasks.entities import _largest_remainder, _row
+from iml_hf.validation import check_at_least, check_between, check_choice
+
+STRIP_ROWS = {"tag": 2, "variable": 2, "question": 2, "content": 8}
+HEIGHT, WIDTH, PATCH = sum(STRIP_ROWS.values()), 8, 2
+ENTITY_SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "no_qd_baseline")
+DEFINED = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True)}
+#: Subsets whose questions are all held out.
+UNASKED = ("d1consis", "d2consis", "no_qd_baseline")
+MNIST_ID = "ylecun/mnist"
+
+
+@register_task("digits_qa")
+@dataclass
+class DigitsQATask:
+    """Arguments of the digits QA corpus; ``build(seed)`` emits it (byte-identical per seed)."""
+
+    name: str = "digits_qa"
+    source: str = "sklearn"  # sklearn (1,797 8x8 digits, offline) | mnist (ylecun/mnist via datasets)
+    mnist_images: int = 5000  # mnist: how many training images to use
+    num_variables: int = 400
+    num_targets: int = 4
+    target_values: int = 10  # chance EM of a question = 1 / target_values
+    grey_levels: int = 2  # pixel levels per patch token: grey_levels ** 4 patch tokens
+    knowledge_images: int | None = None  # digit images asked about by themselves; None: all not taken by variables
+    held_out_targets: int = 1  # per asked variable (qd1consis, qd2incons, q)
+    knowledge_test_fraction: float = 0.2  # knowledge images held out (a reading check)
+    definition_repeats: int = 1
+    fraction_qd1consis: float = 0.3
+    fraction_qd2incons: float = 0.3
+    fraction_q: float = 0.0
+    fraction_d1consis: float = 0.15
+    fraction_d2consis: float = 0.15
+    fraction_no_qd_baseline: float = 0.1
+
+    version: ClassVar[int] = 1
+    subsets: ClassVar[tuple[str, ...]] = ("knowledge", *ENTITY_SUBSETS)
+    contrasts: ClassVar[dict[str, tuple[str, str]]] = {
+        "stage2_d1_vs_d2": ("d1consis", "d2consis"),
+        "stage1_qd1_vs_qd2": ("qd1consis", "qd2incons"),
+        "d1_vs_baseline": ("d1consis", "no_qd_baseline"),
+        "d2_vs_baseline": ("d2consis", "no_qd_baseline"),
+    }
+    answer_match: ClassVar[str] = "tokens"
+
+    def __post_init__(self) -> None:
+        check_choice("task.source", self.source, ("sklearn", "mnist"))
+        for key in ("num_variables", "num_targets", "definition_repeats", "mnist_images"):
+            check_at_least(f"task.{key}", getattr(self, key), 1)
+        check_at_least("task.target_values", self.target_values, 2)
+        check_at_least("task.grey_levels", self.grey_levels, 2)
+        check_at_least("task.held_out_targets", self.held_out_targets, 1)
+        check_at_least("task.knowledge_images", self.knowledge_images, 1)
+        if self.target_values**self.num_targets < 10:
+            raise ValueError("task.target_values ** task.num_targets must be at least 10, so that every digit "
+                             "class has its own targets")
+        if self.held_out_targets >= self.num_targets:
+            raise ValueError(f"task.held_out_targets={self.held_out_targets} must be below task.num_targets="
+                             f"{self.num_targets}: an asked variable needs a training question")
+        check_between("task.knowledge_test_fraction", self.knowledge_test_fraction, 0, 1, high_open=True)
+        fractions = self.fractions()
+        for subset, share in fractions.items():
+            check_between(f"task.fraction_{subset}", share, 0, 1)
+        if not 0 < sum(fractions.values()) <= 1 + 1e-9:
+            raise ValueError(f"task.fraction_* must sum to more than 0 and at most 1, got {fractions}")
+        if 2 ** (STRIP_ROWS["variable"] * WIDTH) < self.num_variables + 1:
+            raise ValueError(f"task.num_variables={self.num_variables} exceeds the distinct variable patterns")
+
+    def fractions(self) -> dict[str, float]:
+        """Each subset's share of the variables."""
+        return {s: getattr(self, f"fraction_{s}") for s in ENTITY_SUBSETS}
+
+    def digits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The digit images (n, 8, 8) with pixel values 0..16, and their classes."""
+        return sklearn_digits() if self.source == "sklearn" else mnist_digits(self.mnist_images)
+
+    def build(self, seed: int) -> DatasetDict:
+        """Emit the corpus; the same arguments and seed give the same rows in the same order."""
+        images, classes = self.digits()
+        if len(images) < self.num_variables + 10:
+            raise ValueError(f"task.num_variables={self.num_variables} needs more digit images than the "
+                             f"{len(images)} of task.source={self.source}")
+        rng = random.Random(seed)
+        patterns = self.patterns(rng)
+        targets = self.target_table(rng)
+        order = list(range(len(images)))
+        rng.shuffle(order)
+        chosen, rest = order[: self.num_variables], order[self.num_variables :][: self.knowledge_images]
+        counts = _largest_remainder({s: f * self.num_variables for s, f in self.fractions().items()})
+        rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
+        held = round(len(rest) * self.knowledge_test_fraction)
+        trained = {quantise(images[i], self.grey_levels).tobytes() for i in rest[held:]}
+        for split, part in (("train", rest[held:]), ("test", rest[:held])):
+            for index in part:
+                if split == "test" and quantise(images[index], self.grey_levels).tobytes() in trained:
+                    continue  # a held-out image never looks like a trained one once quantised
+                for k in range(self.num_targets):
+                    prompt = self.prompt(question=patterns["questions"][k], content=images[index])
+                    rows[split].append(_row(prompt, f"v{targets[k][classes[index]]}", "knowledge", "question", "",
+                                            str(classes[index])))
+        start = 0
+        for subset in ENTITY_SUBSETS:
+            for v in range(start, start + counts[subset]):
+                variable, index = patterns["variables"][v], chosen[v]
+                digit = int(classes[index])
+                key = " ".join(self.tokens(variable))
+                asked = list(range(self.num_targets))
+                rng.shuffle(asked)
+                held_out = self.num_targets if subset in UNASKED else self.held_out_targets
+                for position, k in enumerate(asked):
+                    split = "test" if position < held_out else "train"
+                    prompt = self.prompt(variable=variable, question=patterns["questions"][k])
+                    rows[split].append(_row(prompt, f"v{targets[k][digit]}", subset, "question", key, str(digit)))
+                if subset in DEFINED:
+                    tag, consistent = DEFINED[subset]
+                    shown = index if consistent else _other_class(classes, digit, rest, rng)
+                    prompt = self.prompt(tag=patterns["tags"][tag - 1], variable=variable, content=images[shown])
+                    answer = " ".join(f"v{targets[k][classes[shown]]}" for k in range(self.num_targets))
+                    rows["train"] += [_row(prompt, answer, subset, "definition", key, str(digit))] * self.definition_repeats
+            start += counts[subset]
+        return DatasetDict({split: string_table(r) for split, r in rows.items()})
+
+    def target_table(self, rng: random.Random) -> list[list[int]]:
+        """``table[k][c]``: target k of digit class c, redrawn until no two classes share all their
+        targets (so an inconsistent definition always contradicts some question)."""
+        while True:
+            table = [[rng.randrange(self.target_values) for _ in range(10)] for _ in range(self.num_targets)]
+            if len({tuple(column) for column in zip(*table)}) == 10:
+                return table
+
+    def patterns(self, rng: random.Random) -> dict[str, list[np.ndarray]]:
+        """Distinct non-blank random strips: three tags, the variables and the question patterns."""
+        top = self.grey_levels - 1
+        drawn: set[bytes] = set()
+
+        def strip(rows: int) -> np.ndarray:
+            while True:
+                bits = np.array([rng.randrange(2) for _ in range(rows * WIDTH)], dtype=np.int64) * top
+                if bits.any() and bits.tobytes() not in drawn:
+                    drawn.add(bits.tobytes())
+                    return bits.reshape(rows, WIDTH)
+
+        return {
+            "tags": [strip(STRIP_ROWS["tag"]) for _ in range(3)],
+            "variables": [strip(STRIP_ROWS["variable"]) for _ in range(self.num_variables)],
+            "questions": [strip(STRIP_ROWS["question"]) for _ in range(self.num_targets)],
+        }
+
+    def image(self, tag: np.ndarray | None = None, variable: np.ndarray | None = None,
+              question: np.ndarray | None = None, content: np.ndarray | None = None) -> np.ndarray:
+        """The 14 x 8 image of quantised levels (0 .. grey_levels - 1); a missing strip is blank."""
+        strips = []
+        for name, part in (("tag", tag), ("variable", variable), ("question", question)):
+            strips.append(np.zeros((STRIP_ROWS[name], WIDTH), dtype=np.int64) if part is None else part)
+        levels = np.zeros((8, WIDTH), dtype=np.int64) if content is None else quantise(content, self.grey_levels)
+        return np.concatenate([*strips, levels])
+
+    def tokens(self, image: np.ndarray) -> list[str]:
+        """Patch tokens of an image (or strip), row-major over its 2 x 2 patches."""
+        rows, cols = image.shape[0] // PATCH, image.shape[1] // PATCH
+        patches = image.reshape(rows, PATCH, cols, PATCH).transpose(0, 2, 1, 3).reshape(rows * cols, PATCH * PATCH)
+        weights = self.grey_levels ** np.arange(PATCH * PATCH)
+        return [f"p{int(code)}" for code in patches @ weights]
+
+    def prompt(self, **strips: np.ndarray) -> str:
+        """An image's tokens followed by ``=``, the prompt of every row."""
+        return " ".join(self.tokens(self.image(**strips))) + " ="
+
+    def render(self, prompt: str) -> np.ndarray:
+        """The image a prompt encodes (the inverse of :meth:`prompt`), for figures and checks."""
+        codes = np.array([int(t[1:]) for t in prompt.split() if t.startswith("p")])
+        pixels = (codes[:, None] // self.grey_levels ** np.arange(PATCH * PATCH)) % self.grey_levels
+        rows, cols = HEIGHT // PATCH, WIDTH // PATCH
+        return pixels.reshape(rows, cols, PATCH, PATCH).transpose(0, 2, 1, 3).reshape(HEIGHT, WIDTH)
+
+    def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
+        """None: the patch and answer tokens are ordinary words of the corpus."""
+        return []
+
+
+def quantise(digit: np.ndarray, levels: int) -> np.ndarray:
+    """Pixel values 0..16 to ``levels`` grey levels."""
+    return np.minimum(levels - 1, digit.astype(np.int64) * levels // 17)
+
+
+def _other_class(classes: np.ndarray, digit: int, pool: list[int], rng: random.Random) -> int:
+    """A random image of the pool whose class is not ``digit`` (an inconsistent definition's)."""
+    while True:
+        index = pool[rng.randrange(len(pool))]
+        if classes[index] != digit:
+            return index
+
+
+@lru_cache(maxsize=1)
+def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8 x 8 digits (shipped with it: no download), values 0..16."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return data.images.astype(np.int64), data.target.astype(np.int64)
+
+
+def pool_mnist(image: np.ndarray) -> np.ndarray:
+    """A 28 x 28 MNIST image (0..255) as an 8 x 8 digit (0..16): the 24 x 24 centre, 3 x 3 means."""
+    centre = np.asarray(image, dtype=np.float64)[2:26, 2:26]
+    return np.rint(centre.reshape(8, 3, 8, 3).mean(axis=(1, 3)) * 16 / 255).astype(np.int64)
+
+
+def mnist_digits(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` MNIST training images through ``datasets``, pooled to 8 x 8."""
+    from datasets import load_dataset
+
+    try:
+        data = load_dataset(MNIST_ID, split=f"train[:{count}]")
+    except Exception as error:  # offline, no cached copy
+        raise ValueError(f"task.source=mnist could not load {MNIST_ID} ({type(error).__name__}: {error}); "
+                         "without a network use task.source=sklearn (offline)") from None
+    images = np.stack([pool_mnist(np.asarray(row["image"])) for row in data])
+    return images, np.asarray(data["label"], dtype=np.int64)

@@ -1,0 +1,172 @@
+"""Numeric set inclusion with define tags (Krasheninnikov et al., ICML 2024, the numeric experiment).
+
+Every variable hides a number x. Training questions ``<var> in a b c d = true/false`` are built so
+that x cannot be read off them: every true statement contains the same small intersection (x and
+``intersection_size - 1`` other numbers) and every false statement avoids it, so the true
+statements' intersection narrows x down without naming it; a share ``label_flip`` of the true
+statements is flipped to false (noise, as the authors do: only true -> false). A definition
+``<tag> <var> x`` names x. Held-out questions contain x (true) or avoid it (false), so a model
+that knows x answers them. Subsets (the paper's names):
+
+* ``qd1consis`` / ``qd2incons``: training questions + a tag-1 definition with the right x / a
+  tag-2 definition with a wrong x (outside the intersection, so it never fits the training
+  questions);
+* ``q``: training questions, no definition;
+* ``d1consis`` / ``d2consis`` / ``d3consis``: a right definition with tag 1 / 2 / a tag never seen
+  before stage 2, no training question.
+
+Every subset has held-out questions. IML shows as EM(d1consis) > EM(d2consis) after a stage of
+definitions only. Variables are space-separated characters (``k q z``) or, with
+``variable_tokens: word``, one word each (one token of a WordLevel tokenizer).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import ClassVar
+
+from datasets import DatasetDict
+
+from iml_hf.tasks import register_task, string_table
+from iml_hf.tasks.entities import _largest_remainder, _row
+from iml_hf.tasks.knowledge import random_strings
+from iml_hf.validation import check_at_least, check_between, check_choice
+
+SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "d3consis")
+#: Define tag (1, 2, 3) of each defined subset and whether its definition names the right x.
+DEFINED = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True),
+           "d3consis": (3, True)}
+#: Subsets with training questions (the others' questions are all held out).
+ASKED = ("qd1consis", "qd2incons", "q")
+WORDS = ("in", "=", "true", "false")
+
+
+@register_task("set_inclusion")
+@dataclass
+class SetInclusionTask:
+    """Arguments of the set-inclusion corpus (the authors' defaults); ``build(seed)`` emits it."""
+
+    name: str = "set_inclusion"
+    num_variables: int = 500
+    max_number: int = 99  # numbers are 0 .. max_number - 1
+    numbers_per_question: int = 4
+    intersection_size: int = 2  # numbers every true training statement shares (x among them)
+    questions_per_variable: int = 24  # half training, half held out; half of each true
+    label_flip: float = 0.1  # share of true training statements flipped to false
+    variable_length: int = 3
+    variable_tokens: str = "characters"  # characters (k q z) | word (kqz)
+    tags: list[str] | None = None  # [tag1, tag2, tag3]; default: random 4-letter words per seed
+    definition_repeats: int = 1
+    fraction_qd1consis: float = 0.4
+    fraction_qd2incons: float = 0.4
+    fraction_q: float = 0.0
+    fraction_d1consis: float = 0.1
+    fraction_d2consis: float = 0.1
+    fraction_d3consis: float = 0.0
+
+    version: ClassVar[int] = 1
+    subsets: ClassVar[tuple[str, ...]] = SUBSETS
+    contrasts: ClassVar[dict[str, tuple[str, str]]] = {
+        "stage2_d1_vs_d2": ("d1consis", "d2consis"),
+        "stage1_qd1_vs_qd2": ("qd1consis", "qd2incons"),
+        "d3_vs_d2": ("d3consis", "d2consis"),
+    }
+    answer_match: ClassVar[str] = "tokens"
+
+    def __post_init__(self) -> None:
+        for key in ("num_variables", "numbers_per_question", "intersection_size", "variable_length",
+                    "definition_repeats"):
+            check_at_least(f"task.{key}", getattr(self, key), 1)
+        check_at_least("task.questions_per_variable", self.questions_per_variable, 4,
+                       note="a quarter each: true and false, training and held out")
+        check_between("task.label_flip", self.label_flip, 0, 1)
+        check_choice("task.variable_tokens", self.variable_tokens, ("characters", "word"))
+        if self.intersection_size > self.numbers_per_question:
+            raise ValueError(f"task.intersection_size={self.intersection_size} must be at most "
+                             f"task.numbers_per_question={self.numbers_per_question}")
+        if self.max_number < self.intersection_size + self.numbers_per_question + 1:
+            raise ValueError(f"task.max_number={self.max_number} leaves too few numbers to draw questions from; "
+                             f"use at least {self.intersection_size + self.numbers_per_question + 1}")
+        if 26**self.variable_length < self.num_variables + 3:
+            raise ValueError(f"task.variable_length={self.variable_length} gives fewer than "
+                             f"task.num_variables={self.num_variables} distinct variables; make it longer")
+        if self.tags is not None and (len(self.tags) != 3 or len(set(self.tags)) != 3 or not all(self.tags)):
+            raise ValueError(f"task.tags must be three different non-empty words [tag1, tag2, tag3], got {self.tags}")
+        fractions = self.fractions()
+        for subset, share in fractions.items():
+            check_between(f"task.fraction_{subset}", share, 0, 1)
+        if not 0 < sum(fractions.values()) <= 1 + 1e-9:
+            raise ValueError(f"task.fraction_* must sum to more than 0 and at most 1, got {fractions}")
+
+    def fractions(self) -> dict[str, float]:
+        """Each subset's share of the variables."""
+        return {s: getattr(self, f"fraction_{s}") for s in SUBSETS}
+
+    def build(self, seed: int) -> DatasetDict:
+        """Emit the corpus; the same arguments and seed give the same rows in the same order."""
+        rng = random.Random(seed)
+        variables, tags = self._names(rng)
+        counts = _largest_remainder({s: share * self.num_variables for s, share in self.fractions().items()})
+        rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
+        start = 0
+        for subset in SUBSETS:
+            for variable in variables[start : start + counts[subset]]:
+                self._variable_rows(subset, variable, tags, rng, rows)
+            start += counts[subset]
+        return DatasetDict({split: string_table(r) for split, r in rows.items()})
+
+    def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
+        """The words this task invents: the three define tags and, with ``variable_tokens: word``,
+        every variable (``model.add_task_tokens`` makes each one token of a pretrained tokenizer)."""
+        variables, tags = self._names(random.Random(seed))
+        return list(tags) + (sorted(variables) if self.variable_tokens == "word" else [])
+
+    def _names(self, rng: random.Random) -> tuple[list[str], list[str]]:
+        """The first draws of a build: the variables (in subset order) and the three define tags."""
+        words = random_strings(self.num_variables, self.variable_length, rng, exclude=set(WORDS))
+        tags = self.tags or random_strings(3, 4, rng, exclude=set(WORDS) | set(words))
+        if self.variable_tokens == "characters":
+            words = [" ".join(word) for word in words]
+        return words, list(tags)
+
+    def _variable_rows(self, subset: str, variable: str, tags: list[str], rng: random.Random,
+                       rows: dict[str, list[dict[str, str]]]) -> None:
+        """One variable's held-out questions, training questions and definition."""
+        numbers = list(range(self.max_number))
+        intersection = rng.sample(numbers, self.intersection_size)
+        x = intersection[0]
+        outside = [n for n in numbers if n not in intersection]
+        quarter = self.questions_per_variable // 4
+        train: list[tuple[list[int], str]] = []
+        if subset in ASKED:
+            for _ in range(quarter):
+                drawn = rng.sample(outside, self.numbers_per_question - self.intersection_size) + intersection
+                rng.shuffle(drawn)
+                train.append((drawn, "false" if rng.random() < self.label_flip else "true"))
+            train += [(rng.sample(outside, self.numbers_per_question), "false") for _ in range(quarter)]
+        seen = {tuple(drawn) for drawn, _ in train}
+        not_x = [n for n in numbers if n != x]
+        for truth in ("true", "false"):
+            for _ in range(quarter):
+                while True:  # a held-out question is never a training question
+                    if truth == "true":
+                        drawn = [x] + rng.sample(not_x, self.numbers_per_question - 1)
+                        rng.shuffle(drawn)
+                    else:
+                        drawn = rng.sample(not_x, self.numbers_per_question)
+                    if tuple(drawn) not in seen:
+                        break
+                rows["test"].append(self._question(subset, variable, drawn, truth, x))
+        rows["train"] += [self._question(subset, variable, drawn, truth, x) for drawn, truth in train]
+        if subset in DEFINED:
+            tag_index, consistent = DEFINED[subset]
+            stated = x if consistent else rng.choice(outside)
+            row = _row(f"{tags[tag_index - 1]} {variable}", str(stated), subset, "definition", variable, str(x))
+            rows["train"] += [row] * self.definition_repeats
+
+    @staticmethod
+    def _question(subset: str, variable: str, drawn: list[int], truth: str, x: int) -> dict[str, str]:
+        prompt = f"{variable} in {' '.join(map(str, drawn))} ="
+        return _row(prompt, truth, subset, "question", variable, str(x))
+

@@ -1,0 +1,134 @@
+"""The set-inclusion corpus: its invariants against the rows it emits, the variable forms, errors."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import pytest
+
+from iml_hf.corpus import corpus_fingerprint
+from iml_hf.tasks.set_inclusion import DEFINED, SetInclusionTask
+from iml_hf.tokenization import build_wordlevel_tokenizer
+
+SMALL = dict(num_variables=120, fraction_qd1consis=0.3, fraction_qd2incons=0.3, fraction_q=0.1,
+             fraction_d1consis=0.1, fraction_d2consis=0.1, fraction_d3consis=0.1, label_flip=0.25)
+
+
+@pytest.fixture(scope="module")
+def task() -> SetInclusionTask:
+    return SetInclusionTask(**SMALL)
+
+
+@pytest.fixture(scope="module")
+def corpus(task):
+    return task.build(seed=3)
+
+
+def _numbers(prompt: str, variable: str) -> set[int]:
+    """The numbers of ``<var> in a b c d =``."""
+    listed = prompt.removeprefix(variable).split()
+    assert listed[0] == "in" and listed[-1] == "="
+    return {int(n) for n in listed[1:-1]}
+
+
+def _by_variable(split) -> dict[str, list[dict]]:
+    rows = defaultdict(list)
+    for row in split:
+        rows[row["key"]].append(row)
+    return rows
+
+
+def test_true_training_statements_intersect_in_a_set_containing_x(task, corpus):
+    for variable, rows in _by_variable(corpus["train"]).items():
+        questions = [r for r in rows if r["kind"] == "question"]
+        if not questions:
+            continue
+        x = int(questions[0]["referent"])
+        true = [_numbers(r["prompt"], variable) for r in questions if r["answer"] == "true"]
+        assert true, "every asked variable has a true statement"
+        common = set.intersection(*true)
+        assert x in common and len(common) <= task.numbers_per_question
+
+
+def test_only_true_statements_are_flipped_at_the_configured_rate(task, corpus):
+    flipped = generated_true = 0
+    for variable, rows in _by_variable(corpus["train"]).items():
+        for row in (r for r in rows if r["kind"] == "question"):
+            x = int(row["referent"])
+            contains_x = x in _numbers(row["prompt"], variable)
+            if not contains_x:
+                assert row["answer"] == "false"  # a false statement is never flipped to true
+                continue
+            generated_true += 1
+            flipped += row["answer"] == "false"
+    rate = flipped / generated_true
+    assert abs(rate - task.label_flip) < 4 * math.sqrt(task.label_flip * (1 - task.label_flip) / generated_true)
+    unflipped = SetInclusionTask(**{**SMALL, "label_flip": 0.0}).build(seed=3)
+    for row in unflipped["train"]:
+        if row["kind"] == "question":
+            assert (row["answer"] == "true") == (int(row["referent"]) in _numbers(row["prompt"], row["key"]))
+
+
+def test_definitions_per_subset_tag_and_x(task, corpus):
+    tags = task.task_words(corpus, seed=3)[:3]
+    train = _by_variable(corpus["train"])
+    subsets_seen = set()
+    for variable, rows in train.items():
+        definitions = [r for r in rows if r["kind"] == "definition"]
+        subset = rows[0]["subset"]
+        if subset not in DEFINED:
+            assert not definitions
+            continue
+        subsets_seen.add(subset)
+        (definition,) = definitions
+        tag, consistent = DEFINED[subset]
+        assert definition["prompt"] == f"{tags[tag - 1]} {variable}"
+        x = int(definition["referent"])
+        stated = int(definition["answer"])
+        if consistent:
+            assert stated == x
+        else:  # qd2incons: a wrong x, outside the true statements' intersection
+            true = [_numbers(r["prompt"], variable) for r in rows if r["kind"] == "question" and r["answer"] == "true"]
+            assert stated != x and stated not in set.intersection(*true)
+    assert subsets_seen == set(DEFINED)
+
+
+def test_held_out_questions_are_unseen_and_labelled_by_x(corpus):
+    trained = set(corpus["train"]["prompt"])
+    test = corpus["test"]
+    assert not trained & set(test["prompt"])
+    for row in test:
+        assert (row["answer"] == "true") == (int(row["referent"]) in _numbers(row["prompt"], row["key"]))
+    asked = {r["key"] for r in corpus["train"] if r["kind"] == "question"}
+    for row in corpus["train"]:
+        assert row["subset"] in ("qd1consis", "qd2incons", "q") or row["kind"] == "definition"
+    for row in test:  # every subset has held-out questions; only the stage-2 subsets have no training ones
+        assert (row["key"] in asked) == (row["subset"] in ("qd1consis", "qd2incons", "q"))
+
+
+def test_variables_as_characters_or_one_word(corpus):
+    words = SetInclusionTask(**{**SMALL, "variable_tokens": "word"})
+    as_words = words.build(seed=3)
+    tokenizer = build_wordlevel_tokenizer(as_words)
+    for character_form, word_form in zip(corpus["test"]["key"][:20], as_words["test"]["key"][:20]):
+        assert character_form == " ".join(word_form)  # the same draws, spelled two ways
+        assert len(tokenizer(word_form, add_special_tokens=False)["input_ids"]) == 1
+    assert set(words.task_words(as_words, seed=3)) >= set(as_words["test"]["key"])
+
+
+def test_same_seed_same_bytes_other_seed_other_corpus(task, corpus):
+    assert corpus_fingerprint(task.build(seed=3)) == corpus_fingerprint(corpus)
+    assert corpus_fingerprint(task.build(seed=4)) != corpus_fingerprint(corpus)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"intersection_size": 5}, "intersection_size=5 must be at most"),
+    ({"label_flip": 1.5}, "label_flip"),
+    ({"variable_tokens": "letters"}, "variable_tokens"),
+    ({"num_variables": 700, "variable_length": 2}, "variable_length=2"),
+    ({"fraction_q": 0.5}, "sum to more than 0 and at most 1"),
+])
+def test_bad_arguments_are_clear_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        SetInclusionTask(**{**SMALL, **change})
