@@ -11,7 +11,7 @@ from iml_hf.corpus import corpus_fingerprint
 from iml_hf.tasks import digits_qa
 from iml_hf.tasks.digits_qa import DEFINED, STRIP_ROWS, DigitsQATask, quantise, sklearn_digits
 
-SMALL = dict(num_variables=60, knowledge_images=300, fraction_q=0.1, fraction_qd1consis=0.2, fraction_qd2incons=0.2)
+SMALL = dict(num_variables=60, knowledge_images=300, patch_width=2, fraction_q=0.1, fraction_qd1consis=0.2, fraction_qd2incons=0.2)
 ROWS = {name: slice(start, start + n) for name, start, n in zip(
     STRIP_ROWS, np.cumsum([0, *STRIP_ROWS.values()])[:-1], STRIP_ROWS.values())}
 
@@ -36,6 +36,14 @@ def test_images_are_deterministic_per_seed_and_round_trip(task, corpus):
     image = task.image(tag=np.ones((2, 8), dtype=np.int64), content=sklearn_digits()[0][7])
     assert (task.render(task.prompt(tag=np.ones((2, 8), dtype=np.int64), content=sklearn_digits()[0][7])) == image).all()
     assert task.render(corpus["train"][0]["prompt"]).shape == (14, 8)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_every_patch_width_round_trips(width):
+    task = DigitsQATask(**{**SMALL, "patch_width": width})
+    image = task.image(variable=np.eye(2, 8, dtype=np.int64), content=sklearn_digits()[0][3])
+    assert len(task.tokens(image)) == 14 * 8 // (2 * width)
+    assert (task.render(task.prompt(variable=np.eye(2, 8, dtype=np.int64), content=sklearn_digits()[0][3])) == image).all()
 
 
 def test_strips_per_row_kind_and_tags_per_subset(task, corpus):
@@ -120,3 +128,34 @@ def test_mnist_is_pooled_to_8x8_and_offline_is_a_clear_error(monkeypatch):
 def test_bad_arguments_are_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         DigitsQATask(**{**SMALL, **change}).build(seed=0)
+
+
+def test_a_run_with_gradient_alignment_trains_and_scores_every_subset(tmp_path, monkeypatch):
+    """A tiny three-stage run through the same Trainer, exact match and gradient alignment."""
+    import json
+    import sys
+
+    import yaml
+
+    from iml_hf import train
+
+    recipe = {
+        "output_dir": str(tmp_path / "run"), "seed": 0, "torch_threads": 1,
+        "task": {"name": "digits_qa", **SMALL},
+        "model": {"architecture": "gpt2", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
+        "training": {"per_device_train_batch_size": 16, "learning_rate": 3e-3, "disable_tqdm": True},
+        "evaluation": {"eval_steps": 0},
+        "gradient_alignment": {"enabled": True, "aliases_per_subset": 2, "questions_per_alias": 2},
+        "stages": [{"name": "knowledge", "train_subsets": ["knowledge"], "max_steps": 3},
+                   {"name": "stage1", "train_subsets": ["qd1consis", "qd2incons", "q"], "max_steps": 3},
+                   {"name": "stage2", "train_subsets": ["d1consis", "d2consis"], "train_kinds": ["definition"],
+                    "max_steps": 3}],
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(tmp_path / "r.yaml")])
+    results = train.main()
+    assert set(results["final_em"]) >= {"knowledge", "qd1consis", "qd2incons", "d1consis", "d2consis", "no_qd_baseline"}
+    assert results["stages"]["stage2"]["n"]["d1consis"] == 4 * 9  # 9 variables x every target held out
+    assert {"qd1consis", "d1consis", "d2consis"} <= set(results["stages"]["stage2"]["grad_align"]["pairs"])
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["contrasts"] == results["contrasts"]

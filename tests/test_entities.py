@@ -257,7 +257,7 @@ def test_a_task_version_bump_rebuilds_the_cached_corpus(tmp_path, monkeypatch):
 def test_registry_is_lazy_and_hints_typos():
     from iml_hf import tasks
 
-    assert tasks.task_names() == ["entities", "modmul"]
+    assert tasks.task_names() == ["digits_qa", "entities", "modmul", "set_inclusion"]
     assert tasks.get_task_class("entities") is EntitiesTask
     with pytest.raises(ValueError, match="did you mean 'entities'"):
         tasks.get_task_class("entites")

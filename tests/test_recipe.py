@@ -120,6 +120,9 @@ SHIPPED_STAGES = {
     "entities_cpu": ["knowledge", "stage1", "stage2"],
     "entities_3stage_cpu": ["knowledge", "stage1", "stage1_qa", "stage2"],
     "entities_gpu_base": ["stage1", "stage2"],
+    "set_inclusion_cpu": ["stage1", "stage2"],
+    "set_inclusion_gpu": ["stage1", "stage2"],
+    "digits_qa_cpu": ["knowledge", "stage1", "stage2"],
 }
 
 
@@ -127,8 +130,9 @@ SHIPPED_STAGES = {
 def test_shipped_recipes_parse(path, tmp_path):
     gpu = "gpu" in path.stem
     (tmp_path / "kb").write_text("")  # the GPU recipes name a data file; parsing only checks it exists
-    recipe = parse_recipe([str(path), *(["--training.bf16=false", f"--task.kb_path={tmp_path / 'kb'}"] if gpu else [])])
-    family = "toy" if path.stem.startswith("toy") else "entities_gpu_base" if gpu else path.stem
+    knowledge_base = [f"--task.kb_path={tmp_path / 'kb'}"] if "kb_path" in path.read_text() else []
+    recipe = parse_recipe([str(path), *(["--training.bf16=false", *knowledge_base] if gpu else [])])
+    family = "toy" if path.stem.startswith("toy") else path.stem if path.stem in SHIPPED_STAGES else "entities_gpu_base"
     assert [s.name for s in recipe.stages] == SHIPPED_STAGES[family]
     for stage in recipe.stages:
         arguments = recipe.training_arguments(stage)

@@ -132,3 +132,36 @@ def test_same_seed_same_bytes_other_seed_other_corpus(task, corpus):
 def test_bad_arguments_are_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         SetInclusionTask(**{**SMALL, **change})
+
+
+def test_sweep_report_and_gradient_alignment_run_unchanged(tmp_path, capsys):
+    """A tiny two-seed sweep of a GPT-NeoX on the task, with gradient alignment, then the report."""
+    import json
+
+    import yaml
+
+    from iml_hf import report, sweep
+
+    recipe = {
+        "output_dir": "unused", "seed": 0, "torch_threads": 1,
+        "task": {"name": "set_inclusion", **SMALL, "num_variables": 40},
+        "model": {"architecture": "gpt_neox", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
+        "training": {"per_device_train_batch_size": 16, "learning_rate": 3e-3, "disable_tqdm": True},
+        "evaluation": {"eval_steps": 0},
+        "gradient_alignment": {"enabled": True, "aliases_per_subset": 2, "questions_per_alias": 2},
+        "stages": [{"name": "stage1", "train_subsets": ["qd1consis", "qd2incons", "q"], "max_steps": 3},
+                   {"name": "stage2", "train_subsets": ["d1consis", "d2consis", "d3consis"],
+                    "train_kinds": ["definition"], "max_steps": 3}],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = tmp_path / "sweep"
+    assert sweep.main([str(path), "--seeds", "2", "--output_dir", str(out), "--jobs", "2", "--threads", "1"]) == 0
+    results = json.loads((out / "seed0" / "results.json").read_text())
+    assert results["contrasts"]["stage2_d1_vs_d2"] == pytest.approx(
+        results["final_em"]["d1consis"] - results["final_em"]["d2consis"])
+    assert {"qd1consis", "qd2incons", "d1consis", "d2consis"} <= set(results["stages"]["stage2"]["grad_align"]["pairs"])
+    assert report.main([str(out)]) == 0
+    assert "stage2_d1_vs_d2 at the end of stage2" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())["groups"]["all runs"]
+    assert summary["runs"] == 2 and "stage2_d1_vs_d2" in summary["contrasts"]

@@ -20,8 +20,8 @@ digit + question pattern (no variable): the model learns to read digits. Subsets
 definition of a digit of another class), ``q``, ``d1consis`` / ``d2consis`` (definitions only,
 every question held out), ``no_qd_baseline`` (never defined nor asked: chance).
 
-The model reads the image as a sequence of tokens, one per 2 x 2 patch (the patch's quantised
-pixels are its token: ``p0`` .. ``p15`` for two grey levels), ImageGPT-style, followed by ``=`` and
+The model reads the image as a sequence of tokens, one per 2 x 4 patch (the patch's quantised
+pixels are its token: ``p0`` .. ``p255`` for two grey levels; ``patch_width``), ImageGPT-style, followed by ``=`` and
 the answer tokens ``v0`` .. ``v{target_values-1}``; so the same Trainer, exact match, gradient
 alignment and probes run on it unchanged (docs/digits-qa.md says why not a ViT classifier).
 """
@@ -41,7 +41,7 @@ from iml_hf.tasks.entities import _largest_remainder, _row
 from iml_hf.validation import check_at_least, check_between, check_choice
 
 STRIP_ROWS = {"tag": 2, "variable": 2, "question": 2, "content": 8}
-HEIGHT, WIDTH, PATCH = sum(STRIP_ROWS.values()), 8, 2
+HEIGHT, WIDTH, PATCH_ROWS = sum(STRIP_ROWS.values()), 8, 2
 ENTITY_SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "no_qd_baseline")
 DEFINED = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True)}
 #: Subsets whose questions are all held out.
@@ -60,7 +60,8 @@ class DigitsQATask:
     num_variables: int = 400
     num_targets: int = 4
     target_values: int = 10  # chance EM of a question = 1 / target_values
-    grey_levels: int = 2  # pixel levels per patch token: grey_levels ** 4 patch tokens
+    grey_levels: int = 2  # pixel levels: grey_levels ** (2 * patch_width) patch tokens
+    patch_width: int = 4  # a token per 2 x patch_width patch: 14 tokens an image (28 with 2)
     knowledge_images: int | None = None  # digit images asked about by themselves; None: all not taken by variables
     held_out_targets: int = 1  # per asked variable (qd1consis, qd2incons, q)
     knowledge_test_fraction: float = 0.2  # knowledge images held out (a reading check)
@@ -84,6 +85,7 @@ class DigitsQATask:
 
     def __post_init__(self) -> None:
         check_choice("task.source", self.source, ("sklearn", "mnist"))
+        check_choice("task.patch_width", self.patch_width, (1, 2, 4, 8))
         for key in ("num_variables", "num_targets", "definition_repeats", "mnist_images"):
             check_at_least(f"task.{key}", getattr(self, key), 1)
         check_at_least("task.target_values", self.target_values, 2)
@@ -195,10 +197,11 @@ class DigitsQATask:
         return np.concatenate([*strips, levels])
 
     def tokens(self, image: np.ndarray) -> list[str]:
-        """Patch tokens of an image (or strip), row-major over its 2 x 2 patches."""
-        rows, cols = image.shape[0] // PATCH, image.shape[1] // PATCH
-        patches = image.reshape(rows, PATCH, cols, PATCH).transpose(0, 2, 1, 3).reshape(rows * cols, PATCH * PATCH)
-        weights = self.grey_levels ** np.arange(PATCH * PATCH)
+        """Patch tokens of an image (or strip), row-major over its 2 x ``patch_width`` patches."""
+        height, width = PATCH_ROWS, self.patch_width
+        rows, cols = image.shape[0] // height, image.shape[1] // width
+        patches = image.reshape(rows, height, cols, width).transpose(0, 2, 1, 3).reshape(rows * cols, height * width)
+        weights = self.grey_levels ** np.arange(height * width)
         return [f"p{int(code)}" for code in patches @ weights]
 
     def prompt(self, **strips: np.ndarray) -> str:
@@ -208,9 +211,10 @@ class DigitsQATask:
     def render(self, prompt: str) -> np.ndarray:
         """The image a prompt encodes (the inverse of :meth:`prompt`), for figures and checks."""
         codes = np.array([int(t[1:]) for t in prompt.split() if t.startswith("p")])
-        pixels = (codes[:, None] // self.grey_levels ** np.arange(PATCH * PATCH)) % self.grey_levels
-        rows, cols = HEIGHT // PATCH, WIDTH // PATCH
-        return pixels.reshape(rows, cols, PATCH, PATCH).transpose(0, 2, 1, 3).reshape(HEIGHT, WIDTH)
+        height, width = PATCH_ROWS, self.patch_width
+        pixels = (codes[:, None] // self.grey_levels ** np.arange(height * width)) % self.grey_levels
+        rows, cols = HEIGHT // height, WIDTH // width
+        return pixels.reshape(rows, cols, height, width).transpose(0, 2, 1, 3).reshape(HEIGHT, WIDTH)
 
     def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
         """None: the patch and answer tokens are ordinary words of the corpus."""
