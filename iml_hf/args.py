@@ -7,10 +7,11 @@ line into these objects.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from iml_hf.validation import check_at_least, check_between, check_choice
+from iml_hf.validation import check_at_least, check_between, check_choice, invalid
 
 SCRATCH_ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
 
@@ -161,6 +162,52 @@ class LayerAnalysisArguments:
         check_at_least("layer_analysis.min_position", self.min_position, 0)
         check_at_least("layer_analysis.seed", self.seed, 0)
         check_at_least("layer_analysis.max_final_loss", self.max_final_loss, 0, "a number")
+
+
+#: What a probe can predict from a variable's representation (``iml_hf.analyze.probes``): the define
+#: tag of its definition, whether the definition is consistent, what it stands for, and every
+#: attribute asked about it (``attributes``; one of them: ``attribute/<relation>``).
+PROBE_TARGETS = ("tag", "consistent", "referent", "attributes")
+PROBE_POSITIONS = ("mean", "last")
+
+
+def check_probe_targets(key: str, targets: Any) -> None:
+    """``targets`` is a non-empty list of :data:`PROBE_TARGETS` or ``attribute/<relation>`` names."""
+    expected = f"a non-empty list of {list(PROBE_TARGETS)} or 'attribute/<relation>'"
+    if not isinstance(targets, list) or not targets:
+        raise invalid(key, targets, expected)
+    for target in targets:
+        if not isinstance(target, str) or not (target in PROBE_TARGETS or
+                                               (target.startswith("attribute/") and len(target) > len("attribute/"))):
+            hint = difflib.get_close_matches(str(target), [*PROBE_TARGETS, "attribute/<relation>"], n=1, cutoff=0.4)
+            raise invalid(key, targets, expected + (f" ({target!r}: did you mean '{hint[0]}'?)" if hint else ""))
+
+
+@dataclass
+class ProbeArguments:
+    """Linear probes (``iml_hf.analyze.probes``) at the end of every stage: for every variable
+    defined in ``subsets`` (null: every subset whose name gives the define tag), a logistic
+    regression on its hidden state at every layer (the mean over its tokens, or the ``last``
+    one), cross-validated over ``folds`` folds grouped by referent, for each of ``targets``."""
+
+    enabled: bool = False
+    targets: list[str] = field(default_factory=lambda: ["tag", "consistent", "attributes"])
+    subsets: list[str] | None = None
+    folds: int = 5
+    position: str = "mean"
+    seed: int = 0
+    batch_size: int = 256
+    max_iter: int = 1000
+
+    def __post_init__(self) -> None:
+        check_probe_targets("probes.targets", self.targets)
+        if self.subsets is not None and not self.subsets:
+            raise invalid("probes.subsets", self.subsets, "a non-empty list of subsets, or null for every defined one")
+        check_at_least("probes.folds", self.folds, 2)
+        check_choice("probes.position", self.position, PROBE_POSITIONS)
+        check_at_least("probes.seed", self.seed, 0)
+        check_at_least("probes.batch_size", self.batch_size, 1)
+        check_at_least("probes.max_iter", self.max_iter, 1)
 
 
 def _check_interval(section: str, interval: int, strategy: str) -> None:

@@ -1,4 +1,8 @@
-"""Command line of the analyses: ``python -m iml_hf.analyze layers --model PATH --data SOURCE --output_dir DIR``."""
+"""Command line of the analyses:
+
+    python -m iml_hf.analyze layers --model PATH --data SOURCE --output_dir DIR
+    python -m iml_hf.analyze probes --model RUN_OR_CHECKPOINT [--data CORPUS] --output_dir DIR
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sys
 
 from iml_hf.analyze.report import analyze_layers
 from iml_hf.analyze.sources import PAPER_CORPORA
+from iml_hf.args import PROBE_POSITIONS, PROBE_TARGETS
 
 
 def positive_int(text: str) -> int:
@@ -77,17 +82,62 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available; not with --device_map)")
     layers.add_argument("--torch_threads", type=positive_int, default=None)
     layers.add_argument("--seed", type=natural_int, default=0)
+    add_probes_parser(commands)
     return parser
+
+
+def at_least_two(text: str) -> int:
+    """An argparse type: an integer >= 2."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 2")
+    return value
+
+
+def add_probes_parser(commands) -> None:
+    probes = commands.add_parser(
+        "probes", allow_abbrev=False,
+        help="linear probes of each variable's hidden states at every layer: its define tag, whether its "
+             "definition is consistent, its referent and its attributes",
+    )
+    probes.add_argument("--model", required=True,
+                        help="a run folder of iml_hf.train, a model folder or a hub id (with its tokenizer)")
+    probes.add_argument("--data", default=None,
+                        help="a toolkit corpus folder (save_to_disk, or push_corpus's parquet layout); default: the "
+                             "corpus the run in --model was trained on, rebuilt from its results.json")
+    probes.add_argument("--output_dir", required=True)
+    probes.add_argument("--subsets", nargs="+", default=None,
+                        help="probe the variables defined in these subsets only (default: every subset whose name "
+                             "gives the define tag)")
+    probes.add_argument("--targets", nargs="+", default=["tag", "consistent", "attributes"],
+                        help=f"some of {list(PROBE_TARGETS)} or attribute/<relation> (default: tag consistent attributes)")
+    probes.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds, grouped by referent")
+    probes.add_argument("--position", choices=PROBE_POSITIONS, default="mean",
+                        help="the mean over the variable's tokens, or its last token")
+    probes.add_argument("--seed", type=natural_int, default=0, help="folds and the shuffled-label control")
+    probes.add_argument("--batch_size", type=positive_int, default=256)
+    probes.add_argument("--max_iter", type=positive_int, default=1000, help="iterations of each logistic regression")
+    probes.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "auto"), default="float32",
+                        help="weights' dtype (the hidden states are read in float32)")
+    probes.add_argument("--revision", default="main", help="branch, tag or commit of a hub checkpoint")
+    probes.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    probes.add_argument("--torch_threads", type=positive_int, default=None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "probes":
+        from iml_hf.analyze.probe_report import analyze_probes, format_summary as format_probes
+
+        run, show = analyze_probes, format_probes
+    else:
+        run, show = analyze_layers, format_summary
     try:
-        summary = analyze_layers(args)
+        summary = run(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_summary(summary))
+    print(show(summary))
     return 0
 
 

@@ -11,10 +11,15 @@ a text file, or one of the paper's corpora (Wikitext-103 and 1 Billion Word test
 Row filters, the paper's for its corpora (Section 5.1): rows of at least ``min_words``
 whitespace-separated words, then ``max_samples`` of them drawn at random (seeded). They apply to
 text rows; a toolkit corpus refuses them (its rows are the experiment's subsets).
+
+The probes read whole corpora instead: a toolkit corpus folder (:func:`load_toolkit_corpus`), or
+the corpus a run folder was trained on, rebuilt from its results.json (:func:`run_of`,
+:func:`run_corpus`).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,3 +140,69 @@ def load_sequences(
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     return [(bos + ids)[:seq_len] for ids in encoded if len(bos + ids) > 1]
+
+
+def load_toolkit_corpus(source: str) -> DatasetDict:
+    """A toolkit corpus from a folder: saved with ``save_to_disk`` (a cache entry of
+    ``iml_hf.corpus``) or in the published layout of ``iml_hf.push_corpus`` (``data/*.parquet``);
+    ValueError naming ``--data`` when it is neither or lacks the corpus columns."""
+    from iml_hf.tasks import CORPUS_COLUMNS
+
+    path = Path(source)
+    if not path.is_dir():
+        raise ValueError(f"--data {source!r} is not a folder holding a toolkit corpus (a DatasetDict saved with "
+                         "save_to_disk, or the data/*.parquet layout of python -m iml_hf.push_corpus)")
+    try:
+        if (path / "dataset_dict.json").is_file():
+            corpus = load_from_disk(str(path))
+        else:
+            corpus = load_dataset(str(path))
+    except Exception as error:  # noqa: BLE001 - pyarrow, datasets and OS errors alike mean "unreadable"
+        raise ValueError(f"--data {source!r} cannot be read as a corpus: {type(error).__name__}: "
+                         f"{str(error)[:300]}") from None
+    if not isinstance(corpus, DatasetDict):
+        raise ValueError(f"--data {source!r} holds one split, not a corpus with train and test splits")
+    for split, rows in corpus.items():
+        missing = [c for c in CORPUS_COLUMNS if c not in rows.column_names]
+        if missing:
+            raise ValueError(f"--data {source!r} is not a toolkit corpus: split {split!r} lacks columns {missing}")
+    return corpus
+
+
+def run_of(model: str) -> Path | None:
+    """The finished ``iml_hf.train`` run a local model folder belongs to: the folder itself or
+    one of its two parents (a stage's weights under ``stages/<name>``) holding results.json."""
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / "results.json").is_file():
+            return folder
+    return None
+
+
+def run_corpus(run: Path) -> DatasetDict:
+    """The corpus the run in ``run`` was trained on, rebuilt from its resolved recipe (task and
+    seed; a published corpus it read instead is read again) and checked against the fingerprint
+    results.json recorded; ValueError when it cannot be rebuilt or differs."""
+    from iml_hf.corpus import corpus_fingerprint, load_corpus_dataset, load_or_build_corpus
+    from iml_hf.tasks import make_task
+
+    where = run / "results.json"
+    try:
+        results = json.loads(where.read_text())
+        resolved = results["recipe"]
+        task = make_task(dict(resolved["task"]))
+        seed = resolved["seed"]
+        if resolved.get("corpus_dataset"):
+            corpus = load_corpus_dataset(resolved["corpus_dataset"], task, seed, resolved.get("corpus_revision"))
+        else:
+            corpus = load_or_build_corpus(task, seed)
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"the corpus of the run in {str(run)!r} cannot be rebuilt from {where.name} "
+                         f"({type(error).__name__}: {error}); pass --data with the corpus folder") from None
+    recorded = (results.get("corpus") or {}).get("fingerprint")
+    if recorded and recorded != corpus_fingerprint(corpus):
+        raise ValueError(f"the corpus rebuilt from {where} differs from the one the run was trained on (fingerprint "
+                         f"{recorded[:12]}...; has the task's code changed?); pass --data with that corpus")
+    return corpus
