@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iml_hf.args import EmbeddingGeometryArguments, GradientAlignmentArguments, LayerAnalysisArguments
+from iml_hf.args import EmbeddingGeometryArguments, GradientAlignmentArguments, LayerAnalysisArguments, ProbeArguments
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -89,6 +89,19 @@ def _layer_callback(trainer, sequences, metrics_log, out, args):
     return LayerAnalysisCallback(trainer, sequences, metrics_log, out, args)
 
 
+def _probe_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> Any:
+    from iml_hf.analyze.probe_report import ProbeInputs
+
+    args = recipe.measurement_args("probes")
+    return ProbeInputs.build(tokenized, tokenizer, args.subsets, args.targets)
+
+
+def _probe_callback(trainer, probes, metrics_log, out, args):
+    from iml_hf.callbacks.probes import ProbeCallback
+
+    return ProbeCallback(trainer, probes, metrics_log, out, args)
+
+
 MEASUREMENTS: dict[str, Measurement] = {
     "gradient_alignment": Measurement(
         "gradient_alignment", GradientAlignmentArguments, "grad_align", _alignment_inputs, _alignment_callback,
@@ -105,4 +118,5 @@ MEASUREMENTS: dict[str, Measurement] = {
     "layer_analysis": Measurement(
         "layer_analysis", LayerAnalysisArguments, "layers", _layer_inputs, _layer_callback,
     ),
+    "probes": Measurement("probes", ProbeArguments, "probes", _probe_inputs, _probe_callback),
 }

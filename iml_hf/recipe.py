@@ -392,6 +392,10 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     for subset in alignment.subsets or []:
         if subset not in task.subsets:
             raise RecipeError(f"gradient_alignment.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
+    for subset in measurements["probes"].subsets or []:
+        if subset not in task.subsets:
+            raise RecipeError(f"probes.subsets names {subset!r}{_suggest(subset, list(task.subsets))} "
+                              f"(subsets: {list(task.subsets)})")
     if layers.split not in ("train", "test"):
         raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
     recipe = Recipe(run, task, model, evaluation, training, stages, measurements=measurements, source=source)
