@@ -20,8 +20,8 @@ digit + question pattern (no variable): the model learns to read digits. Subsets
 definition of a digit of another class), ``q``, ``d1consis`` / ``d2consis`` (definitions only,
 every question held out), ``no_qd_baseline`` (never defined nor asked: chance).
 
-The model reads the image as a sequence of tokens, one per 2 x 4 patch (the patch's quantised
-pixels are its token: ``p0`` .. ``p255`` for two grey levels; ``patch_width``), ImageGPT-style, followed by ``=`` and
+The model reads the image as a sequence of tokens, one per 2 x 8 patch (the patch's quantised
+pixels are its token, ``p<code>``; ``patch_width`` 1, 2 or 4 cuts finer), ImageGPT-style, followed by ``=`` and
 the answer tokens ``v0`` .. ``v{target_values-1}``; so the same Trainer, exact match, gradient
 alignment and probes run on it unchanged (docs/digits-qa.md says why not a ViT classifier).
 """
@@ -61,7 +61,7 @@ class DigitsQATask:
     num_targets: int = 4
     target_values: int = 10  # chance EM of a question = 1 / target_values
     grey_levels: int = 2  # pixel levels: grey_levels ** (2 * patch_width) patch tokens
-    patch_width: int = 4  # a token per 2 x patch_width patch: 14 tokens an image (28 with 2)
+    patch_width: int = 8  # a token per 2 x patch_width patch: 7 tokens an image, each strip of 2 rows one token
     knowledge_images: int | None = None  # digit images asked about by themselves; None: all not taken by variables
     held_out_targets: int = 1  # per asked variable (qd1consis, qd2incons, q)
     knowledge_test_fraction: float = 0.2  # knowledge images held out (a reading check)
