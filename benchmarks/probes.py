@@ -29,7 +29,12 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from iml_hf.analyze.probes import build_probe_set, hidden_representations, score_probe, variable_inputs
+from iml_hf.analyze.probes import (
+    build_probe_set,
+    hidden_representations,
+    score_probe,
+    variable_inputs,
+)
 from iml_hf.tasks.entities import EntitiesTask
 from iml_hf.tokenization import build_wordlevel_tokenizer
 
