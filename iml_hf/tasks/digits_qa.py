@@ -82,6 +82,18 @@ class DigitsQATask:
         "d2_vs_baseline": ("d2consis", "no_qd_baseline"),
     }
     answer_match: ClassVar[str] = "tokens"
+    subset_descriptions: ClassVar[dict[str, str]] = {
+        "knowledge": "a digit image and a question pattern, no variable: the model learns to read digits; "
+                     "some images held out",
+        "qd1consis": "questions about the variable plus a tag-1 definition showing its digit and all its "
+                     "targets; one target held out",
+        "qd2incons": "questions about the variable plus a tag-2 definition showing a digit of another class "
+                     "and that digit's targets; one target held out",
+        "q": "questions about the variable, no definition; one target held out",
+        "d1consis": "a tag-1 definition (the right digit and targets) only; every question is held out",
+        "d2consis": "a tag-2 definition (the right digit and targets) only; every question is held out",
+        "no_qd_baseline": "variables never defined nor asked in training; every question is held out",
+    }
 
     def __post_init__(self) -> None:
         check_choice("task.source", self.source, ("sklearn", "mnist"))

@@ -73,6 +73,16 @@ class SetInclusionTask:
         "d3_vs_d2": ("d3consis", "d2consis"),
     }
     answer_match: ClassVar[str] = "tokens"
+    subset_descriptions: ClassVar[dict[str, str]] = {
+        "qd1consis": "training statements about the variable plus a tag-1 definition naming its number; "
+                     "held-out statements",
+        "qd2incons": "training statements plus a tag-2 definition naming a wrong number (outside the true "
+                     "statements' intersection); held-out statements",
+        "q": "training statements, no definition; held-out statements",
+        "d1consis": "a tag-1 definition naming the number only; every statement is held out",
+        "d2consis": "a tag-2 definition naming the number only; every statement is held out",
+        "d3consis": "a definition with a third tag, unseen before stage 2; every statement is held out",
+    }
 
     def __post_init__(self) -> None:
         for key in ("num_variables", "numbers_per_question", "intersection_size", "variable_length",
