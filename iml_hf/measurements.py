@@ -102,6 +102,17 @@ def _probe_callback(trainer, probes, metrics_log, out, args):
     return ProbeCallback(trainer, probes, metrics_log, out, args)
 
 
+def _probe_accuracy(entry: dict[str, Any]) -> dict[str, float]:
+    """``{"<target> <representation>": accuracy}`` of every probe that ran, plus each target's chance line."""
+    names = entry.get("representations", [])
+    values: dict[str, float] = {}
+    for target, result in entry.get("targets", {}).items():
+        if "accuracy" in result:
+            values.update({f"{target} {name}": a for name, a in zip(names, result["accuracy"])})
+            values[f"{target} (chance)"] = result["chance"]
+    return values
+
+
 MEASUREMENTS: dict[str, Measurement] = {
     "gradient_alignment": Measurement(
         "gradient_alignment", GradientAlignmentArguments, "grad_align", _alignment_inputs, _alignment_callback,
@@ -118,5 +129,9 @@ MEASUREMENTS: dict[str, Measurement] = {
     "layer_analysis": Measurement(
         "layer_analysis", LayerAnalysisArguments, "layers", _layer_inputs, _layer_callback,
     ),
-    "probes": Measurement("probes", ProbeArguments, "probes", _probe_inputs, _probe_callback),
+    "probes": Measurement(
+        "probes", ProbeArguments, "probes", _probe_inputs, _probe_callback,
+        [ReportReader("Linear-probe accuracy on held-out folds (per target and representation) at the end of each stage",
+                      _probe_accuracy, "probes", None, "Linear-probe accuracy per target", ylabel="accuracy")],
+    ),
 }
