@@ -236,6 +236,14 @@ def check_between(key: str, value: Any, low: float, high: float, *, low_open: bo
         raise invalid(key, value, expected)
 
 
+def check_fractions(shares: dict[str, float]) -> None:
+    """Each ``task.fraction_<subset>`` in [0, 1], summing to more than 0 and at most 1."""
+    for subset, share in shares.items():
+        check_between(f"task.fraction_{subset}", share, 0, 1)
+    if not 0 < sum(shares.values()) <= 1 + 1e-9:
+        raise ValueError(f"task.fraction_* must sum to more than 0 and at most 1, got {shares}")
+
+
 def check_choice(key: str, value: Any, choices: tuple | list, hint: str = "") -> None:
     """``value`` is one of ``choices``."""
     if value not in choices:

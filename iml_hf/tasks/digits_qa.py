@@ -38,7 +38,7 @@ from datasets import DatasetDict
 
 from iml_hf.tasks import register_task, string_table
 from iml_hf.tasks.entities import _largest_remainder, _row
-from iml_hf.validation import check_at_least, check_between, check_choice
+from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
 STRIP_ROWS = {"tag": 2, "variable": 2, "question": 2, "content": 8}
 HEIGHT, WIDTH, PATCH_ROWS = sum(STRIP_ROWS.values()), 8, 2
@@ -111,11 +111,7 @@ class DigitsQATask:
             raise ValueError(f"task.held_out_targets={self.held_out_targets} must be below task.num_targets="
                              f"{self.num_targets}: an asked variable needs a training question")
         check_between("task.knowledge_test_fraction", self.knowledge_test_fraction, 0, 1, high_open=True)
-        fractions = self.fractions()
-        for subset, share in fractions.items():
-            check_between(f"task.fraction_{subset}", share, 0, 1)
-        if not 0 < sum(fractions.values()) <= 1 + 1e-9:
-            raise ValueError(f"task.fraction_* must sum to more than 0 and at most 1, got {fractions}")
+        check_fractions(self.fractions())
         if 2 ** (STRIP_ROWS["variable"] * WIDTH) < self.num_variables + 1:
             raise ValueError(f"task.num_variables={self.num_variables} exceeds the distinct variable patterns")
 

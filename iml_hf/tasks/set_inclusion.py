@@ -31,7 +31,7 @@ from datasets import DatasetDict
 from iml_hf.tasks import register_task, string_table
 from iml_hf.tasks.entities import _largest_remainder, _row
 from iml_hf.tasks.knowledge import random_strings
-from iml_hf.validation import check_at_least, check_between, check_choice
+from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
 SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "d3consis")
 #: Define tag (1, 2, 3) of each defined subset and whether its definition names the right x.
@@ -103,11 +103,7 @@ class SetInclusionTask:
                              f"task.num_variables={self.num_variables} distinct variables; make it longer")
         if self.tags is not None and (len(self.tags) != 3 or len(set(self.tags)) != 3 or not all(self.tags)):
             raise ValueError(f"task.tags must be three different non-empty words [tag1, tag2, tag3], got {self.tags}")
-        fractions = self.fractions()
-        for subset, share in fractions.items():
-            check_between(f"task.fraction_{subset}", share, 0, 1)
-        if not 0 < sum(fractions.values()) <= 1 + 1e-9:
-            raise ValueError(f"task.fraction_* must sum to more than 0 and at most 1, got {fractions}")
+        check_fractions(self.fractions())
 
     def fractions(self) -> dict[str, float]:
         """Each subset's share of the variables."""
