@@ -82,6 +82,7 @@ def test_definitions_give_every_target_and_only_tag_2_contradicts(task, corpus):
         assert len(given) == task.num_targets
         asked = [answers[row["key"]][k] for k in range(task.num_targets)]
         shown = levels.get(_strip(task, row, "content").tobytes())
+        assert shown is not None  # the content strip is a digit of the pool
         if DEFINED[row["subset"]][1]:
             assert given == asked
         else:  # qd2incons shows a digit of another class, whose targets differ somewhere
@@ -124,6 +125,7 @@ def test_mnist_is_pooled_to_8x8_and_offline_is_a_clear_error(monkeypatch):
     ({"source": "cifar"}, "task.source"),
     ({"target_values": 2, "num_targets": 3}, "at least 10"),
     ({"num_variables": 1790}, "needs more digit images"),
+    ({"grey_levels": 17, "patch_width": 8}, "beyond 64 bits"),
 ])
 def test_bad_arguments_are_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
@@ -159,3 +161,18 @@ def test_a_run_with_gradient_alignment_trains_and_scores_every_subset(tmp_path, 
     assert {"qd1consis", "d1consis", "d2consis"} <= set(results["stages"]["stage2"]["grad_align"]["pairs"])
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["contrasts"] == results["contrasts"]
+
+
+def test_probe_labels_of_the_corpus(corpus):
+    """The probes read each variable's tag and every target of its digit off this corpus."""
+    from iml_hf.analyze.probes import build_probe_set
+
+    probes = build_probe_set(corpus)
+    definitions = {r["key"]: r for r in corpus["train"] if r["kind"] == "definition"}
+    assert set(probes.variables) == set(definitions)
+    assert len(probes.relations) == 4  # one attribute per target, asked of every variable
+    for i, variable in enumerate(probes.variables):
+        assert probes.labels["tag"][i] == str(DEFINED[definitions[variable]["subset"]][0])
+        answers = sorted(probes.labels[target][i] for target in probes.relations)
+        if DEFINED[definitions[variable]["subset"]][1]:
+            assert answers == sorted(definitions[variable]["answer"].split())

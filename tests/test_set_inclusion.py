@@ -48,7 +48,7 @@ def test_true_training_statements_intersect_in_a_set_containing_x(task, corpus):
         true = [_numbers(r["prompt"], variable) for r in questions if r["answer"] == "true"]
         assert true, "every asked variable has a true statement"
         common = set.intersection(*true)
-        assert x in common and len(common) <= task.numbers_per_question
+        assert x in common and len(common) >= task.intersection_size  # the whole intersection is shared
 
 
 def test_only_true_statements_are_flipped_at_the_configured_rate(task, corpus):
@@ -90,7 +90,7 @@ def test_definitions_per_subset_tag_and_x(task, corpus):
             assert stated == x
         else:  # qd2incons: a wrong x, outside the true statements' intersection
             true = [_numbers(r["prompt"], variable) for r in rows if r["kind"] == "question" and r["answer"] == "true"]
-            assert stated != x and stated not in set.intersection(*true)
+            assert stated != x and stated not in (set.intersection(*true) if true else {x})
     assert subsets_seen == set(DEFINED)
 
 
@@ -124,6 +124,8 @@ def test_same_seed_same_bytes_other_seed_other_corpus(task, corpus):
 
 @pytest.mark.parametrize("change, message", [
     ({"intersection_size": 5}, "intersection_size=5 must be at most"),
+    ({"numbers_per_question": 1, "intersection_size": 1}, "numbers_per_question"),
+    ({"questions_per_variable": 10}, "multiple of 4"),
     ({"label_flip": 1.5}, "label_flip"),
     ({"variable_tokens": "letters"}, "variable_tokens"),
     ({"num_variables": 700, "variable_length": 2}, "variable_length=2"),
@@ -166,3 +168,17 @@ def test_a_sweep_run_with_gradient_alignment_and_its_report(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())["groups"]["all runs"]
     assert summary["runs"] == 1 and "stage2_d1_vs_d2" in summary["contrasts"]
     assert set(summary["grad_align"]["at_stage_end"]["stage2"]) >= {"qd1consis", "d1consis"}
+
+
+def test_probe_labels_of_the_corpus(corpus):
+    """The probes read each variable's tag, consistency and number off this corpus."""
+    from iml_hf.analyze.probes import build_probe_set
+
+    probes = build_probe_set(corpus)
+    definitions = {r["key"]: r for r in corpus["train"] if r["kind"] == "definition"}
+    assert set(probes.variables) == set(definitions)
+    for i, variable in enumerate(probes.variables):
+        tag, consistent = DEFINED[definitions[variable]["subset"]]
+        assert probes.labels["tag"][i] == str(tag)
+        assert probes.labels["consistent"][i] == ("consistent" if consistent else "inconsistent")
+        assert probes.referents[i] == definitions[variable]["referent"]

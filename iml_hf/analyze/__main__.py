@@ -118,7 +118,7 @@ def add_probes_parser(commands) -> None:
     probes.add_argument("--batch_size", type=positive_int, default=256)
     probes.add_argument("--max_iter", type=positive_int, default=1000, help="iterations of each logistic regression")
     probes.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "auto"), default="float32",
-                        help="weights' dtype (the hidden states are read in float32)")
+                        help="weights' dtype (the forward runs in it; its hidden states are cast to float32 for the probes)")
     probes.add_argument("--revision", default="main", help="branch, tag or commit of a hub checkpoint")
     probes.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     probes.add_argument("--torch_threads", type=positive_int, default=None)

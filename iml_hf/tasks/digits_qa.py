@@ -104,6 +104,9 @@ class DigitsQATask:
         check_at_least("task.grey_levels", self.grey_levels, 2)
         check_at_least("task.held_out_targets", self.held_out_targets, 1)
         check_at_least("task.knowledge_images", self.knowledge_images, 1)
+        if self.grey_levels ** (PATCH_ROWS * self.patch_width) >= 2**63:
+            raise ValueError(f"task.grey_levels={self.grey_levels} with task.patch_width={self.patch_width} gives "
+                             "patch codes beyond 64 bits; use fewer grey levels or narrower patches")
         if self.target_values**self.num_targets < 10:
             raise ValueError("task.target_values ** task.num_targets must be at least 10, so that every digit "
                              "class has its own targets")
@@ -236,6 +239,9 @@ def quantise(digit: np.ndarray, levels: int) -> np.ndarray:
 
 def _other_class(classes: np.ndarray, digit: int, pool: list[int], rng: random.Random) -> int:
     """A random image of the pool whose class is not ``digit`` (an inconsistent definition's)."""
+    if all(classes[index] == digit for index in pool):
+        raise ValueError(f"the knowledge images hold no digit other than {digit} to show in a qd2incons definition; "
+                         "raise task.knowledge_images")
     while True:
         index = pool[rng.randrange(len(pool))]
         if classes[index] != digit:

@@ -88,8 +88,13 @@ class SetInclusionTask:
         for key in ("num_variables", "numbers_per_question", "intersection_size", "variable_length",
                     "definition_repeats"):
             check_at_least(f"task.{key}", getattr(self, key), 1)
+        check_at_least("task.numbers_per_question", self.numbers_per_question, 2,
+                       note="with one number every true statement is the same one")
         check_at_least("task.questions_per_variable", self.questions_per_variable, 4,
                        note="a quarter each: true and false, training and held out")
+        if self.questions_per_variable % 4:
+            raise ValueError(f"task.questions_per_variable={self.questions_per_variable} must be a multiple of 4 "
+                             "(a quarter each: true and false, training and held out)")
         check_between("task.label_flip", self.label_flip, 0, 1)
         check_choice("task.variable_tokens", self.variable_tokens, ("characters", "word"))
         if self.intersection_size > self.numbers_per_question:
