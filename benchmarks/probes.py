@@ -69,7 +69,8 @@ def main() -> None:
     built = time.perf_counter() - tic
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=args.layers, n_embd=args.hidden_size, n_head=4,
-                                       vocab_size=len(tokenizer), n_positions=64)).eval()
+                                       vocab_size=len(tokenizer), n_positions=64, bos_token_id=tokenizer.bos_token_id,
+                                       eos_token_id=tokenizer.eos_token_id)).eval()
     binary = ["tag", "consistent"]
     attributes = probe_set.expand(["attributes"])
     reading, forward, binary_s, attribute_s = [], [], [], []
