@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelerate import PartialState
@@ -73,3 +74,23 @@ class IntervalCallback(TrainerCallback):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         self._maybe_measure(state)
+
+
+class StageEndCallback(IntervalCallback):
+    """A main-process measurement at the end of every stage that reads ``inputs`` prepared once
+    for all stages and writes its files into ``<output_dir>/<folder_name>/<index>-<stage>``."""
+
+    main_process_only = True
+    folder_name = "measurement"
+
+    def __init__(self, trainer: IMLTrainer, inputs: Any, metrics_log: MetricsLog, output_dir: str | Path, args: Any):
+        super().__init__(trainer, metrics_log, interval=0)
+        self.inputs = inputs
+        self.folder = Path(output_dir) / self.folder_name
+        self.args = args
+        self.latest: dict[str, Any] = {}
+
+    def stage_folder(self, state: TrainerState) -> tuple[dict[str, Any], Path]:
+        """This stage's position and the folder its files go to."""
+        position = self.trainer.position(state)
+        return position, self.folder / f"{position['stage_index']}-{position['stage']}"

@@ -2,44 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
 from transformers import TrainerState
 from transformers.utils import logging
 
 from iml_hf.args import LayerAnalysisArguments
-from iml_hf.callbacks.interval import IntervalCallback
+from iml_hf.callbacks.interval import StageEndCallback
 
 logger = logging.get_logger(__name__)
 
-if TYPE_CHECKING:
-    from iml_hf.callbacks import MetricsLog
-    from iml_hf.trainer import IMLTrainer
 
-
-class LayerAnalysisCallback(IntervalCallback):
+class LayerAnalysisCallback(StageEndCallback):
     """Writes ``layers/<index>-<stage>/layers.json`` (+ plots) at the end of the stage and logs the
     paper's quantities to the trackers and metrics.jsonl: the per-layer inner loss (Figure 2),
     Table 1's sequence- and pair-level shares with their chance level, and Table 2's share."""
 
-    main_process_only = True
-
-    def __init__(self, trainer: IMLTrainer, sequences: list[list[int]], metrics_log: MetricsLog,
-                 output_dir: str | Path, args: LayerAnalysisArguments):
-        super().__init__(trainer, metrics_log, interval=0)
-        self.sequences = sequences
-        self.folder = Path(output_dir) / "layers"
-        self.args = args
-        self.latest: dict[str, Any] = {}
+    folder_name = "layers"
+    args: LayerAnalysisArguments
+    inputs: list[list[int]]  # the token ids of the analysed sequences
 
     def measure(self, state: TrainerState) -> None:
         from iml_hf.analyze.report import analyze_model
 
-        position = self.trainer.position(state)
-        out = self.folder / f"{position['stage_index']}-{position['stage']}"
+        position, out = self.stage_folder(state)
         try:
-            summary = analyze_model(self.trainer.model, self.sequences, self.args, out, {"split": self.args.split})
+            summary = analyze_model(self.trainer.model, self.inputs, self.args, out, {"split": self.args.split})
         except ValueError as error:  # an analysis that cannot run must not cost the training run
             message = str(error).replace("--min_position", "layer_analysis.min_position").replace(
                 "--max_final_loss", "layer_analysis.max_final_loss")
