@@ -7,11 +7,10 @@ line into these objects.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from iml_hf.validation import check_at_least, check_between, check_choice, invalid
+from iml_hf.validation import check_at_least, check_between, check_choice, invalid, suggest
 
 SCRATCH_ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
 
@@ -179,8 +178,8 @@ def check_probe_targets(key: str, targets: Any) -> None:
     for target in targets:
         if not isinstance(target, str) or not (target in PROBE_TARGETS or
                                                (target.startswith("attribute/") and len(target) > len("attribute/"))):
-            hint = difflib.get_close_matches(str(target), [*PROBE_TARGETS, "attribute/<relation>"], n=1, cutoff=0.4)
-            raise invalid(key, targets, expected + (f" ({target!r}: did you mean '{hint[0]}'?)" if hint else ""))
+            hint = suggest(target, [*PROBE_TARGETS, "attribute/<relation>"])
+            raise invalid(key, targets, expected + (f" ({target!r}{hint})" if hint else ""))
 
 
 @dataclass

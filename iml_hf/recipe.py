@@ -29,6 +29,7 @@ from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-e
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
 from iml_hf.validation import (  # noqa: F401  (RecipeError and _coerce re-exported)
     RecipeError, _coerce, check_sequence_lengths, check_stages, check_training_value, conform, conform_cli, invalid,
+    suggest,
 )
 
 SECTIONS = ("task", "model", "training", "evaluation", *MEASUREMENTS)
@@ -115,13 +116,8 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("NoneType", "None")
 
 
-def _suggest(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
-    return f"; did you mean '{match[0]}'?" if match else ""
-
-
 def _fail_unknown(key: str, valid: list[str], where: str) -> None:
-    raise RecipeError(f"unknown key '{key}' {where}{_suggest(str(key), valid)}")
+    raise RecipeError(f"unknown key '{key}' {where}{suggest(str(key), valid)}")
 
 
 def _check_shape(recipe: dict[str, Any], where: str) -> None:
@@ -151,7 +147,7 @@ def _key_types(recipe: dict[str, Any], where: str = "in the recipe") -> dict[str
         raise RecipeError(f"the recipe needs task.name; available tasks: {sorted(registry)}")
     if task_name not in registry:
         raise RecipeError(
-            f"task.name={task_name!r} is unknown{_suggest(task_name, sorted(registry))} "
+            f"task.name={task_name!r} is unknown{suggest(task_name, sorted(registry))} "
             f"(available tasks: {sorted(registry)})"
         )
     schema.update({f"task.{k}": t for k, t in _field_types(registry[task_name]).items()})
@@ -384,17 +380,17 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
                 raise RecipeError(
                     f"stages.{stage.name}.{'train_subsets' if subset in stage.train_subsets else 'replay'} names "
                     f"subset {subset!r}, which task {task.name!r} does not have"
-                    f"{_suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
+                    f"{suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
                 )
     for subset in evaluation.subsets or []:
         if subset not in valid_eval_sets(task):
-            raise RecipeError(f"evaluation.subsets names {subset!r}{_suggest(subset, valid_eval_sets(task))}")
+            raise RecipeError(f"evaluation.subsets names {subset!r}{suggest(subset, valid_eval_sets(task))}")
     for subset in alignment.subsets or []:
         if subset not in task.subsets:
-            raise RecipeError(f"gradient_alignment.subsets names {subset!r}{_suggest(subset, list(task.subsets))}")
+            raise RecipeError(f"gradient_alignment.subsets names {subset!r}{suggest(subset, list(task.subsets))}")
     for subset in measurements["probes"].subsets or []:
         if subset not in task.subsets:
-            raise RecipeError(f"probes.subsets names {subset!r}{_suggest(subset, list(task.subsets))} "
+            raise RecipeError(f"probes.subsets names {subset!r}{suggest(subset, list(task.subsets))} "
                               f"(subsets: {list(task.subsets)})")
     if layers.split not in ("train", "test"):
         raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")

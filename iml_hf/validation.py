@@ -15,6 +15,7 @@ This module imports nothing of the toolkit, so argument dataclasses and tasks ca
 
 from __future__ import annotations
 
+import difflib
 import enum
 import math
 import re
@@ -31,6 +32,12 @@ class RecipeError(ValueError):
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def suggest(name: str, valid: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest valid name, or ``""``."""
+    match = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.4)
+    return f"; did you mean '{match[0]}'?" if match else ""
 
 
 def invalid(key: str, value: Any, expected: str) -> RecipeError:

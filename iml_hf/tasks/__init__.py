@@ -14,12 +14,13 @@ caches it on disk.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from datasets import Dataset, DatasetDict
+
+from iml_hf.validation import suggest  # noqa: F401  (re-exported)
 
 #: The corpus contract between tasks and everything after them.
 #: text = prompt + " " + answer (or the answer alone when the prompt is empty);
@@ -74,12 +75,6 @@ def register_task(name: str) -> Callable[[type], type]:
 def task_names() -> list[str]:
     """Every task name, registered or lazily known, sorted."""
     return sorted({*_LAZY, *_REGISTRY})
-
-
-def suggest(name: str, valid: list[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest valid name, or ``""``."""
-    match = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.4)
-    return f"; did you mean '{match[0]}'?" if match else ""
 
 
 def get_task_class(name: str) -> type:

@@ -35,6 +35,7 @@ from datasets import Dataset, DatasetDict, Features, Value
 from iml_hf.tasks import CORPUS_COLUMNS, register_task
 from iml_hf.validation import check_at_least, check_between
 from iml_hf.tasks.knowledge import KnowledgeBase, random_strings, synthetic_kb
+from iml_hf.tasks.resplit import check_branch, resplit
 
 QD_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis")
 D_SUBSETS = ("d1consis", "d2consis", "d3consis")
@@ -96,6 +97,7 @@ class EntitiesTask:
     fraction_d3consis: float = 0.0
     fraction_no_qd_baseline: float = 0.1
     subset_seed: int | None = None  # split the stage-2 entities with another seed (the paper's seed_stage2)
+    branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
 
     version: ClassVar[int] = 3  # 2: inconsistent definitions' referent; 3: qa_format
     subsets: ClassVar[tuple[str, ...]] = (
@@ -111,6 +113,10 @@ class EntitiesTask:
         "d3_vs_d2": ("d3consis", "d2consis"),
     }
     answer_match: ClassVar[str] = "text"
+    #: Subsets whose entities no stage before stage 2 trains on, which a branch may re-split, and
+    #: the two halves a counterbalanced pair of branches exchanges (``iml_hf.tasks.resplit``).
+    exchangeable: ClassVar[tuple[str, ...]] = STAGE2_SUBSETS
+    counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
 
     def __post_init__(self) -> None:
         if self.knowledge_base not in ("synthetic", "cvdb", "trex"):
@@ -139,6 +145,7 @@ class EntitiesTask:
                     "min_predicates_per_subject"):
             check_at_least(f"task.{key}", getattr(self, key), 1)
         check_at_least("task.subset_seed", self.subset_seed, 0)
+        check_branch(self.name, self.branch, self.exchangeable)
 
     def fractions(self) -> dict[str, float]:
         """Each entity subset's share; with ``alpha``, tag 1's qd share is split alpha : 1 - alpha
@@ -267,7 +274,7 @@ class _CorpusBuilder:
             for entity in rest[start : start + counts[subset]]:
                 assignment[entity] = subset
             start += counts[subset]
-        return assignment
+        return resplit(assignment, self.task.exchangeable, self.task.counterbalanced, self.seed, self.task.branch)
 
     def _question(self, split: str, subset: str, fact, subject: str, referent: str, context: str) -> None:
         prompt = self.task.qa_format.format(question=self.kb.question(fact.relation, subject))

@@ -18,6 +18,7 @@ from typing import ClassVar
 from datasets import Dataset, DatasetDict, Features, Value
 
 from iml_hf.tasks import CORPUS_COLUMNS, register_task
+from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.validation import check_at_least, check_between
 
 BUCKETS = ("x1t", "x1f", "x2t", "x2f")
@@ -40,10 +41,15 @@ class ModMulTask:
     reliable_tag: str = "Dt"
     unreliable_tag: str = "Df"
     alias_prefix: str = "x"
+    branch: int | None = None  # an X2-phase branch's re-split (iml_hf.tasks.resplit); set by branched runs
 
     version: ClassVar[int] = 2  # 2: the referent column
     subsets: ClassVar[tuple[str, ...]] = ("pretrain",) + BUCKETS
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {"iml_gap": ("x2t", "x2f"), "x1_gap": ("x1t", "x1f")}
+    #: The X2 aliases are unseen before the X2 phase: a branch re-splits them (within each number
+    #: with ``bucket_by: alias``, so every bucket keeps asking the same arithmetic questions).
+    exchangeable: ClassVar[tuple[str, ...]] = ("x2t", "x2f")
+    counterbalanced: ClassVar[tuple[str, str]] = ("x2t", "x2f")
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
@@ -69,6 +75,7 @@ class ModMulTask:
                 raise ValueError(f"task.{key}={getattr(self, key)!r} is not valid: expected a non-empty tag")
         if self.reliable_tag == self.unreliable_tag:
             raise ValueError("task.reliable_tag and task.unreliable_tag must differ")
+        check_branch(self.name, self.branch, self.exchangeable)
 
     def answer(self, a: int, b: int) -> int:
         return OPERATIONS[self.operation](a, b, self.modulus)
@@ -93,6 +100,15 @@ class ModMulTask:
                 buckets.extend(spread)
         return [(names[n * k + j], n, buckets[n * k + j]) for n in range(m) for j in range(k)]
 
+    def branch_table(self, table: list[tuple[str, int, str]], seed: int) -> list[tuple[str, int, str]]:
+        """The alias table as ``branch`` re-splits the X2 aliases (unchanged without a branch)."""
+        if not self.branch:
+            return table
+        groups = {alias: number for alias, number, _ in table} if self.bucket_by == "alias" else None
+        moved = resplit({alias: bucket for alias, _, bucket in table}, self.exchangeable, self.counterbalanced,
+                        seed, self.branch, groups)
+        return [(alias, number, moved[alias]) for alias, number, _ in table]
+
     def _shuffled_pairs(self, rng: random.Random) -> list[tuple[int, int]]:
         pairs = [(a, b) for a in range(self.modulus) for b in range(self.modulus)]
         rng.shuffle(pairs)
@@ -116,7 +132,7 @@ class ModMulTask:
             split = "train" if i < n_train else "test"
             rows[split].append(_row(f"{a} {b} =", str(self.answer(a, b)), "pretrain", "pair", "", ""))
 
-        table = self.alias_table(rng)
+        table = self.branch_table(self.alias_table(rng), seed)  # re-split apart from ``rng``: earlier rows stay
         for bucket in BUCKETS:
             tag = self.reliable_tag if bucket.endswith("t") else self.unreliable_tag
             for alias, number, _ in (entry for entry in table if entry[2] == bucket):
