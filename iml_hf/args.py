@@ -78,21 +78,29 @@ class EvalArguments:
 
     ``subsets`` names held-out sets (``x2t``, ``d1consis``, ``assoc_d1consis``) and monitoring sets
     of training rows (``train_question_qd1consis``, ``train_definition_d1consis``); null = every
-    held-out set of the corpus, plus the monitoring sets when ``monitor_train``. ``loss`` adds the
-    teacher-forced answer loss of each set.
+    held-out set of the corpus, plus the monitoring sets when ``monitor_train``; ``extra_subsets``
+    adds sets to that default (e.g. ``train_question_knowledge``: is the knowledge retained?).
+    ``loss`` adds the teacher-forced answer loss of each set. ``readout_step`` is the step of the
+    last stage at which the report reads its headline contrasts (null: the stage's end), declared
+    before any run; the report shows every evaluation of the stage beside it.
     """
 
     subsets: list[str] | None = None
+    extra_subsets: list[str] | None = None
     eval_steps: int = 0
     batch_size: int = 1024
     max_examples_per_subset: int | None = None
     monitor_train: bool = False
     loss: bool = True
+    readout_step: int | None = None
 
     def __post_init__(self) -> None:
         check_at_least("evaluation.eval_steps", self.eval_steps, 0, note="0 = only at the end of each stage")
         check_at_least("evaluation.batch_size", self.batch_size, 1)
         check_at_least("evaluation.max_examples_per_subset", self.max_examples_per_subset, 1)
+        check_at_least("evaluation.readout_step", self.readout_step, 1, note="or null for the last stage's end")
+        if self.subsets is not None and self.extra_subsets:
+            raise ValueError("evaluation.extra_subsets adds to the default sets; with evaluation.subsets list them there")
 
 
 INTERVAL_STRATEGIES = ("steps", "epoch")
@@ -279,6 +287,15 @@ class RunArguments:
     # ``checkpoint_steps`` steps of a stage (0: only at stage ends).
     overwrite_output_dir: bool = False
     checkpoint_steps: int = 500
+    # Stage-2 branches (iml_hf.branching): with ``branches: K`` (even) the stages before
+    # ``branch_stage`` (default: the last stage) run once per seed into ``<output_dir>/trunk``, and
+    # ``branch_stage`` and the stages after it run K times from the trunk's weights into
+    # ``<output_dir>/branch<b>``, each on a re-split of the task's exchangeable subsets, in
+    # counterbalanced pairs (``iml_hf.tasks.resplit``); ``only_branch`` runs one of them (after the
+    # trunk, if it has not finished), as a sweep does.
+    branches: int = 0
+    branch_stage: str | None = None
+    only_branch: int | None = None
 
     def __post_init__(self) -> None:
         check_at_least("seed", self.seed, 0)
@@ -286,5 +303,11 @@ class RunArguments:
         for key in ("output_dir", "cache_dir"):
             if getattr(self, key) == "":
                 raise ValueError(f"{key}='' is not valid: expected a folder name")
+        if not isinstance(self.branches, int) or self.branches < 0 or self.branches % 2:
+            raise ValueError(f"branches={self.branches!r} is not valid: expected an even number >= 0 "
+                             "(branches come in counterbalanced pairs; 0: a plain run)")
+        if self.only_branch is not None and not (self.branches and 0 <= self.only_branch < self.branches):
+            raise ValueError(f"only_branch={self.only_branch!r} is not valid: expected 0 .. branches - 1 "
+                             f"(branches={self.branches})" + ("; set branches first" if not self.branches else ""))
         if not isinstance(self.checkpoint_steps, int) or self.checkpoint_steps < 0:
             raise ValueError(f"checkpoint_steps={self.checkpoint_steps!r} must be an integer >= 0 (0: only at stage ends)")

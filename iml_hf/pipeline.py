@@ -50,11 +50,13 @@ def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
     if recipe.evaluation.monitor_train:
         names += eval_set_order(list(monitored), list(recipe.task.subsets))
     sources.update({name: (train, indices) for name, indices in monitored.items()})
-    if recipe.evaluation.subsets:
-        missing = [n for n in recipe.evaluation.subsets if n not in sources]
+    names += [n for n in recipe.evaluation.extra_subsets or [] if n not in names]
+    if recipe.evaluation.subsets or recipe.evaluation.extra_subsets:
+        missing = [n for n in recipe.evaluation.subsets or recipe.evaluation.extra_subsets if n not in sources]
         if missing:
-            raise ValueError(f"evaluation.subsets names {missing}, which this corpus does not have; it has {sorted(sources)}")
-        names = list(recipe.evaluation.subsets)
+            key = "subsets" if recipe.evaluation.subsets else "extra_subsets"
+            raise ValueError(f"evaluation.{key} names {missing}, which this corpus does not have; it has {sorted(sources)}")
+        names = list(recipe.evaluation.subsets or names)
     sets = {}
     for name in names:
         split, indices = sources[name]
@@ -178,6 +180,14 @@ def prepare_folder(recipe: Recipe, folder: RunFolder, state: PartialState) -> di
     return plan
 
 
+def start_values(path: Path, stage_index: int) -> dict[str, float]:
+    """EM per set at step 0 of stage ``stage_index`` as metrics.jsonl recorded it (a run resumed
+    inside a branch stage measured its start before it was killed)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {r["subset"]: r["value"] for r in rows if r.get("family") == "eval" and r.get("metric") == "em"
+            and r["stage_index"] == stage_index and r["stage_step"] == 0}
+
+
 def load_stage_weights(model: torch.nn.Module, folder: str) -> None:
     """The weights a finished stage ended with (saved by ``Trainer.save_model``; tied weights are
     saved once and tied again)."""
@@ -229,7 +239,9 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     if plan["finished"]:  # killed while putting the finished run in place
         results = json.loads((work / "results.json").read_text())
         return finish(recipe, state, folder, results, corpus)
-    if plan["resume"]:
+    if plan.get("trunk") and not plan["checkpoint"]:
+        print(f"starting stage {recipe.stages[plan['index']].name} in {work} from the weights of {plan['trunk']}", flush=True)
+    elif plan["resume"]:
         done = f"after stage {recipe.stages[plan['index'] - 1].name}" if plan["index"] else "at the start"
         where = f"from {plan['checkpoint']}" if plan["checkpoint"] else done
         print(f"resuming the run in {work} {where}", flush=True)
@@ -267,9 +279,11 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
             tracker_run=trackers,
             resumed=resumed,
         )
+        at_start = getattr(recipe.task, "branch", None) is not None and stage.name == recipe.run.branch_stage
         em = SubsetEMCallback(
             trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size,
             answer_match=getattr(recipe.task, "answer_match", "tokens"), loss=recipe.evaluation.loss,
+            at_start=at_start,
         )
         trainer.add_callback(em)
         use_compact_console(trainer)
@@ -292,6 +306,8 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
             "steps": trainer.state.global_step,
             "train_examples": len(trainer.train_dataset),
             "train_loss": output.training_loss,
+            **({"em_start": (start := em.start or start_values(metrics_log.path, index)),
+                "contrasts_start": contrast_values(recipe.task.contrasts, start)} if at_start else {}),
             **{name: callback.latest for name, callback in mechanisms.items()},
             "measurement_seconds": {
                 name: round(callback.seconds, 3) for name, callback in {"em": em, **mechanisms}.items()
@@ -333,6 +349,8 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         },
         "parameters": count_parameters(model),
         "checkpoint": checkpoint_origin(recipe),
+        **({"branch": {"index": recipe.task.branch, "pair": recipe.task.branch // 2, "stage": recipe.run.branch_stage,
+                       "trunk": plan.get("trunk")}} if getattr(recipe.task, "branch", None) is not None else {}),
         "processes": state.num_processes,  # the global batch is per_device_train_batch_size x processes x accumulation
         "recipe": recipe.resolved,
     }

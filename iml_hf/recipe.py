@@ -26,6 +26,7 @@ from iml_hf.args import CHECKPOINT_KEYS, FROM_SCRATCH_KEYS, STAGE_FIELDS, EvalAr
 from iml_hf.hub import check_hub_keys, check_hub_repo_id
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-exported)
+from iml_hf.branching import check_branches
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
 from iml_hf.validation import (  # noqa: F401  (RecipeError and _coerce re-exported)
     RecipeError, _coerce, check_sequence_lengths, check_stages, check_training_value, conform, conform_cli, invalid,
@@ -382,9 +383,10 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
                     f"subset {subset!r}, which task {task.name!r} does not have"
                     f"{suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
                 )
-    for subset in evaluation.subsets or []:
-        if subset not in valid_eval_sets(task):
-            raise RecipeError(f"evaluation.subsets names {subset!r}{suggest(subset, valid_eval_sets(task))}")
+    for key in ("subsets", "extra_subsets"):
+        for subset in getattr(evaluation, key) or []:
+            if subset not in valid_eval_sets(task):
+                raise RecipeError(f"evaluation.{key} names {subset!r}{suggest(subset, valid_eval_sets(task))}")
     for subset in alignment.subsets or []:
         if subset not in task.subsets:
             raise RecipeError(f"gradient_alignment.subsets names {subset!r}{suggest(subset, list(task.subsets))}")
@@ -395,6 +397,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     if layers.split not in ("train", "test"):
         raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
     recipe = Recipe(run, task, model, evaluation, training, stages, measurements=measurements, source=source)
+    check_branches(recipe, where)
     try:
         check_hub_repo_id(recipe)  # the default repo id is the run name, known once the recipe is
     except ValueError as error:

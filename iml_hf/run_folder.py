@@ -118,7 +118,7 @@ class RunFolder:
         if list(finished) != stage_names[:index]:
             raise FolderError(f"{self.work}: finished stages {list(progress['stages'])} do not match {stage_names}")
         plan.update(resume=True, stages=finished, step_offset=progress["step_offset"], index=index,
-                    finished=(self.work / "results.json").is_file())
+                    finished=(self.work / "results.json").is_file(), trunk=progress.get("trunk"))
         if index:
             plan["weights"] = str(self.work / "resume" / stage_names[index - 1])
         if index < len(stage_names):

@@ -59,10 +59,16 @@ class SweepRun:
     wall_time_s: float | None = None
     log: str = ""
     job_id: str | None = None
+    branch: int | None = None  # a branch of a branched recipe (its output_dir is the seed's folder)
+
+    @property
+    def results_dir(self) -> Path:
+        """The folder of this run's results.json (``<output_dir>/branch<b>`` for a branch)."""
+        return Path(self.output_dir) / f"branch{self.branch}" if self.branch is not None else Path(self.output_dir)
 
     @property
     def finished(self) -> bool:
-        return (Path(self.output_dir) / "results.json").exists()
+        return (self.results_dir / "results.json").exists()
 
 
 @dataclass
@@ -135,9 +141,21 @@ def plan(recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[An
             flags = [f"--{k}={_format(v)}" for k, v in overrides.items()]
             group = f"--tracker_group={Path(output_dir).resolve().name}"  # before extra: a given group wins
             argv = [recipe, group, *extra, *flags, f"--seed={seed}", f"--output_dir={out}", f"--torch_threads={threads}"]
-            parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
-            runs.append(SweepRun(name, seed, overrides, out, argv, log=f"{out}.log"))
+            recipe_ = parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
+            if not recipe_.run.branches:
+                runs.append(SweepRun(name, seed, overrides, out, argv, log=f"{out}.log"))
+                continue
+            for b in range(recipe_.run.branches):  # branch 0 runs the trunk first; the others wait for it
+                runs.append(SweepRun(f"{name}/branch{b}", seed, overrides, out, [*argv, f"--only_branch={b}"],
+                                     log=f"{out}/branch{b}.log", branch=b))
     return runs
+
+
+def trunk_run(run: SweepRun, runs: list[SweepRun]) -> SweepRun | None:
+    """The run that trains ``run``'s trunk (branch 0 of the same seed folder), if ``run`` is a later branch."""
+    if not run.branch:
+        return None
+    return next((r for r in runs if r.output_dir == run.output_dir and r.branch == 0), None)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -223,10 +241,33 @@ def run_local(sweep: Sweep, pending: list[SweepRun]) -> None:
     (KeyboardInterrupt, ``Interrupted``) stops the running children, records them as
     ``interrupted``, starts no other run and is raised again once the manifest says so."""
     children = Children()
+    trunks = {id(run): trunk_run(run, sweep.runs) for run in pending}
+    ended = {id(run): threading.Event() for run in sweep.runs}
+    for run in sweep.runs:
+        if run not in pending:
+            ended[id(run)].set()
+    # every branch 0 (which trains its seed's trunk) first: a branch waiting for its trunk then never
+    # holds a worker that its trunk's run needs
+    pending = sorted(pending, key=lambda r: r.branch not in (None, 0))
 
     def one(run: SweepRun) -> None:
+        try:
+            _one(run)
+        finally:
+            ended[id(run)].set()
+
+    def _one(run: SweepRun) -> None:
         if children.stopping:
             return
+        trunk = trunks[id(run)]
+        if trunk is not None:
+            ended[id(trunk)].wait()
+            if not (Path(run.output_dir) / "trunk" / "results.json").exists():
+                if not children.stopping:
+                    run.status = "failed"
+                    sweep.save()
+                    print(f"[failed] {run.name}: its trunk did not finish (see {trunk.log})", flush=True)
+                return
         start = time.perf_counter()
         run.status = "running"
         sweep.save()
@@ -329,14 +370,19 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
 def check_resumable(run: SweepRun) -> None:
     """A finished run is only skipped if it was made with the configuration planned now (a key that
     the finished run predates counts as equal at its default, ``same_configuration``)."""
-    path = Path(run.output_dir) / "results.json"
+    path = run.results_dir / "results.json"
     try:
         done = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise RecipeError(f"{path} is not readable JSON ({error}); move that run's folder aside to run it again") from None
     if not isinstance(done, dict) or not isinstance(done.get("recipe"), dict):
         raise RecipeError(f"{path} records no recipe; move that run's folder aside to run it again")
-    new_resolved = parse_recipe(run.argv, prog="iml_hf.sweep").resolved
+    planned = parse_recipe(run.argv, prog="iml_hf.sweep")
+    if run.branch is not None:  # a branch's results.json records the branch's own recipe
+        from iml_hf.branching import branch_recipe
+
+        planned = branch_recipe(planned, run.branch)
+    new_resolved = planned.resolved
     old, new = configuration(done["recipe"]), configuration(new_resolved)
     differing = same_configuration(old, new)
     if differing:  # only then work out the defaults (they import the training stack's classes)

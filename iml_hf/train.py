@@ -35,6 +35,27 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_branches(branched: dict[str, Any]) -> str:
+    """The trunk's stage-end table, then each contrast of the branch stages per branch: at the
+    branch stage's start (on the branch's split), at its end, and the end minus the start."""
+    lines = ["trunk (shared by every branch)", format_summary(branched["trunk"]), ""]
+    branches = branched["branches"]
+    if not branches:
+        return "\n".join(lines)
+    first = next(iter(branches.values()))
+    contrasts = {name: (a, b) for name, a, b in first.get("contrast_sets", [])}
+    own = [name for name, entry in first["stages"].items() if not entry.get("shared_trunk")]
+    lines.append(f"contrasts per branch (start of {own[0]} -> end of {own[-1]}; end - start)")
+    for name, (a, b) in contrasts.items():
+        for index, results in sorted(branches.items()):
+            start = results["stages"][own[0]].get("contrasts_start", {}).get(name)
+            end = results["stages"][own[-1]].get("contrasts", {}).get(name)
+            if start is None or end is None:
+                continue
+            lines.append(f"{name:<22} branch {index}: {start:+.3f} -> {end:+.3f}  ({end - start:+.3f})   ({a} - {b})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the recipe and command line, run every stage, print and return the results."""
     argv = sys.argv[1:] if argv is None else argv
@@ -53,7 +74,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transformers_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint (the Trainer's bar stays)
 
     try:
-        results = run(recipe)
+        if recipe.run.branches:
+            from iml_hf.branching import run_branched
+
+            branched = run_branched(recipe)
+            results = branched["trunk"]
+        else:
+            results = run(recipe)
     except RecipeError as error:  # a launch that cannot work (run checks it before training)
         print(f"iml_hf.train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -63,6 +90,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(130) from None
     from accelerate import PartialState
 
+    if PartialState().is_main_process and recipe.run.branches:
+        print(format_branches(branched))
+        print(f"results written to {recipe.run.output_dir}/trunk and branch<b>/results.json")
+        return branched
     if PartialState().is_main_process:
         print(format_summary(results))
         print(f"results written to {recipe.run.output_dir}/results.json")

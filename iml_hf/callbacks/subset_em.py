@@ -72,8 +72,11 @@ class SubsetEMCallback(IntervalCallback):
         batch_size: int = 1024,
         answer_match: str = "tokens",
         loss: bool = True,
+        at_start: bool = False,
     ):
         super().__init__(trainer, metrics_log, every_steps, "steps")
+        self.at_start = at_start
+        self.start: dict[str, float] = {}  # EM per set at the stage's step 0 (``at_start``)
         columns = ["prompt_ids", "answer_ids"] + (["answer"] if answer_match == "text" else []) + (
             ["input_ids", "labels"] if loss else [])
         self.sets = {name: {c: list(data[c]) for c in columns} for name, data in eval_sets.items()}
@@ -106,6 +109,13 @@ class SubsetEMCallback(IntervalCallback):
             scores["loss"] = answer_losses(model, [data["input_ids"][i] for i in shard],
                                            [data["labels"][i] for i in shard], tokenizer.pad_token_id, self.batch_size)
         return scores
+
+    def on_train_begin(self, args, state: TrainerState, control, **kwargs) -> None:
+        """With ``at_start``, measure before the stage's first step (not when resuming inside it):
+        the baseline of a branch stage, on the branch's own split."""
+        if self.at_start and state.global_step == 0:
+            self._maybe_measure(state)
+            self.start = dict(self.latest)
 
     def measure(self, state: TrainerState) -> dict[str, float]:
         """Score every set; under several processes each scores a shard and the sums are added."""

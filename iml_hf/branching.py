@@ -1,0 +1,190 @@
+"""Branching stages: the stages before ``branch_stage`` run once (the trunk), the rest K times.
+
+A recipe with ``branches: K`` runs into ``<output_dir>/trunk`` (the stages before
+``branch_stage``, with the task's own split) and then ``<output_dir>/branch<b>`` for b < K, each a
+complete, resumable run folder of its own (``iml_hf.run_folder``) whose corpus is the task's
+re-split ``task.branch = b`` (``iml_hf.tasks.resplit``: counterbalanced pairs, pair 0 the task's
+own split). A branch folder starts as a resumed run: its work folder is seeded with the trunk's
+finished stages, step offset, metrics and last weights, so ``iml_hf.pipeline.run`` trains the
+branch stage exactly as it would have continued after the trunk (branch 0 reproduces the plain
+run). Stage entries copied from the trunk keep only the evaluation sets of keys that do not move
+between branches; the branch stage's start (``em_start``) measures the rest on the branch's split.
+
+Imports nothing heavy at module level: the recipe parser calls ``check_branches``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from iml_hf.validation import RecipeError
+
+if TYPE_CHECKING:
+    from iml_hf.recipe import Recipe
+
+TRUNK = "trunk"
+
+
+def branch_folder(output_dir: str | os.PathLike, branch: int) -> Path:
+    return Path(output_dir) / f"branch{branch}"
+
+
+def trunk_folder(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / TRUNK
+
+
+def branch_index(recipe: Recipe) -> int:
+    """The index of the first stage that runs per branch (default: the last stage)."""
+    names = [s.name for s in recipe.stages]
+    return names.index(recipe.run.branch_stage) if recipe.run.branch_stage else len(names) - 1
+
+
+def check_branches(recipe: Recipe, where: str) -> None:
+    """Refuse branch settings that cannot give what they promise, at parse time."""
+    run, task = recipe.run, recipe.task
+    branched = run.branches > 0 or getattr(task, "branch", None) is not None
+    if run.branch_stage is not None and not branched:
+        raise RecipeError(f"branch_stage={run.branch_stage!r} only applies with branches > 0 ({where})")
+    if not branched:
+        return
+    if run.branches and getattr(task, "branch", None) is not None:
+        raise RecipeError(f"task.branch is set by each branch of a branched run; leave it null with branches={run.branches} ({where})")
+    exchangeable = tuple(getattr(task, "exchangeable", ()))
+    if not exchangeable:
+        raise RecipeError(f"task {task.name!r} declares no exchangeable subsets, so it cannot branch; "
+                          f"set branches: 0 ({where})")
+    names = [s.name for s in recipe.stages]
+    if run.branch_stage is not None and run.branch_stage not in names:
+        from iml_hf.validation import suggest
+
+        raise RecipeError(f"branch_stage={run.branch_stage!r} names no stage{suggest(run.branch_stage, names)} "
+                          f"(stages: {names}) ({where})")
+    first = branch_index(recipe)
+    if first == 0:
+        raise RecipeError(f"branch_stage={names[0]!r} is the first stage: branches share the stages before it, so "
+                          f"branch at a later stage ({where})")
+    for stage in recipe.stages[:first]:
+        shared = sorted(set(exchangeable) & {*stage.train_subsets, *stage.replay})
+        if shared:
+            raise RecipeError(
+                f"stages.{stage.name} trains on {shared}, whose keys branches re-split after it; branch before "
+                f"{stage.name!r} or train those subsets only from {names[first]!r} on ({where})")
+    for stage in recipe.stages[first:]:
+        if not stage.reset_optimizer and stage is recipe.stages[first]:
+            raise RecipeError(f"stages.{stage.name}.reset_optimizer=false: a branch starts from the trunk's weights "
+                              f"with a fresh optimizer; set it to true ({where})")
+
+
+def _sub_recipe(recipe: Recipe, changes: dict[str, Any], task_changes: dict[str, Any], stages: int | None) -> Recipe:
+    """``recipe`` with other run keys, task keys and (``stages``) only its first stages, resolved again."""
+    sub = copy.copy(recipe)
+    sub.run = dataclasses.replace(recipe.run, **changes)
+    sub.task = dataclasses.replace(recipe.task, **task_changes)
+    sub.stages = list(recipe.stages[:stages] if stages is not None else recipe.stages)
+    sub.measurements = dict(recipe.measurements)
+    resolved = copy.deepcopy(recipe.resolved)
+    resolved.update(changes)
+    resolved["task"] = dataclasses.asdict(sub.task)
+    resolved["stages"] = resolved["stages"][: len(sub.stages)]
+    sub.resolved = resolved
+    return sub
+
+
+def trunk_recipe(recipe: Recipe) -> Recipe:
+    """The stages before the branch stage, on the task's own split, saving their last weights."""
+    return _sub_recipe(recipe, {"output_dir": str(trunk_folder(recipe.run.output_dir)), "branches": 0,
+                                "branch_stage": None, "only_branch": None, "save_model": True, "push_to_hub": False},
+                       {}, branch_index(recipe))
+
+
+def branch_recipe(recipe: Recipe, branch: int) -> Recipe:
+    """Every stage, on the re-split ``task.branch = branch``, into ``<output_dir>/branch<b>``."""
+    names = [s.name for s in recipe.stages]
+    return _sub_recipe(recipe, {"output_dir": str(branch_folder(recipe.run.output_dir, branch)), "branches": 0,
+                                "branch_stage": names[branch_index(recipe)], "only_branch": None},
+                       {"branch": branch}, None)
+
+
+def moving_sets(task: Any, em: dict[str, Any]) -> set[str]:
+    """The evaluation sets whose keys a branch may move (sets of exchangeable subsets, and the
+    task's sets derived from them such as entity ``d2incons`` or ``ctx_d1consis``)."""
+    derived = set(getattr(task, "branch_derived", ()))
+    moving = set()
+    for name in em:
+        from iml_hf.tasks import eval_set_subset
+
+        _, subset = eval_set_subset(name)
+        base = subset.removeprefix("ctx_")
+        if base in task.exchangeable or subset in derived:
+            moving.add(name)
+    return moving
+
+
+def shared_entry(task: Any, entry: dict[str, Any]) -> dict[str, Any]:
+    """A trunk stage's results entry as a branch records it: without the sets that the branch
+    re-splits (they were measured on another split) and the contrasts that read them."""
+    entry = copy.deepcopy(entry)
+    moving = moving_sets(task, entry.get("em", {}))
+    for key in ("em", "n", "metrics"):
+        entry[key] = {k: v for k, v in (entry.get(key) or {}).items() if k not in moving}
+    pairs = dict(task.contrasts)
+    entry["contrasts"] = {k: v for k, v in (entry.get("contrasts") or {}).items()
+                          if not ({*pairs.get(k, ())} & moving)}
+    entry["shared_trunk"] = True
+    return entry
+
+
+def seed_branch(trunk_out: Path, branch: Recipe) -> None:
+    """Give a branch that has not started a work folder that resumes after the trunk's last stage."""
+    from iml_hf.io import write_json_atomic
+    from iml_hf.run_folder import PROGRESS, RunFolder
+
+    folder = RunFolder(branch.run.output_dir)
+    if folder.work.exists() or (folder.out / "results.json").exists():
+        return  # started before (resumes by itself) or finished
+    trunk = json.loads((trunk_out / "results.json").read_text())
+    names = list(trunk["stages"])
+    tmp = folder.work.with_name(folder.work.name + ".seeding")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "resume" / names[-1]).mkdir(parents=True)
+    shutil.copy2(trunk_out / "model.safetensors", tmp / "resume" / names[-1] / "model.safetensors")
+    if (trunk_out / "metrics.jsonl").exists():
+        shutil.copy2(trunk_out / "metrics.jsonl", tmp / "metrics.jsonl")
+    stages = {name: shared_entry(branch.task, trunk["stages"][name]) for name in names}
+    write_json_atomic(tmp / PROGRESS, {"recipe": branch.resolved, "stages": stages,
+                                       "step_offset": sum(e["steps"] for e in trunk["stages"].values()),
+                                       "trunk": str(trunk_out)})
+    os.rename(tmp, folder.work)
+
+
+def run_branched(recipe: Recipe) -> dict[str, Any]:
+    """The trunk (unless finished), then every branch (or ``only_branch``) not finished yet; returns
+    ``{"trunk": results, "branches": {b: results}}`` of the branches run or found finished."""
+    from iml_hf.pipeline import run
+
+    trunk = trunk_recipe(recipe)
+    trunk_out = trunk_folder(recipe.run.output_dir)
+    if not (trunk_out / "results.json").exists():
+        print(f"trunk: stages {[s.name for s in trunk.stages]} once, into {trunk_out}", flush=True)
+        run(trunk)
+    trunk_results = json.loads((trunk_out / "results.json").read_text())
+    wanted = [recipe.run.only_branch] if recipe.run.only_branch is not None else range(recipe.run.branches)
+    done: dict[int, dict[str, Any]] = {}
+    for b in wanted:
+        branch = branch_recipe(recipe, b)
+        out = Path(branch.run.output_dir)
+        if (out / "results.json").exists():  # finished: delete its folder to run it again
+            done[b] = json.loads((out / "results.json").read_text())
+            continue
+        seed_branch(trunk_out, branch)
+        print(f"branch {b} of {recipe.run.branches} (pair {b // 2}{', halves exchanged' if b % 2 else ''}): "
+              f"stages {[s.name for s in branch.stages[branch_index(recipe):]]} from the trunk's weights, into {out}",
+              flush=True)
+        done[b] = run(branch)
+    return {"trunk": trunk_results, "branches": done}
