@@ -32,6 +32,8 @@ from iml_hf.io import write_json_atomic
 from iml_hf.plots import Series, curve_figure, save_heatmap
 from iml_hf.resolved import configuration, configuration_defaults, same_configuration
 from iml_hf.measurements import MEASUREMENTS
+from iml_hf.nested_report import _plain, contrast_curve_figure, nested_markdown, summarize_nested
+from iml_hf.nested_stats import nested_summary
 from iml_hf.stats import mean_ci, paired_greater
 from iml_hf.tasks import eval_set_order, make_task
 
@@ -46,6 +48,11 @@ class RunRecord:
     overrides: dict[str, Any]
     results: dict[str, Any]
     rows: list[dict[str, Any]] = field(repr=False)
+
+    @property
+    def branch(self) -> int | None:
+        """The stage-2 branch this run is (``iml_hf.branching``), or None for a plain run."""
+        return ((self.results.get("recipe") or {}).get("task") or {}).get("branch")
 
 
 class BadRun(ValueError):
@@ -170,9 +177,15 @@ def load_runs(root: Path) -> Loaded:
                 missing.append(f"{name}: no results.json (status {entry.get('status')}, log {entry.get('log')})")
     else:
         for results in sorted(root.rglob("results.json")):
+            if results.parent.name == "trunk" and any(results.parent.parent.glob("branch*/results.json")):
+                continue  # a branched run's trunk: its branches carry its stages
             read(str(results.parent.relative_to(root)), results.parent, {})
     _infer_overrides(runs)
     return Loaded(runs, missing, bad, notes)
+
+
+#: Keys that tell a run's branch, not its configuration: branches of one recipe are one group.
+BRANCH_KEYS = {"task.branch"}
 
 
 def _infer_overrides(runs: list[RunRecord]) -> None:
@@ -192,7 +205,7 @@ def _infer_overrides(runs: list[RunRecord]) -> None:
             defaults = {}
     # same_configuration compares values with the defaults filled in, an equality: comparing every
     # run with the first finds every key on which any two runs differ
-    differing = sorted({k for f in flat[1:] for k in same_configuration(flat[0], f, defaults)})
+    differing = sorted({k for f in flat[1:] for k in same_configuration(flat[0], f, defaults)} - BRANCH_KEYS)
     for run, values in zip(runs, flat):
         for key in differing:
             if key not in run.overrides:
@@ -208,14 +221,16 @@ def group_runs(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
         label = ", ".join(f"{k}={v}" for k, v in run.overrides.items()) or "all runs"
         groups.setdefault(label, []).append(run)
     for label, members in groups.items():
-        seen: dict[int, RunRecord] = {}
+        seen: dict[tuple[int, int | None], RunRecord] = {}
         for run in members:
-            if run.seed in seen:
+            key = (run.seed, run.branch)
+            if key in seen:
+                what = f"seed {run.seed}" + ("" if run.branch is None else f", branch {run.branch},")
                 raise DuplicateRuns(
-                    f"{seen[run.seed].path} and {run.path} are both seed {run.seed} of the group '{label}' (the same "
+                    f"{seen[key].path} and {run.path} are both {what} of the group '{label}' (the same "
                     "configuration): one is a copy or a rerun of the other; move one of them out of the folder so "
                     "that no run counts twice")
-            seen[run.seed] = run
+            seen[key] = run
     return groups
 
 
@@ -251,6 +266,8 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
     """The numbers of one group of runs (same recipe and ``--set`` values, different seeds): EM per
     stage and set, every contrast at every stage end with a one-sided paired t-test, and each
     measurement's stage-end values (and, for each contrast of two measured subsets, its test)."""
+    if any(r.branch is not None for r in runs):
+        return summarize_branched(runs, confidence)
     first = runs[0].results
     stages = list(first["stages"])
     # results.json stores keys sorted: put the sets back in the task's order
@@ -294,6 +311,41 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
     return summary
 
 
+def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]:
+    """A branched group: EM per stage and set averaged over branches within a seed and then over
+    seeds, and every contrast nested (``iml_hf.nested_report``)."""
+    first = runs[0].results
+    stages = list(first["stages"])
+    sets = eval_set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first))
+    contrasts = _contrast_sets(first)
+    seeds = sorted({r.seed for r in runs})
+    em = {}
+    for stage in stages:
+        em[stage] = {}
+        for s in sets:
+            values = {}
+            for r in runs:
+                value = r.results["stages"][stage]["em"].get(s)
+                if value is not None:
+                    values.setdefault(r.seed, {})[r.branch] = value
+            if values:
+                em[stage][s] = _plain(nested_summary(values, confidence))
+    nested = summarize_nested(runs, contrasts, confidence)
+    return {
+        "runs": len(runs),
+        "seeds": seeds,
+        "branches": sorted({r.branch for r in runs}),
+        "stage_ends": _stage_ends(runs[0]),
+        "contrast_sets": {name: list(pair) for name, pair in contrasts.items()},
+        "em": em,
+        "contrasts": {name: entry["per_stage"] for name, entry in nested.items() if entry["per_stage"]},
+        "nested": nested,
+        "wall_time_s": mean_ci([r.results["wall_time_s"] for r in runs], confidence),
+        "branch_stage_seconds": mean_ci([sum(e["wall_time_s"] for e in r.results["stages"].values()
+                                             if not e.get("shared_trunk")) for r in runs], confidence),
+    }
+
+
 def _cell(s: dict[str, float], signed: bool = False) -> str:
     """``mean [low, high]`` to three decimals (with a sign for differences and cosines)."""
     if not s or s["n"] == 0 or math.isnan(s["mean"]):
@@ -331,6 +383,12 @@ def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> li
     pct = round(100 * confidence)
     lines = [f"## {label}", "", f"{summary['runs']} runs, seeds {summary['seeds']}; "
              f"mean wall time {summary['wall_time_s']['mean']:.0f} s per run.", ""]
+    if "nested" in summary:
+        lines[-2] = (f"{len(summary['seeds'])} seeds x {len(summary['branches'])} branches ({summary['runs']} runs), "
+                     f"seeds {summary['seeds']}; every interval below is over seeds (branches averaged within a seed "
+                     "first); mean time of a branch's own stages "
+                     f"{summary['branch_stage_seconds']['mean']:.0f} s.")
+        lines += nested_markdown(summary["nested"], summary["contrast_sets"], confidence)
     if summary["contrasts"]:
         lines += [f"**Contrasts** EM(a) - EM(b) at the end of each stage: mean [{pct}% CI] over seeds, "
                   "one-sided paired t-test of a > b", "", "| contrast | stage | mean [CI] | t | p | n |", "|---|---|---|---|---|---|"]
@@ -355,14 +413,18 @@ def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> li
 
 
 def _curves(runs: list[RunRecord], select) -> dict[str, Series]:
-    panels: dict[str, Series] = {}
+    """Per panel and series, the values at each step, one per seed (the branches of a seed are
+    averaged first: seeds are the replicates)."""
+    collected: dict[str, dict[str, dict[int, dict[int, list[float]]]]] = {}
     for run in runs:
         for row in run.rows:
             picked = select(row)
             if picked:
                 panel, series = picked
-                panels.setdefault(panel, {}).setdefault(series, {}).setdefault(row["global_step"], []).append(row["value"])
-    return panels
+                (collected.setdefault(panel, {}).setdefault(series, {}).setdefault(row["global_step"], {})
+                 .setdefault(run.seed, []).append(row["value"]))
+    return {panel: {series: {step: [sum(v) / len(v) for v in per_seed.values()] for step, per_seed in steps.items()}
+                    for series, steps in by_series.items()} for panel, by_series in collected.items()}
 
 
 def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
@@ -410,6 +472,12 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
             if curves:
                 written.append(curve_figure(curves, ends, out / f"{reader.family}{suffix}.png", f"{reader.curve_title} ({label})",
                                             reader.ylabel, confidence, order))
+    if any(r.branch is not None for r in runs):
+        nested = summarize_nested(runs, _contrast_sets(runs[0].results), confidence)
+        path = contrast_curve_figure(nested, {k: list(v) for k, v in _contrast_sets(runs[0].results).items()},
+                                     out / f"contrast_curves{suffix}.png",
+                                     f"Contrasts over the branch stage ({label})", confidence)
+        written += [path] if path else []
     return written + _mean_heatmaps(runs, out, suffix)
 
 
@@ -475,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for label, group in summary["groups"].items():
+        for name, entry in (group.get("nested") or {}).items():
+            if "readout" in entry:
+                print(f"{label}: {name} read-out {entry['readout_text']}; start {entry.get('start_text', '-')}; "
+                      f"read-out - start {entry.get('corrected_text', '-')}")
         for name, per_stage in group["contrasts"].items():
             stage, g = list(per_stage.items())[-1]
             print(f"{label}: {name} at the end of {stage} {g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}], "

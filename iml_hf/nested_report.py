@@ -1,0 +1,187 @@
+"""The report of a branched design: seeds (the unit of replication) x stage-2 branches.
+
+Every number is nested: a contrast's branch values are averaged within a seed, then an interval
+and a one-sided test run across seeds (``iml_hf.nested_stats``). Beside each contrast of the
+branch stage: its value at the stage's start on the same branch's split (the design's own noise:
+nothing of the branch stage has been trained yet), the baseline-corrected value (end minus start,
+per branch), the variance components (between seeds, between branches within a seed), and how
+many seeds would give 80% power at the observed effect and spread. The headline is read at the
+recipe's ``evaluation.readout_step`` (declared before any run; null: the stage's end), and the
+contrast over the whole stage is drawn from every evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from iml_hf.nested_stats import baseline_corrected, format_nested, nested_summary, seeds_for_power, variance_components
+
+if TYPE_CHECKING:
+    from iml_hf.report import RunRecord
+
+
+def _plain(summary: dict[str, Any]) -> dict[str, Any]:
+    """A nested summary in the report's cell form (``mean``, ``ci_low``, ``ci_high``, ``n``, ``t``,
+    ``p_value``; NaN where undefined) plus the nested fields."""
+    nan = math.nan
+    return {**summary, "mean": nan if summary["mean"] is None else summary["mean"],
+            "ci_low": nan if summary["ci_low"] is None else summary["ci_low"],
+            "ci_high": nan if summary["ci_high"] is None else summary["ci_high"],
+            "t": nan if summary["t"] is None else summary["t"],
+            "p_value": nan if summary["p_value"] is None else summary["p_value"], "n": summary["n_seeds"]}
+
+
+def branch_stages(run: RunRecord) -> list[str]:
+    """The stages a branch trained itself (not copied from its trunk)."""
+    return [name for name, entry in run.results["stages"].items() if not entry.get("shared_trunk")]
+
+
+def readout_values(run: RunRecord, a: str, b: str) -> float | None:
+    """EM(a) - EM(b) at the declared read-out step of the last stage (None: not recorded)."""
+    step = (run.results["recipe"].get("evaluation") or {}).get("readout_step")
+    last = list(run.results["stages"])[-1]
+    if step is None:
+        em = run.results["stages"][last]["em"]
+        return em[a] - em[b] if a in em and b in em else None
+    index = len(run.results["stages"]) - 1
+    found = {r["subset"]: r["value"] for r in run.rows if r.get("family") == "eval" and r.get("metric") == "em"
+             and r["stage_index"] == index and r["stage_step"] == step}
+    return found[a] - found[b] if a in found and b in found else None
+
+
+def stage_curve(runs: list[RunRecord], a: str, b: str, stage_index: int) -> dict[int, dict[int, dict[int, float]]]:
+    """{stage step: {seed: {branch: EM(a) - EM(b)}}} over every evaluation of stage ``stage_index``."""
+    curve: dict[int, dict[int, dict[int, float]]] = {}
+    for run in runs:
+        at: dict[int, dict[str, float]] = {}
+        for r in run.rows:
+            if r.get("family") == "eval" and r.get("metric") == "em" and r["stage_index"] == stage_index:
+                at.setdefault(r["stage_step"], {})[r["subset"]] = r["value"]
+        for step, em in at.items():
+            if a in em and b in em:
+                curve.setdefault(step, {}).setdefault(run.seed, {})[run.branch] = em[a] - em[b]
+    return dict(sorted(curve.items()))
+
+
+def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float) -> dict[str, Any]:
+    """One contrast of a branched group: at every stage end (nested), and for the branch stage its
+    start, the baseline-corrected value, the read-out, variance components, power and the curve."""
+    stages = list(runs[0].results["stages"])
+    own = branch_stages(runs[0])
+    out: dict[str, Any] = {"per_stage": {}}
+    for stage in stages:
+        values = {}
+        for run in runs:
+            em = run.results["stages"][stage]["em"]
+            if a in em and b in em:
+                values.setdefault(run.seed, {})[run.branch] = em[a] - em[b]
+        if values:
+            out["per_stage"][stage] = _plain(nested_summary(values, confidence))
+    if not own:
+        return out
+    first = own[0]
+    start = {}
+    readout = {}
+    for run in runs:
+        em0 = run.results["stages"][first].get("em_start") or {}
+        if a in em0 and b in em0:
+            start.setdefault(run.seed, {})[run.branch] = em0[a] - em0[b]
+        value = readout_values(run, a, b)
+        if value is not None:
+            readout.setdefault(run.seed, {})[run.branch] = value
+    if not readout:
+        return out
+    headline = nested_summary(readout, confidence)
+    out["readout"] = _plain(headline)
+    out["readout_step"] = (runs[0].results["recipe"].get("evaluation") or {}).get("readout_step")
+    out["readout_text"] = format_nested(headline)
+    out["variance"] = variance_components(readout)
+    out["power_seeds"] = _power(headline)
+    if start:
+        corrected = baseline_corrected(readout, start, confidence)
+        start_summary = nested_summary(start, confidence)
+        out["start"] = _plain(start_summary)
+        out["start_text"] = format_nested(start_summary)
+        out["corrected"] = _plain(corrected["summary"])
+        out["corrected_text"] = format_nested(corrected["summary"])
+        out["corrected_variance"] = variance_components(corrected["differences"])
+        out["corrected_power_seeds"] = _power(corrected["summary"])
+    index = stages.index(own[-1])
+    out["curve"] = {step: _plain(nested_summary(values, confidence))
+                    for step, values in stage_curve(runs, a, b, index).items()}
+    return out
+
+
+def _power(summary: dict[str, Any]) -> int | None:
+    if summary["mean"] is None or summary["sd_seed_means"] is None:
+        return None
+    return seeds_for_power(summary["mean"], summary["sd_seed_means"])
+
+
+def summarize_nested(runs: list[RunRecord], contrasts: dict[str, tuple[str, str]], confidence: float) -> dict[str, Any]:
+    """Every contrast of a branched group (``summarize_contrast``), keyed by name."""
+    return {name: summarize_contrast(runs, a, b, confidence) for name, (a, b) in contrasts.items()}
+
+
+def _fmt(x: float | None, spec: str = "+.3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]], confidence: float) -> list[str]:
+    """The nested contrast table: start, read-out, corrected, variance components and power."""
+    pct = round(100 * confidence)
+    lines = [f"**Contrasts of the branch stage (nested: branches averaged within a seed, then mean [{pct}% t-interval] "
+             "and one-sided t-test over seeds)**", "",
+             "| contrast | start of stage (same split) | read-out | read-out - start | SD between seeds | "
+             "SD between branches | seeds for 80% power (corrected) |", "|---|---|---|---|---|---|---|"]
+    for name, entry in summary.items():
+        if "readout" not in entry:
+            continue
+        a, b = contrast_sets[name]
+        variance = entry["variance"]
+        sd_between = None if variance["var_between"] is None else math.sqrt(variance["var_between"])
+        sd_within = None if variance["var_within"] is None else math.sqrt(variance["var_within"])
+        lines.append(f"| {name} ({a} - {b}) | {entry.get('start_text', '-')} | {entry['readout_text']} | "
+                     f"{entry.get('corrected_text', '-')} | {_fmt(sd_between, '.3f')} | {_fmt(sd_within, '.3f')} | "
+                     f"{entry.get('corrected_power_seeds') or '-'} |")
+    step = next((e.get("readout_step") for e in summary.values() if "readout" in e), None)
+    lines += ["", f"Read-out: {'the end of the stage' if step is None else f'step {step} of the stage'}, "
+              "declared in the recipe (`evaluation.readout_step`) before any run. The start value is the same "
+              "contrast measured on each branch's own split before the stage's first step (the design's noise); "
+              "read-out - start subtracts it per branch. Power: seeds a one-sided t-test at alpha 0.05 needs for "
+              "80% power at the observed mean and SD of seed means ('-': effect <= 0).", ""]
+    return lines
+
+
+def contrast_curve_figure(summary: dict[str, Any], contrast_sets: dict[str, list[str]], path: Path, title: str,
+                          confidence: float) -> Path | None:
+    """The branch stage's contrasts at every evaluation: nested mean and t-band over seeds, the
+    zero line, and the read-out step marked."""
+    from iml_hf.plots import plt, save_figure
+
+    entries = {name: e for name, e in summary.items() if e.get("curve")}
+    if not entries:
+        return None
+    fig, axes = plt.subplots(1, len(entries), figsize=(5.2 * len(entries), 3.6), squeeze=False)
+    for ax, (name, entry) in zip(axes.flat, entries.items()):
+        steps = list(entry["curve"])
+        mean = [entry["curve"][s]["mean"] for s in steps]
+        low = [entry["curve"][s]["ci_low"] for s in steps]
+        high = [entry["curve"][s]["ci_high"] for s in steps]
+        ax.plot(steps, mean, marker="o", color="tab:blue", label="mean over seeds")
+        ax.fill_between(steps, low, high, color="tab:blue", alpha=0.2, label=f"{round(100 * confidence)}% t-interval")
+        ax.axhline(0, color="black", lw=0.8)
+        readout = entry.get("readout_step") or steps[-1]
+        ax.axvline(readout, color="tab:red", ls="--", lw=1, label="declared read-out")
+        n = entry["readout"]["n"]
+        a, b = contrast_sets[name]
+        ax.set_title(f"{name}: EM({a}) - EM({b}), n = {n} seeds", fontsize=9)
+        ax.set_xlabel("step of the branch stage (0: its start, before training)")
+        ax.set_ylabel("difference in exact match")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
