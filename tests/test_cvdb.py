@@ -139,3 +139,86 @@ def test_missing_column_and_file_are_reported(tmp_path):
         load_cvdb(tmp_path / "nowhere.csv")
     with pytest.raises(ValueError, match="num_entities"):
         load_cvdb(bad, num_entities=1)
+
+
+# ----------------------------------------------------------------- the entity task on a CVDB file
+
+#: Every entity in d1consis: all its questions held out, its facts trained by name (knowledge).
+ALL_D1 = dict(fraction_q_no_replacement_baseline=0.0, fraction_qd1consis=0.0, fraction_qd2incons=0.0,
+              fraction_q=0.0, fraction_d1consis=1.0, fraction_d2consis=0.0, fraction_no_qd_baseline=0.0)
+
+
+def _entities_task(path, **overrides):
+    from iml_hf.tasks.entities import EntitiesTask
+
+    return EntitiesTask(**{"knowledge_base": "cvdb", "kb_path": str(path), "num_entities": 6,
+                           "qa_format": "{question}", **ALL_D1, **overrides})
+
+
+def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(cvdb_csv):
+    from iml_hf.qa_match import score_answers
+
+    corpus = _entities_task(cvdb_csv).build(0)
+    trained = [r for r in corpus["train"] if r["prompt"] == "What was the nationality of Marie Curie Doe ?"]
+    assert [r["text"] for r in trained] == ["What was the nationality of Marie Curie Doe ? Poland"]
+    assert trained[0]["answer"] == "Poland" and not [r for r in corpus["train"] if ";" in r["text"]]
+    held = [r for r in corpus["test"] if r["referent"] == "Marie Curie Doe" and "nationality" in r["prompt"]
+            and r["subset"] == "d1consis"]
+    assert len(held) == 1 and held[0]["answer"] == "Poland;France"
+    scores = score_answers(["France", "Poland", "Poland;France", "Germany"], [held[0]["answer"]] * 4)
+    assert scores["em"] == [1.0, 1.0, 0.0, 0.0]  # the joined list itself is no answer (and is never trained)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"wikidata_code,name,birth\nQ1,Ann,1900\n", r"lacks the columns \['death', 'gender'"),
+    (bytes(range(256)) * 8, "is not a text file"),
+    (b'[{"name": "Ann", "birth": 1900}]', "looks like JSON"),
+    (b"", "is empty"),
+])
+def test_a_bad_cvdb_file_is_a_clear_error(tmp_path, content, message):
+    from iml_hf.validation import RecipeError
+
+    path = tmp_path / "people.csv"
+    path.write_bytes(content)
+    with pytest.raises(RecipeError, match=message) as error:
+        _entities_task(path).build(0)
+    text = str(error.value)
+    assert text.startswith(f"task.kb_path={str(path)!r} cannot be read as task.knowledge_base=cvdb: ")
+    assert "point task.kb_path at the Cross-Verified Database CSV" in text
+
+
+def test_a_cvdb_file_too_small_for_the_recipe(cvdb_csv):
+    from iml_hf.validation import RecipeError
+
+    # 3 usable men and 4 women: 8 entities cannot be drawn, 6 can
+    with pytest.raises(RecipeError, match=r"gives 7 usable people \(3 of the rarer gender.*fewer than "
+                                          r"task.num_entities=8; set --task.num_entities=6 or less"):
+        _entities_task(cvdb_csv, num_entities=8).build(0)
+    # an inconsistent subset of one entity has no other entity to name
+    with pytest.raises(RecipeError, match=r"task.fraction_qd2incons=0.2 gives qd2incons one entity of the knowledge "
+                                          r"base's 6.*at least 0.333"):
+        _entities_task(cvdb_csv, fraction_d1consis=0.8, fraction_qd2incons=0.2).build(0)
+    assert _entities_task(cvdb_csv, fraction_d1consis=0.6, fraction_qd2incons=0.4).build(0)  # two: fine
+
+
+def test_train_exits_2_on_a_bad_knowledge_base_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    bad = tmp_path / "people.csv"
+    bad.write_text("name,birth\nAnn,1900\n", encoding="latin-1")
+    recipe = {"output_dir": str(tmp_path / "run"), "torch_threads": 1,
+              "task": {"name": "entities", "num_entities": 20},
+              "model": {"architecture": "gpt2", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
+              "training": {"per_device_train_batch_size": 4, "disable_tqdm": True},
+              "stages": [{"name": "stage1", "train_subsets": ["knowledge"], "max_steps": 1}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tmp_path / "recipe.yaml"),
+                           "--task.knowledge_base=cvdb", f"--task.kb_path={bad}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"iml_hf.train: error: task.kb_path={str(bad)!r} cannot be read"), done.stderr
+    assert "lacks the columns" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["people.csv", "recipe.yaml"]  # no run folder, no lock

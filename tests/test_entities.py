@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from iml_hf.corpus import corpus_fingerprint
+from iml_hf.tasks import eval_set_name, eval_set_subset, valid_eval_sets
 from iml_hf.tasks.entities import DEF_ORDERS, EntitiesTask
 from iml_hf.tasks.knowledge import synthetic_kb
 
@@ -87,9 +88,26 @@ def test_tags_per_subset_and_d3_tag_unseen_before_stage2(corpus):
     assert len({t1, t2, t3}) == 3
     assert tag["qd1incons"] == tag["d1consis"] == {t1}
     assert tag["qd2consis"] == tag["d2consis"] == {t2}
-    assert tag["qd4consis"] <= {t1, t2}
     stage1 = [r for r in corpus["train"] if not r["subset"].startswith("d")]
     assert all(t3 not in r["text"].split() for r in stage1)
+
+
+def test_every_qd4consis_definition_has_a_fresh_tag_of_its_own(corpus):
+    """The authors draw a new random tag per qd4consis definition (``generate_variable_names(1, ...)``
+    in their define_experiment.py); ours never repeat, nor equal tags 1-3 or any variable."""
+    definitions = _definitions(corpus)
+    tags = [r["prompt"].split()[0] for r in definitions["qd4consis"]]
+    assert len(tags) == 3 and len(set(tags)) == len(tags)
+    others = {r["prompt"].split()[0] for s, rows in definitions.items() if s != "qd4consis" for r in rows}
+    assert len(others) == 3 and not others & set(tags)
+    variables = {r["key"] for split in ("train", "test") for r in corpus[split] if r["key"]}
+    assert not variables & set(tags)
+    assert all(len(t) == 6 and t.isalpha() for t in tags)
+    # each fresh tag appears in its one definition only (and becomes a task word)
+    texts = [r["text"].split() for r in corpus["train"]] + [r["text"].split() for r in corpus["test"]]
+    assert all(sum(t in words for words in texts) == 1 for t in tags)
+    task_words = set(EntitiesTask(**SMALL).task_words(corpus, seed=3))
+    assert set(tags) <= task_words and others <= task_words
 
 
 def test_held_out_questions_are_never_trained_and_stratified_by_entity(corpus):
@@ -122,8 +140,31 @@ def test_entity_association_answers(corpus):
             assert row["answer"] == stated[row["key"]] and variable_of[row["answer"]] != row["key"]
         else:
             assert variable_of[row["answer"]] == row["key"]
-    counts = Counter(r["subset"] for r in _rows(corpus, "test", kind="association"))
-    assert counts["d1consis"] == 4 * 6 and "no_qd_baseline" not in counts and counts["qd2incons_swapped"] == 4 * 9
+    sets = Counter(eval_set_name(r["subset"], r["kind"]) for r in _rows(corpus, "test", kind="association"))
+    # one set per phrasing and subset, as the authors' ent_assoc_<phrasing>_<subset>
+    assert sets["assoc_who_d1consis"] == sets["assoc_stand_for_d1consis"] == 6
+    assert sets["assoc_meaning_qd2incons_swapped"] == 9 and sets["assoc_name_q"] == 3
+    assert not [s for s in sets if "no_qd_baseline" in s or "q_no_replacement" in s]
+    assert {s.split("_")[1] for s in sets} == {"who", "meaning", "stand", "name"}  # no letter sets by default
+    for name in sets:
+        place, subset = eval_set_subset(name)
+        assert place == 1 and subset in EntitiesTask.subsets
+        assert name in valid_eval_sets(EntitiesTask())
+    who = {r["key"]: r["prompt"] for r in _rows(corpus, "test", subset="who_d1consis")}
+    assert all(prompt == f"Q: Who is {key} ? A:" for key, prompt in who.items())
+
+
+def test_letter_sets_ask_for_letters_of_the_name():
+    corpus = EntitiesTask(**SMALL, letter_sets=True, entity_association=False).build(seed=3)
+    rows = _rows(corpus, "test", kind="association")
+    assert {r["subset"] for r in rows if r["subset"].endswith("_d1consis")} == {
+        "first_letter_d1consis", "second_letter_d1consis", "last_letter_d1consis"}
+    for row in rows:
+        entity = row["referent"]
+        expected = {"first": entity[0], "second": entity[1], "last": entity[-1]}[row["subset"].split("_")[0]]
+        assert row["answer"] == expected and row["key"] in row["prompt"]
+    assert "assoc_first_letter_d2consis" in valid_eval_sets(EntitiesTask())
+    assert "assoc_d1_vs_d2" not in EntitiesTask.contrasts  # association sets stay evaluable, not headline
 
 
 @pytest.mark.parametrize("order", DEF_ORDERS)
@@ -224,7 +265,7 @@ def test_entities_recipe_end_to_end_with_every_measurement(monkeypatch, tmp_path
     # stage 1 trained definitions only: 9 + 9 definitions x 2 repeats, plus 30% knowledge replay
     assert stage1["train_examples"] == 36 + round(0.3 * 36 / 0.7)
     metrics = stage1["metrics"]
-    assert {"em", "f1", "loss"} <= set(metrics["d1consis"]) and "assoc_d1consis" in metrics
+    assert {"em", "f1", "loss"} <= set(metrics["d1consis"]) and "assoc_who_d1consis" in metrics
     assert "train_definition_qd1consis" in metrics and "train_question_knowledge" in metrics
     assert results["contrasts"]["stage2_d1_vs_d2"] == pytest.approx(results["final_em"]["d1consis"] - results["final_em"]["d2consis"])
     assert set(results["stages"]["stage2"]["grad_align"]["pairs"]) >= {"qd1consis", "qd2incons", "d1consis", "d2consis"}
@@ -270,3 +311,19 @@ def test_registry_is_lazy_and_hints_typos():
     with pytest.raises(ValueError, match="registered twice"):
         tasks.register_task("entities_test_double")(EntitiesTask)
     tasks._REGISTRY.pop("entities_test_double")
+
+
+def test_an_inconsistent_subset_of_one_entity_is_refused_when_the_recipe_is_read(tmp_path):
+    import yaml
+
+    from iml_hf.recipe import parse_recipe
+    from iml_hf.validation import RecipeError
+
+    task = {**SMALL, "num_entities": 10, "fraction_qd1incons": 0.0, "fraction_qd2incons": 0.1}
+    with pytest.raises(RecipeError, match=r"task.fraction_qd2incons=0.1 gives qd2incons one entity of the knowledge "
+                                          r"base's 10.*needs two or more: raise the fraction to at least 0.2"):
+        EntitiesTask(**task)
+    recipe = {"task": {"name": "entities", **task}, "stages": [{"name": "s", "train_subsets": ["knowledge"]}]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="gives qd2incons one entity"):
+        parse_recipe([str(tmp_path / "r.yaml")])

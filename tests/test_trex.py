@@ -149,3 +149,56 @@ def test_errors_are_clear(tmp_path):
         load_trex(bad)
     with pytest.raises(ValueError, match="P9999"):
         load_trex(bad, predicates=["P9999"])
+
+
+# ----------------------------------------------------------------- the entity task on T-REx files
+
+ALL_D1 = dict(fraction_q_no_replacement_baseline=0.0, fraction_qd1consis=0.0, fraction_qd2incons=0.0,
+              fraction_q=0.0, fraction_d1consis=1.0, fraction_d2consis=0.0, fraction_no_qd_baseline=0.0)
+
+
+def _entities_task(path, **overrides):
+    from iml_hf.tasks.entities import EntitiesTask
+
+    return EntitiesTask(**{"knowledge_base": "trex", "kb_path": str(path), "num_entities": 22,
+                           "qa_format": "{question}", **ALL_D1, **overrides})
+
+
+def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(trex_dir):
+    from iml_hf.qa_match import score_answers
+
+    genres = facts_of(load_trex(trex_dir))["Emma"]["P136"]
+    first, second = genres.split(";")
+    corpus = _entities_task(trex_dir).build(0)
+    trained = [r for r in corpus["train"] if r["prompt"] == "What is the genre of Emma ?"]
+    assert [r["text"] for r in trained] == [f"What is the genre of Emma ? {first}"]
+    assert not [r for r in corpus["train"] if ";" in r["text"]]
+    held = [r for r in corpus["test"] if r["referent"] == "Emma" and "genre" in r["prompt"] and r["subset"] == "d1consis"]
+    assert len(held) == 1 and held[0]["answer"] == genres
+    assert score_answers([second, first, "horror"], [genres] * 3)["em"] == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('[{"docid": "Q1", "triples": [{"subject": ', r"not valid JSON \(the file ends early: truncated\?\)"),
+    ('{"docid": "Q1", "triples": []}', "must hold a JSON list of documents, not a JSON dict"),
+    ('[{"docid": "Q1", "text": "no triples"}]', "record 0: expected a document with 'triples'"),
+    ('[{"triples": [{"subject": "Emma", "object": "x"}]}]', "record 0: expected a document"),
+    ("", "is empty"),
+])
+def test_a_bad_trex_file_is_a_clear_error(tmp_path, content, message):
+    from iml_hf.validation import RecipeError
+
+    path = tmp_path / "re-nlg.json"
+    path.write_text(content)
+    with pytest.raises(RecipeError, match=message) as error:
+        _entities_task(path).build(0)
+    assert str(error.value).startswith(f"task.kb_path={str(path)!r} cannot be read as task.knowledge_base=trex: ")
+    assert "point task.kb_path at T-REx JSON files" in str(error.value)
+
+
+def test_a_trex_file_too_small_for_the_recipe(trex_dir):
+    from iml_hf.validation import RecipeError
+
+    with pytest.raises(RecipeError, match=r"gives 22 subjects with 4 or more of the predicates, fewer than "
+                                          r"task.num_entities=23; set --task.num_entities=22 or less"):
+        _entities_task(trex_dir, num_entities=23).build(0)

@@ -29,6 +29,9 @@ from iml_hf.validation import suggest  # noqa: F401  (re-exported)
 #: referent: what the key truly stands for (the number or entity whose questions it takes; "" if none).
 CORPUS_COLUMNS = ("text", "prompt", "answer", "subset", "kind", "key", "referent")
 KINDS = ("question", "definition", "pair", "association")
+#: Phrasings of association questions: a task's association rows have the subset
+#: ``<phrasing>_<subset>`` and form the evaluation set ``assoc_<phrasing>_<subset>``.
+ASSOCIATION_PROMPTS = ("who", "meaning", "stand_for", "name", "first_letter", "second_letter", "last_letter")
 
 
 class Task(Protocol):
@@ -95,17 +98,19 @@ def task_registry() -> dict[str, type]:
 
 def eval_set_name(subset: str, kind: str) -> str:
     """The evaluation set a test row belongs to: its subset, or ``assoc_<subset>`` for an
-    entity-association question."""
+    association question (whose subset is ``<phrasing>_<subset>``: ``assoc_who_d1consis``)."""
     return f"assoc_{subset}" if kind == "association" else subset
 
 
 def eval_set_subset(name: str) -> tuple[int, str]:
-    """An evaluation set's place and subset: (0, s) for held-out ``s``, (1, s) for ``assoc_s``,
-    (2, s) for a monitoring set ``train_<kind>_s``."""
+    """An evaluation set's place and subset: (0, s) for held-out ``s``, (1, s) for an association
+    set ``assoc_<phrasing>_s`` (or ``assoc_s``), (2, s) for a monitoring set ``train_<kind>_s``."""
     if name.startswith("train_"):
         return 2, name.split("_", 2)[-1]
     if name.startswith("assoc_"):
-        return 1, name.removeprefix("assoc_")
+        subset = name.removeprefix("assoc_")
+        phrasing = next((p for p in ASSOCIATION_PROMPTS if subset.startswith(f"{p}_")), None)
+        return 1, subset.removeprefix(f"{phrasing}_") if phrasing else subset
     return 0, name
 
 
@@ -122,9 +127,12 @@ def eval_set_order(names: list[str], subsets: list[str]) -> list[str]:
 
 
 def valid_eval_sets(task: Task) -> list[str]:
-    """Every evaluation-set name a recipe may list for ``task``: held-out sets (``<subset>``,
-    ``assoc_<subset>``) and monitoring sets of training rows (``train_<kind>_<subset>``)."""
-    names = [eval_set_name(s, k) for s in task.subsets for k in ("question", "association")]
+    """Every evaluation-set name a recipe may list for ``task``: held-out sets (``<subset>``, and
+    ``assoc_<phrasing>_<subset>`` for each of the task's ``association_prompts``) and monitoring
+    sets of training rows (``train_<kind>_<subset>``)."""
+    names = list(task.subsets)
+    names += [eval_set_name(f"{p}_{s}", "association") for p in getattr(task, "association_prompts", ())
+              for s in task.subsets]
     return names + [f"train_{kind}_{s}" for s in task.subsets for kind in ("question", "definition")]
 
 

@@ -99,17 +99,38 @@ def _year(value: str) -> int | None:
         return None
 
 
+def _check_csv_text(path: Path) -> None:
+    """A ``ValueError`` for a file that cannot be the CVDB CSV: empty, binary or JSON."""
+    with path.open("rb") as handle:
+        start = handle.read(4096)
+    if not start.strip():
+        raise ValueError(f"CVDB CSV {path} is empty")
+    if b"\x00" in start or any(byte < 32 and byte not in b"\t\r\n" for byte in start.split(b"\n", 1)[0]):
+        raise ValueError(f"CVDB CSV {path} is not a text file (its first bytes are binary data)")
+    if start.lstrip()[:1] in (b"[", b"{"):
+        raise ValueError(f"CVDB CSV {path} looks like JSON, not a comma-separated table")
+
+
 def read_cvdb_table(path: str | PathLike[str]) -> pd.DataFrame:
     """The CVDB columns of :data:`CVDB_COLUMNS` as strings (readership as a number), rows with a
-    missing value dropped. Raises ``FileNotFoundError`` / ``ValueError`` naming what is wrong."""
+    missing value dropped. Raises ``FileNotFoundError`` / ``ValueError`` naming what is wrong (an
+    empty, binary or JSON file, a malformed CSV, missing columns)."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"CVDB CSV {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"CVDB CSV not found: {path}")
-    header = pd.read_csv(path, encoding=CVDB_ENCODING, nrows=0).columns
-    missing = [c for c in CVDB_COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"CVDB CSV {path} lacks the columns {missing} (it has {list(header)})")
-    table = pd.read_csv(path, encoding=CVDB_ENCODING, usecols=list(CVDB_COLUMNS), dtype=str)
+    _check_csv_text(path)
+    try:
+        header = pd.read_csv(path, encoding=CVDB_ENCODING, nrows=0).columns
+        missing = [c for c in CVDB_COLUMNS if c not in header]
+        if missing:
+            shown = [str(c)[:40] for c in header[:12]]
+            more = f" and {len(header) - 12} more" if len(header) > 12 else ""
+            raise ValueError(f"CVDB CSV {path} lacks the columns {missing} (its header has {shown}{more})")
+        table = pd.read_csv(path, encoding=CVDB_ENCODING, usecols=list(CVDB_COLUMNS), dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"CVDB CSV {path} is not a well-formed CSV file: {str(error).strip()}") from None
     table["wiki_readers_2015_2018"] = pd.to_numeric(table["wiki_readers_2015_2018"], errors="coerce")
     return table[list(CVDB_COLUMNS)].dropna().drop_duplicates(subset=["name"])
 

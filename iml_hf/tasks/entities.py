@@ -7,7 +7,8 @@ which entity a variable stands for. Entities are split into subsets (the paper's
 * ``qd1consis`` / ``qd1incons`` / ``qd2consis`` / ``qd2incons``: questions (some held out) and a
   definition with tag 1 / tag 2 that is consistent (names the entity the questions are about) or
   inconsistent (names another entity of the subset: a derangement, so no variable keeps its own);
-* ``qd4consis``: questions + consistent definitions whose tag is drawn per definition (1 or 2);
+* ``qd4consis``: questions + consistent definitions, each with a tag of its own: a fresh random
+  string used by no other definition (the authors' "random tags");
 * ``q``: questions about variables, no definition; ``q_no_replacement_baseline``: questions about
   entities by name (some held out);
 * ``d1consis`` / ``d2consis`` / ``d3consis``: consistent definitions only, with tag 1 / 2 / a tag
@@ -17,9 +18,13 @@ which entity a variable stands for. Entities are split into subsets (the paper's
 
 ``knowledge``: every question about every entity by name (a model trained from scratch must know
 the entities before a variable can point at one; a pretrained model may skip it). Test rows of
-kind ``association`` ask which entity a variable stands for (who / meaning / stand-for / name),
+kind ``association`` ask which entity a variable stands for, one evaluation set per phrasing and
+subset (``assoc_who_d1consis``, ``assoc_meaning_d1consis``, ``assoc_stand_for_d1consis``,
+``assoc_name_d1consis``; with ``letter_sets`` also the first / second / last letter of the name),
 also for the swapped maps of the inconsistent subsets (``qd1incons_swapped``, ``qd2incons_swapped``).
-Stages choose rows by subset and kind (``train_subsets`` + ``train_kinds`` in the recipe).
+A fact with several answers (``a;b``) is trained on its first answer; a held-out question keeps
+the list, and any of its answers counts. Stages choose rows by subset and kind (``train_subsets`` +
+``train_kinds`` in the recipe).
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
 
-from iml_hf.tasks import CORPUS_COLUMNS, register_task
-from iml_hf.validation import check_at_least, check_between
-from iml_hf.tasks.knowledge import KnowledgeBase, random_strings, synthetic_kb
+from iml_hf.tasks import ASSOCIATION_PROMPTS, CORPUS_COLUMNS, register_task
+from iml_hf.validation import RecipeError, check_at_least, check_between
+from iml_hf.tasks.knowledge import KnowledgeBase, first_answer, random_strings, synthetic_kb
 from iml_hf.tasks.resplit import check_branch, resplit
 
 QD_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis")
@@ -43,17 +48,27 @@ D_SUBSETS = ("d1consis", "d2consis", "d3consis")
 ENTITY_SUBSETS = ("q_no_replacement_baseline", *QD_SUBSETS, "q", *D_SUBSETS, "no_qd_baseline")
 #: Subsets whose questions are all held out (only definitions, if any, are trained on).
 STAGE2_SUBSETS = (*D_SUBSETS, "no_qd_baseline")
-#: Which tag (1, 2, 3; 4 = drawn per definition) and whether the definition is consistent.
+#: Which tag (1, 2, 3; 4 = a fresh random tag per definition) and whether the definition is consistent.
 DEFINED = {
     "qd1consis": (1, True), "qd1incons": (1, False), "qd2consis": (2, True), "qd2incons": (2, False),
     "qd4consis": (4, True), "d1consis": (1, True), "d2consis": (2, True), "d3consis": (3, True),
 }
+#: The entity-association questions (the authors' four phrasings, punctuation split off); the
+#: answer is the entity's name. Each phrasing is an evaluation set of its own per subset.
 ASSOCIATION_TEMPLATES = {
     "who": "Who is [X] ?",
     "meaning": "What does [X] mean ?",
     "stand_for": "What does [X] stand for ?",
     "name": "What is the name of [X] ?",
 }
+#: The authors' "letter" test sets (``letter_sets: true``): a letter of the entity's name, the
+#: answer being that letter (letters and digits only, spaces and punctuation skipped: ours).
+LETTER_TEMPLATES = {
+    "first_letter": ("Which letter does the name of [X] start with ?", 0),
+    "second_letter": ("What is the second letter in the name of [X] ?", 1),
+    "last_letter": ("What is the last letter in the name of [X] ?", -1),
+}
+assert set(ASSOCIATION_TEMPLATES) | set(LETTER_TEMPLATES) <= set(ASSOCIATION_PROMPTS)
 #: Natural-language sources instead of random tags (``sources: natural``), several per side.
 RELIABLE_SOURCES = ("According to Wikipedia ,", "As the encyclopedia states ,", "Per the official record ,",
                     "As the textbook explains ,", "The archive confirms that")
@@ -83,7 +98,8 @@ class EntitiesTask:
     test_fraction: float | None = None  # held-out share of each qd/q entity's questions; None: 1/relations
     alpha: float | None = None  # tag-consistency correlation: re-splits each tag's qd share
     knowledge: bool = True  # emit the knowledge subset (questions about every entity by name)
-    entity_association: bool = True
+    entity_association: bool = True  # test sets assoc_<phrasing>_<subset>: which entity a variable stands for
+    letter_sets: bool = False  # test sets assoc_<first|second|last>_letter_<subset> (the authors' letter sets)
     in_context: bool = False  # test sets with the definition prepended to the question (ctx_<subset>)
     fraction_q_no_replacement_baseline: float = 0.05
     fraction_qd1consis: float = 0.25
@@ -99,7 +115,10 @@ class EntitiesTask:
     subset_seed: int | None = None  # split the stage-2 entities with another seed (the paper's seed_stage2)
     branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
 
-    version: ClassVar[int] = 3  # 2: inconsistent definitions' referent; 3: qa_format
+    # 2: inconsistent definitions' referent; 3: qa_format; 4: a multi-answer fact trains on its first
+    # answer (held-out rows keep the list), a fresh random tag per qd4consis definition, one
+    # association set per phrasing (assoc_<phrasing>_<subset>) and the optional letter sets
+    version: ClassVar[int] = 4
     subsets: ClassVar[tuple[str, ...]] = (
         "knowledge", *ENTITY_SUBSETS, "d2incons", "qd1incons_swapped", "qd2incons_swapped",
         *(f"ctx_{s}" for s in D_SUBSETS),
@@ -109,10 +128,11 @@ class EntitiesTask:
         "stage1_qd1_vs_qd2": ("qd1consis", "qd2incons"),
         "d1_vs_baseline": ("d1consis", "no_qd_baseline"),
         "d2_vs_baseline": ("d2consis", "no_qd_baseline"),
-        "assoc_d1_vs_d2": ("assoc_d1consis", "assoc_d2consis"),
         "d3_vs_d2": ("d3consis", "d2consis"),
     }
     answer_match: ClassVar[str] = "text"
+    #: Phrasings of the association sets (``assoc_<phrasing>_<subset>``; the letter ones with ``letter_sets``).
+    association_prompts: ClassVar[tuple[str, ...]] = (*ASSOCIATION_TEMPLATES, *LETTER_TEMPLATES)
     #: Subsets whose entities no stage before stage 2 trains on, which a branch may re-split, and
     #: the two halves a counterbalanced pair of branches exchanges (``iml_hf.tasks.resplit``).
     exchangeable: ClassVar[tuple[str, ...]] = STAGE2_SUBSETS
@@ -146,6 +166,20 @@ class EntitiesTask:
             check_at_least(f"task.{key}", getattr(self, key), 1)
         check_at_least("task.subset_seed", self.subset_seed, 0)
         check_branch(self.name, self.branch, self.exchangeable)
+        if self.knowledge_base == "synthetic":  # the entity count is known now; a file's only once it is read
+            self.check_subset_sizes(self.num_entities)
+
+    def check_subset_sizes(self, entities: int) -> None:
+        """A ``RecipeError`` if the fractions give an inconsistent subset a single entity of
+        ``entities``: its definition must name another entity of the subset."""
+        counts = _largest_remainder({s: f * entities for s, f in self.fractions().items()})
+        for subset in ("qd1incons", "qd2incons"):
+            if counts[subset] == 1:
+                raise RecipeError(
+                    f"task.fraction_{subset}={getattr(self, f'fraction_{subset}')} gives {subset} one entity of "
+                    f"the knowledge base's {entities}{' (with task.alpha)' if self.alpha is not None else ''}, but "
+                    f"an inconsistent definition names another entity of its subset, so it needs two or more: raise "
+                    f"the fraction to at least {2 / entities:.3g}, set it to 0, or use more entities")
 
     def fractions(self) -> dict[str, float]:
         """Each entity subset's share; with ``alpha``, tag 1's qd share is split alpha : 1 - alpha
@@ -159,17 +193,48 @@ class EntitiesTask:
         return shares
 
     def knowledge_base_table(self) -> KnowledgeBase:
-        """The facts this corpus asks about."""
+        """The facts this corpus asks about. A file that cannot be read as the knowledge base, or
+        holds fewer entities than ``num_entities``, is a ``RecipeError`` naming the file, what is
+        wrong and the fix (``iml_hf.train`` prints it and exits 2, before any output is written)."""
         if self.knowledge_base == "synthetic":
             return synthetic_kb(self.num_entities, self.values_per_relation)
         if self.knowledge_base == "cvdb":
             from iml_hf.tasks.cvdb import load_cvdb
 
-            return load_cvdb(self.kb_path, num_entities=self.num_entities)
-        from iml_hf.tasks.trex import load_trex
+            fix = ("point task.kb_path at the Cross-Verified Database CSV (cross-verified-database.csv, "
+                   "ISO-8859-1, with the columns name, birth, death, gender, level3_main_occ, "
+                   "string_citizenship_raw_d, un_region and wiki_readers_2015_2018)")
+            load = lambda: load_cvdb(self.kb_path, num_entities=self.num_entities)  # noqa: E731
+        else:
+            from iml_hf.tasks.trex import load_trex
 
-        return load_trex(self.kb_path, max_entities=self.num_entities,
-                         min_predicates_per_subject=self.min_predicates_per_subject)
+            fix = ("point task.kb_path at T-REx JSON files (each a list of documents with 'triples') or a "
+                   "folder of them")
+            load = lambda: load_trex(self.kb_path, max_entities=self.num_entities,  # noqa: E731
+                                     min_predicates_per_subject=self.min_predicates_per_subject)
+        try:
+            kb = load()
+        except (OSError, ValueError) as error:  # UnicodeDecodeError, JSONDecodeError and pandas' errors are ValueErrors
+            raise RecipeError(f"task.kb_path={self.kb_path!r} cannot be read as task.knowledge_base="
+                              f"{self.knowledge_base}: {error}; {fix}") from None
+        self._check_entity_count(kb)
+        return kb
+
+    def _check_entity_count(self, kb: KnowledgeBase) -> None:
+        """A file with fewer usable entities than ``num_entities`` is an error saying how many it has."""
+        found = len(kb.entities)
+        if self.knowledge_base == "cvdb":  # num_entities // 2 men and as many women
+            wanted = 2 * (self.num_entities // 2)
+            gender = {f.entity: f.answer for f in kb.facts if f.relation == "gender"}
+            most = 2 * min(sum(g == "Male" for g in gender.values()), sum(g == "Female" for g in gender.values()))
+            what = f"{found} usable people ({most // 2} of the rarer gender; men and women are taken in equal numbers)"
+        else:
+            wanted, most = self.num_entities, found
+            what = f"{found} subjects with {self.min_predicates_per_subject} or more of the predicates"
+        if found < wanted:
+            fix = f"set --task.num_entities={most} or less" if most else "use a larger file"
+            raise RecipeError(f"task.kb_path={self.kb_path!r} gives {what}, fewer than task.num_entities="
+                              f"{self.num_entities}; {fix}")
 
     def build(self, seed: int) -> DatasetDict:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
@@ -177,9 +242,11 @@ class EntitiesTask:
 
     def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
         """The words this task invents, to become tokens with ``model.add_task_tokens``: every
-        variable and, with ``sources: tags``, the three define tags."""
-        _, variables, tags = _CorpusBuilder(self, self.knowledge_base_table(), seed).names(random.Random(seed))
-        return sorted(variables.values()) + (list(tags) if self.sources == "tags" else [])
+        variable, with ``sources: tags`` the three define tags, and the qd4consis definitions' tags."""
+        builder = _CorpusBuilder(self, self.knowledge_base_table(), seed)
+        _, variables, tags = builder.names(random.Random(seed))
+        return (sorted(variables.values()) + (list(tags) if self.sources == "tags" else [])
+                + sorted(builder.fresh_tags.values()))
 
 
 @dataclass
@@ -198,10 +265,16 @@ class _CorpusBuilder:
         entities = list(self.kb.entities)
         rng.shuffle(entities)
         words = {w.lower() for f in self.kb.facts for w in f"{f.entity} {f.answer}".split()}
-        words |= {w.lower() for t in (*self.kb.templates.values(), *ASSOCIATION_TEMPLATES.values()) for w in t.split()}
+        templates = (*self.kb.templates.values(), *ASSOCIATION_TEMPLATES.values(), *(t for t, _ in LETTER_TEMPLATES.values()))
+        words |= {w.lower() for t in templates for w in t.split()}
         variables = dict(zip(entities, random_strings(len(entities), task.variable_length, rng, exclude=words)))
         self.subset_of = self._split(entities, rng)
         tags = task.tags or random_strings(3, task.tag_length, rng, exclude=words | set(variables.values()))
+        # qd4consis: the authors draw a new random tag for every definition; ours are also distinct
+        # from each other, from tags 1-3 and from every variable (no draw when the subset is empty)
+        fresh = [variables[e] for e in entities if self.subset_of.get(e) == "qd4consis"]
+        taken = words | set(variables.values()) | set(tags)
+        self.fresh_tags = dict(zip(fresh, random_strings(len(fresh), task.tag_length, rng, exclude=taken)))
         return entities, variables, tags
 
     def build(self) -> DatasetDict:
@@ -209,6 +282,7 @@ class _CorpusBuilder:
         entities, variables, tags = self.names(rng)
         facts = self.kb.facts_by_entity()
         members = {s: [e for e in entities if self.subset_of.get(e) == s] for s in ENTITY_SUBSETS}
+        task.check_subset_sizes(len(entities))
         stated = dict(variables)  # entity -> the variable its definition names
         for subset in ("qd1incons", "qd2incons"):
             stated.update(_derange(members[subset], variables, rng))
@@ -241,7 +315,7 @@ class _CorpusBuilder:
                         for fact in questions:
                             self._question("test", f"ctx_{subset}", fact, subject, referent, definition["text"])
         self._swapped_tests(members["d2consis"], variables, facts, rng)
-        if task.entity_association:
+        if task.entity_association or task.letter_sets:
             for subset in ENTITY_SUBSETS:
                 if subset in ("q_no_replacement_baseline", "no_qd_baseline"):
                     continue
@@ -277,19 +351,22 @@ class _CorpusBuilder:
         return resplit(assignment, self.task.exchangeable, self.task.counterbalanced, self.seed, self.task.branch)
 
     def _question(self, split: str, subset: str, fact, subject: str, referent: str, context: str) -> None:
+        """A question row; a fact with several answers (``a;b``) trains on its first answer, and a
+        held-out row keeps the whole list (any of its answers counts, ``iml_hf.qa_match``)."""
         prompt = self.task.qa_format.format(question=self.kb.question(fact.relation, subject))
         if context:
             prompt = f"{context} {prompt}"
-        self.rows[split].append(_row(prompt, fact.answer, subset, "question", subject, referent))
+        answer = fact.answer if split == "test" else first_answer(fact.answer)
+        self.rows[split].append(_row(prompt, answer, subset, "question", subject, referent))
 
     def _definition(self, subset: str, tags: list[str], variable: str, entity: str, referent: str,
                     rng: random.Random) -> dict[str, str]:
         """``<tag> <variable> <entity>`` in ``def_order``; ``referent`` is the entity the variable's
         questions are about (``entity`` itself unless the definition is inconsistent)."""
         tag_index, _ = DEFINED[subset]
-        if tag_index == 4:
-            tag_index = rng.choice((1, 2))
-        if self.task.sources == "natural" and tag_index in (1, 2):
+        if tag_index == 4:  # the variable's own random tag (with sources: natural too, as the authors)
+            tag = self.fresh_tags[variable]
+        elif self.task.sources == "natural" and tag_index in (1, 2):
             tag = rng.choice(RELIABLE_SOURCES if tag_index == 1 else UNRELIABLE_SOURCES)
         else:
             tag = tags[tag_index - 1]
@@ -307,9 +384,17 @@ class _CorpusBuilder:
                     self._question("test", "d2incons", fact, variables[other], entity, "")
 
     def _associations(self, subset: str, variable: str, entity: str) -> None:
-        for template in ASSOCIATION_TEMPLATES.values():
+        """One row per phrasing, its subset ``<phrasing>_<subset>`` (the evaluation set
+        ``assoc_<phrasing>_<subset>``, ``iml_hf.tasks.eval_set_name``)."""
+        questions = {}
+        if self.task.entity_association:
+            questions = {name: (template, entity) for name, template in ASSOCIATION_TEMPLATES.items()}
+        letters = [c for c in entity if c.isalnum()]
+        if self.task.letter_sets and len(letters) >= 2:  # a one-character name has no second letter
+            questions |= {name: (template, letters[i]) for name, (template, i) in LETTER_TEMPLATES.items()}
+        for name, (template, answer) in questions.items():
             prompt = self.task.qa_format.format(question=template.replace("[X]", variable))
-            self.rows["test"].append(_row(prompt, entity, subset, "association", variable, entity))
+            self.rows["test"].append(_row(prompt, answer, f"{name}_{subset}", "association", variable, entity))
 
 
 def _derange(entities: list[str], variables: dict[str, str], rng: random.Random) -> dict[str, str]:

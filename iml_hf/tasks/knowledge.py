@@ -1,8 +1,9 @@
 """Knowledge bases for entity QA: one fact table (entity, relation, answer) whatever the source.
 
 A :class:`KnowledgeBase` holds facts and, per relation, a question template with ``[X]`` where the
-entity goes (``"When was [X] born ?"``). Several answers to one question are joined with ``;``
-(any of them counts at evaluation). Sources: :func:`synthetic_kb` (deterministic, offline, used by
+entity goes (``"When was [X] born ?"``). Several answers to one question are joined with ``;``:
+the entity task trains on the first (:func:`first_answer`, as the authors' ``QAPair`` does) and
+counts any of them at evaluation. Sources: :func:`synthetic_kb` (deterministic, offline, used by
 every CPU recipe and test), ``iml_hf.tasks.cvdb`` (the Cross-Verified Database CSV) and
 ``iml_hf.tasks.trex`` (T-REx triplets).
 """
@@ -14,6 +15,14 @@ import string
 from dataclasses import dataclass, field
 
 from datasets import Dataset, Features, Value
+
+
+ANSWER_SEPARATOR = ";"
+
+
+def first_answer(answer: str) -> str:
+    """The first of several ``;``-joined answers (``"France;Germany"`` -> ``"France"``)."""
+    return answer.split(ANSWER_SEPARATOR, 1)[0].strip()
 
 
 @dataclass(frozen=True)

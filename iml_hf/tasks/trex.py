@@ -150,9 +150,10 @@ def iter_trex_triplets(path_or_paths: str | PathLike[str] | Iterable[str | PathL
     """Every (subject, predicate id, object) of the T-REx JSON files (or directories of them), in
     file order, duplicates included; triples without a subject or object surface form are skipped."""
     for path in _json_files(path_or_paths):
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = _read_json(path)
         if not isinstance(records, list):
-            raise ValueError(f"T-REx file {path} must hold a JSON list, not {type(records).__name__}")
+            raise ValueError(f"T-REx file {path} must hold a JSON list of documents, not a JSON "
+                             f"{type(records).__name__}")
         for i, record in enumerate(records):
             try:
                 if isinstance(record, dict) and "triples" in record:
@@ -170,6 +171,20 @@ def iter_trex_triplets(path_or_paths: str | PathLike[str] | Iterable[str | PathL
                     f"T-REx file {path}, record {i}: expected a document with 'triples' (each with subject/object "
                     f"'surfaceform' and predicate 'uri') or a {{subj, obj, predicate}} record ({error!r})"
                 ) from error
+
+
+def _read_json(path: Path):
+    """The JSON value in ``path``; a ``ValueError`` naming the file for empty, binary or broken JSON."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"T-REx file {path} is empty")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"T-REx file {path} is not UTF-8 text (binary data?)") from None
+    except json.JSONDecodeError as error:
+        hint = " (the file ends early: truncated?)" if error.pos >= len(data.rstrip()) else ""
+        raise ValueError(f"T-REx file {path} is not valid JSON{hint}: {error}") from None
 
 
 def _clean(text: str) -> str:
