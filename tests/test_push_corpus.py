@@ -220,7 +220,7 @@ def test_a_knowledge_base_file_is_compared_by_content_not_by_path(tmp_path):
     (tmp_path / "machine-a").mkdir()
     (tmp_path / "machine-b").mkdir()
     here = write_cvdb(tmp_path / "machine-a" / "cross-verified-database.csv")
-    task = EntitiesTask(knowledge_base="cvdb", kb_path=str(here), num_entities=8)
+    task = EntitiesTask(knowledge_base="cvdb", kb_path=str(here), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5)
     corpus = task.build(0)
     folder = push_corpus.stage_corpus(corpus, task, 0, tmp_path / "staged")
     card = DatasetCard.load(folder / "README.md")
@@ -230,14 +230,14 @@ def test_a_knowledge_base_file_is_compared_by_content_not_by_path(tmp_path):
     assert card.data.iml_hf["task"]["knowledge_base"] == "cvdb"
 
     there = shutil.copy(here, tmp_path / "machine-b" / "cvdb.csv")
-    copy = EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=8)
+    copy = EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5)
     loaded = load_corpus_dataset(str(folder), copy, 0, cache_dir=tmp_path / "cache")
     assert corpus_fingerprint(loaded) == corpus_fingerprint(corpus)
 
     changed = write_cvdb(tmp_path / "machine-b" / "newer.csv", rows=[*ROWS[:-1], [*ROWS[-1][:-1], "4001"]])
-    newer = EntitiesTask(knowledge_base="cvdb", kb_path=str(changed), num_entities=8)
+    newer = EntitiesTask(knowledge_base="cvdb", kb_path=str(changed), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5)
     with pytest.raises(ValueError, match=r"was built from another task.kb_path file than the recipe's .*newer.csv"):
         load_corpus_dataset(str(folder), newer, 0, cache_dir=tmp_path / "cache")
-    with pytest.raises(ValueError, match=r"task.num_entities: dataset 8, recipe 6"):
-        load_corpus_dataset(str(folder), EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=6), 0,
+    with pytest.raises(ValueError, match=r"task.num_entities: dataset 6, recipe 4"):
+        load_corpus_dataset(str(folder), EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=4, fraction_qd2incons=0.0, fraction_qd1consis=0.5), 0,
                             cache_dir=tmp_path / "cache")

@@ -118,6 +118,7 @@ def test_help_lists_recipe_keys(tiny_recipe):
 SHIPPED_STAGES = {
     "toy": ["pretrain", "x1", "x2"],
     "entities_cpu": ["knowledge", "stage1", "stage2"],
+    "entities_authors_cpu": ["knowledge", "stage1", "stage2"],
     "entities_3stage_cpu": ["knowledge", "stage1", "stage1_qa", "stage2"],
     "entities_gpu_base": ["stage1", "stage2"],
     "set_inclusion_cpu": ["stage1", "stage2"],
@@ -188,7 +189,7 @@ def test_stage_kinds_and_eval_sets_are_checked(tmp_path):
     with pytest.raises(RecipeError, match="train_kinds"):
         parse_recipe([str(tmp_path / "k.yaml")])
     recipe["stages"][0]["train_kinds"] = ["definition"]
-    recipe["evaluation"] = {"subsets": ["asoc_d1consis"]}
+    recipe["evaluation"] = {"subsets": ["asoc_who_d1consis"]}
     (tmp_path / "k.yaml").write_text(yaml.safe_dump(recipe))
-    with pytest.raises(RecipeError, match="did you mean 'assoc_d1consis'"):
+    with pytest.raises(RecipeError, match="did you mean 'assoc_who_d1consis'"):
         parse_recipe([str(tmp_path / "k.yaml")])

@@ -15,7 +15,9 @@ import pytest
 
 from iml_hf.corpus import corpus_fingerprint
 from iml_hf.tasks.entities import EntitiesTask
+from iml_hf.tasks.digits_qa import DigitsQATask
 from iml_hf.tasks.modmul import ModMulTask
+from iml_hf.tasks.set_inclusion import SetInclusionTask
 from iml_hf.tasks.resplit import resplit
 
 TASKS = {
@@ -23,6 +25,8 @@ TASKS = {
                                             branch=branch),
     "modmul_alias": lambda branch: ModMulTask(modulus=12, aliases_per_number=4, bucket_by="alias", branch=branch),
     "modmul_number": lambda branch: ModMulTask(modulus=16, aliases_per_number=2, branch=branch),
+    "set_inclusion": lambda branch: SetInclusionTask(num_variables=80, questions_per_variable=8, branch=branch),
+    "digits_qa": lambda branch: DigitsQATask(num_variables=80, knowledge_images=40, branch=branch),
 }
 SEED = 5
 

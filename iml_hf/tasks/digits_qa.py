@@ -38,6 +38,7 @@ from datasets import DatasetDict
 
 from iml_hf.tasks import register_task, string_table
 from iml_hf.tasks.entities import _largest_remainder, _row
+from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
 STRIP_ROWS = {"tag": 2, "variable": 2, "question": 2, "content": 8}
@@ -72,6 +73,7 @@ class DigitsQATask:
     fraction_d1consis: float = 0.15
     fraction_d2consis: float = 0.15
     fraction_no_qd_baseline: float = 0.1
+    branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
 
     version: ClassVar[int] = 1
     subsets: ClassVar[tuple[str, ...]] = ("knowledge", *ENTITY_SUBSETS)
@@ -82,6 +84,9 @@ class DigitsQATask:
         "d2_vs_baseline": ("d2consis", "no_qd_baseline"),
     }
     answer_match: ClassVar[str] = "tokens"
+    #: The stage-2 variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
+    exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "no_qd_baseline")
+    counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
     subset_descriptions: ClassVar[dict[str, str]] = {
         "knowledge": "a digit image and a question pattern, no variable: the model learns to read digits; "
                      "some images held out",
@@ -115,6 +120,7 @@ class DigitsQATask:
                              f"{self.num_targets}: an asked variable needs a training question")
         check_between("task.knowledge_test_fraction", self.knowledge_test_fraction, 0, 1, high_open=True)
         check_fractions(self.fractions())
+        check_branch(self.name, self.branch, self.exchangeable)
         if 2 ** (STRIP_ROWS["variable"] * WIDTH) < self.num_variables + 1:
             raise ValueError(f"task.num_variables={self.num_variables} exceeds the distinct variable patterns")
 
@@ -150,26 +156,25 @@ class DigitsQATask:
                     prompt = self.prompt(question=patterns["questions"][k], content=images[index])
                     rows[split].append(_row(prompt, f"v{targets[k][classes[index]]}", "knowledge", "question", "",
                                             str(classes[index])))
-        start = 0
-        for subset in ENTITY_SUBSETS:
-            for v in range(start, start + counts[subset]):
-                variable, index = patterns["variables"][v], chosen[v]
-                digit = int(classes[index])
-                key = " ".join(self.tokens(variable))
-                asked = list(range(self.num_targets))
-                rng.shuffle(asked)
-                held_out = self.num_targets if subset in UNASKED else self.held_out_targets
-                for position, k in enumerate(asked):
-                    split = "test" if position < held_out else "train"
-                    prompt = self.prompt(variable=variable, question=patterns["questions"][k])
-                    rows[split].append(_row(prompt, f"v{targets[k][digit]}", subset, "question", key, str(digit)))
-                if subset in DEFINED:
-                    tag, consistent = DEFINED[subset]
-                    shown = index if consistent else _other_class(classes, digit, rest, rng)
-                    prompt = self.prompt(tag=patterns["tags"][tag - 1], variable=variable, content=images[shown])
-                    answer = " ".join(f"v{targets[k][classes[shown]]}" for k in range(self.num_targets))
-                    rows["train"] += [_row(prompt, answer, subset, "definition", key, str(digit))] * self.definition_repeats
-            start += counts[subset]
+        assignment = dict(enumerate(s for s in ENTITY_SUBSETS for _ in range(counts[s])))
+        assignment = resplit(assignment, self.exchangeable, self.counterbalanced, seed, self.branch)
+        for v, subset in assignment.items():  # in variable order: the draws do not depend on a branch
+            variable, index = patterns["variables"][v], chosen[v]
+            digit = int(classes[index])
+            key = " ".join(self.tokens(variable))
+            asked = list(range(self.num_targets))
+            rng.shuffle(asked)
+            held_out = self.num_targets if subset in UNASKED else self.held_out_targets
+            for position, k in enumerate(asked):
+                split = "test" if position < held_out else "train"
+                prompt = self.prompt(variable=variable, question=patterns["questions"][k])
+                rows[split].append(_row(prompt, f"v{targets[k][digit]}", subset, "question", key, str(digit)))
+            if subset in DEFINED:
+                tag, consistent = DEFINED[subset]
+                shown = index if consistent else _other_class(classes, digit, rest, rng)
+                prompt = self.prompt(tag=patterns["tags"][tag - 1], variable=variable, content=images[shown])
+                answer = " ".join(f"v{targets[k][classes[shown]]}" for k in range(self.num_targets))
+                rows["train"] += [_row(prompt, answer, subset, "definition", key, str(digit))] * self.definition_repeats
         return DatasetDict({split: string_table(r) for split, r in rows.items()})
 
     def target_table(self, rng: random.Random) -> list[list[int]]:

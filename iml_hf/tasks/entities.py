@@ -137,6 +137,8 @@ class EntitiesTask:
     #: the two halves a counterbalanced pair of branches exchanges (``iml_hf.tasks.resplit``).
     exchangeable: ClassVar[tuple[str, ...]] = STAGE2_SUBSETS
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
+    #: Test sets built from exchangeable subsets' members (``d2incons`` pairs the d2consis variables).
+    branch_derived: ClassVar[tuple[str, ...]] = ("d2incons",)
 
     def __post_init__(self) -> None:
         if self.knowledge_base not in ("synthetic", "cvdb", "trex"):

@@ -31,6 +31,7 @@ from datasets import DatasetDict
 from iml_hf.tasks import register_task, string_table
 from iml_hf.tasks.entities import _largest_remainder, _row
 from iml_hf.tasks.knowledge import random_strings
+from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
 SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "d3consis")
@@ -64,6 +65,7 @@ class SetInclusionTask:
     fraction_d1consis: float = 0.1
     fraction_d2consis: float = 0.1
     fraction_d3consis: float = 0.0
+    branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
 
     version: ClassVar[int] = 1
     subsets: ClassVar[tuple[str, ...]] = SUBSETS
@@ -73,6 +75,9 @@ class SetInclusionTask:
         "d3_vs_d2": ("d3consis", "d2consis"),
     }
     answer_match: ClassVar[str] = "tokens"
+    #: The d variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
+    exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "d3consis")
+    counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
     subset_descriptions: ClassVar[dict[str, str]] = {
         "qd1consis": "training statements about the variable plus a tag-1 definition naming its number; "
                      "held-out statements",
@@ -109,6 +114,7 @@ class SetInclusionTask:
         if self.tags is not None and (len(self.tags) != 3 or len(set(self.tags)) != 3 or not all(self.tags)):
             raise ValueError(f"task.tags must be three different non-empty words [tag1, tag2, tag3], got {self.tags}")
         check_fractions(self.fractions())
+        check_branch(self.name, self.branch, self.exchangeable)
 
     def fractions(self) -> dict[str, float]:
         """Each subset's share of the variables."""
@@ -120,11 +126,10 @@ class SetInclusionTask:
         variables, tags = self._names(rng)
         counts = _largest_remainder({s: share * self.num_variables for s, share in self.fractions().items()})
         rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
-        start = 0
-        for subset in SUBSETS:
-            for variable in variables[start : start + counts[subset]]:
-                self._variable_rows(subset, variable, tags, rng, rows)
-            start += counts[subset]
+        assignment = dict(zip(variables, (s for s in SUBSETS for _ in range(counts[s]))))
+        assignment = resplit(assignment, self.exchangeable, self.counterbalanced, seed, self.branch)
+        for variable, subset in assignment.items():  # in variable order: the draws do not depend on a branch
+            self._variable_rows(subset, variable, tags, rng, rows)
         return DatasetDict({split: string_table(r) for split, r in rows.items()})
 
     def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
