@@ -187,4 +187,18 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
               f"stages {[s.name for s in branch.stages[branch_index(recipe):]]} from the trunk's weights, into {out}",
               flush=True)
         done[b] = run(branch)
+    finished = {b: json.loads((branch_folder(recipe.run.output_dir, b) / "results.json").read_text())
+                for b in range(recipe.run.branches) if (branch_folder(recipe.run.output_dir, b) / "results.json").exists()}
+    if len(finished) == recipe.run.branches:
+        write_seed_summary(Path(recipe.run.output_dir), recipe.run.seed, finished)
     return {"trunk": trunk_results, "branches": done}
+
+
+def write_seed_summary(out: Path, seed: int, branches: dict[int, dict[str, Any]]) -> None:
+    """``branches.json`` and ``README.md`` of a branched run's folder, once every branch has finished."""
+    from iml_hf.io import write_json_atomic
+    from iml_hf.nested_report import seed_markdown, seed_summary
+
+    summary = seed_summary(branches)
+    write_json_atomic(out / "branches.json", summary)
+    (out / "README.md").write_text(seed_markdown(summary, seed))

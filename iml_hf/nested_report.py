@@ -185,3 +185,54 @@ def contrast_curve_figure(summary: dict[str, Any], contrast_sets: dict[str, list
     fig.tight_layout()
     save_figure(fig, path)
     return path
+
+
+def seed_summary(branches: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One seed's branches (``{branch: results}``): per branch-stage contrast, each branch's start,
+    end and end - start, their means over branches and the SD between branches (the split noise a
+    single-split run carries). No interval: one seed is one replicate; a sweep gives the interval."""
+    first = next(iter(branches.values()))
+    own = [name for name, entry in first["stages"].items() if not entry.get("shared_trunk")]
+    out: dict[str, Any] = {"branches": sorted(branches), "stage": own[0], "contrasts": {}}
+    for name, a, b in first.get("contrast_sets", []):
+        rows = {}
+        for index, results in sorted(branches.items()):
+            start = results["stages"][own[0]].get("contrasts_start", {}).get(name)
+            end = results["stages"][own[-1]].get("contrasts", {}).get(name)
+            if start is not None and end is not None:
+                rows[index] = {"start": start, "end": end, "corrected": end - start}
+        if rows:
+            column = {k: [r[k] for r in rows.values()] for k in ("start", "end", "corrected")}
+            out["contrasts"][name] = {
+                "sets": [a, b], "per_branch": rows,
+                "mean": {k: sum(v) / len(v) for k, v in column.items()},
+                "sd_between_branches": {k: _sd(v) for k, v in column.items()},
+            }
+    return out
+
+
+def _sd(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def seed_markdown(summary: dict[str, Any], seed: int) -> str:
+    """The README of a branched run's folder: its branches' contrasts and what they can and cannot say."""
+    lines = [f"# Seed {seed}: {len(summary['branches'])} branches of {summary['stage']}", "",
+             "Each branch trains the branch stage from the same trunk weights on a re-split of the task's "
+             "exchangeable subsets; branches 2k and 2k+1 exchange the two halves of one split. Start: the "
+             "contrast on the branch's split before the stage's first step (split noise, nothing trained yet).",
+             "", "| contrast | branch | start | end | end - start |", "|---|---|---|---|---|"]
+    for name, entry in summary["contrasts"].items():
+        a, b = entry["sets"]
+        for index, row in entry["per_branch"].items():
+            lines.append(f"| {name} ({a} - {b}) | {index} | {row['start']:+.3f} | {row['end']:+.3f} | {row['corrected']:+.3f} |")
+        mean, sd = entry["mean"], entry["sd_between_branches"]
+        lines.append(f"| {name} | mean (SD between branches) | {mean['start']:+.3f} ({_fmt(sd['start'], '.3f')}) | "
+                     f"{mean['end']:+.3f} ({_fmt(sd['end'], '.3f')}) | {mean['corrected']:+.3f} "
+                     f"({_fmt(sd['corrected'], '.3f')}) |")
+    lines += ["", "One seed is one replicate: for an interval and a test, run seeds with `python -m iml_hf.sweep "
+              "RECIPE --seeds N --output_dir DIR --branches=K` and `python -m iml_hf.report DIR`.", ""]
+    return "\n".join(lines)

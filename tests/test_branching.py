@@ -157,3 +157,12 @@ def test_a_stage_before_the_branch_that_trains_an_exchangeable_subset_is_refused
     stages[1]["replay"] = {"x2t": 0.1}
     with pytest.raises(RecipeError, match=r"stages.x1 trains on \['x2t'\]"):
         parse_recipe([str(_write(tmp_path, output_dir=str(tmp_path / "run"), branches=2, stages=stages))])
+
+
+def test_a_finished_branched_run_summarizes_its_branches(runs):
+    summary = json.loads((runs["branched"] / "branches.json").read_text())
+    gap = summary["contrasts"]["iml_gap"]
+    ends = [_results(runs["branched"] / f"branch{b}")["stages"]["x2"]["contrasts"]["iml_gap"] for b in (0, 1)]
+    assert [gap["per_branch"][str(b)]["end"] for b in (0, 1)] == ends
+    assert gap["mean"]["end"] == pytest.approx(sum(ends) / 2)
+    assert "end - start" in (runs["branched"] / "README.md").read_text()
