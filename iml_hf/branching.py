@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iml_hf.validation import RecipeError
+from iml_hf.validation import RecipeError, suggest
 
 if TYPE_CHECKING:
     from iml_hf.recipe import Recipe
@@ -61,8 +61,6 @@ def check_branches(recipe: Recipe, where: str) -> None:
                           f"set branches: 0 ({where})")
     names = [s.name for s in recipe.stages]
     if run.branch_stage is not None and run.branch_stage not in names:
-        from iml_hf.validation import suggest
-
         raise RecipeError(f"branch_stage={run.branch_stage!r} names no stage{suggest(run.branch_stage, names)} "
                           f"(stages: {names}) ({where})")
     first = branch_index(recipe)
@@ -75,10 +73,9 @@ def check_branches(recipe: Recipe, where: str) -> None:
             raise RecipeError(
                 f"stages.{stage.name} trains on {shared}, whose keys branches re-split after it; branch before "
                 f"{stage.name!r} or train those subsets only from {names[first]!r} on ({where})")
-    for stage in recipe.stages[first:]:
-        if not stage.reset_optimizer and stage is recipe.stages[first]:
-            raise RecipeError(f"stages.{stage.name}.reset_optimizer=false: a branch starts from the trunk's weights "
-                              f"with a fresh optimizer; set it to true ({where})")
+    if not recipe.stages[first].reset_optimizer:
+        raise RecipeError(f"stages.{names[first]}.reset_optimizer=false: a branch starts from the trunk's weights "
+                          f"with a fresh optimizer; set it to true ({where})")
 
 
 def _sub_recipe(recipe: Recipe, changes: dict[str, Any], task_changes: dict[str, Any], stages: int | None) -> Recipe:
@@ -114,11 +111,11 @@ def branch_recipe(recipe: Recipe, branch: int) -> Recipe:
 def moving_sets(task: Any, em: dict[str, Any]) -> set[str]:
     """The evaluation sets whose keys a branch may move (sets of exchangeable subsets, and the
     task's sets derived from them such as entity ``d2incons`` or ``ctx_d1consis``)."""
+    from iml_hf.tasks import eval_set_subset
+
     derived = set(getattr(task, "branch_derived", ()))
     moving = set()
     for name in em:
-        from iml_hf.tasks import eval_set_subset
-
         _, subset = eval_set_subset(name)
         base = subset.removeprefix("ctx_")
         if base in task.exchangeable or subset in derived:

@@ -146,6 +146,8 @@ def test_a_branch_killed_inside_its_stage_resumes_to_the_same_results(tmp_path, 
     ({"branches": 2, "branch_stage": "pretrain"}, "first stage"),
     ({"branches": 2, "branch_stage": "x2", "only_branch": 2}, "only_branch=2"),
     ({"branch_stage": "x2"}, "only applies with branches"),
+    ({"branches": 2, "stages": [*BRANCH_RECIPE["stages"][:2], {**BRANCH_RECIPE["stages"][2], "reset_optimizer": False}]},
+     "reset_optimizer=false"),
 ])
 def test_bad_branch_settings_are_refused_at_parse_time(tmp_path, changes, message):
     with pytest.raises(RecipeError, match=message):
