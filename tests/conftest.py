@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +114,34 @@ def run_recipe(monkeypatch, tmp_path, **changes) -> tuple[dict, Path]:
     path.write_text(yaml.safe_dump(recipe))
     monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
     return train.main(), path
+
+
+def kill_train_when(argv: list[str], ready, timeout: float = 300) -> None:
+    """Start ``python -m iml_hf.train ARGV`` (one thread) and SIGKILL it as soon as ``ready()`` is true."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    process = subprocess.Popen([sys.executable, "-m", "iml_hf.train", *map(str, argv)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the run never got to the point to kill it"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+
+
+#: Every entity in d1consis: all its questions held out, its facts trained by name (knowledge).
+ALL_D1 = dict(fraction_q_no_replacement_baseline=0.0, fraction_qd1consis=0.0, fraction_qd2incons=0.0,
+              fraction_q=0.0, fraction_d1consis=1.0, fraction_d2consis=0.0, fraction_no_qd_baseline=0.0)
+
+
+def all_d1_entities_task(knowledge_base: str, path, **overrides):
+    """An entity task on a knowledge-base file with every entity in d1consis."""
+    from iml_hf.tasks.entities import EntitiesTask
+
+    return EntitiesTask(**{"knowledge_base": knowledge_base, "kb_path": str(path), "qa_format": "{question}",
+                           **ALL_D1, **overrides})

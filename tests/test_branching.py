@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, kill_train_when
 from iml_hf.recipe import RecipeError, parse_recipe
 from iml_hf.train import main
 
@@ -105,21 +103,6 @@ def test_a_rerun_skips_finished_branches_and_trains_nothing(runs, capsys):
     assert (runs["branched"] / "branch1" / "results.json").read_text() == before
 
 
-def _kill_when(argv: list[str], ready, timeout: float = 300) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "iml_hf.train", *map(str, argv)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ready():
-            assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
-            assert time.monotonic() < deadline, "the run never got to the point to kill it"
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
-        process.stderr.close()
-
-
 def test_a_branch_killed_inside_its_stage_resumes_to_the_same_results(tmp_path, runs):
     recipe = _write(tmp_path, output_dir=str(tmp_path / "run"), branches=2)
     work = tmp_path / "run" / "branch1.partial"
@@ -128,7 +111,7 @@ def test_a_branch_killed_inside_its_stage_resumes_to_the_same_results(tmp_path, 
         return any(int(p.name.split("-")[1]) >= 15 and (p / "resume.json").is_file()
                    for p in (work / "checkpoints" / "x2").glob("checkpoint-*"))
 
-    _kill_when([recipe, "--only_branch=1"], ready)
+    kill_train_when([recipe, "--only_branch=1"], ready)
     assert not (tmp_path / "run" / "branch1" / "results.json").exists()
     done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(recipe), "--only_branch=1"], capture_output=True,
                           text=True, env=ENV, cwd=ROOT, timeout=600)

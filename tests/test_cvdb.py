@@ -6,6 +6,7 @@ import csv
 import io
 
 import pytest
+from conftest import all_d1_entities_task
 
 from iml_hf.tasks.cvdb import CVDB_TEMPLATES, anonymize_year, load_cvdb, parse_citizenship
 
@@ -143,16 +144,8 @@ def test_missing_column_and_file_are_reported(tmp_path):
 
 # ----------------------------------------------------------------- the entity task on a CVDB file
 
-#: Every entity in d1consis: all its questions held out, its facts trained by name (knowledge).
-ALL_D1 = dict(fraction_q_no_replacement_baseline=0.0, fraction_qd1consis=0.0, fraction_qd2incons=0.0,
-              fraction_q=0.0, fraction_d1consis=1.0, fraction_d2consis=0.0, fraction_no_qd_baseline=0.0)
-
-
 def _entities_task(path, **overrides):
-    from iml_hf.tasks.entities import EntitiesTask
-
-    return EntitiesTask(**{"knowledge_base": "cvdb", "kb_path": str(path), "num_entities": 6,
-                           "qa_format": "{question}", **ALL_D1, **overrides})
+    return all_d1_entities_task("cvdb", path, **{"num_entities": 6, **overrides})
 
 
 def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(cvdb_csv):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, kill_train_when as _kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -53,23 +53,6 @@ def _train(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
-
-
-def _kill_when(argv: list[str], ready, timeout: float = 300) -> None:
-    """Start a run and SIGKILL it as soon as ``ready()`` is true."""
-    process = subprocess.Popen([sys.executable, "-m", "iml_hf.train", *map(str, argv)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ready():
-            assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
-            assert time.monotonic() < deadline, "the run never got to the point to kill it"
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
-        process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
 
 
 def _stage_finished(work: Path, stage: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import all_d1_entities_task
 
 from iml_hf.tasks.trex import TREX_TEMPLATES, iter_trex_triplets, load_trex
 
@@ -153,15 +154,8 @@ def test_errors_are_clear(tmp_path):
 
 # ----------------------------------------------------------------- the entity task on T-REx files
 
-ALL_D1 = dict(fraction_q_no_replacement_baseline=0.0, fraction_qd1consis=0.0, fraction_qd2incons=0.0,
-              fraction_q=0.0, fraction_d1consis=1.0, fraction_d2consis=0.0, fraction_no_qd_baseline=0.0)
-
-
 def _entities_task(path, **overrides):
-    from iml_hf.tasks.entities import EntitiesTask
-
-    return EntitiesTask(**{"knowledge_base": "trex", "kb_path": str(path), "num_entities": 22,
-                           "qa_format": "{question}", **ALL_D1, **overrides})
+    return all_d1_entities_task("trex", path, **{"num_entities": 22, **overrides})
 
 
 def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(trex_dir):
