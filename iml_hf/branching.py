@@ -160,6 +160,22 @@ def seed_branch(trunk_out: Path, branch: Recipe) -> None:
     os.rename(tmp, folder.work)
 
 
+def check_finished(folder: Path, recipe: Recipe, what: str) -> dict[str, Any]:
+    """The results of a finished trunk or branch that this recipe would compute again (a
+    RecipeError naming the differing keys otherwise: a stale trunk must never be built on)."""
+    from iml_hf.resolved import configuration, configuration_defaults, same_configuration
+
+    results = json.loads((folder / "results.json").read_text())
+    old, new = configuration(results["recipe"]), configuration(recipe.resolved)
+    differing = same_configuration(old, new)
+    if differing:
+        differing = same_configuration(old, new, configuration_defaults(recipe.resolved))
+    if differing:
+        raise RecipeError(f"{folder} holds a finished {what} of another configuration (differing keys: "
+                          f"{', '.join(differing[:6])}); delete it to train it again, or choose another --output_dir")
+    return results
+
+
 def run_branched(recipe: Recipe) -> dict[str, Any]:
     """The trunk (unless finished), then every branch (or ``only_branch``) not finished yet; returns
     ``{"trunk": results, "branches": {b: results}}`` of the branches run or found finished."""
@@ -167,7 +183,9 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
 
     trunk = trunk_recipe(recipe)
     trunk_out = trunk_folder(recipe.run.output_dir)
-    if not (trunk_out / "results.json").exists():
+    if (trunk_out / "results.json").exists():
+        check_finished(trunk_out, trunk, "trunk")
+    else:
         print(f"trunk: stages {[s.name for s in trunk.stages]} once, into {trunk_out}", flush=True)
         run(trunk)
     trunk_results = json.loads((trunk_out / "results.json").read_text())
@@ -177,7 +195,7 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
         branch = branch_recipe(recipe, b)
         out = Path(branch.run.output_dir)
         if (out / "results.json").exists():  # finished: delete its folder to run it again
-            done[b] = json.loads((out / "results.json").read_text())
+            done[b] = check_finished(out, branch, f"branch {b}")
             continue
         seed_branch(trunk_out, branch)
         print(f"branch {b} of {recipe.run.branches} (pair {b // 2}{', halves exchanged' if b % 2 else ''}): "

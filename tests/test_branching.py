@@ -151,3 +151,17 @@ def test_a_finished_branched_run_summarizes_its_branches(runs):
     assert [gap["per_branch"][str(b)]["end"] for b in (0, 1)] == ends
     assert gap["mean"]["end"] == pytest.approx(sum(ends) / 2)
     assert "end - start" in (runs["branched"] / "README.md").read_text()
+
+
+def test_a_finished_trunk_of_another_configuration_is_refused(runs, tmp_path, capsys):
+    changed = {**BRANCH_RECIPE, "output_dir": str(runs["branched"]), "branches": 2,
+               "stages": [BRANCH_RECIPE["stages"][0], {**BRANCH_RECIPE["stages"][1], "max_steps": 11},
+                          BRANCH_RECIPE["stages"][2]]}
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed, sort_keys=False))
+    before = (runs["branched"] / "trunk" / "results.json").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path)])
+    assert exit_.value.code == 2
+    assert "holds a finished trunk of another configuration" in capsys.readouterr().err
+    assert (runs["branched"] / "trunk" / "results.json").read_text() == before
