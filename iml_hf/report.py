@@ -331,6 +331,29 @@ def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[
             if values:
                 em[stage][s] = _plain(nested_summary(values, confidence))
     nested = summarize_nested(runs, contrasts, confidence)
+    measured = {}
+    for spec in MEASUREMENTS.values():
+        for reader in spec.report:
+            if not all(spec.result_key in r.results["stages"][stages[-1]] for r in runs):
+                continue
+            values = {stage: [(r, reader.read(r.results["stages"][stage][spec.result_key])) for r in runs
+                              if spec.result_key in r.results["stages"][stage]] for stage in stages}
+            names = list(values[stages[-1]][0][1])
+
+            def nest(stage: str, pick) -> dict[str, Any]:
+                table: dict[int, dict[int, float]] = {}
+                for r, v in values[stage]:
+                    value = pick(v)
+                    if value is not None:
+                        table.setdefault(r.seed, {})[r.branch] = value
+                return _plain(nested_summary(table, confidence))
+
+            measured[spec.result_key] = {
+                "at_stage_end": {stage: {n: nest(stage, lambda v, n=n: v.get(n)) for n in names} for stage in stages},
+                "contrasts": {name: {stage: nest(stage, lambda v, a=a, b=b: v[a] - v[b] if a in v and b in v else None)
+                                     for stage in stages}
+                              for name, (a, b) in contrasts.items() if {a, b} <= set(names)},
+            }
     return {
         "runs": len(runs),
         "seeds": seeds,
@@ -343,6 +366,7 @@ def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[
         "wall_time_s": mean_ci([r.results["wall_time_s"] for r in runs], confidence),
         "branch_stage_seconds": mean_ci([sum(e["wall_time_s"] for e in r.results["stages"].values()
                                              if not e.get("shared_trunk")) for r in runs], confidence),
+        **measured,
     }
 
 
@@ -390,8 +414,9 @@ def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> li
                      f"{summary['branch_stage_seconds']['mean']:.0f} s.")
         lines += nested_markdown(summary["nested"], summary["contrast_sets"], confidence)
     if summary["contrasts"]:
-        lines += [f"**Contrasts** EM(a) - EM(b) at the end of each stage: mean [{pct}% CI] over seeds, "
-                  "one-sided paired t-test of a > b", "", "| contrast | stage | mean [CI] | t | p | n |", "|---|---|---|---|---|---|"]
+        test = ("one-sided t-test over seeds of the branch-averaged difference (stages before the branch stage: "
+                "the trunk's own split)" if "nested" in summary else "one-sided paired t-test of a > b")
+        lines += [f"**Contrasts** EM(a) - EM(b) at the end of each stage: mean [{pct}% CI] over seeds, {test}", "", "| contrast | stage | mean [CI] | t | p | n |", "|---|---|---|---|---|---|"]
         for name, per_stage in summary["contrasts"].items():
             a, b = summary["contrast_sets"][name]
             for stage, test in per_stage.items():
