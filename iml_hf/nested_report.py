@@ -164,7 +164,11 @@ def contrast_curve_figure(summary: dict[str, Any], contrast_sets: dict[str, list
     entries = {name: e for name, e in summary.items() if e.get("curve")}
     if not entries:
         return None
-    fig, axes = plt.subplots(1, len(entries), figsize=(5.2 * len(entries), 3.6), squeeze=False)
+    columns = min(len(entries), 3)
+    rows = -(-len(entries) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    for ax in list(axes.flat)[len(entries):]:
+        ax.axis("off")
     for ax, (name, entry) in zip(axes.flat, entries.items()):
         steps = list(entry["curve"])
         mean = [entry["curve"][s]["mean"] for s in steps]
