@@ -19,7 +19,7 @@ install: $(STAMP)
 toy: $(STAMP)  ## the toy IML experiment on CPU (a few minutes)
 	$(PY) -m iml_hf.train recipes/toy.yaml
 
-entities: $(STAMP)  ## entity QA with define tags on CPU (about 5 minutes)
+entities: $(STAMP)  ## entity QA with define tags on CPU (about 2.5 minutes)
 	$(PY) -m iml_hf.train recipes/entities_cpu.yaml
 
 test: $(STAMP)  ## the test suite
