@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from iml_hf.stats import difference_interval
+from iml_hf.gate import NOT_INTERPRETABLE, gated_sides, verdict
+from iml_hf.stats import difference_interval, wilson_interval
+from iml_hf.tasks import get_task_class
 
 #: The libraries whose versions a card records.
 LIBRARIES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "huggingface_hub", "iml_hf")
@@ -42,6 +44,29 @@ def contrast_interval(stage: dict[str, Any], a: str, b: str, confidence: float =
     if a not in em or b not in em or not n.get(a) or not n.get(b):
         return None
     return difference_interval(round(em[a] * n[a]), n[a], round(em[b] * n[b]), n[b], confidence)
+
+
+def run_gate(results: dict[str, Any], stage: dict[str, Any], a: str, b: str, confidence: float = CONFIDENCE) -> str | None:
+    """The interpretability gate (``iml_hf.gate``) of EM(a) - EM(b) at one stage's end of this single
+    run: each side's rise over its declared no-definition level with a score interval over its
+    examples (Newcombe against a baseline set, Wilson against a chance value); None where the task
+    declares no baseline for a side or a count is missing."""
+    task = get_task_class(results["recipe"]["task"]["name"])
+    sides = gated_sides(getattr(task, "definition_baselines", {}), a, b)
+    if not sides:
+        return None
+    rises = {}
+    for side, baseline in sides.items():
+        if isinstance(baseline, str):
+            interval = contrast_interval(stage, side, baseline, confidence)
+        else:
+            n, em = stage.get("n", {}).get(side), stage.get("em", {}).get(side)
+            bounds = wilson_interval(round(em * n), n, confidence) if n and em is not None else None
+            interval = None if bounds is None else (bounds[0] - float(baseline), bounds[1] - float(baseline))
+        if interval is None:
+            return None
+        rises[side] = {"ci_low": interval[0]}
+    return verdict(rises)
 
 
 def hub_dataset(recipe: dict[str, Any]) -> str | None:
@@ -90,7 +115,10 @@ def contrast_table(results: dict[str, Any], confidence: float = CONFIDENCE) -> s
             value = stage.get("contrasts", {}).get(name)
             interval = contrast_interval(stage, a, b, confidence)
             cell = "-" if value is None else f"{value:+.3f}"
-            cells.append(cell if interval is None else f"{cell} [{interval[0]:+.3f}, {interval[1]:+.3f}]")
+            cell = cell if interval is None else f"{cell} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+            if value is not None and run_gate(results, stage, a, b, confidence) == NOT_INTERPRETABLE:
+                cell += f" ({NOT_INTERPRETABLE})"
+            cells.append(cell)
         if any(cell != "-" for cell in cells):
             rows.append([f"`{name}`", f"`{a}` - `{b}`", *cells])
     return _table(["contrast", "EM(a) - EM(b)", *stages], rows) if rows else "The task declares no contrast between the evaluated sets."

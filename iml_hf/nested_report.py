@@ -129,8 +129,14 @@ def _fmt(x: float | None, spec: str = "+.3f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]], confidence: float) -> list[str]:
-    """The nested contrast table: start, read-out, corrected, variance components and power."""
+def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]], confidence: float,
+                    verdicts: dict[str, str | None] | None = None) -> list[str]:
+    """The nested contrast table: start, read-out, corrected, variance components and power; a
+    contrast the interpretability gate (``iml_hf.gate``) refuses shows its mean and the verdict
+    instead of an interval and p."""
+    from iml_hf.gate import NOT_INTERPRETABLE
+
+    verdicts = verdicts or {}
     pct = round(100 * confidence)
     lines = [f"**Contrasts of the branch stage (nested: branches averaged within a seed, then mean [{pct}% t-interval] "
              "and one-sided t-test over seeds)**", "",
@@ -143,8 +149,12 @@ def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]]
         variance = entry["variance"]
         sd_between = None if variance["var_between"] is None else math.sqrt(variance["var_between"])
         sd_within = None if variance["var_within"] is None else math.sqrt(variance["var_within"])
-        lines.append(f"| {name} ({a} - {b}) | {entry.get('start_text', '-')} | {entry['readout_text']} | "
-                     f"{entry.get('corrected_text', '-')} | {_fmt(sd_between, '.3f')} | {_fmt(sd_within, '.3f')} | "
+        readout, corrected = entry["readout_text"], entry.get("corrected_text", "-")
+        if verdicts.get(name) == NOT_INTERPRETABLE:
+            readout = f"{_fmt(entry['readout']['mean'])}: {NOT_INTERPRETABLE}"
+            corrected = f"{_fmt(entry['corrected']['mean'])}: {NOT_INTERPRETABLE}" if "corrected" in entry else "-"
+        lines.append(f"| {name} ({a} - {b}) | {entry.get('start_text', '-')} | {readout} | "
+                     f"{corrected} | {_fmt(sd_between, '.3f')} | {_fmt(sd_within, '.3f')} | "
                      f"{entry.get('corrected_power_seeds') or '-'} |")
     step = next((e.get("readout_step") for e in summary.values() if "readout" in e), None)
     lines += ["", f"Read-out: {'the end of the stage' if step is None else f'step {step} of the stage'}, "

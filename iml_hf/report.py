@@ -35,7 +35,8 @@ from iml_hf.measurements import MEASUREMENTS
 from iml_hf.nested_report import _plain, contrast_curve_figure, nested_markdown, summarize_nested
 from iml_hf.nested_stats import nested_summary
 from iml_hf.stats import mean_ci, paired_greater
-from iml_hf.tasks import eval_set_order, make_task
+from iml_hf.gate import NOT_INTERPRETABLE, gate, gated_sides
+from iml_hf.tasks import eval_set_order, get_task_class, make_task
 
 
 @dataclass
@@ -262,6 +263,29 @@ def _contrast_sets(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return dict(make_task(results["recipe"]["task"]).contrasts)
 
 
+def gates(runs: list[RunRecord], contrasts: dict[str, tuple[str, str]], confidence: float) -> dict[str, Any]:
+    """The interpretability gate (``iml_hf.gate``) of every contrast whose sides the task gives a
+    no-definition level, at every stage end, and the task's base-task sets' EM beside it."""
+    task = get_task_class(runs[0].results["recipe"]["task"]["name"])
+    baselines = getattr(task, "definition_baselines", {})
+    out: dict[str, Any] = {"contrasts": {}, "base_task": {}}
+    for stage in runs[0].results["stages"]:
+        units = [(r.seed, r.branch, r.results["stages"][stage]["em"]) for r in runs]
+        for name, (a, b) in contrasts.items():
+            sides = gated_sides(baselines, a, b)
+            result = gate(units, sides, confidence) if sides else None
+            if result:
+                out["contrasts"].setdefault(name, {})[stage] = result
+        for base in getattr(task, "base_task_sets", ()):
+            values = {}
+            for seed, branch, em in units:
+                if base in em:
+                    values.setdefault(seed, {})[0 if branch is None else branch] = em[base]
+            if values:
+                out["base_task"].setdefault(stage, {})[base] = _plain(nested_summary(values, confidence))
+    return out
+
+
 def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]:
     """The numbers of one group of runs (same recipe and ``--set`` values, different seeds): EM per
     stage and set, every contrast at every stage end with a one-sided paired t-test, and each
@@ -407,12 +431,15 @@ def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> li
     pct = round(100 * confidence)
     lines = [f"## {label}", "", f"{summary['runs']} runs, seeds {summary['seeds']}; "
              f"mean wall time {summary['wall_time_s']['mean']:.0f} s per run.", ""]
+    lines += gate_markdown(summary, confidence)
     if "nested" in summary:
-        lines[-2] = (f"{len(summary['seeds'])} seeds x {len(summary['branches'])} branches ({summary['runs']} runs), "
+        lines[2] = (f"{len(summary['seeds'])} seeds x {len(summary['branches'])} branches ({summary['runs']} runs), "
                      f"seeds {summary['seeds']}; every interval below is over seeds (branches averaged within a seed "
                      "first); mean time of a branch's own stages "
                      f"{summary['branch_stage_seconds']['mean']:.0f} s.")
-        lines += nested_markdown(summary["nested"], summary["contrast_sets"], confidence)
+        last = list(summary["em"])[-1]
+        verdicts = {name: _gate_verdict(summary, name, last) for name in summary["nested"]}
+        lines += nested_markdown(summary["nested"], summary["contrast_sets"], confidence, verdicts)
     if summary["contrasts"]:
         test = ("one-sided t-test over seeds of the branch-averaged difference (stages before the branch stage: "
                 "the trunk's own split)" if "nested" in summary else "one-sided paired t-test of a > b")
@@ -422,6 +449,8 @@ def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> li
             for stage, test in per_stage.items():
                 t = "-" if math.isnan(test["t"]) else f"{test['t']:.2f}"
                 p = "-" if math.isnan(test["p_value"]) else f"{test['p_value']:.4g}"
+                if _gate_verdict(summary, name, stage) == NOT_INTERPRETABLE:
+                    t, p = "-", NOT_INTERPRETABLE
                 lines.append(f"| {name} ({a} - {b}) | {stage} | {_cell(test, signed=True)} | {t} | {p} | {test['n']} |")
         lines.append("")
     lines += _table(f"Exact match at the end of each stage (mean [{pct}% CI] over seeds)", summary["em"],
@@ -506,6 +535,41 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
     return written + _mean_heatmaps(runs, out, suffix)
 
 
+def _with_gates(summary: dict[str, Any], runs: list[RunRecord], confidence: float) -> dict[str, Any]:
+    summary["gate"] = gates(runs, {k: tuple(v) for k, v in summary["contrast_sets"].items()}, confidence)
+    return summary
+
+
+def _gate_verdict(summary: dict[str, Any], name: str, stage: str) -> str | None:
+    return ((summary.get("gate") or {}).get("contrasts", {}).get(name, {}).get(stage) or {}).get("verdict")
+
+
+def gate_markdown(summary: dict[str, Any], confidence: float) -> list[str]:
+    """Each gated contrast at each stage end: both sides' rise over their no-definition level and
+    the verdict; the base-task sets' EM beside it."""
+    gated = summary.get("gate") or {}
+    if not gated.get("contrasts"):
+        return []
+    pct = round(100 * confidence)
+    lines = [f"**Interpretability gate**: is each side of a contrast above its no-definition level? "
+             f"(rise = EM(side) - baseline, mean [{pct}% CI] over seeds; a contrast is read only if some side rose)", "",
+             "| contrast | stage | rise of a | rise of b | verdict |", "|---|---|---|---|---|"]
+    for name, per_stage in gated["contrasts"].items():
+        a, b = summary["contrast_sets"][name]
+        for stage, entry in per_stage.items():
+            cells = []
+            for side in (a, b):
+                rise = _plain(entry["rises"][side])
+                base = entry["rises"][side]["baseline"]
+                cells.append(f"{side} - {base}: {_cell(rise, signed=True)}")
+            lines.append(f"| {name} | {stage} | {cells[0]} | {cells[1]} | {entry['verdict']} |")
+    lines.append("")
+    if gated.get("base_task"):
+        lines += _table(f"Base task: exact match at the end of each stage (mean [{pct}% CI] over seeds)",
+                        gated["base_task"])
+    return lines
+
+
 def build_report(root: Path, confidence: float = 0.95) -> dict[str, Any]:
     """Write summary.json, summary.md, the figures and report.md into ``root``; return the summary."""
     loaded = load_runs(root)
@@ -523,7 +587,7 @@ def build_report(root: Path, confidence: float = 0.95) -> dict[str, Any]:
         report += ["Missing runs:", ""] + [f"- {p}" for p in problems] + [""]
     report += skipped
     for index, (label, members) in enumerate(groups.items()):
-        group = summarize(members, confidence)
+        group = _with_gates(summarize(members, confidence), members, confidence)
         group["overrides"] = members[0].overrides
         summary["groups"][label] = group
         section = group_markdown(label, group, confidence)
@@ -569,11 +633,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     for label, group in summary["groups"].items():
         for name, entry in (group.get("nested") or {}).items():
-            if "readout" in entry:
+            if "readout" in entry and _gate_verdict(group, name, list(group["em"])[-1]) == NOT_INTERPRETABLE:
+                print(f"{label}: {name} read-out {entry['readout']['mean']:+.3f}: {NOT_INTERPRETABLE}")
+            elif "readout" in entry:
                 print(f"{label}: {name} read-out {entry['readout_text']}; start {entry.get('start_text', '-')}; "
                       f"read-out - start {entry.get('corrected_text', '-')}")
         for name, per_stage in group["contrasts"].items():
             stage, g = list(per_stage.items())[-1]
+            if _gate_verdict(group, name, stage) == NOT_INTERPRETABLE:
+                print(f"{label}: {name} at the end of {stage} {g['mean']:+.4f}: {NOT_INTERPRETABLE}")
+                continue
             print(f"{label}: {name} at the end of {stage} {g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}], "
                   f"one-sided paired t-test p = {g['p_value']:.4g}, n = {g['n']}")
     print(f"wrote {root / 'summary.md'}, {root / 'report.md'} and figures")

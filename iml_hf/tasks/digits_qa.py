@@ -87,6 +87,11 @@ class DigitsQATask:
     #: The stage-2 variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
     exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "no_qd_baseline")
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
+    #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
+    #: sets that show whether the digits were learned at all.
+    definition_baselines: ClassVar[dict[str, str]] = {
+        "d1consis": "no_qd_baseline", "d2consis": "no_qd_baseline", "qd1consis": "q", "qd2incons": "q"}
+    base_task_sets: ClassVar[tuple[str, ...]] = ("knowledge",)
     subset_descriptions: ClassVar[dict[str, str]] = {
         "knowledge": "a digit image and a question pattern, no variable: the model learns to read digits; "
                      "some images held out",

@@ -139,6 +139,11 @@ class EntitiesTask:
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
     #: Test sets built from exchangeable subsets' members (``d2incons`` pairs the d2consis variables).
     branch_derived: ClassVar[tuple[str, ...]] = ("d2incons",)
+    #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
+    #: sets that show whether the entities were learned at all.
+    definition_baselines: ClassVar[dict[str, str]] = {
+        **{s: "no_qd_baseline" for s in D_SUBSETS}, **{s: "q" for s in QD_SUBSETS}}
+    base_task_sets: ClassVar[tuple[str, ...]] = ("train_question_knowledge", "q_no_replacement_baseline")
 
     def __post_init__(self) -> None:
         if self.knowledge_base not in ("synthetic", "cvdb", "trex"):

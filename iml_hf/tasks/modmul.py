@@ -50,6 +50,10 @@ class ModMulTask:
     #: with ``bucket_by: alias``, so every bucket keeps asking the same arithmetic questions).
     exchangeable: ClassVar[tuple[str, ...]] = ("x2t", "x2f")
     counterbalanced: ClassVar[tuple[str, str]] = ("x2t", "x2f")
+    #: The interpretability gate (iml_hf.gate): no bucket goes without definitions, so no contrast is
+    #: gated; the pretraining pairs show whether the arithmetic was learned.
+    definition_baselines: ClassVar[dict[str, str]] = {}
+    base_task_sets: ClassVar[tuple[str, ...]] = ("pretrain",)
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:

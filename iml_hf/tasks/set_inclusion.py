@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from datasets import DatasetDict
 
@@ -78,6 +78,11 @@ class SetInclusionTask:
     #: The d variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
     exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "d3consis")
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
+    #: The interpretability gate (iml_hf.gate): a d variable without its definition is at chance
+    #: (true and false statements are balanced); a qd variable is compared with q.
+    definition_baselines: ClassVar[dict[str, Any]] = {
+        "d1consis": 0.5, "d2consis": 0.5, "d3consis": 0.5, "qd1consis": "q", "qd2incons": "q"}
+    base_task_sets: ClassVar[tuple[str, ...]] = ("qd1consis", "qd2incons", "q")
     subset_descriptions: ClassVar[dict[str, str]] = {
         "qd1consis": "training statements about the variable plus a tag-1 definition naming its number; "
                      "held-out statements",
