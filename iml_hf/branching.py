@@ -202,8 +202,8 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
               f"stages {[s.name for s in branch.stages[branch_index(recipe):]]} from the trunk's weights, into {out}",
               flush=True)
         done[b] = run(branch)
-    finished = {b: json.loads((branch_folder(recipe.run.output_dir, b) / "results.json").read_text())
-                for b in range(recipe.run.branches) if (branch_folder(recipe.run.output_dir, b) / "results.json").exists()}
+    results = {b: branch_folder(recipe.run.output_dir, b) / "results.json" for b in range(recipe.run.branches)}
+    finished = {b: done[b] if b in done else json.loads(path.read_text()) for b, path in results.items() if path.exists()}
     if len(finished) == recipe.run.branches:
         write_seed_summary(Path(recipe.run.output_dir), recipe.run.seed, finished)
     return {"trunk": trunk_results, "branches": done}

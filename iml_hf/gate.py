@@ -56,11 +56,8 @@ def gate(units: list[tuple[int, int | None, dict[str, float]]], sides: dict[str,
 
     rises = {}
     for side, baseline in sides.items():
-        values: dict[int, dict[int, float]] = {}
-        for seed, branch, em in units:
-            value = rise_values(em, side, baseline)
-            if value is not None:
-                values.setdefault(seed, {})[0 if branch is None else branch] = value
+        values = [(seed, 0 if branch is None else branch, rise_values(em, side, baseline)) for seed, branch, em in units]
+        values = [v for v in values if v[2] is not None]
         if not values:
             return None
         rises[side] = {**nested_summary(values, confidence), "baseline": baseline}

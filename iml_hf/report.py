@@ -263,6 +263,13 @@ def _contrast_sets(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return dict(make_task(results["recipe"]["task"]).contrasts)
 
 
+def _nested_cell(values: list[tuple[RunRecord, float | None]], confidence: float) -> dict[str, Any]:
+    """One table cell over seeds from each run's value (None: not measured): a seed's branches are
+    averaged first (``nested_stats.nested_summary``); a plain run is its seed's only value."""
+    triples = [(r.seed, 0 if r.branch is None else r.branch, v) for r, v in values if v is not None]
+    return _plain(nested_summary(triples, confidence))
+
+
 def gates(runs: list[RunRecord], contrasts: dict[str, tuple[str, str]], confidence: float) -> dict[str, Any]:
     """The interpretability gate (``iml_hf.gate``) of every contrast whose sides the task gives a
     no-definition level, at every stage end, and the task's base-task sets' EM beside it."""
@@ -277,12 +284,9 @@ def gates(runs: list[RunRecord], contrasts: dict[str, tuple[str, str]], confiden
             if result:
                 out["contrasts"].setdefault(name, {})[stage] = result
         for base in getattr(task, "base_task_sets", ()):
-            values = {}
-            for seed, branch, em in units:
-                if base in em:
-                    values.setdefault(seed, {})[0 if branch is None else branch] = em[base]
-            if values:
-                out["base_task"].setdefault(stage, {})[base] = _plain(nested_summary(values, confidence))
+            if any(base in r.results["stages"][stage]["em"] for r in runs):
+                out["base_task"].setdefault(stage, {})[base] = _nested_cell(
+                    [(r, r.results["stages"][stage]["em"].get(base)) for r in runs], confidence)
     return out
 
 
@@ -343,17 +347,9 @@ def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[
     sets = eval_set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first))
     contrasts = _contrast_sets(first)
     seeds = sorted({r.seed for r in runs})
-    em = {}
-    for stage in stages:
-        em[stage] = {}
-        for s in sets:
-            values = {}
-            for r in runs:
-                value = r.results["stages"][stage]["em"].get(s)
-                if value is not None:
-                    values.setdefault(r.seed, {})[r.branch] = value
-            if values:
-                em[stage][s] = _plain(nested_summary(values, confidence))
+    em = {stage: {s: _nested_cell([(r, r.results["stages"][stage]["em"].get(s)) for r in runs], confidence)
+                  for s in sets if any(s in r.results["stages"][stage]["em"] for r in runs)}
+          for stage in stages}
     nested = summarize_nested(runs, contrasts, confidence)
     measured = {}
     for spec in MEASUREMENTS.values():
@@ -365,12 +361,7 @@ def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[
             names = list(values[stages[-1]][0][1])
 
             def nest(stage: str, pick) -> dict[str, Any]:
-                table: dict[int, dict[int, float]] = {}
-                for r, v in values[stage]:
-                    value = pick(v)
-                    if value is not None:
-                        table.setdefault(r.seed, {})[r.branch] = value
-                return _plain(nested_summary(table, confidence))
+                return _nested_cell([(r, pick(v)) for r, v in values[stage]], confidence)
 
             measured[spec.result_key] = {
                 "at_stage_end": {stage: {n: nest(stage, lambda v, n=n: v.get(n)) for n in names} for stage in stages},
@@ -509,9 +500,11 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
     return written
 
 
-def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidence: float) -> list[Path]:
-    """EM curves, each measurement's curves and mean heatmaps of one group; subsets keep their
-    colour across figures (the task's subset order, from results.json)."""
+def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidence: float,
+            nested: dict[str, Any] | None = None) -> list[Path]:
+    """EM curves, each measurement's curves and mean heatmaps of one group, and for a branched group
+    the contrasts over the branch stage (``nested``: its summary's nested contrasts); subsets keep
+    their colour across figures (the task's subset order, from results.json)."""
     ends = _stage_ends(runs[0])
     order = _subsets(runs[0].results)
     written = []
@@ -526,8 +519,7 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
             if curves:
                 written.append(curve_figure(curves, ends, out / f"{reader.family}{suffix}.png", f"{reader.curve_title} ({label})",
                                             reader.ylabel, confidence, order))
-    if any(r.branch is not None for r in runs):
-        nested = summarize_nested(runs, _contrast_sets(runs[0].results), confidence)
+    if nested:
         path = contrast_curve_figure(nested, {k: list(v) for k, v in _contrast_sets(runs[0].results).items()},
                                      out / f"contrast_curves{suffix}.png",
                                      f"Contrasts over the branch stage ({label})", confidence)
@@ -593,7 +585,7 @@ def build_report(root: Path, confidence: float = 0.95) -> dict[str, Any]:
         section = group_markdown(label, group, confidence)
         md += section
         suffix = "" if len(groups) == 1 else f"_g{index}"
-        report += section + [f"![{p.stem}]({p.name})" for p in figures(members, root, suffix, label, confidence)] + [""]
+        report += section + [f"![{p.stem}]({p.name})" for p in figures(members, root, suffix, label, confidence, group.get("nested"))] + [""]
     write_json_atomic(root / "summary.json", summary)
     for name, lines in (("summary.md", md), ("report.md", report)):
         (root / name).write_text("\n".join(lines) + "\n")

@@ -38,21 +38,18 @@ def format_summary(results: dict[str, Any]) -> str:
 def format_branches(branched: dict[str, Any]) -> str:
     """The trunk's stage-end table, then each contrast of the branch stages per branch: at the
     branch stage's start (on the branch's split), at its end, and the end minus the start."""
+    from iml_hf.nested_report import seed_summary
+
     lines = ["trunk (shared by every branch)", format_summary(branched["trunk"]), ""]
-    branches = branched["branches"]
-    if not branches:
+    if not branched["branches"]:
         return "\n".join(lines)
-    first = next(iter(branches.values()))
-    contrasts = {name: (a, b) for name, a, b in first.get("contrast_sets", [])}
-    own = [name for name, entry in first["stages"].items() if not entry.get("shared_trunk")]
-    lines.append(f"contrasts per branch (start of {own[0]} -> end of {own[-1]}; end - start)")
-    for name, (a, b) in contrasts.items():
-        for index, results in sorted(branches.items()):
-            start = results["stages"][own[0]].get("contrasts_start", {}).get(name)
-            end = results["stages"][own[-1]].get("contrasts", {}).get(name)
-            if start is None or end is None:
-                continue
-            lines.append(f"{name:<22} branch {index}: {start:+.3f} -> {end:+.3f}  ({end - start:+.3f})   ({a} - {b})")
+    summary = seed_summary(branched["branches"])
+    lines.append(f"contrasts per branch (start of {summary['stage']} -> its end; end - start)")
+    for name, entry in summary["contrasts"].items():
+        a, b = entry["sets"]
+        for index, row in entry["per_branch"].items():
+            lines.append(f"{name:<22} branch {index}: {row['start']:+.3f} -> {row['end']:+.3f}  "
+                         f"({row['corrected']:+.3f})   ({a} - {b})")
     return "\n".join(lines)
 
 
