@@ -315,7 +315,8 @@ class _signals_ignored:
 
 def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[str, Any] | None = None) -> None:
     """Submit every pending run as a job through submitit (``executor`` may be a local or debug
-    one, for tests) and wait for them; each job runs the same ``python -m iml_hf.train`` command."""
+    one, for tests) and wait for them; each job runs the same ``python -m iml_hf.train`` command.
+    Branches of a branched recipe other than branch 0 go in a second wave, after their trunks."""
     import submitit
 
     if executor is None:
@@ -326,6 +327,24 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
         for key, value in slurm.items():
             parameters[key if key in GENERIC_SUBMITIT_PARAMETERS else f"slurm_{key}"] = value
         executor.update_parameters(**parameters)
+    # branch 0 of a branched seed trains its trunk: the seed's other branches are submitted once it is done
+    later = [run for run in pending if trunk_run(run, sweep.runs) is not None]
+    _submit_and_wait(sweep, [run for run in pending if run not in later], executor)
+    ready = []
+    for run in later:
+        if (Path(run.output_dir) / "trunk" / "results.json").exists():
+            ready.append(run)
+        else:
+            run.status = "failed"
+            print(f"[failed] {run.name}: its trunk did not finish (see {trunk_run(run, sweep.runs).log})", flush=True)
+    sweep.save()
+    _submit_and_wait(sweep, ready, executor)
+
+
+def _submit_and_wait(sweep: Sweep, pending: list[SweepRun], executor) -> None:
+    """Submit ``pending`` as submitit jobs and wait for all of them (Ctrl-C cancels those left)."""
+    import submitit
+
     jobs = []
     env = {"OMP_NUM_THREADS": str(sweep.threads_per_run), "TOKENIZERS_PARALLELISM": "false"}
     for run in pending:

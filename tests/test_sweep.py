@@ -105,6 +105,28 @@ def test_submitit_launcher_runs_the_same_command(recipe, tmp_path):
     assert (out / "slurm_logs").is_dir()
 
 
+def test_submitit_submits_a_seeds_later_branches_after_its_trunk(recipe, tmp_path):
+    """Branch 0 trains the trunk; branch 1 is submitted only once the trunk has finished (all at
+    once, it would race branch 0 for the trunk's folder)."""
+    import submitit
+
+    out = tmp_path / "slurm"
+    debug = submitit.AutoExecutor(folder=out / "slurm_logs", cluster="debug")
+    trunk_done_at_submit = []
+
+    class Recording:
+        def submit(self, command):
+            trunk_done_at_submit.append((command.command[-1], (out / "seed0" / "trunk" / "results.json").exists()))
+            return debug.submit(command)
+
+    argv = [recipe, "--seeds", "1", "--output_dir", str(out), "--branches=2", "--stages.x2.max_steps=2"]
+    runs = sweep.plan(recipe, str(out), [0], {}, argv[5:], 1)
+    manifest = sweep.Sweep(recipe, str(out), [0], {}, argv[5:], "slurm", 1, 1, runs)
+    sweep.run_slurm(manifest, runs, executor=Recording())
+    assert trunk_done_at_submit == [("--only_branch=0", False), ("--only_branch=1", True)]
+    assert [r.status for r in runs] == ["done", "done"]
+
+
 def test_resume_refuses_runs_made_with_another_configuration(recipe, tmp_path, capsys):
     out = tmp_path / "sweep"
     args = [recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--stages.x2.max_steps=2"]
