@@ -13,6 +13,8 @@ from typing import Any
 from iml_hf.validation import check_at_least, check_between, check_choice, invalid, suggest
 
 SCRATCH_ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
+#: Which tokens of a training question carry the loss (``model.loss_on``; iml_hf.tokenization).
+LOSS_MODES = ("answer", "full_text")
 
 
 #: Model keys that describe a model built from scratch; next to ``model_name_or_path`` they are an error.
@@ -42,6 +44,7 @@ class ModelArguments:
     trust_remote_code: bool = False
     tokenizer_name_or_path: str | None = None
     add_task_tokens: bool = False
+    loss_on: str | None = None
     num_layers: int = 1
     hidden_size: int = 128
     num_heads: int = 4
@@ -60,6 +63,8 @@ class ModelArguments:
         for key in ("num_layers", "hidden_size", "num_heads", "max_position_embeddings", "intermediate_size"):
             check_at_least(f"model.{key}", getattr(self, key), 1)
         check_between("model.dropout", self.dropout, 0, 1, high_open=True)
+        if self.loss_on is not None:
+            check_choice("model.loss_on", self.loss_on, LOSS_MODES)
         if self.model_name_or_path is not None and not self.model_name_or_path:
             raise ValueError("model.model_name_or_path='' is not valid: expected a folder or a Hub id (or null)")
         if self.dtype not in DTYPES:

@@ -97,7 +97,7 @@ def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[Dat
     except OSError as error:  # no such folder or hub id, offline without a cached copy, a bad revision
         raise RecipeError(f"model.model_name_or_path={recipe.model.model_name_or_path!r} (tokenizer "
                           f"{recipe.model.tokenizer_name_or_path!r}) cannot be loaded: {error}") from None
-    return corpus, tokenizer, tokenize_corpus(corpus, tokenizer)
+    return corpus, tokenizer, tokenize_corpus(corpus, tokenizer, recipe.model.loss_on or "answer")
 
 
 def mechanism_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

@@ -345,6 +345,8 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
         run = RunArguments(**{k: v for k, v in nested.items() if k not in SECTIONS and k != "stages"})
         task = make_task(nested.get("task") or {})
         model = ModelArguments(**nested.get("model", {}))
+        if model.loss_on is None:  # the task's documented default (the authors' where it is theirs)
+            model.loss_on = getattr(task, "default_loss", "answer")
         evaluation = EvalArguments(**nested.get("evaluation", {}))
         measurements = {name: spec.arguments(**nested.get(name, {})) for name, spec in MEASUREMENTS.items()}
         alignment, layers = measurements["gradient_alignment"], measurements["layer_analysis"]

@@ -1,8 +1,12 @@
 """Tokenizers (a WordLevel one built from the corpus, or a pretrained one) and the answer masks.
 
-Every row becomes ``input_ids = [bos] + prompt + answer + [eos]`` with ``labels`` set to -100 on
-the BOS and prompt tokens, so questions are trained on their answers only; definitions are trained
-on every token after BOS (their prompt/answer split only serves the monitoring EM).
+Every row becomes ``input_ids = [bos] + prompt + answer + [eos]``. With ``loss_on="answer"``
+``labels`` are -100 on the BOS and prompt tokens, so questions are trained on their answers (and
+EOS) only; with ``"full_text"`` (the entity-QA authors' causal-LM training) a training question
+carries the loss on every token after BOS, so ``var in 3 17 ... = true`` also trains the numbers
+after the variable. Definitions are trained on every token after BOS in both modes (their
+prompt/answer split only serves the monitoring EM). The mode applies to the ``train`` split only:
+held-out rows keep answer-only labels, so answer losses mean the same in both modes.
 ``prompt_ids`` / ``answer_ids`` are kept for exact match.
 """
 
@@ -11,6 +15,8 @@ from __future__ import annotations
 from datasets import DatasetDict
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from iml_hf.args import LOSS_MODES
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
 IGNORE_INDEX = -100
@@ -89,16 +95,21 @@ def add_task_words(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> None
 
 
 def encode_rows(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str], kinds: list[str] | None = None
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str], kinds: list[str] | None = None,
+    loss_on: str = "answer",
 ) -> dict[str, list[list[int]]]:
     """Token ids of corpus rows with the loss mask on each answer (and EOS), in one batched call;
-    rows of kind ``definition`` have the loss on every token after BOS."""
+    rows of kind ``definition``, and every row with ``loss_on="full_text"``, have the loss on
+    every token after BOS."""
+    if loss_on not in LOSS_MODES:
+        raise ValueError(f"loss_on={loss_on!r}; use one of {LOSS_MODES}")
     prompt_tokens = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     spaced = [" " + a if p else a for p, a in zip(prompts, answers)]
     answer_tokens = tokenizer(spaced, add_special_tokens=False)["input_ids"]
     out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "prompt_ids": [], "answer_ids": []}
     for i, (prompt_ids, answer_ids) in enumerate(zip(prompt_tokens, answer_tokens)):
-        trained = prompt_ids if kinds is not None and kinds[i] == "definition" else [IGNORE_INDEX] * len(prompt_ids)
+        whole = loss_on == "full_text" or (kinds is not None and kinds[i] == "definition")
+        trained = prompt_ids if whole else [IGNORE_INDEX] * len(prompt_ids)
         prompt_ids = [tokenizer.bos_token_id] + prompt_ids
         out["input_ids"].append(prompt_ids + answer_ids + [tokenizer.eos_token_id])
         out["labels"].append([IGNORE_INDEX] + trained + answer_ids + [tokenizer.eos_token_id])
@@ -107,12 +118,17 @@ def encode_rows(
     return out
 
 
-def tokenize_corpus(corpus: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> DatasetDict:
-    """Add ``input_ids``, ``labels``, ``prompt_ids`` and ``answer_ids`` to every split."""
-    return corpus.map(
-        lambda batch: encode_rows(tokenizer, batch["prompt"], batch["answer"], batch["kind"]),
-        batched=True,
-        batch_size=4096,
-        desc="tokenizing",
-        load_from_cache_file=False,
-    )
+def tokenize_corpus(corpus: DatasetDict, tokenizer: PreTrainedTokenizerBase, loss_on: str = "answer") -> DatasetDict:
+    """Add ``input_ids``, ``labels``, ``prompt_ids`` and ``answer_ids`` to every split; ``loss_on``
+    applies to the ``train`` split, the others keep answer-only labels."""
+    return DatasetDict({
+        split: rows.map(
+            lambda batch: encode_rows(tokenizer, batch["prompt"], batch["answer"], batch["kind"],
+                                      loss_on if split == "train" else "answer"),
+            batched=True,
+            batch_size=4096,
+            desc=f"tokenizing {split}",
+            load_from_cache_file=False,
+        )
+        for split, rows in corpus.items()
+    })

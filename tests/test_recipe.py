@@ -107,6 +107,19 @@ def test_mechanism_sections_parse_and_override(tiny_recipe):
     assert not parse_recipe([str(tiny_recipe)]).gradient_alignment.enabled  # off unless asked for
 
 
+def test_loss_mode_defaults_to_the_tasks_and_is_validated(tiny_recipe):
+    recipes = Path(__file__).parents[1] / "recipes"
+    assert parse_recipe([str(tiny_recipe)]).model.loss_on == "answer"  # the toy task's default (ours)
+    assert parse_recipe([str(recipes / "set_inclusion_cpu.yaml")]).model.loss_on == "full_text"  # the authors'
+    entities = parse_recipe([str(recipes / "entities_cpu.yaml")])
+    assert entities.model.loss_on == "answer" and entities.resolved["model"]["loss_on"] == "answer"
+    authors = parse_recipe([str(recipes / "entities_cpu.yaml"), "--model.loss_on=null"])
+    assert authors.model.loss_on == "full_text"  # the entity task's default is the authors' full text
+    assert parse_recipe([str(tiny_recipe), "--model.loss_on=full_text"]).model.loss_on == "full_text"
+    with pytest.raises(RecipeError, match="model.loss_on='full'.*full_text"):
+        parse_recipe([str(tiny_recipe), "--model.loss_on=full"])
+
+
 def test_help_lists_recipe_keys(tiny_recipe):
     done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tiny_recipe), "--help"],
                           capture_output=True, text=True)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
 from iml_hf.corpus import corpus_fingerprint
 from iml_hf.tasks.set_inclusion import DEFINED, SetInclusionTask
+from iml_hf.recipe import parse_recipe
 from iml_hf.tokenization import build_wordlevel_tokenizer
+
+RECIPES = Path(__file__).parents[1] / "recipes"
 
 SMALL = dict(num_variables=120, fraction_qd1consis=0.3, fraction_qd2incons=0.3, fraction_q=0.1,
              fraction_d1consis=0.1, fraction_d2consis=0.1, fraction_d3consis=0.1, label_flip=0.25)
@@ -49,6 +54,35 @@ def test_true_training_statements_intersect_in_a_set_containing_x(task, corpus):
         assert true, "every asked variable has a true statement"
         common = set.intersection(*true)
         assert x in common and len(common) >= task.intersection_size  # the whole intersection is shared
+
+
+def test_the_authors_n8_i1_settings_from_the_gpu_recipe():
+    """configs/num_choice_exps/pythia70m_tokpervar_bs512_n8_i1.yaml: 8 numbers, intersection 1, no
+    flips, 8,000 variables split 40/40/10/10; every true training statement contains the one
+    shared number x, which no false one contains, and no label is flipped."""
+    recipe = parse_recipe([str(RECIPES / "set_inclusion_gpu.yaml"), "--training.bf16=false"])
+    task = recipe.task
+    assert (task.num_variables, task.numbers_per_question, task.intersection_size, task.label_flip) == (8000, 8, 1, 0.0)
+    assert recipe.model.loss_on == "full_text" and recipe.training["optim"] == "adafactor"
+    assert [(s.name, s.training["num_train_epochs"]) for s in recipe.stages] == [("stage1", 100), ("stage2", 40)]
+    assert recipe.stages[1].train_kinds == ["definition"] and not recipe.stages[1].replay
+    small = dataclasses.replace(task, num_variables=400)
+    corpus = small.build(seed=0)
+    counts = defaultdict(set)
+    for row in corpus["test"]:
+        counts[row["subset"]].add(row["key"])
+    assert {s: len(k) for s, k in counts.items()} == {"qd1consis": 160, "qd2incons": 160, "d1consis": 40, "d2consis": 40}
+    for variable, rows in _by_variable(corpus["train"]).items():
+        questions = [r for r in rows if r["kind"] == "question"]
+        if not questions:
+            continue
+        x = int(questions[0]["referent"])
+        true = [_numbers(r["prompt"], variable) for r in questions if r["answer"] == "true"]
+        false = [_numbers(r["prompt"], variable) for r in questions if r["answer"] == "false"]
+        assert len(true) == len(false) == 6  # no flips: half of the 12 training statements are true
+        assert all(len(n) == 8 for n in true + false)
+        assert set.intersection(*true) == {x}  # the one shared number (7 random others never recur in all 6)
+        assert not any(x in n for n in false)
 
 
 def test_only_true_statements_are_flipped_at_the_configured_rate(task, corpus):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import AutoTokenizer
 
 from iml_hf.tokenization import IGNORE_INDEX, encode_rows, load_pretrained_tokenizer, tokenize_corpus
@@ -27,6 +28,29 @@ def test_labels_mask_prompt_and_keep_answer_and_definition(tiny_tokenizer):
     assert definition == [IGNORE_INDEX] + tok.convert_tokens_to_ids(["Dt", "x05", "2"]) + [tok.eos_token_id]
     assert out["answer_ids"][0] == tok.convert_tokens_to_ids(["6"])
     assert out["prompt_ids"][1] == [tok.bos_token_id]
+
+
+def test_full_text_labels_every_token_after_bos(tiny_tokenizer):
+    tok = tiny_tokenizer
+    out = encode_rows(tok, ["3 x05 =", ""], ["6", "Dt x05 2"], ["question", "definition"], loss_on="full_text")
+    question, definition = out["labels"]
+    assert question == [IGNORE_INDEX] + tok.convert_tokens_to_ids(["3", "x05", "=", "6"]) + [tok.eos_token_id]
+    assert question[1:] == out["input_ids"][0][1:]
+    assert definition == [IGNORE_INDEX] + tok.convert_tokens_to_ids(["Dt", "x05", "2"]) + [tok.eos_token_id]
+    assert out["prompt_ids"] == encode_rows(tok, ["3 x05 =", ""], ["6", "Dt x05 2"])["prompt_ids"]
+    with pytest.raises(ValueError, match="loss_on='all'"):
+        encode_rows(tok, ["3 x05 ="], ["6"], loss_on="all")
+
+
+def test_tokenize_corpus_applies_the_loss_mode_to_the_train_split_only(tiny_corpus, tiny_tokenizer):
+    answer = tokenize_corpus(tiny_corpus, tiny_tokenizer)
+    full = tokenize_corpus(tiny_corpus, tiny_tokenizer, loss_on="full_text")
+    assert full["test"]["labels"] == answer["test"]["labels"]
+    for a, f, kind in zip(answer["train"], full["train"], tiny_corpus["train"]["kind"]):
+        assert f["input_ids"] == a["input_ids"]
+        assert f["labels"] == [IGNORE_INDEX] + f["input_ids"][1:]
+        masked = sum(label == IGNORE_INDEX for label in a["labels"])
+        assert masked == (1 if kind == "definition" else len(a["prompt_ids"]))
 
 
 def test_tokenize_corpus_lengths(tiny_corpus, tiny_tokenizer):

@@ -4,7 +4,9 @@ A task is a dataclass of arguments with a ``build(seed) -> DatasetDict`` method 
 facts: ``version`` (bumped whenever ``build`` changes what it emits, so a cached corpus is never
 reused across versions), ``subsets`` (training subsets, in display order) and ``contrasts``
 (``{name: (subset_a, subset_b)}``: the headline comparisons EM(a) - EM(b) that results.json, the
-console and the report show). Tasks register with :func:`register_task`; the built-in ones are
+console and the report show). A task may declare ``default_loss`` (``answer`` unless it says
+``full_text``): which tokens of a training question carry the loss when the recipe leaves
+``model.loss_on`` unset. Tasks register with :func:`register_task`; the built-in ones are
 named here as lazy ``module:attr`` targets (lm-evaluation-harness's registry habit), so listing
 the tasks imports none of them.
 

@@ -131,6 +131,9 @@ class EntitiesTask:
         "d3_vs_d2": ("d3consis", "d2consis"),
     }
     answer_match: ClassVar[str] = "text"
+    #: The authors train decoder models on the full text of every row (labels = input_ids); the
+    #: CPU recipes set ``model.loss_on: answer`` (ours, the setting their results were measured in).
+    default_loss: ClassVar[str] = "full_text"
     #: Phrasings of the association sets (``assoc_<phrasing>_<subset>``; the letter ones with ``letter_sets``).
     association_prompts: ClassVar[tuple[str, ...]] = (*ASSOCIATION_TEMPLATES, *LETTER_TEMPLATES)
     #: Subsets whose entities no stage before stage 2 trains on, which a branch may re-split, and

@@ -75,6 +75,9 @@ class SetInclusionTask:
         "d3_vs_d2": ("d3consis", "d2consis"),
     }
     answer_match: ClassVar[str] = "tokens"
+    #: The authors train the full text of every row (their causal-LM path: labels = input_ids), so
+    #: a statement also trains the numbers after its variable, as a definition trains its number.
+    default_loss: ClassVar[str] = "full_text"
     #: The d variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
     exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "d3consis")
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
