@@ -85,6 +85,26 @@ def test_the_authors_n8_i1_settings_from_the_gpu_recipe():
         assert not any(x in n for n in false)
 
 
+def test_the_gpu_recipe_trains_a_few_steps_of_each_stage_and_branch(tmp_path):
+    """The faithful GPU recipe as shipped (the 6 x 512 GPT-NeoX, Adafactor, full-text loss, stage-2
+    branches), on 40 variables, one step a stage and two of its four branches, float32 on this CPU."""
+    import json
+
+    from iml_hf import train
+
+    out = tmp_path / "gpu"
+    train.main([str(RECIPES / "set_inclusion_gpu.yaml"), "--training.bf16=false", "--task.num_variables=40",
+                "--training.per_device_train_batch_size=16", "--evaluation.batch_size=256", "--torch_threads=1",
+                "--stages.stage1.max_steps=1", "--stages.stage2.max_steps=1", "--save_model=false", "--branches=2",
+                f"--output_dir={out}"])
+    assert json.loads((out / "branches.json").read_text())["branches"] == [0, 1]
+    results = json.loads((out / "branch0" / "results.json").read_text())
+    assert list(results["stages"]) == ["stage1", "stage2"]
+    assert set(results["final_em"]) >= {"d1consis", "d2consis"}
+    assert results["parameters"]["total"] > 18_900_000  # the Pythia-70M shape, not a stand-in
+    assert results["recipe"]["training"]["optim"] == "adafactor" and results["recipe"]["model"]["loss_on"] == "full_text"
+
+
 def test_only_true_statements_are_flipped_at_the_configured_rate(task, corpus):
     flipped = generated_true = 0
     for variable, rows in _by_variable(corpus["train"]).items():
