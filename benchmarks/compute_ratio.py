@@ -6,7 +6,8 @@ configuration): per stage the training rows, steps, tokens and FLOPs, from the r
 Tokens are the tokens a stage trains on (rows x their own lengths, padding excluded; the authors
 padded every row to block_size 16, which this does not count), FLOPs the usual 6 x non-embedding
 parameters x tokens (Kaplan et al. 2020). Steps follow the Trainer: ``max_steps`` if set, else
-``ceil(rows / batch) x epochs``. Nothing is trained; the corpora are built as a run builds them.
+``ceil(rows / batch) x epochs``. A branched recipe runs its branch stage once per branch; the
+table counts each stage once. Nothing is trained; the corpora are built as a run builds them.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ def recipe_compute(path: str, overrides: list[str]) -> dict[str, Any]:
         rows = stage_train_set(train, stage, recipe.run.seed)
         arguments = recipe.training_arguments(stage)
         batch = arguments.per_device_train_batch_size * arguments.gradient_accumulation_steps
-        steps = arguments.max_steps if arguments.max_steps > 0 else \
-            math.ceil(len(rows) / batch) * math.ceil(arguments.num_train_epochs)
-        tokens = steps * batch * sum(map(len, rows["input_ids"])) / len(rows)
+        if arguments.max_steps > 0:
+            steps, epochs = arguments.max_steps, arguments.max_steps * batch / len(rows)
+        else:  # the Trainer's last batch of an epoch is a short one
+            steps, epochs = math.ceil(len(rows) / batch) * math.ceil(arguments.num_train_epochs), arguments.num_train_epochs
+        tokens = epochs * sum(map(len, rows["input_ids"]))
         stages.append({"stage": stage.name, "rows": len(rows), "batch": batch, "steps": steps,
-                       "epochs": steps * batch / len(rows), "tokens": tokens, "flops": 6 * params * tokens})
+                       "epochs": epochs, "tokens": tokens, "flops": 6 * params * tokens})
     return {"path": path, "params": params, "stages": stages,
             "tokens": sum(s["tokens"] for s in stages), "flops": sum(s["flops"] for s in stages)}
 

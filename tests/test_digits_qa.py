@@ -46,8 +46,14 @@ def test_every_patch_width_round_trips(width):
     assert (task.render(task.prompt(variable=np.eye(2, 8, dtype=np.int64), content=sklearn_digits()[0][3])) == image).all()
 
 
+def _table(task, seed):
+    rng = __import__("random").Random(seed)
+    patterns = task.patterns(rng)
+    return patterns, task.target_table(rng)
+
+
 def test_strips_per_row_kind_and_tags_per_subset(task, corpus):
-    patterns = task.patterns(__import__("random").Random(5))
+    patterns, _ = _table(task, 5)
     tags = {tag.tobytes(): i + 1 for i, tag in enumerate(patterns["tags"])}
     questions = [q.tobytes() for q in patterns["questions"]]
     for split in corpus.values():
@@ -55,8 +61,11 @@ def test_strips_per_row_kind_and_tags_per_subset(task, corpus):
             blank = {name: not _strip(task, row, name).any() for name in STRIP_ROWS}
             if row["kind"] == "definition":
                 tag, _ = DEFINED[row["subset"]]
-                assert tags[_strip(task, row, "tag").tobytes()] == tag and blank["question"]
+                assert tags[_strip(task, row, "tag").tobytes()] == tag and blank["question"] and blank["content"]
                 assert " ".join(task.tokens(_strip(task, row, "variable"))) == row["key"]
+            elif row["subset"] == "knowledge" and " c" in row["prompt"]:  # class token -> target
+                assert blank["tag"] and blank["variable"] and blank["content"]
+                assert _strip(task, row, "question").tobytes() in questions
             elif row["subset"] == "knowledge":
                 assert blank["tag"] and blank["variable"] and not blank["content"]
                 assert _strip(task, row, "question").tobytes() in questions
@@ -65,28 +74,133 @@ def test_strips_per_row_kind_and_tags_per_subset(task, corpus):
                 assert _strip(task, row, "question").tobytes() in questions
 
 
-def test_definitions_give_every_target_and_only_tag_2_contradicts(task, corpus):
-    patterns = task.patterns(__import__("random").Random(5))
-    questions = {q.tobytes(): k for k, q in enumerate(patterns["questions"])}
-    answers = defaultdict(dict)  # variable -> target index -> answer of its questions
-    for split in corpus.values():
-        for row in split:
-            if row["kind"] == "question" and row["key"]:
-                answers[row["key"]][questions[_strip(task, row, "question").tobytes()]] = row["answer"]
+def test_definition_layout_the_class_token_precedes_every_pixel_it_could_be_read_from():
+    """A definition is ``tag variable <blank> = c<class> <digit>``: its prompt holds no digit pixel,
+    and the class token is the first token after ``=``, before the digit's content tokens."""
+    task = DigitsQATask(**{**SMALL, "definition_digit": True})
+    corpus = task.build(seed=5)
     images, classes = sklearn_digits()
-    levels = {quantise(image, task.grey_levels).tobytes(): c for image, c in zip(images, classes)}
+    levels = defaultdict(set)
+    for image, c in zip(images, classes):
+        levels[quantise(image, task.grey_levels).tobytes()].add(int(c))
+    per_strip = 8 // task.patch_width
+    definitions = [row for row in corpus["train"] if row["kind"] == "definition"]
+    assert definitions
+    for row in definitions:
+        prompt = row["prompt"].split()
+        assert prompt[-1] == "=" and all(t.startswith("p") for t in prompt[:-1])
+        assert set(prompt[2 * per_strip:-1]) == {"p0"}  # question and content strips blank
+        answer = row["answer"].split()
+        assert answer[0] == f"c{answer[0][1:]}" and answer[0][1:].isdigit()
+        content = answer[1:]
+        assert len(content) == 4 * per_strip and all(t.startswith("p") for t in content)
+        shown = task.render(" ".join(["p0"] * 3 * per_strip + content))[6:]
+        assert int(answer[0][1:]) in levels[shown.tobytes()]  # the digit shown is of the named class
+        assert row["text"] == f"{row['prompt']} {row['answer']}"
+    plain = DigitsQATask(**SMALL).build(seed=5)  # the default: the class token alone
+    assert all(r["answer"] == r["answer"].split()[0] and r["answer"].startswith("c") and r["prompt"].split()[-1] == "="
+               for r in plain["train"] if r["kind"] == "definition")
+
+
+def test_definitions_name_the_class_and_only_tag_2_contradicts(task, corpus):
+    _, table = _table(task, 5)
     for row in corpus["train"]:
         if row["kind"] != "definition":
             continue
-        given = row["answer"].split()
-        assert len(given) == task.num_targets
-        asked = [answers[row["key"]][k] for k in range(task.num_targets)]
-        shown = levels.get(_strip(task, row, "content").tobytes())
-        assert shown is not None  # the content strip is a digit of the pool
+        named = int(row["answer"].split()[0][1:])
         if DEFINED[row["subset"]][1]:
-            assert given == asked
-        else:  # qd2incons shows a digit of another class, whose targets differ somewhere
-            assert given != asked and shown != int(row["referent"])
+            assert named == int(row["referent"])
+        else:  # qd2incons names another class, whose targets differ somewhere
+            assert named != int(row["referent"])
+            assert [t[named] for t in table] != [t[int(row["referent"])] for t in table]
+
+
+def test_questions_answer_the_class_targets_which_class_questions_teach(task, corpus):
+    patterns, table = _table(task, 5)
+    questions = {q.tobytes(): k for k, q in enumerate(patterns["questions"])}
+    taught = {}
+    for split in corpus.values():
+        for row in split:
+            if row["kind"] != "question":
+                continue
+            k = questions[_strip(task, row, "question").tobytes()]
+            assert row["answer"] == f"v{table[k][int(row['referent'])]}"
+            if row["subset"] == "knowledge" and " c" in row["prompt"]:
+                [token] = [t for t in row["prompt"].split() if t.startswith("c")]
+                assert token == f"c{row['referent']}"
+                taught[(int(token[1:]), k)] = row["answer"]
+    assert len(taught) == 10 * task.num_targets  # every class x target, in training
+    assert all(r["subset"] != "knowledge" or " c" not in r["prompt"] for r in corpus["test"])
+
+
+@pytest.mark.parametrize("seed", [0, 5, 100])
+@pytest.mark.parametrize("change", [{}, {"num_targets": 6, "held_out_targets": 2}, {"target_values": 3}])
+def test_held_out_answers_are_not_a_function_of_the_trained_ones(seed, change):
+    """For every asked variable, some class agrees with its class on every trained answer and
+    differs on each held-out one: the target table alone cannot give a held-out answer."""
+    task = DigitsQATask(**{**SMALL, **change})
+    corpus = task.build(seed=seed)
+    patterns, table = _table(task, seed)
+    questions = {q.tobytes(): k for k, q in enumerate(patterns["questions"])}
+    answers = defaultdict(lambda: defaultdict(dict))  # key -> split -> target -> answer value
+    subset_of = {}
+    for split in corpus:
+        for row in corpus[split]:
+            if row["kind"] == "question" and row["key"]:
+                k = questions[_strip(task, row, "question").tobytes()]
+                answers[row["key"]][split][k] = int(row["answer"][1:])
+                subset_of[row["key"]] = row["subset"]
+    asked = [key for key, s in subset_of.items() if s in ("qd1consis", "qd2incons", "q")]
+    assert asked
+    for key in asked:
+        trained, held = answers[key]["train"], answers[key]["test"]
+        assert len(held) == task.held_out_targets
+        consistent = [c for c in range(10) if all(table[k][c] == v for k, v in trained.items())]
+        for k in held:
+            assert len({table[k][c] for c in consistent}) > 1, (key, trained, held)
+
+
+def test_the_target_table_pairs_twins_and_keeps_the_answer_prior_low():
+    task = DigitsQATask(**SMALL)
+    for seed in range(20):
+        _, table = _table(task, seed)
+        columns = list(zip(*table))
+        assert len(set(columns)) == 10
+        for c in range(10):
+            assert task.valid_held_out(table, c)
+        for row in table:  # five targets, one held out: every answer value is of at most three classes
+            assert max(row.count(v) for v in set(row)) <= 3
+
+
+@pytest.mark.parametrize("change", [{}, {"num_targets": 4}, {"num_targets": 6, "held_out_targets": 2}])
+def test_every_held_out_answer_is_an_answer_the_same_question_trains(change):
+    """A held-out answer is never a value that trained questions about variables never give for that
+    target (a model would learn to avoid it): some class that never holds the target out has it."""
+    task = DigitsQATask(**{**SMALL, **change})
+    for seed in range(20):
+        _, table = _table(task, seed)
+        held = {c: {k for ks in task.valid_held_out(table, c) for k in ks} for c in range(10)}
+        for c in range(10):
+            for k in held[c]:
+                assert any(table[k][other] == table[k][c] and k not in held[other] for other in range(10))
+
+
+def test_the_q_baseline_has_a_share_by_default():
+    task = DigitsQATask()
+    assert task.fraction_q > 0 and task.definition_baselines["qd1consis"] == "q"
+    assert task.definition_baselines["d1consis"] == "no_qd_baseline"
+    assert task.version == 2
+
+
+def test_the_recipe_has_a_q_baseline_and_a_thousand_questions_per_d_subset():
+    import yaml
+
+    recipe = yaml.safe_load(open(__import__("pathlib").Path(__file__).parents[1] / "recipes" / "digits_qa_cpu.yaml"))
+    task = DigitsQATask(**{k: v for k, v in recipe["task"].items() if k != "name"})
+    assert task.fraction_q > 0
+    assert round(task.num_variables * task.fraction_d1consis) * task.num_targets >= 1000
+    assert recipe["evaluation"]["max_examples_per_subset"] >= 1000
+    assert "q" in recipe["stages"][1]["train_subsets"]
 
 
 def test_held_out_questions(task, corpus):
@@ -98,6 +212,7 @@ def test_held_out_questions(task, corpus):
             if row["kind"] == "question" and row["key"]:
                 counts[row["key"]] += 1
                 subset_of[row["key"]] = row["subset"]
+    assert set(subset_of.values()) == {"qd1consis", "qd2incons", "q", "d1consis", "d2consis", "no_qd_baseline"}
     for key, subset in subset_of.items():
         if subset in ("d1consis", "d2consis", "no_qd_baseline"):
             assert trained[key] == 0 and held[key] == task.num_targets
@@ -121,10 +236,10 @@ def test_mnist_is_pooled_to_8x8_and_offline_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"held_out_targets": 4}, "held_out_targets=4 must be below"),
+    ({"held_out_targets": 5}, "held_out_targets=5 must be below"),
     ({"source": "cifar"}, "task.source"),
-    ({"target_values": 2, "num_targets": 3}, "at least 10"),
-    ({"num_variables": 1790}, "needs more digit images"),
+    ({"target_values": 2, "num_targets": 3}, "at least 5"),
+    ({"num_variables": 70000}, "exceeds the distinct variable patterns"),
     ({"grey_levels": 17, "patch_width": 8}, "beyond 64 bits"),
 ])
 def test_bad_arguments_are_clear_errors(change, message):
@@ -157,7 +272,7 @@ def test_a_run_with_gradient_alignment_trains_and_scores_every_subset(tmp_path, 
     monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(tmp_path / "r.yaml")])
     results = train.main()
     assert set(results["final_em"]) >= {"knowledge", "qd1consis", "qd2incons", "d1consis", "d2consis", "no_qd_baseline"}
-    assert results["stages"]["stage2"]["n"]["d1consis"] == 4 * 9  # 9 variables x every target held out
+    assert results["stages"]["stage2"]["n"]["d1consis"] == 5 * 12  # 12 variables x every target held out
     assert {"qd1consis", "d1consis", "d2consis"} <= set(results["stages"]["stage2"]["grad_align"]["pairs"])
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["contrasts"] == results["contrasts"]
@@ -170,9 +285,10 @@ def test_probe_labels_of_the_corpus(corpus):
     probes = build_probe_set(corpus)
     definitions = {r["key"]: r for r in corpus["train"] if r["kind"] == "definition"}
     assert set(probes.variables) == set(definitions)
-    assert len(probes.relations) == 4  # one attribute per target, asked of every variable
+    assert len(probes.relations) == 5  # one attribute per target, asked of every variable
+    _, table = _table(DigitsQATask(**SMALL), 5)
     for i, variable in enumerate(probes.variables):
         assert probes.labels["tag"][i] == str(DEFINED[definitions[variable]["subset"]][0])
         answers = sorted(probes.labels[target][i] for target in probes.relations)
-        if DEFINED[definitions[variable]["subset"]][1]:
-            assert answers == sorted(definitions[variable]["answer"].split())
+        referent = int(definitions[variable]["referent"])
+        assert answers == sorted(f"v{row[referent]}" for row in table)

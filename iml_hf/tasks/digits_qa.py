@@ -6,28 +6,43 @@ definition"), so this design is ours (docs/digits-qa.md). Every image is 14 x 8 
 from top to bottom:
 
 * rows 0-1, the **define tag**: one of three random patterns (blank in questions);
-* rows 2-3, the **variable**: a random pattern per variable (blank in knowledge questions);
+* rows 2-3, the **variable**: a random pattern per variable (in a class question: the class token);
 * rows 4-5, the **question**: one of ``num_targets`` random patterns, which target is asked
-  (blank in definitions, which give every target);
+  (blank in definitions);
 * rows 6-13, the **content**: an 8 x 8 digit (scikit-learn's, offline; or MNIST through
-  ``datasets``, pooled to 8 x 8), blank in variable questions.
+  ``datasets``, pooled to 8 x 8), blank in questions about a variable and in definitions' prompts.
 
-Each digit class has ``num_targets`` targets, random values per seed (``t_k(class)``). A variable
-stands for one digit image. A definition shows tag + variable + its digit and gives all targets;
-a question shows variable + question pattern and asks one target; ``knowledge`` questions show a
-digit + question pattern (no variable): the model learns to read digits. Subsets as in entity QA:
-``qd1consis`` / ``qd2incons`` (questions + a tag-1 definition of the right digit / a tag-2
-definition of a digit of another class), ``q``, ``d1consis`` / ``d2consis`` (definitions only,
-every question held out), ``no_qd_baseline`` (never defined nor asked: chance).
+Each digit class ``c`` has a class token ``c<c>`` and ``num_targets`` targets ``t_k(c)``, random
+values per seed. Version 2 (ours, issue 20): **a variable is keyed to a class token**, so that a
+definition carries what its questions need in one recalled token, as an entity definition does.
+A definition is the image ``tag + variable`` (question and content blank), then ``=``, then the
+class token, then (``definition_digit: true``; off by default, see docs/digits-qa.md) the
+variable's digit as content tokens: the class token precedes every pixel it could be read from,
+so predicting it needs the stored variable -> class.
+Questions about a variable (``variable + question ... = v<t>``) then need class -> target, which
+the ``knowledge`` rows teach with the same class token in the variable's place
+(``c<c> + question = v<t>``, ``class_repeats`` copies), beside the image rows that teach reading a
+digit (``digit + question = v<t>``, some images held out: the base task).
 
-The model reads the image as a sequence of tokens, one per 2 x 8 patch (the patch's quantised
-pixels are its token, ``p<code>``; ``patch_width`` 1, 2 or 4 cuts finer), ImageGPT-style, followed by ``=`` and
-the answer tokens ``v0`` .. ``v{target_values-1}``; so the same Trainer, exact match, gradient
-alignment and probes run on it unchanged (docs/digits-qa.md says why not a ViT classifier).
+The target table pairs the ten classes into twins that agree on every target except
+``held_out_targets`` of them, and an asked variable's held-out targets are chosen among those on
+which some class agreeing with its class on every trained target differs: so a held-out stage-1
+answer is never a function of the variable's trained answers (stage-1 EM measures definitions,
+not the table), and ``q`` (questions, no definition) is its no-definition level.
+
+Subsets as in entity QA: ``qd1consis`` / ``qd2incons`` (questions + a tag-1 definition of the
+right class / a tag-2 definition of another class), ``q``, ``d1consis`` / ``d2consis``
+(definitions only, every question held out), ``no_qd_baseline`` (never defined nor asked).
+
+The model reads the image as a sequence of tokens, one per 2 x ``patch_width`` patch (the patch's
+quantised pixels are its token, ``p<code>``), ImageGPT-style, followed by ``=`` and the answer
+tokens ``v0`` .. ``v{target_values-1}``; so the same Trainer, exact match, gradient alignment and
+probes run on it unchanged (docs/digits-qa.md says why not a ViT classifier).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,6 +58,7 @@ from iml_hf.validation import check_at_least, check_between, check_choice, check
 
 STRIP_ROWS = {"tag": 2, "variable": 2, "question": 2, "content": 8}
 HEIGHT, WIDTH, PATCH_ROWS = sum(STRIP_ROWS.values()), 8, 2
+CLASSES = 10
 ENTITY_SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "no_qd_baseline")
 DEFINED = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True)}
 #: Subsets whose questions are all held out.
@@ -58,57 +74,61 @@ class DigitsQATask:
     name: str = "digits_qa"
     source: str = "sklearn"  # sklearn (1,797 8x8 digits, offline) | mnist (ylecun/mnist via datasets)
     mnist_images: int = 5000  # mnist: how many training images to use
-    num_variables: int = 400
-    num_targets: int = 4
-    target_values: int = 10  # chance EM of a question = 1 / target_values
+    num_variables: int = 1000
+    num_targets: int = 5
+    target_values: int = 10  # the answer vocabulary v0 .. v{target_values-1}
     grey_levels: int = 2  # pixel levels: grey_levels ** (2 * patch_width) patch tokens
     patch_width: int = 8  # a token per 2 x patch_width patch: 7 tokens an image, each strip of 2 rows one token
-    knowledge_images: int | None = None  # digit images asked about by themselves; None: all not taken by variables
-    held_out_targets: int = 1  # per asked variable (qd1consis, qd2incons, q)
+    knowledge_images: int | None = None  # digit images read in knowledge questions; None: all
+    held_out_targets: int = 1  # per asked variable (qd1consis, qd2incons, q); twins differ on this many
     knowledge_test_fraction: float = 0.2  # knowledge images held out (a reading check)
+    class_repeats: int = 20  # copies of each class-token knowledge question (10 classes x num_targets rows)
+    definition_digit: bool = False  # a definition shows the variable's digit after its class token
     definition_repeats: int = 1
-    fraction_qd1consis: float = 0.3
-    fraction_qd2incons: float = 0.3
-    fraction_q: float = 0.0
-    fraction_d1consis: float = 0.15
-    fraction_d2consis: float = 0.15
+    fraction_qd1consis: float = 0.2
+    fraction_qd2incons: float = 0.2
+    fraction_q: float = 0.1
+    fraction_d1consis: float = 0.2
+    fraction_d2consis: float = 0.2
     fraction_no_qd_baseline: float = 0.1
     branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     subsets: ClassVar[tuple[str, ...]] = ("knowledge", *ENTITY_SUBSETS)
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {
         "stage2_d1_vs_d2": ("d1consis", "d2consis"),
         "stage1_qd1_vs_qd2": ("qd1consis", "qd2incons"),
         "d1_vs_baseline": ("d1consis", "no_qd_baseline"),
         "d2_vs_baseline": ("d2consis", "no_qd_baseline"),
+        "qd1_vs_q": ("qd1consis", "q"),
     }
     answer_match: ClassVar[str] = "tokens"
     #: The stage-2 variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
     exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "no_qd_baseline")
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
     #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
-    #: sets that show whether the digits were learned at all.
+    #: sets that show whether the digits and the class tokens were learned at all.
     definition_baselines: ClassVar[dict[str, str]] = {
         "d1consis": "no_qd_baseline", "d2consis": "no_qd_baseline", "qd1consis": "q", "qd2incons": "q"}
     base_task_sets: ClassVar[tuple[str, ...]] = ("knowledge",)
     subset_descriptions: ClassVar[dict[str, str]] = {
-        "knowledge": "a digit image and a question pattern, no variable: the model learns to read digits; "
-                     "some images held out",
-        "qd1consis": "questions about the variable plus a tag-1 definition showing its digit and all its "
-                     "targets; one target held out",
-        "qd2incons": "questions about the variable plus a tag-2 definition showing a digit of another class "
-                     "and that digit's targets; one target held out",
-        "q": "questions about the variable, no definition; one target held out",
-        "d1consis": "a tag-1 definition (the right digit and targets) only; every question is held out",
-        "d2consis": "a tag-2 definition (the right digit and targets) only; every question is held out",
+        "knowledge": "a digit image and a question pattern (reading digits; some images held out), and each "
+                     "class token in the variable's place with a question pattern (class -> target, all trained)",
+        "qd1consis": "questions about the variable plus a tag-1 definition naming its class; "
+                     "held-out targets not derivable from the trained ones",
+        "qd2incons": "questions about the variable plus a tag-2 definition naming another class; "
+                     "held-out targets not derivable from the trained ones",
+        "q": "questions about the variable, no definition; held-out targets not derivable from the trained ones "
+             "(the no-definition level of qd1consis / qd2incons)",
+        "d1consis": "a tag-1 definition (the right class) only; every question is held out",
+        "d2consis": "a tag-2 definition (the right class) only; every question is held out",
         "no_qd_baseline": "variables never defined nor asked in training; every question is held out",
     }
 
     def __post_init__(self) -> None:
         check_choice("task.source", self.source, ("sklearn", "mnist"))
         check_choice("task.patch_width", self.patch_width, (1, 2, 4, 8))
-        for key in ("num_variables", "num_targets", "definition_repeats", "mnist_images"):
+        for key in ("num_variables", "num_targets", "definition_repeats", "mnist_images", "class_repeats"):
             check_at_least(f"task.{key}", getattr(self, key), 1)
         check_at_least("task.target_values", self.target_values, 2)
         check_at_least("task.grey_levels", self.grey_levels, 2)
@@ -117,12 +137,12 @@ class DigitsQATask:
         if self.grey_levels ** (PATCH_ROWS * self.patch_width) >= 2**63:
             raise ValueError(f"task.grey_levels={self.grey_levels} with task.patch_width={self.patch_width} gives "
                              "patch codes beyond 64 bits; use fewer grey levels or narrower patches")
-        if self.target_values**self.num_targets < 10:
-            raise ValueError("task.target_values ** task.num_targets must be at least 10, so that every digit "
-                             "class has its own targets")
         if self.held_out_targets >= self.num_targets:
             raise ValueError(f"task.held_out_targets={self.held_out_targets} must be below task.num_targets="
                              f"{self.num_targets}: an asked variable needs a training question")
+        if self.target_values ** (self.num_targets - self.held_out_targets) < CLASSES // 2:
+            raise ValueError("task.target_values ** (task.num_targets - task.held_out_targets) must be at least 5, "
+                             "so that the five twin pairs of classes can differ on their trained targets")
         check_between("task.knowledge_test_fraction", self.knowledge_test_fraction, 0, 1, high_open=True)
         check_fractions(self.fractions())
         check_branch(self.name, self.branch, self.exchangeable)
@@ -140,20 +160,17 @@ class DigitsQATask:
     def build(self, seed: int) -> DatasetDict:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
         images, classes = self.digits()
-        if len(images) < self.num_variables + 10:
-            raise ValueError(f"task.num_variables={self.num_variables} needs more digit images than the "
-                             f"{len(images)} of task.source={self.source}")
         rng = random.Random(seed)
         patterns = self.patterns(rng)
         targets = self.target_table(rng)
+        held_out_sets = {c: self.valid_held_out(targets, c) for c in range(CLASSES)}
         order = list(range(len(images)))
         rng.shuffle(order)
-        chosen, rest = order[: self.num_variables], order[self.num_variables :][: self.knowledge_images]
-        counts = _largest_remainder({s: f * self.num_variables for s, f in self.fractions().items()})
+        pool = order[: self.knowledge_images]
+        held = round(len(pool) * self.knowledge_test_fraction)
         rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
-        held = round(len(rest) * self.knowledge_test_fraction)
-        trained = {quantise(images[i], self.grey_levels).tobytes() for i in rest[held:]}
-        for split, part in (("train", rest[held:]), ("test", rest[:held])):
+        trained = {quantise(images[i], self.grey_levels).tobytes() for i in pool[held:]}
+        for split, part in (("train", pool[held:]), ("test", pool[:held])):
             for index in part:
                 if split == "test" and quantise(images[index], self.grey_levels).tobytes() in trained:
                     continue  # a held-out image never looks like a trained one once quantised
@@ -161,34 +178,94 @@ class DigitsQATask:
                     prompt = self.prompt(question=patterns["questions"][k], content=images[index])
                     rows[split].append(_row(prompt, f"v{targets[k][classes[index]]}", "knowledge", "question", "",
                                             str(classes[index])))
+        for c in range(CLASSES):  # class -> target, with the class token where a question has its variable
+            for k in range(self.num_targets):
+                prompt = self.class_prompt(c, patterns["questions"][k])
+                rows["train"] += [_row(prompt, f"v{targets[k][c]}", "knowledge", "question", "", str(c))] * \
+                    self.class_repeats
+        # the digits a variable may show: every image but the held-out knowledge ones, by class
+        shown_pool = sorted(set(order) - set(pool[:held]))
+        by_class = {c: [i for i in shown_pool if classes[i] == c] for c in range(CLASSES)}
+        if any(not images_of for images_of in by_class.values()):
+            raise ValueError("some digit class has no image outside the held-out knowledge images; "
+                             "lower task.knowledge_test_fraction")
+        counts = _largest_remainder({s: f * self.num_variables for s, f in self.fractions().items()})
         assignment = dict(enumerate(s for s in ENTITY_SUBSETS for _ in range(counts[s])))
         assignment = resplit(assignment, self.exchangeable, self.counterbalanced, seed, self.branch)
-        for v, subset in assignment.items():  # in variable order: the draws do not depend on a branch
-            variable, index = patterns["variables"][v], chosen[v]
-            digit = int(classes[index])
+        for v, subset in assignment.items():  # in variable order; every draw is made for every subset,
+            variable = patterns["variables"][v]  # so the draws do not depend on a branch
+            digit = rng.randrange(CLASSES)
+            other = (digit + 1 + rng.randrange(CLASSES - 1)) % CLASSES
+            index = by_class[digit][rng.randrange(len(by_class[digit]))]
+            other_index = by_class[other][rng.randrange(len(by_class[other]))]
+            held_out = held_out_sets[digit][rng.randrange(len(held_out_sets[digit]))]
             key = " ".join(self.tokens(variable))
-            asked = list(range(self.num_targets))
-            rng.shuffle(asked)
-            held_out = self.num_targets if subset in UNASKED else self.held_out_targets
-            for position, k in enumerate(asked):
-                split = "test" if position < held_out else "train"
+            asked = range(self.num_targets) if subset in UNASKED else held_out
+            for k in range(self.num_targets):
+                split = "test" if k in asked else "train"
                 prompt = self.prompt(variable=variable, question=patterns["questions"][k])
                 rows[split].append(_row(prompt, f"v{targets[k][digit]}", subset, "question", key, str(digit)))
             if subset in DEFINED:
                 tag, consistent = DEFINED[subset]
-                shown = index if consistent else _other_class(classes, digit, rest, rng)
-                prompt = self.prompt(tag=patterns["tags"][tag - 1], variable=variable, content=images[shown])
-                answer = " ".join(f"v{targets[k][classes[shown]]}" for k in range(self.num_targets))
+                named, shown = (digit, index) if consistent else (other, other_index)
+                prompt = self.prompt(tag=patterns["tags"][tag - 1], variable=variable)
+                answer = self.definition_answer(named, images[shown])
                 rows["train"] += [_row(prompt, answer, subset, "definition", key, str(digit))] * self.definition_repeats
         return DatasetDict({split: string_table(r) for split, r in rows.items()})
 
+    def definition_answer(self, named: int, digit: np.ndarray) -> str:
+        """What a definition gives after ``=``: the class token, then (``definition_digit``) the digit's
+        content tokens, which come after the class so that the class cannot be read off them."""
+        content = self.tokens(quantise(digit, self.grey_levels)) if self.definition_digit else []
+        return " ".join([f"c{named}", *content])
+
     def target_table(self, rng: random.Random) -> list[list[int]]:
-        """``table[k][c]``: target k of digit class c, redrawn until no two classes share all their
-        targets (so an inconsistent definition always contradicts some question)."""
+        """``table[k][c]``: target k of digit class c. The classes are paired at random into five twin
+        pairs; twins share every target but ``held_out_targets`` of them (the pair's *directions*,
+        spread evenly over the targets), where they differ. On a target, the pairs for which it is
+        not a direction take distinct values, and the twins of a pair for which it is take two
+        distinct values among those (where there are two): so every answer value of a target is
+        also the answer of a pair that trains it (no held-out answer is a value that questions
+        about variables never give, which would bias a model against it), and a value belongs to
+        at most four classes (three with five targets and one held out). Redrawn until the ten
+        classes' targets are distinct (so an inconsistent definition always contradicts some
+        question) and every class has a valid held-out set."""
+        pairs = CLASSES // 2
         while True:
-            table = [[rng.randrange(self.target_values) for _ in range(10)] for _ in range(self.num_targets)]
-            if len({tuple(column) for column in zip(*table)}) == 10:
+            order = list(range(CLASSES))
+            rng.shuffle(order)
+            spread = list(range(self.num_targets))
+            rng.shuffle(spread)
+            cycle = itertools.cycle(spread)
+            directions = [{next(cycle) for _ in range(self.held_out_targets)} for _ in range(pairs)]
+            columns = {c: [0] * self.num_targets for c in range(CLASSES)}
+            for k in range(self.num_targets):
+                plain = [p for p in range(pairs) if k not in directions[p]]
+                values = rng.sample(range(self.target_values), min(len(plain), self.target_values))
+                values += [rng.randrange(self.target_values) for _ in range(len(plain) - len(values))]
+                for p, value in zip(plain, values):
+                    columns[order[2 * p]][k] = columns[order[2 * p + 1]][k] = value
+                for p in range(pairs):
+                    if k in directions[p]:
+                        pool = values if len(set(values)) >= 2 else list(range(self.target_values))
+                        first, second = rng.sample(sorted(set(pool)), 2)
+                        columns[order[2 * p]][k], columns[order[2 * p + 1]][k] = first, second
+            table = [[columns[c][k] for c in range(CLASSES)] for k in range(self.num_targets)]
+            if len({tuple(column) for column in columns.values()}) == CLASSES and \
+                    all(self.valid_held_out(table, c) for c in range(CLASSES)):
                 return table
+
+    def valid_held_out(self, table: list[list[int]], digit: int) -> list[tuple[int, ...]]:
+        """The sets of ``held_out_targets`` targets a variable of class ``digit`` may hold out: those
+        where every held-out answer is not a function of the trained ones (some class agreeing with
+        ``digit`` on every trained target differs on it)."""
+        valid = []
+        for held in itertools.combinations(range(self.num_targets), self.held_out_targets):
+            kept = [k for k in range(self.num_targets) if k not in held]
+            agreeing = [c for c in range(CLASSES) if all(table[k][c] == table[k][digit] for k in kept)]
+            if all(len({table[k][c] for c in agreeing}) > 1 for k in held):
+                valid.append(held)
+        return valid
 
     def patterns(self, rng: random.Random) -> dict[str, list[np.ndarray]]:
         """Distinct non-blank random strips: three tags, the variables and the question patterns."""
@@ -226,19 +303,30 @@ class DigitsQATask:
         return [f"p{int(code)}" for code in patches @ weights]
 
     def prompt(self, **strips: np.ndarray) -> str:
-        """An image's tokens followed by ``=``, the prompt of every row."""
+        """An image's tokens followed by ``=``, the prompt of every image row."""
         return " ".join(self.tokens(self.image(**strips))) + " ="
 
+    def class_prompt(self, digit: int, question: np.ndarray) -> str:
+        """A class question: the image of a question about a variable, with the class token
+        ``c<digit>`` in place of the variable strip's tokens."""
+        tokens = self.tokens(self.image(question=question))
+        per_strip = WIDTH // self.patch_width
+        start = STRIP_ROWS["tag"] // PATCH_ROWS * per_strip
+        return " ".join([*tokens[:start], f"c{digit}", *tokens[start + per_strip:]]) + " ="
+
     def render(self, prompt: str) -> np.ndarray:
-        """The image a prompt encodes (the inverse of :meth:`prompt`), for figures and checks."""
-        codes = np.array([int(t[1:]) for t in prompt.split() if t.startswith("p")])
+        """The image a prompt encodes (the inverse of :meth:`prompt`), for figures and checks; a class
+        token renders as a blank variable strip."""
+        blank = ["p0"] * (WIDTH // self.patch_width)
+        tokens = [t for token in prompt.split() for t in (blank if token.startswith("c") else [token])]
+        codes = np.array([int(t[1:]) for t in tokens if t.startswith("p")])
         height, width = PATCH_ROWS, self.patch_width
         pixels = (codes[:, None] // self.grey_levels ** np.arange(height * width)) % self.grey_levels
         rows, cols = HEIGHT // height, WIDTH // width
         return pixels.reshape(rows, cols, height, width).transpose(0, 2, 1, 3).reshape(HEIGHT, WIDTH)
 
     def task_words(self, corpus: DatasetDict, seed: int) -> list[str]:
-        """None: the patch and answer tokens are ordinary words of the corpus."""
+        """None: the patch, class and answer tokens are ordinary words of the corpus."""
         return []
 
 
@@ -246,16 +334,6 @@ def quantise(digit: np.ndarray, levels: int) -> np.ndarray:
     """Pixel values 0..16 to ``levels`` grey levels."""
     return np.minimum(levels - 1, digit.astype(np.int64) * levels // 17)
 
-
-def _other_class(classes: np.ndarray, digit: int, pool: list[int], rng: random.Random) -> int:
-    """A random image of the pool whose class is not ``digit`` (an inconsistent definition's)."""
-    if all(classes[index] == digit for index in pool):
-        raise ValueError(f"the knowledge images hold no digit other than {digit} to show in a qd2incons definition; "
-                         "raise task.knowledge_images")
-    while True:
-        index = pool[rng.randrange(len(pool))]
-        if classes[index] != digit:
-            return index
 
 
 @lru_cache(maxsize=1)
