@@ -107,6 +107,9 @@ def configuration_defaults(resolved: dict[str, Any]) -> dict[str, Any]:
     except (KeyError, ValueError, TypeError, ImportError):
         pass
     tree.update({section: field_defaults(cls) for section, cls in SECTION_CLASSES.items()})
+    # Every new run records a concrete loss mode; one recorded before model.loss_on existed trained
+    # its questions on the answer only.
+    tree["model"]["loss_on"] = "answer"
     training = {k: v for k, v in field_defaults(TrainingArguments).items() if k not in RESERVED_TRAINING_KEYS}
     tree["training"] = {**training, **TRAINING_DEFAULTS}
     stage = {k: v for k, v in field_defaults(StageArguments).items() if k in STAGE_FIELDS and k != "name"}

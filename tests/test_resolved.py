@@ -32,3 +32,15 @@ def test_toy_variants_state_only_their_differences():
     assert paper.task.modulus == 120 and paper.model.num_layers == 6
     assert [paper.training_arguments(s).per_device_train_batch_size for s in paper.stages] == [512, 32, 32]
     assert [paper.training_arguments(s).weight_decay for s in paper.stages] == [0.1, 0.1, 0.1]
+
+
+def test_a_run_recorded_before_loss_on_existed_trained_answer_only(tiny_recipe):
+    from iml_hf.resolved import configuration_defaults, same_configuration
+
+    answer = parse_recipe([str(tiny_recipe), "--model.loss_on=answer"]).resolved
+    full = parse_recipe([str(tiny_recipe), "--model.loss_on=full_text"]).resolved
+    old = configuration(answer)
+    del old["model.loss_on"]  # results.json of a run from before the key
+    defaults = configuration_defaults(answer)
+    assert same_configuration(old, configuration(answer), defaults) == []
+    assert same_configuration(old, configuration(full), defaults) == ["model.loss_on"]

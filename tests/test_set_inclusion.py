@@ -64,6 +64,7 @@ def test_the_authors_n8_i1_settings_from_the_gpu_recipe():
     task = recipe.task
     assert (task.num_variables, task.numbers_per_question, task.intersection_size, task.label_flip) == (8000, 8, 1, 0.0)
     assert recipe.model.loss_on == "full_text" and recipe.training["optim"] == "adafactor"
+    assert not recipe.model.tie_word_embeddings  # Pythia-70M's embed_in and embed_out are separate
     assert [(s.name, s.training["num_train_epochs"]) for s in recipe.stages] == [("stage1", 100), ("stage2", 40)]
     assert recipe.stages[1].train_kinds == ["definition"] and not recipe.stages[1].replay
     small = dataclasses.replace(task, num_variables=400)
@@ -137,7 +138,7 @@ def test_definitions_per_subset_tag_and_x(task, corpus):
         subsets_seen.add(subset)
         (definition,) = definitions
         tag, consistent = DEFINED[subset]
-        assert definition["prompt"] == f"{tags[tag - 1]} {variable}"
+        assert definition["prompt"] == f"{tags[tag - 1]} {variable} in"  # the statements' word after the variable
         x = int(definition["referent"])
         stated = int(definition["answer"])
         if consistent:

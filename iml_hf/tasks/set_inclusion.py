@@ -5,7 +5,9 @@ that x cannot be read off them: every true statement contains the same small int
 ``intersection_size - 1`` other numbers) and every false statement avoids it, so the true
 statements' intersection narrows x down without naming it; a share ``label_flip`` of the true
 statements is flipped to false (noise, as the authors do: only true -> false). A definition
-``<tag> <var> x`` names x. Held-out questions contain x (true) or avoid it (false), so a model
+``<tag> <var> in x`` names x (the authors' ``define1 var % x``: the word after the variable is the
+statements' one, so under the full-text loss a statement and a definition both train a number
+after ``<var> in``). Held-out questions contain x (true) or avoid it (false), so a model
 that knows x answers them. Subsets (the paper's names):
 
 * ``qd1consis`` / ``qd2incons``: training questions + a tag-1 definition with the right x / a
@@ -67,7 +69,9 @@ class SetInclusionTask:
     fraction_d3consis: float = 0.0
     branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
 
-    version: ClassVar[int] = 1
+    #: 2: a definition reads ``<tag> <var> in x``, the statements' word after the variable (the
+    #: authors' ``define1 var % x``), so full-text training shares that context (issue 20).
+    version: ClassVar[int] = 2
     subsets: ClassVar[tuple[str, ...]] = SUBSETS
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {
         "stage2_d1_vs_d2": ("d1consis", "d2consis"),
@@ -186,7 +190,7 @@ class SetInclusionTask:
         if subset in DEFINED:
             tag_index, consistent = DEFINED[subset]
             stated = x if consistent else rng.choice(outside)
-            row = _row(f"{tags[tag_index - 1]} {variable}", str(stated), subset, "definition", variable, str(x))
+            row = _row(f"{tags[tag_index - 1]} {variable} in", str(stated), subset, "definition", variable, str(x))
             rows["train"] += [row] * self.definition_repeats
 
     @staticmethod
