@@ -91,7 +91,7 @@ def load_checkpoint_config(args: ModelArguments) -> PretrainedConfig:
         raise ValueError(
             f"model.model_name_or_path={args.model_name_or_path!r} is an encoder-decoder model "
             f"({config.model_type}); iml_hf trains decoder-only causal LMs: its corpus rows are one "
-            "sequence (prompt + answer) with the loss on the answer, and exact match, gradient "
+            "sequence (prompt + answer) with the loss on the answer or all of it, and exact match, gradient "
             "alignment and the layer analysis all read that one causal sequence. Use a decoder-only "
             "checkpoint (GPT-2, Pythia/GPT-NeoX, Llama, ...)"
         )

@@ -6,7 +6,8 @@ EOS) only; with ``"full_text"`` (the entity-QA authors' causal-LM training) a tr
 carries the loss on every token after BOS, so ``var in 3 17 ... = true`` also trains the numbers
 after the variable. Definitions are trained on every token after BOS in both modes (their
 prompt/answer split only serves the monitoring EM). The mode applies to the ``train`` split only:
-held-out rows keep answer-only labels, so answer losses mean the same in both modes.
+held-out rows keep answer-only labels, so held-out answer losses mean the same in both modes
+(monitored training rows, ``train_question_*``, report their training loss).
 ``prompt_ids`` / ``answer_ids`` are kept for exact match.
 """
 
