@@ -188,12 +188,28 @@ def start_values(path: Path, stage_index: int) -> dict[str, float]:
             and r["stage_index"] == stage_index and r["stage_step"] == 0}
 
 
+def saved_names(model: torch.nn.Module) -> dict[str, str]:
+    """{name in the saved file: name in the model} where ``save_pretrained`` renames a weight
+    (transformers 5 writes GPT-NeoX's ``lm_head`` as the hub's ``embed_out``), found by asking
+    transformers' own reverse conversion which tensor it writes under which name."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # a transformers without save-time renaming
+        return {}
+    own = model.state_dict()
+    by_tensor = {id(tensor): name for name, tensor in own.items()}
+    written = revert_weight_conversion(model, dict(own))
+    return {name: by_tensor[id(t)] for name, t in written.items() if by_tensor.get(id(t), name) != name}
+
+
 def load_stage_weights(model: torch.nn.Module, folder: str) -> None:
-    """The weights a finished stage ended with (saved by ``Trainer.save_model``; tied weights are
-    saved once and tied again)."""
+    """The weights a finished stage ended with (saved by ``Trainer.save_model``, under the names
+    ``save_pretrained`` writes; tied weights are saved once and tied again)."""
     from safetensors.torch import load_file
 
-    missing, unexpected = model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")), strict=False)
+    renamed = saved_names(model)
+    weights = {renamed.get(k, k): v for k, v in load_file(str(Path(folder) / "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     model.tie_weights()
     tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
     if unexpected or set(missing) - tied:

@@ -189,3 +189,23 @@ def test_a_checkpoint_that_cannot_be_loaded_is_a_clear_error_and_writes_nothing(
     assert exit_.value.code == 2
     assert "model.model_name_or_path=" in capsys.readouterr().err
     assert not any(tmp_path.glob("never*"))
+
+
+def test_stage_weights_of_an_untied_gpt_neox_load_back(tmp_path):
+    """transformers 5 saves GPT-NeoX's untied ``lm_head`` as ``embed_out``; loading a stage's
+    weights maps it back instead of refusing them (found by the set-inclusion GPU recipe)."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from iml_hf.pipeline import load_stage_weights
+
+    config = GPTNeoXConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    trained = GPTNeoXForCausalLM(config)
+    trained.save_pretrained(tmp_path)
+    fresh = GPTNeoXForCausalLM(config)
+    assert not torch.equal(fresh.lm_head.weight, trained.lm_head.weight)
+    load_stage_weights(fresh, str(tmp_path))
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
