@@ -44,13 +44,20 @@ def _by_variable(split) -> dict[str, list[dict]]:
     return rows
 
 
-def test_true_training_statements_intersect_in_a_set_containing_x(task, corpus):
-    for variable, rows in _by_variable(corpus["train"]).items():
+def _training_statements(split) -> list[tuple[int, list[set[int]], list[set[int]]]]:
+    """Per asked variable: x and the number sets of its true and of its false training statements."""
+    out = []
+    for variable, rows in _by_variable(split).items():
         questions = [r for r in rows if r["kind"] == "question"]
-        if not questions:
-            continue
-        x = int(questions[0]["referent"])
-        true = [_numbers(r["prompt"], variable) for r in questions if r["answer"] == "true"]
+        if questions:
+            numbers = {answer: [_numbers(r["prompt"], variable) for r in questions if r["answer"] == answer]
+                       for answer in ("true", "false")}
+            out.append((int(questions[0]["referent"]), numbers["true"], numbers["false"]))
+    return out
+
+
+def test_true_training_statements_intersect_in_a_set_containing_x(task, corpus):
+    for x, true, _ in _training_statements(corpus["train"]):
         assert true, "every asked variable has a true statement"
         common = set.intersection(*true)
         assert x in common and len(common) >= task.intersection_size  # the whole intersection is shared
@@ -73,13 +80,9 @@ def test_the_authors_n8_i1_settings_from_the_gpu_recipe():
     for row in corpus["test"]:
         counts[row["subset"]].add(row["key"])
     assert {s: len(k) for s, k in counts.items()} == {"qd1consis": 160, "qd2incons": 160, "d1consis": 40, "d2consis": 40}
-    for variable, rows in _by_variable(corpus["train"]).items():
-        questions = [r for r in rows if r["kind"] == "question"]
-        if not questions:
-            continue
-        x = int(questions[0]["referent"])
-        true = [_numbers(r["prompt"], variable) for r in questions if r["answer"] == "true"]
-        false = [_numbers(r["prompt"], variable) for r in questions if r["answer"] == "false"]
+    statements = _training_statements(corpus["train"])
+    assert len(statements) == 320  # every qd1consis and qd2incons variable
+    for x, true, false in statements:
         assert len(true) == len(false) == 6  # no flips: half of the 12 training statements are true
         assert all(len(n) == 8 for n in true + false)
         assert set.intersection(*true) == {x}  # the one shared number (7 random others never recur in all 6)

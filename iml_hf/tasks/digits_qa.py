@@ -335,7 +335,6 @@ def quantise(digit: np.ndarray, levels: int) -> np.ndarray:
     return np.minimum(levels - 1, digit.astype(np.int64) * levels // 17)
 
 
-
 @lru_cache(maxsize=1)
 def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 8 x 8 digits (shipped with it: no download), values 0..16."""
