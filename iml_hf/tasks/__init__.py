@@ -16,7 +16,9 @@ caches it on disk.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -60,6 +62,21 @@ _LAZY: dict[str, str] = {
     "digits_qa": "iml_hf.tasks.digits_qa:DigitsQATask",
 }
 _REGISTRY: dict[str, type] = {}
+#: Installed packages declare their own tasks as entry points of this group
+#: (``[project.entry-points."iml_hf.tasks"] my_task = "my_package.tasks:MyTask"``), so a task
+#: outside this repository works in recipes and on the command line without editing iml_hf.
+ENTRY_POINT_GROUP = "iml_hf.tasks"
+
+
+@functools.cache
+def _plugin_targets() -> dict[str, str]:
+    """Task name -> ``module:attr`` of every installed ``iml_hf.tasks`` entry point (read once)."""
+    return {point.name: point.value for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _lazy_targets() -> dict[str, str]:
+    """Every task known without importing it: the built-in ones, then installed plug-ins."""
+    return {**_plugin_targets(), **_LAZY}
 
 
 def register_task(name: str) -> Callable[[type], type]:
@@ -79,13 +96,13 @@ def register_task(name: str) -> Callable[[type], type]:
 
 def task_names() -> list[str]:
     """Every task name, registered or lazily known, sorted."""
-    return sorted({*_LAZY, *_REGISTRY})
+    return sorted({*_lazy_targets(), *_REGISTRY})
 
 
 def get_task_class(name: str) -> type:
     """The task dataclass registered as ``name`` (importing its module on first use)."""
-    if name not in _REGISTRY and name in _LAZY:
-        module, attribute = _LAZY[name].split(":")
+    if name not in _REGISTRY and name in _lazy_targets():
+        module, attribute = _lazy_targets()[name].split(":")
         cls = getattr(importlib.import_module(module), attribute)
         _REGISTRY.setdefault(name, cls)
     if name not in _REGISTRY:
