@@ -30,10 +30,10 @@ def gated_sides(task_baselines: dict[str, Any], a: str, b: str) -> dict[str, Any
 
 def rise_values(em: dict[str, float], side: str, baseline: Any) -> float | None:
     """EM(side) - its baseline (a set's EM or a chance value), or None where one is missing."""
-    if side not in em:
+    if em.get(side) is None:  # missing, or null (NaN in strict JSON)
         return None
     if isinstance(baseline, str):
-        return em[side] - em[baseline] if baseline in em else None
+        return em[side] - em[baseline] if em.get(baseline) is not None else None
     return em[side] - float(baseline)
 
 

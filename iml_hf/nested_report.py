@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from iml_hf.stats import difference
 from iml_hf.nested_stats import baseline_corrected, format_nested, nested_summary, seeds_for_power, variance_components
 
 if TYPE_CHECKING:
@@ -44,11 +45,11 @@ def readout_values(run: RunRecord, a: str, b: str) -> float | None:
     last = list(run.results["stages"])[-1]
     if step is None:
         em = run.results["stages"][last]["em"]
-        return em[a] - em[b] if a in em and b in em else None
+        return difference(em, a, b)
     index = len(run.results["stages"]) - 1
     found = {r["subset"]: r["value"] for r in run.rows if r.get("family") == "eval" and r.get("metric") == "em"
              and r["stage_index"] == index and r["stage_step"] == step}
-    return found[a] - found[b] if a in found and b in found else None
+    return difference(found, a, b)
 
 
 def stage_curve(runs: list[RunRecord], a: str, b: str, stage_index: int) -> dict[int, dict[int, dict[int, float]]]:
@@ -60,8 +61,8 @@ def stage_curve(runs: list[RunRecord], a: str, b: str, stage_index: int) -> dict
             if r.get("family") == "eval" and r.get("metric") == "em" and r["stage_index"] == stage_index:
                 at.setdefault(r["stage_step"], {})[r["subset"]] = r["value"]
         for step, em in at.items():
-            if a in em and b in em:
-                curve.setdefault(step, {}).setdefault(run.seed, {})[run.branch] = em[a] - em[b]
+            if difference(em, a, b) is not None:
+                curve.setdefault(step, {}).setdefault(run.seed, {})[run.branch] = difference(em, a, b)
     return dict(sorted(curve.items()))
 
 
@@ -75,8 +76,8 @@ def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float)
         values = {}
         for run in runs:
             em = run.results["stages"][stage]["em"]
-            if a in em and b in em:
-                values.setdefault(run.seed, {})[run.branch] = em[a] - em[b]
+            if difference(em, a, b) is not None:
+                values.setdefault(run.seed, {})[run.branch] = difference(em, a, b)
         if values:
             out["per_stage"][stage] = _plain(nested_summary(values, confidence))
     if not own:
@@ -86,8 +87,8 @@ def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float)
     readout = {}
     for run in runs:
         em0 = run.results["stages"][first].get("em_start") or {}
-        if a in em0 and b in em0:
-            start.setdefault(run.seed, {})[run.branch] = em0[a] - em0[b]
+        if difference(em0, a, b) is not None:
+            start.setdefault(run.seed, {})[run.branch] = difference(em0, a, b)
         value = readout_values(run, a, b)
         if value is not None:
             readout.setdefault(run.seed, {})[run.branch] = value
@@ -166,39 +167,44 @@ def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]]
 
 
 def contrast_curve_figure(summary: dict[str, Any], contrast_sets: dict[str, list[str]], path: Path, title: str,
-                          confidence: float) -> Path | None:
+                          confidence: float, dpi: int | None = None) -> Path | None:
     """The branch stage's contrasts at every evaluation: nested mean and t-band over seeds, the
-    zero line, and the read-out step marked."""
-    from iml_hf.plots import plt, save_figure
+    zero line, and the read-out step marked; one legend right of the panels."""
+    from iml_hf.plots import DEFAULT_DPI, plt, save_figure
 
     entries = {name: e for name, e in summary.items() if e.get("curve")}
     if not entries:
         return None
     columns = min(len(entries), 3)
     rows = -(-len(entries) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.9 * columns, 3.0 * rows), squeeze=False)
     for ax in list(axes.flat)[len(entries):]:
         ax.axis("off")
+    pct = round(100 * confidence)
+    n_text = ""
     for ax, (name, entry) in zip(axes.flat, entries.items()):
-        steps = list(entry["curve"])
-        mean = [entry["curve"][s]["mean"] for s in steps]
-        low = [entry["curve"][s]["ci_low"] for s in steps]
-        high = [entry["curve"][s]["ci_high"] for s in steps]
-        ax.plot(steps, mean, marker="o", color="tab:blue", label="mean over seeds")
-        ax.fill_between(steps, low, high, color="tab:blue", alpha=0.2, label=f"{round(100 * confidence)}% t-interval")
+        steps = [int(s) for s in entry["curve"]]
+        mean = [entry["curve"][s]["mean"] for s in entry["curve"]]
+        low = [entry["curve"][s]["ci_low"] for s in entry["curve"]]
+        high = [entry["curve"][s]["ci_high"] for s in entry["curve"]]
+        ax.plot(steps, mean, marker="o", ms=3.5, color="#333333", label="mean over seeds")
+        ax.fill_between(steps, low, high, color="#333333", alpha=0.15, lw=0, label=f"{pct}% t-interval over seeds")
         ax.axhline(0, color="black", lw=0.8)
         readout = entry.get("readout_step") or steps[-1]
-        ax.axvline(readout, color="tab:red", ls="--", lw=1, label="declared read-out")
-        n = entry["readout"]["n"]
+        ax.axvline(readout, color="#c0392b", ls="--", lw=1, label="declared read-out")
+        readout_summary = entry["readout"]
+        n_text = (f"n = {readout_summary['n']} seeds x {readout_summary.get('branches_max', 1)} branches"
+                  if readout_summary.get("branches_max", 1) > 1 else f"n = {readout_summary['n']} seeds")
         a, b = contrast_sets[name]
-        ax.set_title(f"{name}: EM({a}) - EM({b}), n = {n} seeds", fontsize=9)
-        ax.set_xlabel("step of the branch stage (0: its start, before training)")
-        ax.set_ylabel("difference in exact match")
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+        ax.set_title(f"{name}\nEM({a}) - EM({b})")
+        ax.set_ylabel("difference in EM")
+        ax.set_xlabel("step of the branch stage")
+        ax.grid(alpha=0.25)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(f"{title}\n{n_text}; bands: {pct}% t-intervals over seeds")
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path, dpi or DEFAULT_DPI)
 
 
 def seed_summary(branches: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from typing import Any, Union
 import numpy as np
 from scipy import stats
 
+from iml_hf.io import json_safe  # noqa: F401  (re-exported: every returned dict goes through it)
+
 # {seed: {branch: value}} or [(seed, branch, value), ...]
 NestedValues = Union[Mapping[int, Mapping[int, float]], Iterable[tuple[int, int, float]]]
 
@@ -45,22 +47,6 @@ def _finite_groups(values: NestedValues) -> dict[int, np.ndarray]:
         if len(x):
             groups[seed] = x
     return groups
-
-
-def json_safe(obj: Any) -> Any:
-    """Recursively turn NaN/inf into None and numpy scalars into Python ones, so that
-    ``json.dumps(obj, allow_nan=False)`` works."""
-    if isinstance(obj, Mapping):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def nested_summary(values: NestedValues, confidence: float = 0.95) -> dict[str, Any]:

@@ -1,13 +1,17 @@
 """Turn a sweep (or any folder of runs) into the IML numbers and figures.
 
-    python -m iml_hf.report runs/sweep [--confidence 0.95]
+    python -m iml_hf.report runs/sweep [--confidence 0.95] [--dpi 200] [--report_dir DIR]
 
 Reads every run's ``results.json`` and ``metrics.jsonl`` (grouped by the sweep's ``--set`` values
 when ``sweep.json`` is there) and writes into the folder: ``summary.json`` and ``summary.md`` (per
 stage and evaluation set the mean EM with a t-interval over seeds; every contrast the task declares
 (``EM(a) - EM(b)``, e.g. the toy's ``iml_gap`` or entity QA's ``stage2_d1_vs_d2``) at every stage
 end with its interval and a one-sided paired t-test; each measurement's stage-end values through
-its ``iml_hf.measurements`` report reader), PNG figures, and ``report.md`` that shows them all.
+its ``iml_hf.measurements`` report reader), figures (PNG at ``--dpi``, PDF and SVG: EM in one panel per
+stage with the headline contrast beneath, colours fixed per role across tasks, captions giving n and
+the interval), every table also as CSV and LaTeX (``tables/``), the report's and the runs'
+provenance, and ``report.md`` that shows them all. ``--report_dir`` writes all of it elsewhere
+(``docs/results/NAME``), leaving the runs' folder as it was. JSON is strict: NaN is written as null.
 
 Bad input never aborts the report nor slips into it: a run whose ``results.json`` cannot be read or
 lacks what the report needs is skipped and listed (file and reason) in the output, summary.json
@@ -28,15 +32,17 @@ from typing import Any
 
 import numpy as np
 
+from iml_hf.figure_style import ROLE_COLOURS, chance_levels, role_label, subset_roles
 from iml_hf.io import write_json_atomic
-from iml_hf.plots import Series, curve_figure, save_heatmap
+from iml_hf.plots import DEFAULT_DPI, Series, curve_figure, probe_figure, representation_name, save_heatmap, stage_figure
+from iml_hf.tables import with_table_files
 from iml_hf.resolved import configuration, configuration_defaults, same_configuration
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.nested_report import _plain, contrast_curve_figure, nested_markdown, summarize_nested
 from iml_hf.nested_stats import nested_summary
-from iml_hf.stats import mean_ci, paired_greater
+from iml_hf.stats import difference, mean_ci, paired_greater
 from iml_hf.gate import NOT_INTERPRETABLE, gate, gated_sides
-from iml_hf.tasks import eval_set_order, get_task_class, make_task
+from iml_hf.tasks import eval_set_order, eval_set_subset, get_task_class, make_task
 
 
 @dataclass
@@ -320,7 +326,8 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
             if all({a, b} <= set(r.results["stages"][stage]["em"]) for r in runs):
                 ems = [(r.results["stages"][stage]["em"][a], r.results["stages"][stage]["em"][b]) for r in runs]
                 per_stage[stage] = paired_greater([x for x, _ in ems], [y for _, y in ems], confidence)
-                per_stage[stage]["per_run"] = {r.name: x - y for r, (x, y) in zip(runs, ems)}
+                per_stage[stage]["per_run"] = {r.name: None if x is None or y is None else x - y
+                                               for r, (x, y) in zip(runs, ems)}
         if per_stage:
             summary["contrasts"][name] = per_stage
     for spec in MEASUREMENTS.values():
@@ -365,7 +372,7 @@ def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[
 
             measured[spec.result_key] = {
                 "at_stage_end": {stage: {n: nest(stage, lambda v, n=n: v.get(n)) for n in names} for stage in stages},
-                "contrasts": {name: {stage: nest(stage, lambda v, a=a, b=b: v[a] - v[b] if a in v and b in v else None)
+                "contrasts": {name: {stage: nest(stage, lambda v, a=a, b=b: difference(v, a, b))
                                      for stage in stages}
                               for name, (a, b) in contrasts.items() if {a, b} <= set(names)},
             }
@@ -463,7 +470,7 @@ def _curves(runs: list[RunRecord], select) -> dict[str, Series]:
     collected: dict[str, dict[str, dict[int, dict[int, list[float]]]]] = {}
     for run in runs:
         for row in run.rows:
-            picked = select(row)
+            picked = select(row) if row.get("value") is not None else None  # null: NaN written as strict JSON
             if picked:
                 panel, series = picked
                 (collected.setdefault(panel, {}).setdefault(series, {}).setdefault(row["global_step"], {})
@@ -472,7 +479,7 @@ def _curves(runs: list[RunRecord], select) -> dict[str, Series]:
                     for series, steps in by_series.items()} for panel, by_series in collected.items()}
 
 
-def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
+def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str, dpi: int = DEFAULT_DPI) -> list[Path]:
     """Per stage, the mean over runs of each run's last embedding matrix of that stage. Only runs
     whose rows mean the same (bucket, number) are averaged: with ``bucket_by: number`` the buckets'
     numbers change with the seed, and then only the first run's layout is shown."""
@@ -484,7 +491,7 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
               for lab in labels]
     same = [f for f, rows in zip(folders, layout) if rows == layout[0]]
     written = []
-    for index, stage in enumerate(runs[0].results["stages"]):
+    for index, stage in enumerate(_stage_order(runs)):
         matrices = []
         for folder in same:
             files = sorted(folder.glob(f"{index}-{stage}-step*.npy"), key=lambda p: int(p.stem.rsplit("step", 1)[1]))
@@ -495,36 +502,163 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str) -> list[Path]:
             runs_note = f"mean over {len(matrices)} runs" if len(same) == len(folders) else (
                 f"mean over the {len(matrices)} of {len(folders)} runs with the same row layout")
             save_heatmap(np.mean(matrices, axis=0), labels[0]["buckets"], path,
-                         f"input-embedding cosines at the end of {stage}, {runs_note}")
+                         f"input-embedding cosines at the end of {stage}, {runs_note}", dpi)
             written.append(path)
     return written
 
 
+def _stage_order(runs: list[RunRecord]) -> list[str]:
+    """The stages in training order (results.json sorts its keys; the rows carry ``stage_index``)."""
+    index = {r["stage"]: r["stage_index"] for run in runs for r in run.rows if "stage" in r and "stage_index" in r}
+    stages = list(runs[0].results["stages"])
+    return sorted(stages, key=lambda s: (index.get(s, len(stages)), stages.index(s)))
+
+
+def _per_seed(values: dict[int, list[float]]) -> list[float]:
+    """One value per seed: the mean of its branches."""
+    return [sum(v) / len(v) for v in values.values()]
+
+
+def stage_series(runs: list[RunRecord], a: str | None = None, b: str | None = None) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """Held-out EM per stage, set and step within the stage (``{stage: {set: {step: per-seed
+    values}}}``, branches averaged within a seed); with ``a`` and ``b`` instead the difference
+    EM(a) - EM(b) per stage and step (``{stage: {"contrast": {step: per-seed values}}}``)."""
+    collected: dict[str, dict[str, dict[int, dict[int, list[float]]]]] = {}
+    for run in runs:
+        at: dict[tuple[str, int], dict[str, float]] = {}
+        for r in run.rows:
+            if _family(r) == "eval" and r.get("metric") == "em" and r.get("value") is not None and "stage_step" in r:
+                at.setdefault((r["stage"], r["stage_step"]), {})[r["subset"]] = r["value"]
+        for (stage, step), em in at.items():
+            if a is None:
+                for name, value in em.items():
+                    (collected.setdefault(stage, {}).setdefault(name, {}).setdefault(step, {})
+                     .setdefault(run.seed, []).append(value))
+            elif difference(em, a, b) is not None:
+                (collected.setdefault(stage, {}).setdefault("contrast", {}).setdefault(step, {})
+                 .setdefault(run.seed, []).append(difference(em, a, b)))
+    order = _stage_order(runs)
+    return {stage: {name: {step: _per_seed(per_seed) for step, per_seed in sorted(steps.items())}
+                    for name, steps in collected[stage].items()}
+            for stage in order if stage in collected}
+
+
+def sample_size(runs: list[RunRecord]) -> str:
+    """``n = 10 seeds x 4 branches (averaged within a seed)`` or ``n = 10 seeds``."""
+    seeds = sorted({r.seed for r in runs})
+    branches = sorted({r.branch for r in runs if r.branch is not None})
+    text = f"n = {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+    return text + (f" x {len(branches)} branches (averaged within a seed first)" if branches else "")
+
+
+def _role_note(task: type | None, names: list[str]) -> str:
+    """Which colour is which role, for the sets drawn."""
+    roles = subset_roles(task)
+    present = list(dict.fromkeys(roles[eval_set_subset(n)[1]] for n in names if eval_set_subset(n)[1] in roles))
+    colour_names = {"#1f5fa8": "blue", "#c0392b": "red", "#2e8b57": "green", "#8e44ad": "purple",
+                    "#7f7f7f": "grey", "#111111": "black"}
+    words = ", ".join(f"{colour_names[ROLE_COLOURS[r]]} {role_label(r)}" for r in present)
+    return f"Colours by role, the same in every task's figures: {words}." if words else ""
+
+
+def _task_class(runs: list[RunRecord]) -> type | None:
+    try:
+        return get_task_class(runs[0].results["recipe"]["task"]["name"])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _probe_targets(runs: list[RunRecord]) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
+    """Probe rows as ``{target: {representation: {stage: {"accuracy", "shuffled", "chance": per-seed
+    values}}}}`` (branches averaged within a seed)."""
+    collected: dict[tuple[str, str, str, str], dict[int, list[float]]] = {}
+    for run in runs:
+        for r in run.rows:
+            if _family(r) != "probes" or r.get("value") is None:
+                continue
+            for key, value in (("accuracy", r["value"]), ("shuffled", r.get("shuffled")), ("chance", r.get("chance"))):
+                if value is not None:
+                    collected.setdefault((r["subset"], representation_name(r["metric"]), r["stage"], key), {}) \
+                        .setdefault(run.seed, []).append(value)
+    out: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
+    for (target, representation, stage, key), per_seed in collected.items():
+        out.setdefault(target, {}).setdefault(representation, {}).setdefault(stage, {})[key] = _per_seed(per_seed)
+    return out
+
+
 def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidence: float,
-            nested: dict[str, Any] | None = None) -> list[Path]:
-    """EM curves, each measurement's curves and mean heatmaps of one group, and for a branched group
-    the contrasts over the branch stage (``nested``: its summary's nested contrasts); subsets keep
-    their colour across figures (the task's subset order, from results.json)."""
-    ends = _stage_ends(runs[0])
-    order = _subsets(runs[0].results)
-    written = []
-    em = _curves(runs, lambda r: ("exact match", r["subset"]) if _family(r) == "eval" and r["metric"] == "em" else None)
-    if em:
-        written.append(curve_figure(em, ends, out / f"em_curves{suffix}.png", f"Exact match per evaluation set ({label})",
-                                    "exact match", confidence, order))
+            nested: dict[str, Any] | None = None, dpi: int = DEFAULT_DPI) -> list[tuple[Path, str]]:
+    """The figures of one group with a caption each (``(png path, caption)``; PDF and SVG beside
+    each PNG): EM in one panel per stage with the headline contrast beneath, each measurement's
+    curves, the probes per stage end, mean heatmaps and, for a branched group, the contrasts over
+    the branch stage (``nested``). Colours follow each set's role (``iml_hf.figure_style``)."""
+    pct = round(100 * confidence)
+    n = sample_size(runs)
+    band = f"bands: {pct}% t-intervals over seeds"
+    task = _task_class(runs)
+    task_config = runs[0].results["recipe"].get("task") or {}
+    contrasts = _contrast_sets(runs[0].results)
+    written: list[tuple[Path, str]] = []
+    all_em = stage_series(runs)
+    kinds = ((0, "em_curves", "Exact match per stage", "held-out questions"),
+             (1, "assoc_em_curves", "Entity association per stage", "the entity-association questions"),
+             (2, "train_em_curves", "Exact match on training rows per stage", "training rows (monitoring sets)"))
+    for place, stem, what, rows in kinds:
+        em = {stage: {name: v for name, v in per_set.items() if eval_set_subset(name)[0] == place}
+              for stage, per_set in all_em.items()}
+        em = {stage: per_set for stage, per_set in em.items() if per_set}
+        if not em:
+            continue
+        names = list(dict.fromkeys(s for per_set in em.values() for s in per_set))
+        last = list(em)[-1]
+        headline = next(((name, a, b) for name, (a, b) in contrasts.items() if a in em[last] and b in em[last]), None)
+        contrast = {stage: v["contrast"] for stage, v in stage_series(runs, *headline[1:]).items()} if headline else {}
+        contrast_label = f"EM({headline[1]}) - EM({headline[2]})" if headline else ""
+        chance = chance_levels(task_config) if place == 0 else []
+        path = stage_figure(em, out / f"{stem}{suffix}.png", f"{what} ({label})\n{n}; {band}",
+                            confidence, task, contrast or None, contrast_label, chance, dpi)
+        caption = (f"Exact match on {rows} at every evaluation, one panel per stage (x: step within the stage); "
+                   f"lines: mean over seeds, {n}; {band}. {_role_note(task, names)} Solid: sets defined only in the "
+                   "IML stage (and the base task); dashed: sets whose questions were also trained.")
+        if chance:
+            caption += " Dotted horizontal line: " + "; ".join(words for _, words in chance) + "."
+        if headline:
+            caption += (f" Bottom row: the declared contrast {headline[0]}, {contrast_label} per seed, its mean and "
+                        f"{pct}% t-interval over seeds (before the IML stage: the split's own noise).")
+        written.append((path, caption))
+    stages = _stage_order(runs)
     for spec in MEASUREMENTS.values():
         for reader in spec.report:
+            if reader.family == "probes":
+                targets = _probe_targets(runs)
+                if targets:
+                    path = probe_figure(targets, stages, out / f"{reader.family}{suffix}.png",
+                                        f"{reader.curve_title} ({label})\n{n}; error bars: {pct}% t-intervals over seeds", confidence, dpi)
+                    written.append((path, f"Held-out accuracy of linear probes at each stage end (probes run only "
+                                          f"there: no line between stages), per representation; filled: probe, hollow: "
+                                          f"the same probe on shuffled labels, dotted: chance; {n}; error bars: "
+                                          f"{pct}% t-intervals over seeds."))
+                continue
             curves = _curves(runs, lambda r: (reader.metric or r["metric"], r["subset"])
                              if _family(r) == reader.family and (reader.metric is None or r["metric"] == reader.metric) else None)
             if curves:
-                written.append(curve_figure(curves, ends, out / f"{reader.family}{suffix}.png", f"{reader.curve_title} ({label})",
-                                            reader.ylabel, confidence, order))
+                names = list(dict.fromkeys(s for series in curves.values() for s in series))
+                path = curve_figure(curves, _stage_ends(runs[0]), out / f"{reader.family}{suffix}.png",
+                                    f"{reader.curve_title} ({label})\n{n}; {band}", reader.ylabel, confidence, task, dpi)
+                written.append((path, f"{reader.curve_title} over training (dashed verticals: stage ends); mean over "
+                                      f"seeds, {n}; {band}. {_role_note(task, names)} Solid: sets defined only in the "
+                                      "IML stage; dashed: sets whose questions were also trained."))
     if nested:
-        path = contrast_curve_figure(nested, {k: list(v) for k, v in _contrast_sets(runs[0].results).items()},
+        path = contrast_curve_figure(nested, {k: list(v) for k, v in contrasts.items()},
                                      out / f"contrast_curves{suffix}.png",
-                                     f"Contrasts over the branch stage ({label})", confidence)
-        written += [path] if path else []
-    return written + _mean_heatmaps(runs, out, suffix)
+                                     f"Contrasts over the branch stage ({label})", confidence, dpi)
+        if path:
+            written.append((path, f"Each declared contrast at every evaluation of the branch stage (step 0: its start, "
+                                  f"before training); nested mean over seeds ({n}), {band}; dashed red: the declared "
+                                  "read-out step."))
+    written += [(path, f"Input-embedding cosines (numbers and aliases per bucket) at the end of the stage, mean over "
+                       f"runs; {n}.") for path in _mean_heatmaps(runs, out, suffix, dpi)]
+    return written
 
 
 def _with_gates(summary: dict[str, Any], runs: list[RunRecord], confidence: float) -> dict[str, Any]:
@@ -562,33 +696,111 @@ def gate_markdown(summary: dict[str, Any], confidence: float) -> list[str]:
     return lines
 
 
-def build_report(root: Path, confidence: float = 0.95) -> dict[str, Any]:
-    """Write summary.json, summary.md, the figures and report.md into ``root``; return the summary."""
+def report_provenance(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """The report's own provenance (``iml_hf.provenance``: versions, commit, date, command), or None
+    where that module is missing."""
+    try:
+        from iml_hf.provenance import provenance
+    except ImportError:
+        return None
+    return provenance(argv)
+
+
+def _pick(record: dict[str, Any], *keys: str) -> Any:
+    return next((record[k] for k in keys if record.get(k) not in (None, "", {})), None)
+
+
+def provenance_line(record: dict[str, Any] | None) -> str:
+    """A provenance record in one line: commit, date, the main package versions, the command."""
+    if not record:
+        return "not recorded"
+    parts = []
+    git = record.get("git") if isinstance(record.get("git"), dict) else {}
+    commit = git.get("commit") or _pick(record, "git_commit", "commit")
+    if commit:
+        parts.append(f"commit {str(commit)[:12]}" + (" with uncommitted changes" if git.get("dirty") else ""))
+    else:
+        parts.append("no git commit (not run from a git checkout)")
+    date = _pick(record, "date", "time", "created")
+    if date:
+        parts.append(str(date))
+    versions = _pick(record, "versions", "packages") or {}
+    if isinstance(versions, dict) and versions:
+        parts.append(", ".join(f"{k} {v}" for k, v in list(versions.items())[:6]))
+    command = _pick(record, "command", "argv")
+    if command:
+        parts.append(f"`{command if isinstance(command, str) else ' '.join(map(str, command))}`")
+    return "; ".join(parts)
+
+
+def runs_provenance(runs: list[RunRecord]) -> dict[str, Any]:
+    """What the runs' results.json recorded of their provenance: how many carry it and each
+    distinct commit and package versions with its number of runs (runs made before results.json
+    had provenance carry none)."""
+    recorded = [r.results["provenance"] for r in runs if isinstance(r.results.get("provenance"), dict)]
+    distinct: dict[str, dict[str, Any]] = {}
+    for record in recorded:
+        key = json.dumps({k: record.get(k) for k in sorted(record) if k not in ("date", "command", "argv", "time")},
+                         sort_keys=True, default=str)
+        entry = distinct.setdefault(key, {"runs": 0, "example": record})
+        entry["runs"] += 1
+    return {"runs": len(runs), "recorded": len(recorded),
+            "distinct": [{"runs": e["runs"], **e["example"]} for e in distinct.values()]}
+
+
+def provenance_markdown(own: dict[str, Any] | None, runs: dict[str, Any]) -> list[str]:
+    """The report's provenance and the runs' recorded provenance, a line each."""
+    lines = [f"Report made with: {provenance_line(own)}."]
+    if not runs["recorded"]:
+        lines.append(f"Runs' provenance: not recorded by any of the {runs['runs']} runs (made before results.json "
+                     "carried it).")
+    else:
+        missing = runs["runs"] - runs["recorded"]
+        lines.append(f"Runs' provenance ({runs['recorded']} of {runs['runs']} runs recorded it"
+                     + (f"; {missing} older runs did not" if missing else "") + "):")
+        lines += [f"- {entry['runs']} run(s): {provenance_line(entry)}" for entry in runs["distinct"]]
+    return lines + [""]
+
+
+def build_report(root: Path, confidence: float = 0.95, dpi: int = DEFAULT_DPI, report_dir: Path | None = None,
+                 argv: list[str] | None = None) -> dict[str, Any]:
+    """Write summary.json, summary.md, the figures (PNG, PDF, SVG), the tables (CSV, LaTeX) and
+    report.md into ``report_dir`` (default: ``root``, the folder of runs); return the summary."""
+    out = Path(report_dir) if report_dir is not None else Path(root)
+    out.mkdir(parents=True, exist_ok=True)
     loaded = load_runs(root)
     runs, problems = loaded.runs, loaded.missing
     if not runs:
         skipped = "".join(f"\n  skipped {b['path']}: {b['reason']}" for b in loaded.bad)
         raise ValueError(f"no finished runs (results.json) under {root}" + skipped)
     groups = group_runs(runs)
+    own = report_provenance(argv)
+    recorded = runs_provenance(runs)
     summary = {"confidence": confidence, "groups": {}, "missing_runs": problems, "bad_runs": loaded.bad,
-               "notes": loaded.notes}
+               "notes": loaded.notes, "provenance": own, "runs_provenance": recorded}
     skipped = _problem_lines(loaded)
     md = ["# Summary", ""] + skipped
     report = ["# IML report", "", f"{len(runs)} finished runs in `{root}`, {len(groups)} group(s).", ""]
+    report += provenance_markdown(own, recorded)
     if problems:
         report += ["Missing runs:", ""] + [f"- {p}" for p in problems] + [""]
     report += skipped
+    taken: set[str] = set()
     for index, (label, members) in enumerate(groups.items()):
         group = _with_gates(summarize(members, confidence), members, confidence)
         group["overrides"] = members[0].overrides
         summary["groups"][label] = group
-        section = group_markdown(label, group, confidence)
-        md += section
         suffix = "" if len(groups) == 1 else f"_g{index}"
-        report += section + [f"![{p.stem}]({p.name})" for p in figures(members, root, suffix, label, confidence, group.get("nested"))] + [""]
-    write_json_atomic(root / "summary.json", summary)
+        section = with_table_files(group_markdown(label, group, confidence), out / "tables",
+                                   f"g{index}_" if len(groups) > 1 else "", taken)
+        md += section
+        report += section
+        for number, (path, caption) in enumerate(figures(members, out, suffix, label, confidence, group.get("nested"), dpi), 1):
+            report += [f"![{path.stem}]({path.name})", "",
+                       f"*Figure {index + 1}.{number}* ([PDF]({path.stem}.pdf), [SVG]({path.stem}.svg)). {caption}", ""]
+    write_json_atomic(out / "summary.json", summary)
     for name, lines in (("summary.md", md), ("report.md", report)):
-        (root / name).write_text("\n".join(lines) + "\n")
+        (out / name).write_text("\n".join(lines) + "\n")
     return summary
 
 
@@ -605,8 +817,16 @@ def _problem_lines(loaded: Loaded) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iml_hf.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", help="a sweep folder (with sweep.json) or any folder of runs")
-    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="level of every interval and band (default 0.95: 95%% t-intervals over seeds)")
+    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI,
+                        help=f"resolution of the PNG figures (default {DEFAULT_DPI}); PDF and SVG are vector files")
+    parser.add_argument("--report_dir", default=None,
+                        help="write the report there instead of into OUTPUT_DIR (e.g. docs/results/NAME)")
     args = parser.parse_args(argv)
+    if args.dpi < 10:
+        print(f"error: --dpi {args.dpi} is too small; use e.g. 200 (the default) or 300 for print", file=sys.stderr)
+        return 2
     if not 0 < args.confidence < 1:
         print(f"error: --confidence {args.confidence} must lie strictly between 0 and 1 (e.g. 0.95)", file=sys.stderr)
         return 2
@@ -615,7 +835,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {root} is not a folder of runs", file=sys.stderr)
         return 2
     try:
-        summary = build_report(root, args.confidence)
+        summary = build_report(root, args.confidence, args.dpi, args.report_dir,
+                               [__file__, *(sys.argv[1:] if argv is None else argv)])
     except ValueError as error:  # DuplicateRuns among them
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -637,7 +858,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{label}: {name} at the end of {stage} {g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}], "
                   f"one-sided paired t-test p = {g['p_value']:.4g}, n = {g['n']}")
-    print(f"wrote {root / 'summary.md'}, {root / 'report.md'} and figures")
+    out = Path(args.report_dir or root)
+    print(f"wrote {out / 'summary.md'}, {out / 'report.md'}, figures (PNG, PDF, SVG) and tables/ (CSV, LaTeX)")
     return 0
 
 

@@ -10,6 +10,13 @@ import numpy as np
 from scipy import stats
 
 
+def difference(values: dict[str, float | None], a: str, b: str) -> float | None:
+    """``values[a] - values[b]``, or None where either is missing or null (strict JSON writes an
+    undefined value, NaN, as null)."""
+    x, y = values.get(a), values.get(b)
+    return None if x is None or y is None else x - y
+
+
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
     """Mean of the finite values with a two-sided t-distribution confidence interval.
 
@@ -28,8 +35,10 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, floa
 
 def paired_greater(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
     """One-sided paired t-test of ``a > b`` (scipy ``ttest_rel``) with the mean difference and its
-    two-sided ``confidence`` interval; NaN where fewer than two pairs exist."""
-    x, y = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    two-sided ``confidence`` interval; NaN where fewer than two complete pairs exist."""
+    x, y = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)  # None (null) reads as NaN
+    paired = np.isfinite(x) & np.isfinite(y)  # a pair with a value missing is left out
+    x, y = x[paired], y[paired]
     summary = mean_ci(x - y, confidence)
     if len(x) < 2 or np.all(x - y == (x - y)[0]):
         return {**summary, "t": math.nan, "p_value": math.nan}

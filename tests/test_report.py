@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 import re
 import shutil
@@ -228,3 +229,79 @@ def test_a_corrupt_manifest_or_confidence_is_a_clear_error(tmp_path, capsys):
     assert f"{tmp_path / 'sweep.json'} is not a readable sweep manifest" in capsys.readouterr().err
     assert report.main([str(tmp_path), "--confidence", "95"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def _strict_json(text):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _png_width(path):
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def test_report_files_figures_in_three_formats_strict_json_tables_and_provenance(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    _synthetic(tmp_path / "runs", range(3), rng, shift=0.05)
+    # one run records its provenance, as results.json now does; the others are older runs
+    first = tmp_path / "runs" / "seed0" / "results.json"
+    results = json.loads(first.read_text())
+    results["provenance"] = {"git": {"commit": "abc1234def", "dirty": False}, "versions": {"torch": "2.0"},
+                             "date": "2026-01-01T00:00:00+00:00", "command": "python -m iml_hf.train toy.yaml"}
+    first.write_text(json.dumps(results))
+    out = tmp_path / "docs"
+    assert report.main([str(tmp_path / "runs"), "--report_dir", str(out), "--dpi", "60"]) == 0
+    assert not (tmp_path / "runs" / "report.md").exists()  # the runs' folder is left as it was
+    for suffix in ("png", "pdf", "svg"):
+        assert (out / f"em_curves.{suffix}").stat().st_size > 0
+    assert report.main([str(tmp_path / "runs"), "--report_dir", str(tmp_path / "hi"), "--dpi", "120"]) == 0
+    assert _png_width(tmp_path / "hi" / "em_curves.png") / _png_width(out / "em_curves.png") == pytest.approx(2, rel=0.03)
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["provenance"]["versions"]["iml_hf"] and "iml_hf.report" in summary["provenance"]["command"]
+    assert summary["runs_provenance"]["recorded"] == 1 and summary["runs_provenance"]["runs"] == 3
+    text = (out / "report.md").read_text()
+    assert "Report made with: " in text and "1 of 3 runs recorded it; 2 older runs did not" in text
+    assert "commit abc1234def" in text
+    assert re.search(r"\*Figure 1\.1\* .*n = 3 seeds; bands: 95% t-intervals over seeds", text)
+    # every Markdown table is also CSV and LaTeX with the same cells
+    from iml_hf.tables import markdown_tables
+
+    tables = markdown_tables((out / "summary.md").read_text().splitlines())
+    assert [t.title.split()[0] for t in tables] == ["Contrasts", "Exact"]
+    for table, name in zip(tables, ("contrasts", "exact_match")):
+        csv = (out / "tables" / f"{name}.csv").read_text().splitlines()
+        assert csv[0].split(",") == table.header
+        assert [row for row in csv[1:]] == [",".join(f'"{c}"' if "," in c else c for c in row) for row in table.rows]
+        tex = (out / "tables" / f"{name}.tex").read_text()
+        assert "\\toprule" in tex and "\\bottomrule" in tex
+        for row in table.rows:
+            assert " & ".join(c.replace("_", "\\_") for c in row) + " \\\\" in tex
+        assert f"(also as [CSV](tables/{name}.csv) and [LaTeX](tables/{name}.tex))" in text
+
+
+def test_a_nan_statistic_is_null_in_summary_json(tmp_path):
+    rng = np.random.default_rng(6)
+    _synthetic(tmp_path, [0], rng)  # one seed: no interval, no t-test
+    summary = report.build_report(tmp_path)
+    assert math.isnan(summary["groups"]["all runs"]["contrasts"]["iml_gap"]["x2"]["t"])
+    written = _strict_json((tmp_path / "summary.json").read_text())
+    assert written["groups"]["all runs"]["contrasts"]["iml_gap"]["x2"]["t"] is None
+
+
+def test_null_values_from_strict_json_are_read_as_not_measured(tmp_path):
+    rng = np.random.default_rng(7)
+    _synthetic(tmp_path, range(3), rng, shift=0.05)
+    path = tmp_path / "seed0" / "results.json"
+    results = json.loads(path.read_text())
+    results["stages"]["x2"]["em"]["x2f"] = None  # a NaN the pipeline wrote as null
+    path.write_text(json.dumps(results))
+    with (tmp_path / "seed0" / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"stage": "x2", "stage_index": 2, "stage_step": 10, "global_step": 30, "subset": "x2t",
+                            "metric": "em", "value": None}) + "\n")
+    summary = report.build_report(tmp_path)
+    cell = summary["groups"]["all runs"]["em"]["x2"]["x2f"]
+    assert cell["n"] == 2  # the null is left out, not counted as a value
+    assert summary["groups"]["all runs"]["contrasts"]["iml_gap"]["x2"]["n"] == 2  # and so is its pair
+    assert (tmp_path / "em_curves.png").exists()

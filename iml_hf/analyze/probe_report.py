@@ -112,7 +112,7 @@ def run_probes(model, probes: ProbeInputs, options: Any, out: Path, source: dict
 
 def save_plot(path: Path, target: str, result: dict[str, Any], summary: dict[str, Any]) -> str:
     """Accuracy per layer with its interval over folds, the shuffled-label control and the chance line."""
-    from iml_hf.plots import plt, save_figure
+    from iml_hf.plots import RUN_DPI, RUN_FORMATS, plt, save_figure  # drawn at stage ends too: PNG only
 
     names = summary["representations"]
     x = np.arange(len(names))
@@ -130,9 +130,10 @@ def save_plot(path: Path, target: str, result: dict[str, Any], summary: dict[str
     ax.set_title(f"{target}: {result['n']} variables, {len(result['classes'])} classes\n{result['folds']} folds "
                  f"grouped by {result['group_by']}, 95% t intervals over folds", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)  # outside the data
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, RUN_DPI, RUN_FORMATS)
     return path.name
 
 

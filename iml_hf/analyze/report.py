@@ -100,7 +100,7 @@ def pca_3d(trajectories: torch.Tensor) -> np.ndarray:
 def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None) -> list[str]:
     """Figure 2 (inner loss per layer, log scale as in the paper) beside the norms with Table 1's
     shares, and Figure 3 (3-D PCA of the sampled trajectories)."""
-    from iml_hf.plots import plt, save_figure
+    from iml_hf.plots import RUN_DPI, RUN_FORMATS, plt, save_figure  # drawn in runs too: PNG only
 
     written = []
     names = summary["representations"]
@@ -127,7 +127,7 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, out / "inner_loss_and_norms.png")
+    save_figure(fig, out / "inner_loss_and_norms.png", RUN_DPI, RUN_FORMATS)
     written.append("inner_loss_and_norms.png")
     if projected is not None and projected.shape[1] > 1:
         fig = plt.figure(figsize=(6, 5.5))
@@ -139,7 +139,7 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
         ax.set_title(f"Figure 3: PCA of {projected.shape[0]} token trajectories, embeddings (dark) to "
                      f"{summary['representations'][projected.shape[1] - 1]} (yellow)", fontsize=9)
         fig.tight_layout()
-        save_figure(fig, out / "pca_trajectories.png")
+        save_figure(fig, out / "pca_trajectories.png", RUN_DPI, RUN_FORMATS)
         written.append("pca_trajectories.png")
     return written
 

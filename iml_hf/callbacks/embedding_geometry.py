@@ -132,10 +132,10 @@ class EmbeddingGeometryCallback(IntervalCallback):
         stem = f"{position['stage_index']}-{position['stage']}-step{position['stage_step']}"
         write_atomic(self.folder / f"{stem}.npy", lambda tmp: np.save(tmp, matrix))
         if self.plots:
-            from iml_hf.plots import save_heatmap  # matplotlib only when a plot is drawn
+            from iml_hf.plots import RUN_DPI, RUN_FORMATS, save_heatmap  # matplotlib only when a plot is drawn
 
             title = f"input-embedding cosines, stage {position['stage']} step {position['stage_step']}"
-            save_heatmap(matrix, self.layout.row_buckets, self.folder / f"{stem}.png", title)
+            save_heatmap(matrix, self.layout.row_buckets, self.folder / f"{stem}.png", title, RUN_DPI, RUN_FORMATS)
         summary = referent_alias_cosines(matrix, self.layout)
         self.emit(state, "embedding", [(bucket, metric, value, {})
                                        for bucket, values in summary.items() for metric, value in values.items()])
