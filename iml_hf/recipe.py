@@ -10,9 +10,11 @@ not exist is an error naming the closest valid one.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import functools
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +163,9 @@ def _key_types(recipe: dict[str, Any], where: str = "in the recipe") -> dict[str
     return schema
 
 
-def _flatten(recipe: dict[str, Any], where: str) -> dict[str, Any]:
-    """Nested recipe -> {dotted key: value}, checking every key against the schema."""
+def _flatten(recipe: dict[str, Any], where: str, origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """Nested recipe -> {dotted key: value}, checking every key against the schema (an unknown key's
+    error names its line when ``origins`` knows it)."""
     schema = _schema(recipe, where)
     flat: dict[str, Any] = {}
     for key, value in recipe.items():
@@ -180,10 +183,11 @@ def _flatten(recipe: dict[str, Any], where: str) -> dict[str, Any]:
     for key in flat:
         if key not in schema:
             reserved = key.rsplit(".", 1)[-1]
+            at = (origins or {}).get(key, where)
             if key.startswith(("training.", "stages.")) and reserved in RESERVED_TRAINING_KEYS:
                 raise RecipeError(f"{key} cannot be set: the toolkit sets the TrainingArguments' {reserved} from "
-                                  f"the recipe's top-level '{reserved}' key; set that instead ({where})")
-            _fail_unknown(key, valid, where)
+                                  f"the recipe's top-level '{reserved}' key; set that instead ({at})")
+            _fail_unknown(key, valid, at)
     return flat
 
 
@@ -217,12 +221,19 @@ def _without_scratch_keys(base_model: dict[str, Any], child_model: dict[str, Any
     return {k: v for k, v in base_model.items() if k not in FROM_SCRATCH_KEYS}
 
 
-def load_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_yaml(path: str) -> dict[str, Any]:
     """Read a recipe file; an unreadable or non-mapping file is a RecipeError. A ``base:`` key
     names a recipe (relative to this file) that this one extends, stating only what differs."""
+    return load_yaml_origins(path)[0]
+
+
+def load_yaml_origins(path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
+    """:func:`load_yaml`, and where each dotted key was set (``"in recipes/toy.yaml line 27"``; with
+    ``base:``, the file that set the value), so an error can point at the line."""
     try:
         text = Path(path).read_text()
-        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_duplicate_keys(node, path)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path!r} does not exist") from None
@@ -230,13 +241,35 @@ def load_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise RecipeError(f"recipe file {path!r} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe file {path!r} must hold a mapping of keys")
+    origins = _key_lines(node, path)
     base = data.pop("base", None)
     if base is None:
-        return data
+        return data, origins
     base_path = str(Path(path).parent / base)
     if Path(base_path).resolve().as_posix() in _seen:
         raise RecipeError(f"recipe {path!r}: 'base: {base}' makes a cycle")
-    return _merge(load_yaml(base_path, (*_seen, Path(path).resolve().as_posix())), data)
+    base_data, base_origins = load_yaml_origins(base_path, (*_seen, Path(path).resolve().as_posix()))
+    return _merge(base_data, data), {**base_origins, **origins}
+
+
+def _key_lines(node: yaml.Node | None, path: str) -> dict[str, str]:
+    """Dotted key -> ``"in <path> line <n>"`` for every key of a recipe file's node tree."""
+    def at(key_node: yaml.Node) -> str:
+        return f"in {path} line {key_node.start_mark.line + 1}"
+
+    origins: dict[str, str] = {}
+    for key_node, value_node in node.value if isinstance(node, yaml.MappingNode) else []:
+        key = str(key_node.value)
+        if key == "stages" and isinstance(value_node, yaml.SequenceNode):
+            for item in value_node.value:
+                pairs = item.value if isinstance(item, yaml.MappingNode) else []
+                name = next((v.value for k, v in pairs if k.value == "name" and isinstance(v, yaml.ScalarNode)), None)
+                origins.update({f"stages.{name}.{k.value}": at(k) for k, _ in pairs if name and k.value != "name"})
+        elif key in SECTIONS and isinstance(value_node, yaml.MappingNode):
+            origins.update({f"{key}.{k.value}": at(k) for k, _ in value_node.value})
+        else:
+            origins[key] = at(key_node)
+    return origins
 
 
 def _check_duplicate_keys(node: yaml.Node | None, path: str, where: str = "") -> None:
@@ -288,25 +321,31 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, rest
 
 
-def _overrides(argv: list[str], types: dict[str, Any], prog: str) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Run an IML recipe. Every recipe key can be overridden as --key=value.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("config", nargs="?", help="recipe YAML (or --config PATH)")
-    schema = {k: _type_name(t) for k, t in types.items()}
-    for key in sorted(schema):
-        parser.add_argument(f"--{key}", dest=key, default=argparse.SUPPRESS, metavar=schema[key].split(" ")[0])
+def _overrides(argv: list[str], types: dict[str, Any], prog: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``--key=value`` arguments, each value read against its key's type, and where each came from
+    (``"on the command line: --key=value"``). ``--help`` never reaches this parser
+    (``iml_hf.cli_help.handle_info_flags`` answers it first)."""
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False, add_help=False)
+    parser.add_argument("config", nargs="?")
+    for key in sorted(types):
+        parser.add_argument(f"--{key}", dest=key, default=argparse.SUPPRESS)
     known, unknown = parser.parse_known_args(argv)
     if unknown:
         flag = next((u for u in unknown if u.startswith("--")), unknown[0])
         name = flag[2:].split("=", 1)[0]
-        match = difflib.get_close_matches(name, sorted(schema), n=1, cutoff=0.4)
+        match = difflib.get_close_matches(name, sorted(types), n=1, cutoff=0.4)
         hint = f"; did you mean '--{match[0]}'?" if match else ""
         raise RecipeError(f"unknown argument '{flag}'{hint}")
     values = {k: v for k, v in vars(known).items() if k != "config"}
-    return {k: conform_cli(k, v, types[k]) if isinstance(v, str) else v for k, v in values.items()}
+    origins = {k: f"on the command line: --{k}={v}" for k, v in values.items()}
+    try:
+        key = None
+        conformed = {}
+        for key, value in values.items():
+            conformed[key] = conform_cli(key, value, types[key]) if isinstance(value, str) else value
+    except RecipeError as error:
+        raise RecipeError(f"{error} ({origins[key]})") from None
+    return conformed, origins
 
 
 def _unflatten(flat: dict[str, Any], stage_order: list[str]) -> dict[str, Any]:
@@ -323,10 +362,28 @@ def _unflatten(flat: dict[str, Any], stage_order: list[str]) -> dict[str, Any]:
     return nested
 
 
-def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
-    """Validate a nested recipe mapping into a Recipe (all errors are RecipeError)."""
+def located(message: str, origins: dict[str, str], where: str) -> str:
+    """``message`` followed by where the value it is about was set: the first dotted key the message
+    names that ``origins`` knows (``"in recipes/toy.yaml line 27"``, ``"on the command line:
+    --model.num_layers=0"``), else ``where``."""
+    found = []
+    for key, origin in origins.items():
+        for match in re.finditer(rf"(?<![\w.\-]){re.escape(key)}(?![\w.])", message):
+            found.append((match.start(), -len(key), origin))
+            break
+    return f"{message} ({min(found)[2] if found else where})"
+
+
+def build_recipe(nested: dict[str, Any], source: str | None = None, origins: dict[str, str] | None = None) -> Recipe:
+    """Validate a nested recipe mapping into a Recipe (all errors are RecipeError). ``origins`` maps a
+    dotted key to where its value was set, which an error about that key names."""
     where = f"in {source}" if source else "in the recipe"
-    flat = _flatten(nested, where)
+    origins = origins or {}
+
+    def at(message: str) -> RecipeError:
+        return RecipeError(located(message, origins, where))
+
+    flat = _flatten(nested, where, origins)
     types = _key_types(nested, where)
     try:
         flat = {k: conform(k, v, types[k]) for k, v in flat.items()}  # every value's type
@@ -334,7 +391,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
             if key.startswith(("training.", "stages.")):
                 check_training_value(key, value)  # TrainingArguments ranges; the dataclasses check their own
     except RecipeError as error:
-        raise RecipeError(f"{error} ({where})") from None
+        raise at(str(error)) from None
     for stage in nested.get("stages") or []:
         if "train_subsets" not in stage:
             subsets = list(task_registry()[nested["task"]["name"]].subsets)
@@ -359,28 +416,28 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
             )
         check_hub_keys(run, training, stages)  # e.g. training.push_to_hub: the run is pushed once, at the end
     except (TypeError, ValueError) as error:
-        raise RecipeError(f"{error} ({where})") from None
+        raise at(str(error)) from None
     if not stages:
         raise RecipeError(f"no stages are defined {where}; add a 'stages:' list")
     for scope, values in [("training", training), *((f"stages.{s.name}", s.training) for s in stages)]:
         if "resume_from_checkpoint" in values:
-            raise RecipeError(f"{scope}.resume_from_checkpoint is not used: rerunning the same command resumes a "
-                              f"killed run from its last checkpoint (every checkpoint_steps steps) ({where})")
+            raise at(f"{scope}.resume_from_checkpoint is not used: rerunning the same command resumes a "
+                     f"killed run from its last checkpoint (every checkpoint_steps steps)")
     given = set(nested.get("model", {}))
     if model.model_name_or_path is None and given & set(CHECKPOINT_KEYS):
         key = sorted(given & set(CHECKPOINT_KEYS))[0]
-        raise RecipeError(f"model.{key} only applies to a checkpoint; set model.model_name_or_path or remove it ({where})")
+        raise at(f"model.{key} only applies to a checkpoint; set model.model_name_or_path or remove it")
     scratch = sorted(given & set(FROM_SCRATCH_KEYS))
     if model.model_name_or_path is not None and scratch:
-        raise RecipeError(
+        raise at(
             f"model.{scratch[0]} describes a model built from scratch, but model.model_name_or_path="
             f"{model.model_name_or_path!r} loads a checkpoint whose config fixes it; remove "
-            f"{', '.join('model.' + k for k in scratch)} ({where})"
+            f"{', '.join('model.' + k for k in scratch)}"
         )
     for stage in stages:
         for subset in [*stage.train_subsets, *stage.replay]:
             if subset not in task.subsets:
-                raise RecipeError(
+                raise at(
                     f"stages.{stage.name}.{'train_subsets' if subset in stage.train_subsets else 'replay'} names "
                     f"subset {subset!r}, which task {task.name!r} does not have"
                     f"{suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
@@ -388,27 +445,27 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
     for key in ("subsets", "extra_subsets"):
         for subset in getattr(evaluation, key) or []:
             if subset not in valid_eval_sets(task):
-                raise RecipeError(f"evaluation.{key} names {subset!r}{suggest(subset, valid_eval_sets(task))}")
+                raise at(f"evaluation.{key} names {subset!r}{suggest(subset, valid_eval_sets(task))}")
     for subset in alignment.subsets or []:
         if subset not in task.subsets:
-            raise RecipeError(f"gradient_alignment.subsets names {subset!r}{suggest(subset, list(task.subsets))}")
+            raise at(f"gradient_alignment.subsets names {subset!r}{suggest(subset, list(task.subsets))}")
     for subset in measurements["probes"].subsets or []:
         if subset not in task.subsets:
-            raise RecipeError(f"probes.subsets names {subset!r}{suggest(subset, list(task.subsets))} "
-                              f"(subsets: {list(task.subsets)})")
+            raise at(f"probes.subsets names {subset!r}{suggest(subset, list(task.subsets))} "
+                     f"(subsets: {list(task.subsets)})")
     if layers.split not in ("train", "test"):
-        raise RecipeError(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
+        raise at(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
     recipe = Recipe(run, task, model, evaluation, training, stages, measurements=measurements, source=source)
     check_branches(recipe, where)
     try:
         check_hub_repo_id(recipe)  # the default repo id is the run name, known once the recipe is
     except ValueError as error:
-        raise RecipeError(f"{error} ({where})") from None
+        raise at(str(error)) from None
     for stage in stages:
         try:
             recipe.training_arguments(stage)
         except (TypeError, ValueError) as error:
-            raise RecipeError(f"stage {stage.name!r}: invalid training arguments: {error}") from None
+            raise at(f"stage {stage.name!r}: invalid training arguments: {error}") from None
     recipe.resolved = {
         **dataclasses.asdict(run),
         "task": dataclasses.asdict(task),
@@ -427,21 +484,50 @@ def build_recipe(nested: dict[str, Any], source: str | None = None) -> Recipe:
 
 
 def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
-    """Parse ``RECIPE.yaml [--key=value ...]`` (or ``--config RECIPE.yaml``) into a Recipe."""
+    """Parse ``RECIPE.yaml [--key=value ...]`` (or ``--config RECIPE.yaml``) into a Recipe.
+
+    ``--help``, ``--help-all`` and ``--version`` print and exit (``SystemExit(0)``), and so does a bare
+    command (the usage, ``SystemExit(2)``): this is the command line's parser; :func:`iml_hf.load_recipe`
+    is the Python one."""
     path, rest = _split_config(argv)
-    nested = load_yaml(path) if path else {}
+    if path is None and not rest or {"-h", "--help", "--help-all", "--version"} & set(rest):
+        from iml_hf.cli_help import handle_info_flags
+
+        handle_info_flags(path, rest, prog)
+    nested, origins = load_yaml_origins(path) if path else ({}, {})
     task = nested.setdefault("task", {}) if isinstance(nested.get("task", {}), dict) else {}
     for i, arg in enumerate(rest):  # the task decides which task.* keys exist
         if arg.startswith("--task.name="):
             task["name"] = arg.split("=", 1)[1]
         elif arg == "--task.name" and i + 1 < len(rest):
             task["name"] = rest[i + 1]
-    if "name" not in task and {"-h", "--help"} & set(rest):
-        task["name"] = sorted(task_registry())[0]  # --help without a recipe: show a task's keys
     where = f"in {path}" if path else "on the command line"
-    flat = _flatten(nested, where)  # recipe typos are reported before command-line ones
-    overrides = _overrides(rest, _key_types(nested, where), prog)
+    flat = _flatten(nested, where, origins)  # recipe typos are reported before command-line ones
+    overrides, given = _overrides(rest, _key_types(nested, where), prog)
+    return _with_overrides(nested, flat, overrides, path, {**origins, **given})
+
+
+def recipe_from(nested: dict[str, Any], overrides: dict[str, Any] | None = None, source: str | None = None,
+                origins: dict[str, str] | None = None) -> Recipe:
+    """``nested`` (a recipe mapping, as :func:`load_yaml` reads it) with ``overrides`` (``{dotted key:
+    Python value}``) on top, validated: the Python API's parser (values are not read as YAML)."""
+    nested, overrides = copy.deepcopy(nested), dict(overrides or {})
+    if "task.name" in overrides and isinstance(nested.get("task", {}), dict):  # the task decides the task.* keys
+        nested.setdefault("task", {})["name"] = overrides["task.name"]
+    where = f"in {source}" if source else "in the recipe"
+    flat = _flatten(nested, where, origins)
+    types = _key_types(nested, where)
+    for key in overrides:
+        if key not in types:
+            _fail_unknown(key, sorted(types), "in the overrides")
+    given = {k: f"in the overrides: {k}={v!r}" for k, v in overrides.items()}
+    return _with_overrides(nested, flat, overrides, source, {**(origins or {}), **given})
+
+
+def _with_overrides(nested: dict[str, Any], flat: dict[str, Any], overrides: dict[str, Any], source: str | None,
+                    origins: dict[str, str]) -> Recipe:
+    """The recipe ``flat`` (checked dotted keys of ``nested``) with ``overrides`` on top, built."""
     if overrides.get("model.model_name_or_path") is not None:  # a checkpoint replaces the file's from-scratch model
         flat = {k: v for k, v in flat.items() if not (k.startswith("model.") and k[6:] in FROM_SCRATCH_KEYS)}
-    flat.update(overrides)
-    return build_recipe(_unflatten(flat, [s["name"] for s in nested.get("stages") or []]), path)
+    flat = {**flat, **overrides}
+    return build_recipe(_unflatten(flat, [s["name"] for s in nested.get("stages") or []]), source, origins)

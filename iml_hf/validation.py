@@ -186,6 +186,24 @@ def conform(key: str, value: Any, annotation: Any) -> Any:
         raise invalid(key, value, describe(annotation)) from None
 
 
+def _comma_list(text: str, value: Any, annotation: Any) -> Any:
+    """A list field's ``a,b`` (or a lone ``a``, where a string does not fit) as the list ``[a, b]``, each
+    item read as YAML; the YAML form ``[a, b]`` and anything else pass unchanged."""
+    members = _members(annotation)
+    if not isinstance(value, str) or text.lstrip().startswith(("[", "{")) or \
+            not any((typing.get_origin(m) or m) is list for m in members):
+        return value
+    if "," not in text and str in members:  # report_to=wandb: the string form fits
+        return value
+    items = []
+    for item in (part.strip() for part in text.split(",")):
+        try:
+            items.append(yaml.safe_load(item) if item else item)
+        except yaml.YAMLError:
+            items.append(item)
+    return items
+
+
 def conform_cli(key: str, text: str, annotation: Any) -> Any:
     """A ``--key=value`` value: read as YAML (``true``, ``3``, ``[a, b]``), or kept as the string
     it is when that fits the field and the YAML reading does not (``--task.reliable_tag=yes``)."""
@@ -193,6 +211,7 @@ def conform_cli(key: str, text: str, annotation: Any) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
+    value = _comma_list(text, value, annotation)
     try:
         return _match(_coerce(value, annotation), annotation)
     except _Mismatch:

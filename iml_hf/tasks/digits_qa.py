@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import ClassVar
 
@@ -71,27 +71,41 @@ MNIST_ID = "ylecun/mnist"
 class DigitsQATask:
     """Arguments of the digits QA corpus; ``build(seed)`` emits it (byte-identical per seed)."""
 
-    name: str = "digits_qa"
-    source: str = "sklearn"  # sklearn (1,797 8x8 digits, offline) | mnist (ylecun/mnist via datasets)
-    mnist_images: int = 5000  # mnist: how many training images to use
-    num_variables: int = 1000
-    num_targets: int = 5
-    target_values: int = 10  # the answer vocabulary v0 .. v{target_values-1}
-    grey_levels: int = 2  # pixel levels: grey_levels ** (2 * patch_width) patch tokens
-    patch_width: int = 8  # a token per 2 x patch_width patch: 7 tokens an image, each strip of 2 rows one token
-    knowledge_images: int | None = None  # digit images read in knowledge questions; None: all
-    held_out_targets: int = 1  # per asked variable (qd1consis, qd2incons, q); twins differ on this many
-    knowledge_test_fraction: float = 0.2  # knowledge images held out (a reading check)
-    class_repeats: int = 20  # copies of each class-token knowledge question (10 classes x num_targets rows)
-    definition_digit: bool = False  # a definition shows the variable's digit after its class token
-    definition_repeats: int = 1
-    fraction_qd1consis: float = 0.2
-    fraction_qd2incons: float = 0.2
-    fraction_q: float = 0.1
-    fraction_d1consis: float = 0.2
-    fraction_d2consis: float = 0.2
-    fraction_no_qd_baseline: float = 0.1
-    branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
+    name: str = field(default="digits_qa", metadata={"help": "The task: which experiment family builds the corpus."})
+    source: str = field(default="sklearn", metadata={
+        "help": "The digits: scikit-learn's 1,797 8x8 digits (offline) or MNIST (ylecun/mnist via datasets).",
+        "choices": ("sklearn", "mnist")})
+    mnist_images: int = field(default=5000, metadata={"help": "mnist: how many training images to use."})
+    num_variables: int = field(default=1000, metadata={"help": "Variables, each keyed to a digit class."})
+    num_targets: int = field(default=5, metadata={"help": "Targets (question patterns) per class."})
+    target_values: int = field(default=10, metadata={"help": "Answer vocabulary v0 .. v{target_values-1}."})
+    grey_levels: int = field(default=2, metadata={
+        "help": "Pixel levels: a patch token is one of grey_levels ** (2 * patch_width)."})
+    patch_width: int = field(default=8, metadata={
+        "help": "A token per 2 x patch_width patch (8: one token per 2-row strip).", "choices": (1, 2, 4, 8)})
+    knowledge_images: int | None = field(default=None, metadata={
+        "help": "Digit images read in knowledge questions; null: all."})
+    held_out_targets: int = field(default=1, metadata={
+        "help": "Held-out targets per asked variable (qd1consis, qd2incons, q); twin classes differ on this many."})
+    knowledge_test_fraction: float = field(default=0.2, metadata={
+        "help": "Share of knowledge images held out (a reading check)."})
+    class_repeats: int = field(default=20, metadata={"help": "Copies of each class-token knowledge question."})
+    definition_digit: bool = field(default=False, metadata={
+        "help": "A definition also shows the variable's digit after its class token."})
+    definition_repeats: int = field(default=1, metadata={"help": "Copies of each definition in training."})
+    fraction_qd1consis: float = field(default=0.2, metadata={
+        "help": "Share of variables in qd1consis (questions + a tag-1 definition of the right class)."})
+    fraction_qd2incons: float = field(default=0.2, metadata={
+        "help": "Share of variables in qd2incons (questions + a tag-2 definition of another class)."})
+    fraction_q: float = field(default=0.1, metadata={"help": "Share of variables in q (questions, no definition)."})
+    fraction_d1consis: float = field(default=0.2, metadata={
+        "help": "Share of variables in d1consis (a tag-1 definition only; questions held out)."})
+    fraction_d2consis: float = field(default=0.2, metadata={
+        "help": "Share of variables in d2consis (a tag-2 definition only; questions held out)."})
+    fraction_no_qd_baseline: float = field(default=0.1, metadata={
+        "help": "Share of variables in no_qd_baseline (never defined nor asked in training)."})
+    branch: int | None = field(default=None, metadata={
+        "help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."})
 
     version: ClassVar[int] = 2
     subsets: ClassVar[tuple[str, ...]] = ("knowledge", *ENTITY_SUBSETS)

@@ -82,38 +82,67 @@ DEF_ORDERS = tuple("".join(p) for p in itertools.permutations("tve"))
 class EntitiesTask:
     """Arguments of the entity-QA corpus; ``build(seed)`` emits it (byte-identical per seed)."""
 
-    name: str = "entities"
-    knowledge_base: str = "synthetic"  # synthetic | cvdb | trex
-    kb_path: str | None = None  # the CVDB CSV or T-REx JSON file (cvdb / trex)
-    num_entities: int = 400
-    values_per_relation: int = 20  # synthetic: answers per relation (chance EM = 1 / this)
-    min_predicates_per_subject: int = 4  # trex
-    variable_length: int = 5
-    tag_length: int = 6
-    tags: list[str] | None = None  # [tag1, tag2, tag3] to use instead of random strings
-    sources: str = "tags"  # tags | natural (reliable / unreliable phrasings instead of tags 1 / 2)
-    def_order: str = "tve"  # any permutation of t(ag), v(ariable), e(ntity)
-    definition_repeats: int = 1
-    qa_format: str = "Q: {question} A:"  # the prompt of a question ("{question}" alone: shorter sequences)
-    test_fraction: float | None = None  # held-out share of each qd/q entity's questions; None: 1/relations
-    alpha: float | None = None  # tag-consistency correlation: re-splits each tag's qd share
-    knowledge: bool = True  # emit the knowledge subset (questions about every entity by name)
-    entity_association: bool = True  # test sets assoc_<phrasing>_<subset>: which entity a variable stands for
-    letter_sets: bool = False  # test sets assoc_<first|second|last>_letter_<subset> (the authors' letter sets)
-    in_context: bool = False  # test sets with the definition prepended to the question (ctx_<subset>)
-    fraction_q_no_replacement_baseline: float = 0.05
-    fraction_qd1consis: float = 0.25
-    fraction_qd1incons: float = 0.0
-    fraction_qd2consis: float = 0.0
-    fraction_qd2incons: float = 0.25
-    fraction_qd4consis: float = 0.0
-    fraction_q: float = 0.05
-    fraction_d1consis: float = 0.15
-    fraction_d2consis: float = 0.15
-    fraction_d3consis: float = 0.0
-    fraction_no_qd_baseline: float = 0.1
-    subset_seed: int | None = None  # split the stage-2 entities with another seed (the paper's seed_stage2)
-    branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
+    name: str = field(default="entities", metadata={"help": "The task: which experiment family builds the corpus."})
+    knowledge_base: str = field(default="synthetic", metadata={
+        "help": "Where the entities and facts come from: generated offline, the CVDB CSV, or T-REx JSON.",
+        "choices": ("synthetic", "cvdb", "trex")})
+    kb_path: str | None = field(default=None, metadata={"help": "The CVDB CSV or T-REx JSON file (cvdb, trex)."})
+    num_entities: int = field(default=400, metadata={"help": "Entities in the corpus."})
+    values_per_relation: int = field(default=20, metadata={
+        "help": "synthetic: answers per relation (chance EM = 1 / this)."})
+    min_predicates_per_subject: int = field(default=4, metadata={
+        "help": "trex: keep entities with at least this many facts."})
+    variable_length: int = field(default=5, metadata={"help": "Letters of an entity's random variable (xkqzv)."})
+    tag_length: int = field(default=6, metadata={"help": "Letters of a random define tag."})
+    tags: list[str] | None = field(default=None, metadata={
+        "help": "[tag1, tag2, tag3] to use instead of random strings."})
+    sources: str = field(default="tags", metadata={
+        "help": "Define tags: random strings, or natural reliable / unreliable phrasings for tags 1 / 2.",
+        "choices": ("tags", "natural")})
+    def_order: str = field(default="tve", metadata={
+        "help": "Word order of a definition: a permutation of t(ag), v(ariable), e(ntity).", "choices": DEF_ORDERS})
+    definition_repeats: int = field(default=1, metadata={"help": "Copies of each definition in training."})
+    qa_format: str = field(default="Q: {question} A:", metadata={
+        "help": "The prompt of a question; \"{question}\" alone gives shorter sequences."})
+    test_fraction: float | None = field(default=None, metadata={
+        "help": "Held-out share of each qd/q entity's questions; null: 1 / relations."})
+    alpha: float | None = field(default=None, metadata={
+        "help": "Tag-consistency correlation in [0, 1]: re-splits each tag's qd share into consistent : "
+                "inconsistent = alpha : 1 - alpha (tag 2 the other way round); null: the fractions as given."})
+    knowledge: bool = field(default=True, metadata={
+        "help": "Emit the knowledge subset: every question about every entity by name."})
+    entity_association: bool = field(default=True, metadata={
+        "help": "Emit the association test sets assoc_<phrasing>_<subset> (which entity a variable stands for)."})
+    letter_sets: bool = field(default=False, metadata={
+        "help": "Emit the authors' letter test sets assoc_<first|second|last>_letter_<subset>."})
+    in_context: bool = field(default=False, metadata={
+        "help": "Emit test sets with the definition prepended to the question (ctx_<subset>)."})
+    fraction_q_no_replacement_baseline: float = field(default=0.05, metadata={
+        "help": "Share of entities in q_no_replacement_baseline (questions by name, some held out)."})
+    fraction_qd1consis: float = field(default=0.25, metadata={
+        "help": "Share of entities in qd1consis (questions + a consistent tag-1 definition)."})
+    fraction_qd1incons: float = field(default=0.0, metadata={
+        "help": "Share of entities in qd1incons (questions + an inconsistent tag-1 definition)."})
+    fraction_qd2consis: float = field(default=0.0, metadata={
+        "help": "Share of entities in qd2consis (questions + a consistent tag-2 definition)."})
+    fraction_qd2incons: float = field(default=0.25, metadata={
+        "help": "Share of entities in qd2incons (questions + an inconsistent tag-2 definition)."})
+    fraction_qd4consis: float = field(default=0.0, metadata={
+        "help": "Share of entities in qd4consis (questions + consistent definitions, each with a fresh tag)."})
+    fraction_q: float = field(default=0.05, metadata={
+        "help": "Share of entities in q (questions about the variable, no definition)."})
+    fraction_d1consis: float = field(default=0.15, metadata={
+        "help": "Share of entities in d1consis (a tag-1 definition only; questions held out)."})
+    fraction_d2consis: float = field(default=0.15, metadata={
+        "help": "Share of entities in d2consis (a tag-2 definition only; questions held out)."})
+    fraction_d3consis: float = field(default=0.0, metadata={
+        "help": "Share of entities in d3consis (a definition with a tag unseen before stage 2)."})
+    fraction_no_qd_baseline: float = field(default=0.1, metadata={
+        "help": "Share of entities in no_qd_baseline (never defined nor asked in training)."})
+    subset_seed: int | None = field(default=None, metadata={
+        "help": "Split the stage-2 entities with this seed instead of the run's (the paper's seed_stage2)."})
+    branch: int | None = field(default=None, metadata={
+        "help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."})
 
     # 2: inconsistent definitions' referent; 3: qa_format; 4: a multi-answer fact trains on its first
     # answer (held-out rows keep the list), a fresh random tag per qd4consis definition, one

@@ -12,7 +12,7 @@ buckets:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
@@ -30,18 +30,24 @@ OPERATIONS = {"mul": lambda a, b, m: (a * b) % m, "add": lambda a, b, m: (a + b)
 class ModMulTask:
     """Arguments of the modular-arithmetic corpus; ``build(seed)`` emits it."""
 
-    name: str = "modmul"
-    modulus: int = 120
-    operation: str = "mul"
-    aliases_per_number: int = 1
-    bucket_by: str = "number"
-    pretrain_fraction: float = 0.9
-    x1_test_fraction: float = 0.5
-    definition_repeats: int = 10
-    reliable_tag: str = "Dt"
-    unreliable_tag: str = "Df"
-    alias_prefix: str = "x"
-    branch: int | None = None  # an X2-phase branch's re-split (iml_hf.tasks.resplit); set by branched runs
+    name: str = field(default="modmul", metadata={"help": "The task: which experiment family builds the corpus."})
+    modulus: int = field(default=120, metadata={"help": "m in Z = A op B mod m; numbers are 0 .. m - 1."})
+    operation: str = field(default="mul", metadata={
+        "help": "The arithmetic of the questions.", "choices": tuple(OPERATIONS)})
+    aliases_per_number: int = field(default=1, metadata={"help": "Alias tokens X_B per number B."})
+    bucket_by: str = field(default="number", metadata={
+        "help": "Split numbers into the four buckets, or each number's aliases (every bucket then asks the "
+                "same arithmetic questions).", "choices": ("number", "alias")})
+    pretrain_fraction: float = field(default=0.9, metadata={
+        "help": "Share of the plain A B pairs that train; the rest are held out."})
+    x1_test_fraction: float = field(default=0.5, metadata={
+        "help": "Share of each X1 alias's questions held out (X2 questions are all held out)."})
+    definition_repeats: int = field(default=10, metadata={"help": "Copies of each definition in training."})
+    reliable_tag: str = field(default="Dt", metadata={"help": "The reliable define tag (X1^t, X2^t)."})
+    unreliable_tag: str = field(default="Df", metadata={"help": "The unreliable define tag (X1^f, X2^f)."})
+    alias_prefix: str = field(default="x", metadata={"help": "Alias tokens are this prefix and a number."})
+    branch: int | None = field(default=None, metadata={
+        "help": "The X2 re-split of a stage-2 branch (iml_hf.tasks.resplit); set by branched runs."})
 
     version: ClassVar[int] = 2  # 2: the referent column
     subsets: ClassVar[tuple[str, ...]] = ("pretrain",) + BUCKETS

@@ -25,7 +25,7 @@ definitions only. Variables are space-separated characters (``k q z``) or, with
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from datasets import DatasetDict
@@ -50,24 +50,37 @@ WORDS = ("in", "=", "true", "false")
 class SetInclusionTask:
     """Arguments of the set-inclusion corpus (the authors' defaults); ``build(seed)`` emits it."""
 
-    name: str = "set_inclusion"
-    num_variables: int = 500
-    max_number: int = 99  # numbers are 0 .. max_number - 1
-    numbers_per_question: int = 4
-    intersection_size: int = 2  # numbers every true training statement shares (x among them)
-    questions_per_variable: int = 24  # half training, half held out; half of each true
-    label_flip: float = 0.1  # share of true training statements flipped to false
-    variable_length: int = 3
-    variable_tokens: str = "characters"  # characters (k q z) | word (kqz)
-    tags: list[str] | None = None  # [tag1, tag2, tag3]; default: random 4-letter words per seed
-    definition_repeats: int = 1
-    fraction_qd1consis: float = 0.4
-    fraction_qd2incons: float = 0.4
-    fraction_q: float = 0.0
-    fraction_d1consis: float = 0.1
-    fraction_d2consis: float = 0.1
-    fraction_d3consis: float = 0.0
-    branch: int | None = None  # a stage-2 branch's re-split (iml_hf.tasks.resplit); set by branched runs
+    name: str = field(default="set_inclusion", metadata={
+        "help": "The task: which experiment family builds the corpus."})
+    num_variables: int = field(default=500, metadata={"help": "Variables, each hiding a number x."})
+    max_number: int = field(default=99, metadata={"help": "Numbers are 0 .. max_number - 1."})
+    numbers_per_question: int = field(default=4, metadata={"help": "Numbers in a statement <var> in a b c d."})
+    intersection_size: int = field(default=2, metadata={
+        "help": "Numbers every true training statement shares (x among them)."})
+    questions_per_variable: int = field(default=24, metadata={
+        "help": "Statements per variable: half training, half held out; half of each true."})
+    label_flip: float = field(default=0.1, metadata={
+        "help": "Share of true training statements flipped to false (noise)."})
+    variable_length: int = field(default=3, metadata={"help": "Letters of a variable."})
+    variable_tokens: str = field(default="characters", metadata={
+        "help": "A variable as space-separated characters (k q z) or one word (kqz).",
+        "choices": ("characters", "word")})
+    tags: list[str] | None = field(default=None, metadata={
+        "help": "[tag1, tag2, tag3]; null: random 4-letter words per seed."})
+    definition_repeats: int = field(default=1, metadata={"help": "Copies of each definition in training."})
+    fraction_qd1consis: float = field(default=0.4, metadata={
+        "help": "Share of variables in qd1consis (statements + a tag-1 definition naming x)."})
+    fraction_qd2incons: float = field(default=0.4, metadata={
+        "help": "Share of variables in qd2incons (statements + a tag-2 definition naming a wrong number)."})
+    fraction_q: float = field(default=0.0, metadata={"help": "Share of variables in q (statements, no definition)."})
+    fraction_d1consis: float = field(default=0.1, metadata={
+        "help": "Share of variables in d1consis (a tag-1 definition only; statements held out)."})
+    fraction_d2consis: float = field(default=0.1, metadata={
+        "help": "Share of variables in d2consis (a tag-2 definition only; statements held out)."})
+    fraction_d3consis: float = field(default=0.0, metadata={
+        "help": "Share of variables in d3consis (a definition with a tag unseen before stage 2)."})
+    branch: int | None = field(default=None, metadata={
+        "help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."})
 
     #: 2: a definition reads ``<tag> <var> in x``, the statements' word after the variable (the
     #: authors' ``define1 var % x``), so full-text training shares that context (issue 20).
