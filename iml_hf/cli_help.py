@@ -64,7 +64,7 @@ EXAMPLES = (
      "override keys"),
     ("python -m iml_hf.train recipes/toy.yaml --evaluation.subsets=x2t,x2f", "a list key"),
     ("python -m iml_hf.train recipes/toy.yaml --help", "the recipe's keys, values and defaults"),
-    ("accelerate launch -m iml_hf.train recipes/entities_gpu_base.yaml", "on several GPUs"),
+    ("accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m iml_hf.train recipes/toy_paper.yaml", "on several GPUs (DDP)"),
 )
 GENERAL_OPTIONS = (
     ("-h, --help", "this help; with a recipe, its keys with their values"),
