@@ -3,7 +3,8 @@
 An example is correct when the model's greedy continuation of its prompt starts with exactly the
 answer's tokens. Single-token answers need one forward pass (the argmax at the last prompt
 position); longer answers use ``greedy_continuations`` (batched greedy ``generate`` with left
-padding), which ``iml_hf.qa_match.generate_answers`` shares.
+padding), which ``iml_hf.qa_match.generate_answers`` shares. ``greedy_answers`` also returns the
+greedy tokens each example was judged by (the predictions of samples.jsonl).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ def _batches(indices: Sequence[int], size: int) -> list[Sequence[int]]:
 
 
 @torch.no_grad()
-def _first_token_correct(
-    model: PreTrainedModel, prompts: list[list[int]], answers: list[list[int]], pad_id: int
-) -> list[bool]:
+def _first_tokens(model: PreTrainedModel, prompts: list[list[int]], pad_id: int) -> list[int]:
+    """The greedy next token after each prompt: one forward pass over the right-padded batch."""
     lengths = torch.tensor([len(p) for p in prompts])
     input_ids = torch.full((len(prompts), int(lengths.max())), pad_id, dtype=torch.long)
     for i, p in enumerate(prompts):
@@ -41,8 +41,7 @@ def _first_token_correct(
     mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
     device = model.device
     logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-    predicted = logits[torch.arange(len(prompts), device=device), lengths.to(device) - 1].argmax(-1)
-    return (predicted.cpu() == torch.tensor([a[0] for a in answers])).tolist()
+    return logits[torch.arange(len(prompts), device=device), lengths.to(device) - 1].argmax(-1).cpu().tolist()
 
 
 @contextmanager
@@ -121,19 +120,29 @@ def exact_match(
     """Per-example exact match of greedy decoding; the model is put in eval mode and restored.
     Single-token answers take one forward pass, except with sharded parameters, where every example
     is decoded (each process then makes the same calls whatever its mix of answer lengths)."""
+    return greedy_answers(model, prompt_ids, answer_ids, pad_token_id, eos_token_id, batch_size)[0]
+
+
+def greedy_answers(
+    model: PreTrainedModel,
+    prompt_ids: list[list[int]],
+    answer_ids: list[list[int]],
+    pad_token_id: int,
+    eos_token_id: int | None = None,
+    batch_size: int = 1024,
+) -> tuple[list[bool], list[list[int]]]:
+    """``exact_match`` and the greedy tokens it compared for each example (as many as its answer
+    has), so a caller can show the predictions (samples.jsonl) without decoding a second time."""
     if len(prompt_ids) != len(answer_ids):
         raise ValueError("prompt_ids and answer_ids must have the same length")
     with _eval_mode(model):
-        correct = [False] * len(prompt_ids)
+        predicted: list[list[int]] = [[] for _ in prompt_ids]
         sharded = parameters_sharded(model)
         single = [] if sharded else [i for i, a in enumerate(answer_ids) if len(a) == 1]
         multi = [i for i, a in enumerate(answer_ids) if sharded or len(a) > 1]
         for batch in _batches(single, batch_size):
-            scores = _first_token_correct(
-                model, [prompt_ids[i] for i in batch], [answer_ids[i] for i in batch], pad_token_id
-            )
-            for i, ok in zip(batch, scores):
-                correct[i] = ok
+            for i, token in zip(batch, _first_tokens(model, [prompt_ids[i] for i in batch], pad_token_id)):
+                predicted[i] = [token]
         for batch in _batches(multi, batch_size):
             answers = [answer_ids[i] for i in batch]
             generated = greedy_continuations(
@@ -145,5 +154,5 @@ def exact_match(
                 batch_size=len(batch),
             )
             for i, g, a in zip(batch, generated, answers):
-                correct[i] = g[: len(a)] == a
-        return correct
+                predicted[i] = g[: len(a)]
+        return [p == list(a) for p, a in zip(predicted, answer_ids)], predicted

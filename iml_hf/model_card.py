@@ -9,7 +9,6 @@ saved for a Hub branch (``stages/<name>/``) gets a short card of its own.
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +16,12 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from iml_hf.gate import NOT_INTERPRETABLE, gated_sides, verdict
+from iml_hf.provenance import LIBRARIES, library_versions  # noqa: F401 (LIBRARIES: the card lists them)
 from iml_hf.stats import difference_interval, wilson_interval
 from iml_hf.tasks import get_task_class
 
-#: The libraries whose versions a card records.
-LIBRARIES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "huggingface_hub", "iml_hf")
 CONFIDENCE = 0.95
 TAGS = ("iml_hf", "implicit-meta-learning")
-
-
-def library_versions() -> dict[str, str]:
-    """The installed version of every library in ``LIBRARIES``."""
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def contrast_interval(stage: dict[str, Any], a: str, b: str, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
@@ -44,6 +31,30 @@ def contrast_interval(stage: dict[str, Any], a: str, b: str, confidence: float =
     if a not in em or b not in em or not n.get(a) or not n.get(b):
         return None
     return difference_interval(round(em[a] * n[a]), n[a], round(em[b] * n[b]), n[b], confidence)
+
+
+def em_interval(stage: dict[str, Any], name: str, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The Wilson score interval of one set's EM at one stage's end (None without its n or EM)."""
+    em, n = stage.get("em", {}).get(name), stage.get("n", {}).get(name)
+    if em is None or not n:
+        return None
+    return wilson_interval(round(em * n), n, confidence)
+
+
+def stage_intervals(stage: dict[str, Any], contrasts: dict[str, tuple[str, str]],
+                    confidence: float = CONFIDENCE) -> dict[str, dict[str, list[float] | None]]:
+    """``{"em": {set: [low, high]}, "contrasts": {name: [low, high]}}`` at one stage's end of this
+    single run (Wilson per set, Newcombe per contrast of two evaluated sets; None where undefined):
+    the intervals results.json records and the card's tables show."""
+    def pair(bounds: tuple[float, float] | None) -> list[float] | None:
+        return None if bounds is None else [float(bounds[0]), float(bounds[1])]
+
+    evaluated = stage.get("em", {})
+    return {
+        "em": {name: pair(em_interval(stage, name, confidence)) for name in evaluated},
+        "contrasts": {name: pair(contrast_interval(stage, a, b, confidence))
+                      for name, (a, b) in contrasts.items() if a in evaluated and b in evaluated},
+    }
 
 
 def run_gate(results: dict[str, Any], stage: dict[str, Any], a: str, b: str, confidence: float = CONFIDENCE) -> str | None:
@@ -170,8 +181,20 @@ def _load_section(repo: str, example: tuple[str, str] | None, stage_branches: li
     return "\n".join(code)
 
 
-def _versions_section() -> str:
-    return "\n".join(f"- {name} {version}" for name, version in library_versions().items())
+def _versions_section(results: dict[str, Any]) -> str:
+    """The versions the run recorded (``provenance``; the installed ones for a run from before it),
+    the commit of iml_hf's checkout, the date and the command."""
+    made = results.get("provenance") or {}
+    versions = made.get("versions") or library_versions()
+    lines = [f"- {name} {version}" for name, version in versions.items()]
+    git = made.get("git")
+    if git:
+        lines.append(f"- iml_hf commit `{git['commit']}`" + (" (with uncommitted changes)" if git.get("dirty") else ""))
+    if made.get("date"):
+        lines.append(f"- run on {made['date']}")
+    if made.get("command"):
+        lines.append(f"- command: `{made['command']}`")
+    return "\n".join(lines)
 
 
 def _intro(results: dict[str, Any], title: str) -> str:
@@ -213,7 +236,7 @@ def model_card(results: dict[str, Any], repo: str | None = None, example: tuple[
     ]
     if recipe.get("save_model", True):
         sections.append("## How to load\n\n" + _load_section(location, example, branches))
-    sections.append("## Framework versions\n\n" + _versions_section())
+    sections.append("## Framework versions\n\n" + _versions_section(results))
     return ModelCard(f"---\n{card_data(results).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
 

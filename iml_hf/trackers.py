@@ -7,10 +7,16 @@ the stage-aware subclasses below, which share one ``TrackerRun`` (one wandb run,
 writer in ``<output_dir>/tensorboard``), log at ``step_offset + global_step`` and keep measurement
 names (``<family>/<subset>/<metric>``, as in metrics.jsonl) unchanged. The pipeline calls
 ``TrackerRun.finish`` after the last stage.
+
+A killed run rerun with the same command continues both: TensorBoard appends to the same folder
+with ``purge_step`` just past the step training resumes from (TensorBoard then hides what the
+killed run had logged after that step, so no step is shown twice), and wandb resumes the run whose
+id ``trackers.json`` in the run folder recorded (``wandb.init(id=..., resume="allow")``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -22,6 +28,8 @@ from transformers import Trainer, TrainerControl, TrainerState, TrainingArgument
 from transformers.integrations import TensorBoardCallback, WandbCallback, rewrite_logs
 from transformers.utils import logging
 
+from iml_hf.io import write_json_atomic
+
 if TYPE_CHECKING:
     from iml_hf.recipe import Recipe
 
@@ -31,6 +39,8 @@ logger = logging.get_logger(__name__)
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
 #: wandb limits a tag to 64 characters.
 MAX_TAG_LENGTH = 64
+#: The file in the run folder that records the wandb run's id, so that a resumed run continues it.
+TRACKER_IDS = "trackers.json"
 
 
 def tracker_names(logs: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +80,9 @@ def run_tags(recipe: Recipe) -> list[str]:
 @dataclass
 class TrackerRun:
     """What all stages of one run share with the trackers: its name, group and tags, the
-    TensorBoard folder and writer, and the wandb run it started (both closed by ``finish``)."""
+    TensorBoard folder and writer, and the wandb run it started (both closed by ``finish``).
+    ``wandb_dir`` is the run folder: wandb writes under it, and ``trackers.json`` there keeps the
+    wandb run's id for a rerun. ``purge_step`` is set when the writer continues a killed run's log."""
 
     name: str | None = None
     group: str | None = None
@@ -80,6 +92,7 @@ class TrackerRun:
     config: dict[str, Any] = field(default_factory=dict)
     writer: Any = None
     wandb_run: Any = None
+    purge_step: int | None = None
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> TrackerRun:
@@ -89,24 +102,45 @@ class TrackerRun:
         return cls(run_name(recipe), run_group(recipe), run_tags(recipe), str(out / "tensorboard"), str(out),
                    {"recipe": recipe.resolved})
 
-    def tensorboard_writer(self, factory: Callable[..., Any], args: TrainingArguments) -> Any:
-        """The run's one SummaryWriter, opened on first use; the run's own folder starts empty
-        (like metrics.jsonl), a ``TENSORBOARD_LOGGING_DIR`` set by the user is only appended to."""
+    def tensorboard_writer(self, factory: Callable[..., Any], args: TrainingArguments, start_step: int = 0) -> Any:
+        """The run's one SummaryWriter, opened on first use at ``start_step`` (the step over all
+        stages this process starts training from). A run started from step 0 empties its own folder
+        (like metrics.jsonl); a resumed run appends to it with ``purge_step`` one past
+        ``start_step``, which hides the killed run's events after the checkpoint it resumes from
+        (the ones up to it stay, as metrics.jsonl keeps its rows). A ``TENSORBOARD_LOGGING_DIR``
+        set by the user is only appended to (it may hold other runs)."""
         if self.writer is None:
             chosen = os.getenv("TENSORBOARD_LOGGING_DIR")
             log_dir = os.path.expanduser(chosen) if chosen else self.log_dir or str(Path(args.output_dir) / "tensorboard")
-            if not chosen:
+            resumed = not chosen and start_step > 0 and any(Path(log_dir).glob("events.out.tfevents.*"))
+            if not chosen and not resumed:
                 shutil.rmtree(log_dir, ignore_errors=True)
-            self.writer = factory(log_dir=log_dir)
-            self.writer.add_text("run/name", str(self.name or args.run_name))
-            self.writer.add_text("run/group", str(self.group))
-            self.writer.add_text("run/tags", ", ".join(self.tags))
+            self.purge_step = start_step + 1 if resumed else None
+            self.writer = factory(log_dir=log_dir, **({"purge_step": self.purge_step} if resumed else {}))
+            if not resumed:
+                self.writer.add_text("run/name", str(self.name or args.run_name))
+                self.writer.add_text("run/group", str(self.group))
+                self.writer.add_text("run/tags", ", ".join(self.tags))
         return self.writer
+
+    def logs_at(self, step: int) -> bool:
+        """Whether a one-off event (a stage's arguments) at ``step`` is still to be written: not
+        when the killed run wrote it and the resumed writer keeps it (a step before ``purge_step``)."""
+        return self.purge_step is None or step >= self.purge_step
+
+    def saved_wandb_id(self) -> str | None:
+        """The wandb run id a killed run recorded in ``trackers.json`` (None for a new run)."""
+        if not self.wandb_dir:
+            return None
+        try:
+            return json.loads((Path(self.wandb_dir) / TRACKER_IDS).read_text()).get("wandb_run_id")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def start_wandb(self, wandb: Any, args: TrainingArguments) -> None:
         """Start the run's wandb run once, with its name, group, tags and recipe (``WANDB_PROJECT``,
-        ``WANDB_RUN_GROUP``, ``WANDB_TAGS``, ``WANDB_DIR`` win when set); a run already made by
-        the user is used as it is."""
+        ``WANDB_RUN_GROUP``, ``WANDB_TAGS``, ``WANDB_DIR``, ``WANDB_RUN_ID`` win when set), resuming
+        the one ``trackers.json`` names; a run already made by the user is used as it is."""
         if self.wandb_run is not None or wandb.run is not None:
             return
         kwargs: dict[str, Any] = {"project": os.getenv("WANDB_PROJECT", "iml_hf"), "name": args.run_name or self.name,
@@ -118,7 +152,12 @@ class TrackerRun:
         if not os.getenv("WANDB_DIR") and self.wandb_dir:
             Path(self.wandb_dir).mkdir(parents=True, exist_ok=True)
             kwargs["dir"] = self.wandb_dir
+        previous = None if os.getenv("WANDB_RUN_ID") else self.saved_wandb_id()
+        if previous:  # a rerun of a killed run: the same wandb run continues
+            kwargs.update(id=previous, resume="allow")
         self.wandb_run = wandb.init(**kwargs)
+        if self.wandb_dir and self.wandb_run is not None and getattr(self.wandb_run, "id", None):
+            write_json_atomic(Path(self.wandb_dir) / TRACKER_IDS, {"wandb_run_id": self.wandb_run.id})
 
     def finish(self) -> None:
         """Close the TensorBoard writer and finish the wandb run this run started (after the last stage)."""
@@ -169,17 +208,19 @@ class StageTensorBoardCallback(TensorBoardCallback):
         self.stage_name = stage_name
         self.step_offset = step_offset
 
-    def _init_summary_writer(self, args: TrainingArguments) -> None:
-        self.tb_writer = self.run.tensorboard_writer(self._SummaryWriter, args)
+    def _init_summary_writer(self, args: TrainingArguments, state: TrainerState | None = None) -> None:
+        start = self.step_offset + (state.global_step if state is not None else 0)  # > 0: a resumed run
+        self.tb_writer = self.run.tensorboard_writer(self._SummaryWriter, args, start)
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         if self.tb_writer is None:
-            self._init_summary_writer(args)
-        self.tb_writer.add_text(f"args/{self.stage_name}", args.to_json_string(), self.step_offset)
+            self._init_summary_writer(args, state)
+        if self.run.logs_at(self.step_offset) and state.global_step == 0:  # once per stage, also across a resume
+            self.tb_writer.add_text(f"args/{self.stage_name}", args.to_json_string(), self.step_offset)
         config = getattr(kwargs.get("model"), "config", None)
-        if config is not None and self.step_offset == 0:
+        if config is not None and self.step_offset == 0 and state.global_step == 0 and self.run.logs_at(0):
             self.tb_writer.add_text("model_config", config.to_json_string())
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
@@ -187,7 +228,7 @@ class StageTensorBoardCallback(TensorBoardCallback):
         if not state.is_world_process_zero:
             return
         if self.tb_writer is None:
-            self._init_summary_writer(args)
+            self._init_summary_writer(args, state)
         step = self.step_offset + state.global_step
         for key, value in tracker_names(logs or {}).items():
             if isinstance(value, (int, float)):

@@ -10,7 +10,7 @@ from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, TrainingArguments
 
 from iml_hf.callbacks import MetricsLog, SubsetEMCallback
-from iml_hf.exact_match import exact_match
+from iml_hf.exact_match import exact_match, greedy_answers
 from iml_hf.trainer import IMLTrainer
 
 PAD, EOS = 0, 3
@@ -76,6 +76,21 @@ def test_multi_token_answers_match_generate():
         ours = exact_match(model, prompts, answers, pad_token_id=PAD, eos_token_id=EOS, batch_size=5)
         assert ours == _reference(model, prompts, answers)
         assert 0 < sum(ours) < len(ours)
+
+
+def test_greedy_answers_are_the_tokens_exact_match_judged():
+    """The predictions (samples.jsonl's) are generate's first len(answer) tokens; match iff equal."""
+    for model in _models():
+        prompts = _prompts(seed=4)
+        answers = _planted(model, prompts[:12], 1, seed=5) + _planted(model, prompts[12:], 3, seed=6)
+        correct, predicted = greedy_answers(model, prompts, answers, pad_token_id=PAD, eos_token_id=EOS, batch_size=5)
+        for prompt, answer, tokens in zip(prompts, answers, predicted):
+            ids = torch.tensor([prompt])
+            expected = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=len(answer),
+                                      pad_token_id=PAD, eos_token_id=EOS)[0, len(prompt):].tolist()[: len(answer)]
+            assert tokens == expected
+        assert correct == [t == a for t, a in zip(predicted, answers)] == _reference(model, prompts, answers)
+        assert 0 < sum(correct) < len(correct)
 
 
 def test_callback_logs_and_appends_metrics(tmp_path, tiny_tokenizer):

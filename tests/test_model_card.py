@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from conftest import run_recipe
-from iml_hf.model_card import LIBRARIES, model_card, stage_card
+from iml_hf.model_card import LIBRARIES, model_card, stage_card, stage_intervals
 from iml_hf.recipe import parse_recipe
 from iml_hf.stats import difference_interval, wilson_interval
 
@@ -103,6 +103,29 @@ def test_card_without_a_hub_corpus_or_saved_model(tiny_recipe, tmp_path):
     assert ModelCard(str(model_card(results))).data.base_model == "EleutherAI/pythia-14m"
 
 
+def test_stage_intervals_are_wilson_per_set_and_newcombe_per_contrast(tiny_recipe):
+    stage = _results(tiny_recipe)["stages"]["x2"]  # x2t 25 of 40, x2f 5 of 40
+    contrasts = {"iml_gap": ("x2t", "x2f"), "x1_gap": ("x1t", "x1f"), "absent": ("x2t", "nowhere")}
+    intervals = stage_intervals(stage, contrasts)
+    assert set(intervals["em"]) == set(stage["em"]) and set(intervals["contrasts"]) == {"iml_gap", "x1_gap"}
+    assert intervals["em"]["x2t"] == pytest.approx(list(wilson(25, 40)), abs=1e-9)
+    assert intervals["contrasts"]["iml_gap"] == pytest.approx(list(newcombe(25, 40, 5, 40)), abs=1e-9)
+    without_n = stage_intervals({**stage, "n": {}}, contrasts)  # an older stage entry: undefined, not an error
+    assert set(without_n["em"].values()) == {None} and set(without_n["contrasts"].values()) == {None}
+    json.dumps(intervals, allow_nan=False)  # strict JSON
+
+
+def test_card_states_the_runs_provenance(tiny_recipe):
+    results = _results(tiny_recipe)
+    results["provenance"] = {"versions": {"python": "3.11.7", "torch": "9.9.9"}, "git": {"commit": "a" * 40, "dirty": True},
+                             "date": "2026-01-02T03:04:05+00:00", "command": "python -m iml_hf.train toy.yaml",
+                             "invoked": "command line"}
+    text = str(model_card(results))
+    assert "- torch 9.9.9" in text and "- python 3.11.7" in text  # the run's versions, not the reader's
+    assert f"`{'a' * 40}` (with uncommitted changes)" in text
+    assert "2026-01-02T03:04:05+00:00" in text and "`python -m iml_hf.train toy.yaml`" in text
+
+
 def test_stage_card_describes_one_stage(tiny_recipe):
     text = str(stage_card(_results(tiny_recipe), "pretrain", "me/toy-seed0"))
     assert 'from_pretrained("me/toy-seed0", revision="pretrain")' in text
@@ -124,3 +147,10 @@ def test_a_run_writes_its_card_with_n_per_set(monkeypatch, tmp_path):
     assert results["corpus"]["fingerprint"] in text and results["corpus"]["cache_key"] in text
     assert f'from_pretrained("{out}")' in text
     assert not (out / "stages").exists()  # stage weights are saved only for Hub branches
+    written = json.loads((out / "results.json").read_text())  # intervals at every stage end, final at the top
+    for name, stage in written["stages"].items():
+        for subset, bounds in stage["intervals"]["em"].items():
+            assert bounds == pytest.approx(list(wilson(round(stage["em"][subset] * n[subset]), n[subset])), abs=1e-9)
+        low, high = newcombe(round(stage["em"]["x2t"] * 32), 32, round(stage["em"]["x2f"] * 32), 32)
+        assert stage["intervals"]["contrasts"]["iml_gap"] == pytest.approx([low, high], abs=1e-9), name
+    assert written["intervals"] == written["stages"]["x2"]["intervals"]

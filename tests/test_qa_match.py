@@ -118,12 +118,12 @@ def test_generate_answers_match_unpadded_loop(qa_tokenizer):
     assert model.training
 
 
-def test_trained_model_answers_and_scores(qa_tokenizer, offline):
-    """Trained on two questions, greedy decoding gives their answers and stops at EOS."""
-    model = _tiny_gpt2(qa_tokenizer)
-    rows = encode_rows(qa_tokenizer, QUESTIONS, ANSWERS)
+def _trained_on_questions(tokenizer) -> tuple[GPT2LMHeadModel, dict[str, list[list[int]]]]:
+    """A tiny GPT-2 trained on the two questions (150 full-batch AdamW steps), and their encoded rows."""
+    model = _tiny_gpt2(tokenizer)
+    rows = encode_rows(tokenizer, QUESTIONS, ANSWERS)
     width = max(len(r) for r in rows["input_ids"])
-    pad = qa_tokenizer.pad_token_id
+    pad = tokenizer.pad_token_id
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows["input_ids"]])
     labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows["labels"]])
     mask = (torch.arange(width) < torch.tensor([len(r) for r in rows["input_ids"]])[:, None]).long()
@@ -133,7 +133,44 @@ def test_trained_model_answers_and_scores(qa_tokenizer, offline):
         optimizer.zero_grad()
         model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.backward()
         optimizer.step()
+    return model, rows
+
+
+def test_trained_model_answers_and_scores(qa_tokenizer, offline):
+    """Trained on two questions, greedy decoding gives their answers and stops at EOS."""
+    model, rows = _trained_on_questions(qa_tokenizer)
     answers = generate_answers(model, qa_tokenizer, rows["prompt_ids"], max_new_tokens=5)
     assert answers == ANSWERS
     assert model.training
     assert score_answers(answers, ["1870s", "france;germany"]) == {"em": [1.0, 1.0], "f1": [1.0, 1.0]}
+
+
+def test_stage_end_samples_hold_the_generated_answers_and_their_match(qa_tokenizer, offline, tmp_path):
+    """With text answers, samples.jsonl rows carry the decoded greedy answer, the example's EM as
+    ``match`` and its F1; the mean of ``match`` is the logged EM; interval evaluations keep none."""
+    import json
+
+    from transformers import TrainerControl, TrainingArguments
+
+    from iml_hf.callbacks import MetricsLog, SubsetEMCallback
+    from iml_hf.trainer import IMLTrainer
+
+    model, rows = _trained_on_questions(qa_tokenizer)
+    references = ["1870s", "France"]  # the second answer is wrong on purpose
+    data = Dataset.from_dict({"prompt": QUESTIONS, "answer": references, "prompt_ids": rows["prompt_ids"],
+                              "answer_ids": rows["answer_ids"]})
+    trainer = IMLTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
+                         processing_class=qa_tokenizer, stage_name="x2", stage_index=2)
+    callback = SubsetEMCallback(trainer, {"qd1consis": data}, MetricsLog(tmp_path / "metrics.jsonl"),
+                                answer_match="text", loss=False)
+    callback.measure(trainer.state)  # an interval evaluation: no samples
+    assert callback.samples == []
+    callback.on_train_end(trainer.args, trainer.state, TrainerControl())
+    callback.write_samples(tmp_path / "samples.jsonl")
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    keys = ("stage", "subset", "index", "prompt", "answer", "prediction", "match")
+    assert [tuple(s[k] for k in keys) for s in samples] == [
+        ("x2", "qd1consis", 0, QUESTIONS[0], "1870s", "1870s", True),
+        ("x2", "qd1consis", 1, QUESTIONS[1], "France", "Germany", False)]
+    assert [s["f1"] for s in samples] == [1.0, 0.0]
+    assert callback.latest == {"qd1consis": 0.5}

@@ -2,7 +2,7 @@
 
 The kill tests start ``python -m iml_hf.train`` as a subprocess, SIGKILL it in the middle of its
 second stage, rerun the same command and compare with an uninterrupted run of the same recipe:
-results.json must be equal except for wall times (``wall_time_s``, ``measurement_seconds``) and
+results.json must be equal except for wall times (``wall_time_s``, ``measurement_seconds``), provenance and
 the recipe's placement keys (``output_dir``, ``checkpoint_steps``); metrics.jsonl must have the same rows in the same order (its rows
 carry no timing field). Both runs train on CPU with one thread, so the values are exactly equal.
 """
@@ -75,6 +75,7 @@ def _comparable(results: dict) -> dict:
 
     results = json.loads(json.dumps(results))
     results.pop("wall_time_s")
+    results.pop("provenance")  # when and how each was started
     results["recipe"] = configuration(results["recipe"])
     for stage in results["stages"].values():
         stage.pop("wall_time_s")
@@ -90,6 +91,7 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
     a, b = (json.loads((f / "results.json").read_text()) for f in (resumed, reference))
     assert _comparable(a) == _comparable(b)
     assert _rows(resumed) == _rows(reference)
+    assert (resumed / "samples.jsonl").read_text() == (reference / "samples.jsonl").read_text()
     assert sorted(p.name for p in (resumed / "embeddings").iterdir()) == sorted(p.name for p in (reference / "embeddings").iterdir())
     assert (resumed / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
     assert not resumed.with_name(resumed.name + ".partial").exists()

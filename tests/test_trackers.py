@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -131,10 +134,10 @@ def test_wandb_offline_run_holds_every_measurement_of_all_stages(tiny_recipe, tm
     for row in history:
         logged.update({(key, row["train/global_step"]): value for key, value in row.items()})
     rows = metrics_rows(out)
-    assert {r["family"] for r in rows} == {"eval", "embedding"}
-    for r in rows:  # every measurement under its metrics.jsonl name, value and step over all stages
+    assert {"eval", "embedding"} <= {r["family"] for r in rows}
+    for r in rows:  # every measurement (and training loss) under its metrics.jsonl name, value and step over all stages
         assert logged[(r["name"], r["global_step"])] == r["value"], r
-    assert {r["global_step"] for r in rows} == {3, 6, 9, 10, 13, 14}
+    assert {r["global_step"] for r in rows if r["family"] != "train"} == {3, 6, 9, 10, 13, 14}
 
 
 def test_tensorboard_one_folder_with_every_measurement_and_wandb_beside_the_run(tiny_recipe, tmp_path, offline_trackers):
@@ -166,3 +169,75 @@ def test_tensorboard_one_folder_with_every_measurement_and_wandb_beside_the_run(
     axis = [(e.step, e.value) for e in accumulator.Scalars("train/total_step")]  # every Trainer log, all stages
     assert all(step == value for step, value in axis) and [s for s, _ in axis] == sorted(s for s, _ in axis)
     assert axis[-1][0] == 14
+
+
+def _scalar_steps(log_dir: Path) -> dict[str, list[int]]:
+    """Every scalar tag's steps as TensorBoard shows the folder (killed runs' purged events hidden)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [e.step for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def _wandb_runs(folder: Path) -> list[tuple[str, list[Any]]]:
+    """Each offline wandb run folder under ``folder`` (oldest first): its run id and its records
+    (a SIGKILLed process leaves a transaction log that wandb had not flushed yet: no records)."""
+    runs = sorted(folder.glob("offline-run-*"))
+    return [(run.name.rsplit("-", 1)[1], read_wandb_records(next(run.glob("*.wandb")))) for run in runs]
+
+
+def test_a_killed_and_resumed_run_continues_one_tensorboard_log_and_one_wandb_run(tmp_path, offline_trackers):
+    """Killed inside x1 after it logged past its last checkpoint, then rerun: TensorBoard shows one
+    series per tag over all stages with no step twice (the killed run's steps after the checkpoint
+    are purged) and equal to metrics.jsonl; both wandb run files carry the same run id."""
+    import yaml
+    from conftest import kill_train_when
+
+    out, work = tmp_path / "run", tmp_path / "run.partial"
+    recipe = {**TINY_RECIPE, "output_dir": str(out), "checkpoint_steps": 10, "evaluation": {"eval_steps": 5},
+              "stages": [TINY_RECIPE["stages"][0], {**TINY_RECIPE["stages"][1], "max_steps": 80}, TINY_RECIPE["stages"][2]]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    argv = [path, "--training.report_to=[tensorboard, wandb]"]
+
+    def checkpoint() -> int:
+        done = [int(p.name.split("-")[1]) for p in (work / "checkpoints" / "x1").glob("checkpoint-*")
+                if (p / "resume.json").is_file()]
+        return max(done, default=0)
+
+    def logged_past_checkpoint() -> bool:
+        step = checkpoint()
+        return step > 0 and (work / "metrics.jsonl").exists() and any(
+            r.get("stage_index") == 1 and r.get("stage_step", 0) > step for r in metrics_rows(work))
+
+    kill_train_when(argv, logged_past_checkpoint)
+    resume = 6 + checkpoint()  # pretrain's 6 steps, then x1's checkpoint: where the rerun continues
+    before = _scalar_steps(work / "tensorboard")
+    assert max(before["eval/x1t/em"]) > resume  # the killed run logged steps the rerun logs again
+    first_id = json.loads((work / "trackers.json").read_text())["wandb_run_id"]
+
+    done = subprocess.run([sys.executable, "-m", "iml_hf.train", *map(str, argv)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming the run" in done.stdout
+
+    assert [p.parent for p in out.rglob("events.out.tfevents.*")] == [out / "tensorboard"] * 2  # one folder, two writers
+    after = _scalar_steps(out / "tensorboard")
+    rows = metrics_rows(out)
+    for name in {r["name"] for r in rows}:  # one series per measurement: metrics.jsonl's steps, none twice
+        assert after[name] == [r["global_step"] for r in rows if r["name"] == name], name
+        assert after[name] == sorted(set(after[name])), name
+    reference = tmp_path / "reference"  # the same recipe, never killed: the same steps in every series
+    train.main([str(path), f"--output_dir={reference}", "--training.report_to=tensorboard"])
+    assert after == _scalar_steps(reference / "tensorboard")
+    em = after["eval/x1t/em"]
+    assert min(em) < resume < max(em) and max(after["train/total_step"]) == 6 + 80 + 4  # before and after the resume
+
+    runs = _wandb_runs(out / "wandb")  # the rerun resumed the same wandb run: one id, the history after the resume
+    assert [run_id for run_id, _ in runs] == [first_id, first_id]
+    resumed = runs[-1][1]
+    assert [r.run.run_id for r in resumed if r.WhichOneof("record_type") == "run"] == [first_id]
+    steps = [row["train/global_step"] for row in wandb_history(resumed)]
+    assert min(steps) > resume and max(steps) == 6 + 80 + 4
+    assert json.loads((out / "trackers.json").read_text()) == {"wandb_run_id": first_id}
