@@ -179,6 +179,7 @@ def check_finished(folder: Path, recipe: Recipe, what: str) -> dict[str, Any]:
 def run_branched(recipe: Recipe) -> dict[str, Any]:
     """The trunk (unless finished), then every branch (or ``only_branch``) not finished yet; returns
     ``{"trunk": results, "branches": {b: results}}`` of the branches run or found finished."""
+    from iml_hf import console
     from iml_hf.pipeline import run
 
     trunk = trunk_recipe(recipe)
@@ -186,7 +187,7 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
     if (trunk_out / "results.json").exists():
         check_finished(trunk_out, trunk, "trunk")
     else:
-        print(f"trunk: stages {[s.name for s in trunk.stages]} once, into {trunk_out}", flush=True)
+        console.say(f"trunk: stages {[s.name for s in trunk.stages]} once, into {trunk_out}")
         run(trunk)
     trunk_results = json.loads((trunk_out / "results.json").read_text())
     wanted = [recipe.run.only_branch] if recipe.run.only_branch is not None else range(recipe.run.branches)
@@ -198,9 +199,8 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
             done[b] = check_finished(out, branch, f"branch {b}")
             continue
         seed_branch(trunk_out, branch)
-        print(f"branch {b} of {recipe.run.branches} (pair {b // 2}{', halves exchanged' if b % 2 else ''}): "
-              f"stages {[s.name for s in branch.stages[branch_index(recipe):]]} from the trunk's weights, into {out}",
-              flush=True)
+        console.say(f"branch {b} of {recipe.run.branches} (pair {b // 2}{', halves exchanged' if b % 2 else ''}): "
+                    f"stages {[s.name for s in branch.stages[branch_index(recipe):]]} from the trunk's weights, into {out}")
         done[b] = run(branch)
     results = {b: branch_folder(recipe.run.output_dir, b) / "results.json" for b in range(recipe.run.branches)}
     finished = {b: done[b] if b in done else json.loads(path.read_text()) for b, path in results.items() if path.exists()}

@@ -123,6 +123,17 @@ def load_checkpoint(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) ->
     return model
 
 
+def set_causal_lm_loss(model: PreTrainedModel) -> None:
+    """Name the loss every model here computes: transformers 5 infers ``loss_type`` from the class
+    name, which finds nothing in ``GPT2LMHeadModel`` (so every step warned ``loss_type=None ...
+    unrecognized`` and fell back to the causal-LM loss anyway). Named, the Trainer also counts the
+    tokens a batch's loss averages over as the shifted causal loss does (``labels[..., 1:]``)."""
+    from transformers.loss.loss_utils import LOSS_MAPPING
+
+    if getattr(model, "loss_type", None) not in LOSS_MAPPING:
+        model.loss_type = "ForCausalLM"
+
+
 def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A new model from ``args`` or the checkpoint at ``args.model_name_or_path``; its generation
     config decodes greedily with the tokenizer's special tokens, as the toolkit's EM does."""
@@ -134,6 +145,7 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
         model = AutoModelForCausalLM.from_config(build_config(args, tokenizer), dtype=dtype, **extra)
     if getattr(model.config, "attention_only", False):
         make_attention_only(model)
+    set_causal_lm_loss(model)
     generation = model.generation_config
     generation.do_sample, generation.num_beams = False, 1
     generation.pad_token_id, generation.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id

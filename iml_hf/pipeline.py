@@ -15,7 +15,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from iml_hf.architectures import architecture_of
-from iml_hf.callbacks.console import use_compact_console
+from iml_hf import console
 from iml_hf.callbacks.subset_em import SubsetEMCallback
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.io import MetricsLog, remove_empty_dirs, write_json_atomic
@@ -23,13 +23,14 @@ from iml_hf.corpus import corpus_fingerprint, corpus_key, load_corpus_dataset, l
 from iml_hf.data import PadCollator, stage_train_set
 from iml_hf.tasks import contrast_values, eval_set_name, eval_set_order
 from iml_hf.hub import hub_repo_id, push_run
-from iml_hf.model_card import write_model_cards
+from iml_hf.model_card import stage_intervals, write_model_cards
+from iml_hf.provenance import provenance
 from iml_hf.modeling import build_model, count_parameters
 from iml_hf.recipe import Recipe, RecipeError
 from iml_hf.run_folder import FolderError, RunFolder
 from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
 from iml_hf.trackers import TrackerRun
-from iml_hf.trainer import CHECKPOINT_MARKER, IMLTrainer, make_resumable
+from iml_hf.trainer import CHECKPOINT_MARKER, IMLTrainer, TrainingRows, make_resumable
 
 
 def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
@@ -216,6 +217,35 @@ def load_stage_weights(model: torch.nn.Module, folder: str) -> None:
         raise RuntimeError(f"the weights in {folder} do not fit the model (missing {missing}, unexpected {unexpected})")
 
 
+def measured(callbacks: list[Any], max_steps: int) -> list[str]:
+    """What each measurement callback of a stage measures and when, for the stage banner (an
+    interval of steps the stage never reaches is left out)."""
+    described = []
+    for callback in callbacks:
+        name = callback.label
+        if isinstance(callback, SubsetEMCallback):
+            sizes = callback.sizes
+            same = len(set(sizes.values())) == 1
+            sets = ", ".join(sizes) if same else ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+            name += f" on {len(sizes)} sets" + (f" of {next(iter(sizes.values())):,}" if same and sizes else "") + \
+                (f" ({sets})" if same else f" (n: {sets})")
+        within = callback.interval and (callback.strategy != "steps" or callback.interval < max_steps)
+        when = f"every {callback.interval} {callback.strategy} and at the end" if within else "at the end"
+        described.append(f"{name} {when}")
+    return described
+
+
+def stage_banner(recipe: Recipe, index: int, trainer: IMLTrainer, callbacks: list[Any]) -> Any:
+    """The banner ``ConsoleCallback`` prints when the stage starts (it knows the step count then)."""
+    stage = recipe.stages[index]
+
+    def banner(state: Any) -> str:
+        return console.stage_banner(index, len(recipe.stages), stage.name, list(stage.train_subsets), dict(stage.replay),
+                                    len(trainer.train_dataset), state.max_steps, measured(callbacks, state.max_steps),
+                                    state.global_step)
+    return banner
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Train every stage of ``recipe`` in order and return (and write) the results.
 
@@ -228,7 +258,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
     folder = RunFolder(recipe.run.output_dir)
     plan = prepare_folder(recipe, folder, state)
     try:
-        return _run(recipe, state, folder, plan)
+        with console.library_output():
+            return _run(recipe, state, folder, plan)
     finally:  # a run that failed before starting its work folder leaves no lock file either
         folder.release(remove=state.is_main_process and not folder.work.exists())
 
@@ -236,13 +267,22 @@ def run(recipe: Recipe) -> dict[str, Any]:
 def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     seed = recipe.run.seed
-    corpus, tokenizer, tokenized = prepare_data(recipe, state)
+    main = state.is_main_process
+    with console.timed("corpus", main) as line:
+        corpus, tokenizer, tokenized = prepare_data(recipe, state)
+        line["text"] = (f"{recipe.task.name}, " + ", ".join(f"{split} {len(rows):,} rows" for split, rows in corpus.items())
+                        + f"; tokenizer {len(tokenizer):,} tokens")
     recipe.check_sequence_lengths(tokenized)  # max_position_embeddings vs the corpus, before anything is written
-    evaluation = eval_sets(tokenized, recipe)
-    inputs = mechanism_inputs(recipe, tokenized, tokenizer)
+    with console.timed("evaluation sets and measurement inputs", main) as line:
+        evaluation = eval_sets(tokenized, recipe)
+        inputs = mechanism_inputs(recipe, tokenized, tokenizer)
+        line["text"] = f"{len(evaluation)} sets" + (f"; {', '.join(inputs)}" if inputs else "")
     set_seed(seed)
     try:
-        model = build_model(recipe.model, tokenizer)
+        with console.timed("model", main) as line:
+            model = build_model(recipe.model, tokenizer)
+            line["text"] = f"{recipe.model.model_name_or_path or recipe.model.architecture}, " \
+                           f"{count_parameters(model)['total']:,} parameters"
     except OSError as error:
         raise RecipeError(f"model.model_name_or_path={recipe.model.model_name_or_path!r} cannot be loaded: {error}") from None
     if recipe.measurement_args("layer_analysis").enabled:
@@ -256,11 +296,13 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         results = json.loads((work / "results.json").read_text())
         return finish(recipe, state, folder, results, corpus)
     if plan.get("trunk") and not plan["checkpoint"]:
-        print(f"starting stage {recipe.stages[plan['index']].name} in {work} from the weights of {plan['trunk']}", flush=True)
+        if main:
+            console.say(f"starting stage {recipe.stages[plan['index']].name} in {work} from the weights of {plan['trunk']}")
     elif plan["resume"]:
         done = f"after stage {recipe.stages[plan['index'] - 1].name}" if plan["index"] else "at the start"
         where = f"from {plan['checkpoint']}" if plan["checkpoint"] else done
-        print(f"resuming the run in {work} {where}", flush=True)
+        if main:
+            console.say(f"resuming the run in {work} {where}")
     if plan["weights"]:
         load_stage_weights(model, plan["weights"])
     metrics_log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, seed=seed)
@@ -299,10 +341,10 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         em = SubsetEMCallback(
             trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size,
             answer_match=getattr(recipe.task, "answer_match", "tokens"), loss=recipe.evaluation.loss,
-            at_start=at_start,
+            at_start=at_start, samples=index == len(recipe.stages) - 1,  # samples.jsonl: the final evaluation's
         )
         trainer.add_callback(em)
-        use_compact_console(trainer)
+        trainer.add_callback(TrainingRows(trainer, metrics_log))
         mechanisms = {
             MEASUREMENTS[name].result_key: MEASUREMENTS[name].callback(
                 trainer, prepared, metrics_log, work, recipe.measurement_args(name))
@@ -310,7 +352,10 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         }
         for callback in mechanisms.values():
             trainer.add_callback(callback)
+        console.use_console(trainer, stage_banner(recipe, index, trainer, [em, *mechanisms.values()]))
         output = trainer.train(resume_from_checkpoint=checkpoint)
+        if em.keep_samples and state.is_main_process:  # before the stage is recorded: a rerun would not retrain it
+            em.write_samples(work / "samples.jsonl")
         if recipe.run.hub_stage_branches:  # this stage's weights, for its branch of the Hub repo
             trainer.save_model(str(work / "stages" / stage.name))
         stages[stage.name] = {
@@ -354,9 +399,10 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     results = {
         "final_em": final["em"],
         "contrasts": final["contrasts"],
+        "intervals": stage_intervals(final, recipe.task.contrasts),  # this run's 95% Wilson (EM) and Newcombe (contrasts)
         "contrast_sets": [[name, *pair] for name, pair in recipe.task.contrasts.items()],  # a list: keeps the order
         "subsets": list(recipe.task.subsets),
-        "stages": stages,
+        "stages": {name: {**entry, "intervals": stage_intervals(entry, recipe.task.contrasts)} for name, entry in stages.items()},
         "wall_time_s": round(time.perf_counter() - started + earlier_seconds, 3),
         "corpus": {
             "cache_key": corpus_key(recipe.task, seed),
@@ -369,6 +415,7 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
                        "trunk": plan.get("trunk")}} if getattr(recipe.task, "branch", None) is not None else {}),
         "processes": state.num_processes,  # the global batch is per_device_train_batch_size x processes x accumulation
         "recipe": recipe.resolved,
+        "provenance": provenance(),  # versions, git commit, date, command line (no host, user or secret)
     }
     if state.is_main_process:
         shutil.rmtree(work / "resume", ignore_errors=True)

@@ -12,6 +12,9 @@ and wall time). A run whose ``results.json`` exists is skipped, so rerunning the
 resumes a sweep: failed and interrupted runs run again (the same ``iml_hf.train`` command, which
 picks up what an interrupted run left). A failed run is reported and the others go on. Ctrl-C
 (SIGINT) or SIGTERM stops the running runs, records them as ``interrupted`` and exits 130 (143).
+After each run starts or ends a status line says how many runs are done, running, failed and
+pending, and about how long the rest will take (from the mean time of the runs finished so far);
+``--quiet`` prints only failed runs, errors and the final line.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from iml_hf import console
 from iml_hf.io import write_json_atomic
 from iml_hf.recipe import RecipeError, parse_recipe
 from iml_hf.resolved import configuration, configuration_defaults, same_configuration
@@ -89,6 +93,69 @@ class Sweep:
         """Rewrite the manifest (atomically; runs finishing in parallel threads take turns)."""
         with _MANIFEST_LOCK:
             write_json_atomic(Path(self.output_dir) / "sweep.json", asdict(self))
+
+
+def about(seconds: float) -> str:
+    """A rough duration for an estimate: ``40 s``, ``14 min``, ``2.5 h``."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Progress:
+    """Counts the sweep's runs by status and estimates the time left from the runs finished so
+    far; ``line`` is the status line printed after each event (readable in a log file too)."""
+
+    def __init__(self, sweep: Sweep, workers: int):
+        self.sweep = sweep
+        self.workers = max(1, workers)
+        self.started = time.perf_counter()
+        self.running_since: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def start(self, run: SweepRun) -> None:
+        with self.lock:
+            self.running_since[run.name] = time.perf_counter()
+
+    def end(self, run: SweepRun) -> None:
+        with self.lock:
+            self.running_since.pop(run.name, None)
+
+    def counts(self) -> dict[str, int]:
+        """Runs done (this time or before), running, failed and pending."""
+        statuses = [r.status for r in self.sweep.runs]
+        return {"done": sum(s in ("done", "skipped") for s in statuses),
+                "running": sum(s in ("running", "submitted") for s in statuses),
+                "failed": sum(s == "failed" for s in statuses),
+                "pending": sum(s in ("pending", "interrupted") for s in statuses)}
+
+    def left(self) -> float | None:
+        """Seconds until every run has ended: runs that ran in this sweep give the mean duration,
+        the pending ones are queued behind the running ones on ``workers`` slots (None before any
+        run has finished)."""
+        times = [r.wall_time_s for r in self.sweep.runs if r.status == "done" and r.wall_time_s]
+        if not times:
+            return None
+        mean = sum(times) / len(times)
+        now = time.perf_counter()
+        with self.lock:
+            slots = sorted(max(mean - (now - t), 0.0) for t in self.running_since.values())
+        slots = (slots + [0.0] * self.workers)[: max(self.workers, len(slots))]
+        for _ in range(self.counts()["pending"]):
+            slots.sort()
+            slots[0] += mean
+        return max(slots, default=0.0)
+
+    def line(self, event: str) -> str:
+        """``[3/10 done, 2 running, 0 failed, 5 pending] seed2 done in 275 s; about 14 min left``."""
+        c = self.counts()
+        left = self.left()
+        estimate = "" if not (c["running"] or c["pending"]) else (
+            f"; about {about(left)} left" if left is not None else "; time left known once a run has finished")
+        return (f"[{c['done']}/{len(self.sweep.runs)} done, {c['running']} running, {c['failed']} failed, "
+                f"{c['pending']} pending] {event}{estimate} (elapsed {about(time.perf_counter() - self.started)})")
 
 
 def parse_set(text: str) -> tuple[str, list[Any]]:
@@ -237,10 +304,12 @@ def _finish(sweep: Sweep, run: SweepRun, interrupted: bool) -> None:
 
 
 def run_local(sweep: Sweep, pending: list[SweepRun]) -> None:
-    """``jobs`` runs at a time, each with ``threads_per_run`` torch threads. An interruption
-    (KeyboardInterrupt, ``Interrupted``) stops the running children, records them as
-    ``interrupted``, starts no other run and is raised again once the manifest says so."""
+    """``jobs`` runs at a time, each with ``threads_per_run`` torch threads, with a status line
+    after each run starts or ends. An interruption (KeyboardInterrupt, ``Interrupted``) stops the
+    running children, records them as ``interrupted``, starts no other run and is raised again
+    once the manifest says so."""
     children = Children()
+    progress = Progress(sweep, sweep.jobs)
     trunks = {id(run): trunk_run(run, sweep.runs) for run in pending}
     ended = {id(run): threading.Event() for run in sweep.runs}
     for run in sweep.runs:
@@ -266,20 +335,24 @@ def run_local(sweep: Sweep, pending: list[SweepRun]) -> None:
                 if not children.stopping:
                     run.status = "failed"
                     sweep.save()
-                    print(f"[failed] {run.name}: its trunk did not finish (see {trunk.log})", flush=True)
+                    _report(progress.line(f"{run.name} failed: its trunk did not finish (see {trunk.log})"), failed=True)
                 return
         start = time.perf_counter()
         run.status = "running"
+        progress.start(run)
         sweep.save()
+        console.say(progress.line(f"{run.name} started"))
         run.returncode = _execute(run, sweep.threads_per_run, children)
+        progress.end(run)
         if run.returncode is None:  # never started: still pending
             run.status = "pending"
             sweep.save()
             return
         run.wall_time_s = round(time.perf_counter() - start, 1)
         _finish(sweep, run, interrupted=children.stopping)
-        print(f"[{run.status}] {run.name} ({run.wall_time_s:.0f} s)" + (f", log: {run.log}" if run.status == "failed" else ""),
-              flush=True)
+        failed = run.status == "failed"
+        _report(progress.line(f"{run.name} {run.status} in {run.wall_time_s:.0f} s" + (f", log: {run.log}" if failed else "")),
+                failed)
 
     pool = ThreadPoolExecutor(max_workers=sweep.jobs)
     futures = [pool.submit(one, run) for run in pending]
@@ -295,6 +368,14 @@ def run_local(sweep: Sweep, pending: list[SweepRun]) -> None:
             sweep.save()
         raise
     pool.shutdown(wait=True)
+
+
+def _report(line: str, failed: bool = False) -> None:
+    """A status line: always for a failed run (also when quiet), else only when verbose."""
+    if failed and not console.is_verbose():
+        print(line, flush=True)
+    else:
+        console.say(line)
 
 
 class _signals_ignored:
@@ -336,7 +417,7 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
             ready.append(run)
         else:
             run.status = "failed"
-            print(f"[failed] {run.name}: its trunk did not finish (see {trunk_run(run, sweep.runs).log})", flush=True)
+            _report(f"[failed] {run.name}: its trunk did not finish (see {trunk_run(run, sweep.runs).log})", failed=True)
     sweep.save()
     _submit_and_wait(sweep, ready, executor)
 
@@ -346,6 +427,7 @@ def _submit_and_wait(sweep: Sweep, pending: list[SweepRun], executor) -> None:
     import submitit
 
     jobs = []
+    progress = Progress(sweep, len(pending))
     env = {"OMP_NUM_THREADS": str(sweep.threads_per_run), "TOKENIZERS_PARALLELISM": "false"}
     for run in pending:
         Path(run.log).parent.mkdir(parents=True, exist_ok=True)
@@ -354,6 +436,7 @@ def _submit_and_wait(sweep: Sweep, pending: list[SweepRun], executor) -> None:
         )
         job = executor.submit(command)
         run.status, run.job_id = "submitted", str(job.job_id)
+        progress.start(run)
         jobs.append((run, job, time.perf_counter()))
     sweep.save()
     waiting = list(jobs)
@@ -371,8 +454,10 @@ def _submit_and_wait(sweep: Sweep, pending: list[SweepRun], executor) -> None:
             Path(run.log).write_text(output if isinstance(output, str) else str(output))
             run.wall_time_s = round(time.perf_counter() - start, 1)
             _finish(sweep, run, interrupted=False)
+            progress.end(run)
             waiting.pop(0)
-            print(f"[{run.status}] {run.name} (job {run.job_id})", flush=True)
+            _report(progress.line(f"{run.name} (job {run.job_id}) {run.status} in {run.wall_time_s:.0f} s"),
+                    run.status == "failed")
     except KeyboardInterrupt:
         with _signals_ignored():
             for run, job, _ in waiting:  # cancel the jobs still queued or running
@@ -445,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                         help="submitit/SLURM parameter, e.g. partition=gpu, timeout_min=60, gpus_per_node=1; "
                              "cluster=local or cluster=debug runs the same jobs through submitit on this machine")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only errors, failed runs and the final line (each run's own log is unchanged)")
     return parser
 
 
@@ -494,8 +581,20 @@ def _resume_hint(argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Plan, check and run the sweep; the exit code (0, 1 if a run failed, 2 for bad arguments,
+    130/143 when interrupted). ``--quiet`` holds for this call only."""
+    verbose = console.is_verbose()
+    try:
+        return _main(argv)
+    finally:
+        console.set_verbosity(verbose)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.quiet:
+        console.set_verbosity(False)
     cores = os.cpu_count() or 1
     try:
         check_arguments(args, extra)
@@ -539,8 +638,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         sweep.save()
-        print(f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already finished), {jobs} at a time, "
-              f"{threads} thread(s) each, launcher {args.launcher}; manifest {manifest}", flush=True)
+        console.say(f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already finished), {jobs} at a time, "
+                    f"{threads} thread(s) each, launcher {args.launcher}; manifest {manifest}; each run's log "
+                    f"beside its folder (<run>.log)")
         if args.launcher == "local":
             run_local(sweep, pending)
         else:

@@ -12,32 +12,52 @@ from typing import Any
 from iml_hf.recipe import RecipeError, parse_recipe
 
 
+def _interval_cell(value: float | None, bounds: tuple[float, float] | None) -> str:
+    """``+0.022 [-0.018, +0.062]`` (``-`` where the contrast was not measured)."""
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" + (f" [{bounds[0]:+.3f}, {bounds[1]:+.3f}]" if bounds is not None else "")
+
+
 def format_summary(results: dict[str, Any]) -> str:
-    """EM per evaluation set (rows) at the end of each stage (columns), every contrast the task
-    declares at the end of each stage, and the wall time."""
+    """EM per evaluation set (rows, with its examples n) at the end of each stage (columns), every
+    contrast the task declares at the end of each stage with this run's 95% interval (Newcombe,
+    over the two sets' examples: ``model_card.contrast_interval``), and the wall time."""
+    from iml_hf.model_card import CONFIDENCE, contrast_interval
+
     stages = results["stages"]
     sets = list(dict.fromkeys(name for stage in stages.values() for name in stage["em"]))
+    sizes = {name: n for stage in stages.values() for name, n in (stage.get("n") or {}).items()}
     contrasts = {name: (a, b) for name, a, b in results.get("contrast_sets", [])}
-    width = max([len(s) for s in sets] + [len(n) for n in contrasts] + [12]) + 2
-    header = "".rjust(width) + "".join(name[:12].rjust(13) for name in stages)
-    lines = ["exact match at the end of each stage", header]
+    width = max([len(s) for s in sets] + [len(n) for n in contrasts] + [8]) + 2
+    column = max([len(name) for name in stages] + [7]) + 2
+    header = "".ljust(width) + "n".rjust(7) + "".join(name.rjust(column) for name in stages)
+    lines = ["exact match at the end of each stage (n: examples per set)", header]
     for name in sets:
-        lines.append(name.ljust(width) + "".join(f"{stage['em'].get(name, float('nan')):13.3f}" for stage in stages.values()))
+        n = f"{sizes[name]:,}" if name in sizes else "-"
+        lines.append(name.ljust(width) + n.rjust(7) + "".join(
+            f"{stage['em'][name]:{column}.3f}" if name in stage["em"] else "-".rjust(column) for stage in stages.values()))
     if contrasts:
-        lines += ["contrasts EM(a) - EM(b) at the end of each stage", header]
-        for name, (a, b) in contrasts.items():
-            values = [stage.get("contrasts", {}).get(name) for stage in stages.values()]
-            if any(v is not None for v in values):
-                cells = "".join("-".rjust(13) if v is None else f"{v:+13.3f}" for v in values)
-                lines.append(name.ljust(width) + cells + f"   ({a} - {b})")
-    lines.append("seconds".ljust(width) + "".join(f"{stage['wall_time_s']:13.1f}" for stage in stages.values()))
-    lines.append(f"total wall time {results['wall_time_s']:.1f} s")
+        cells = {name: [_interval_cell(stage.get("contrasts", {}).get(name), contrast_interval(stage, a, b))
+                        for stage in stages.values()] for name, (a, b) in contrasts.items()}
+        cells = {name: row for name, row in cells.items() if any(c != "-" for c in row)}
+        wide = max([len(c) for row in cells.values() for c in row] + [column - 2]) + 2
+        lines += ["", f"contrasts EM(a) - EM(b) at the end of each stage [{CONFIDENCE:.0%} interval of this run, "
+                      "over the two sets' examples]",
+                  "".ljust(width) + "".join(name.rjust(wide) for name in stages)]
+        for name, row in cells.items():
+            a, b = contrasts[name]
+            lines.append(name.ljust(width) + "".join(c.rjust(wide) for c in row) + f"   ({a} - {b})")
+    lines += ["", "seconds".ljust(width) + " " * 7 + "".join(f"{stage['wall_time_s']:{column}.1f}" for stage in stages.values()),
+              f"total wall time {results['wall_time_s']:.1f} s"]
     return "\n".join(lines)
 
 
 def format_branches(branched: dict[str, Any]) -> str:
     """The trunk's stage-end table, then each contrast of the branch stages per branch: at the
-    branch stage's start (on the branch's split), at its end, and the end minus the start."""
+    branch stage's start (on the branch's split), at its end with this run's 95% interval, and the
+    end minus the start."""
+    from iml_hf.model_card import contrast_interval
     from iml_hf.nested_report import seed_summary
 
     lines = ["trunk (shared by every branch)", format_summary(branched["trunk"]), ""]
@@ -48,28 +68,32 @@ def format_branches(branched: dict[str, Any]) -> str:
     for name, entry in summary["contrasts"].items():
         a, b = entry["sets"]
         for index, row in entry["per_branch"].items():
-            lines.append(f"{name:<22} branch {index}: {row['start']:+.3f} -> {row['end']:+.3f}  "
+            results = branched["branches"].get(int(index)) or {}
+            bounds = contrast_interval((results.get("stages") or {}).get(summary["stage"], {}), a, b)
+            end = _interval_cell(row["end"], bounds)
+            lines.append(f"{name:<22} branch {index}: {row['start']:+.3f} -> {end}  "
                          f"({row['corrected']:+.3f})   ({a} - {b})")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse the recipe and command line, run every stage, print and return the results."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Parse the recipe and command line, run every stage, print and return the results.
+
+    ``--quiet`` (for scripts) prints only errors and the final table: no banners, bars, log lines
+    or library warnings while training (``iml_hf.console.set_verbosity``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quiet = "--quiet" in argv
+    argv = [a for a in argv if a != "--quiet"]
     try:
         recipe = parse_recipe(argv)
     except RecipeError as error:
         print(f"iml_hf.train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    import datasets
-
+    from iml_hf import console
     from iml_hf.pipeline import run  # heavy imports only once the arguments are known to be good
 
-    datasets.disable_progress_bars()  # corpus building and tokenizing take seconds; keep the log readable
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint (the Trainer's bar stays)
-
+    verbose = console.is_verbose()
+    console.set_verbosity(verbose and not quiet)
     try:
         if recipe.run.branches:
             from iml_hf.branching import run_branched
@@ -85,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"iml_hf.train: interrupted; {recipe.run.output_dir} is unchanged and rerunning the same command "
               f"resumes the run from {recipe.run.output_dir}.partial", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        console.set_verbosity(verbose)
     from accelerate import PartialState
 
     if PartialState().is_main_process and recipe.run.branches:

@@ -5,7 +5,8 @@ stages (so trackers see one monotone axis), and ``create_optimizer`` can continu
 stage's optimizer (its moments) at this stage's learning rate and weight decay. The stock wandb
 and TensorBoard callbacks are swapped for stage-aware ones sharing the run's ``TrackerRun``. ``ResumableCheckpoints`` is the one place that
 reads and sets private Trainer attributes (its running loss sum and the step training started
-from), so that a stage resumed from a checkpoint reports the same ``train_loss``.
+from), so that a stage resumed from a checkpoint reports the same ``train_loss``. ``TrainingRows`` appends the logged training
+loss, gradient norm and learning rate to ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
-from iml_hf.io import write_json_atomic
+from iml_hf.io import MetricsLog, write_json_atomic
 from iml_hf.trackers import TrackerRun, use_stage_trackers
 
 #: Written into a checkpoint folder once all of it is on disk (iml_hf.run_folder reads it).
@@ -94,6 +95,30 @@ class LogAtStageEnd(TrainerCallback):
             control.should_log = True
 
 
+class TrainingRows(TrainerCallback):
+    """Appends the Trainer's logged training loss, gradient norm and learning rate to
+    ``metrics.jsonl`` (``family`` ``train``, ``subset`` ``train``), so the loss curve survives
+    without a tracker; the rows carry the same position keys as the measurements' rows."""
+
+    KEYS = ("loss", "grad_norm", "learning_rate")
+
+    def __init__(self, trainer: IMLTrainer, metrics_log: MetricsLog):
+        self.trainer = trainer
+        self.metrics_log = metrics_log
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        position = self.trainer.position(state)
+        self.metrics_log.write([
+            {**position, "name": f"train/{key}", "family": "train", "subset": "train", "metric": key,
+             "value": float(logs[key])}
+            for key in self.KEYS if isinstance(logs.get(key), (int, float))
+        ])
+
+
 class IMLTrainer(Trainer):
     """``Trainer`` for one named stage; ``step_offset`` is the number of steps of earlier stages,
     ``tracker_run`` what the trackers of all stages share (a one-stage run of its own by default)."""
@@ -153,6 +178,17 @@ class IMLTrainer(Trainer):
         logs = {**logs, "stage_index": float(self.stage_index)}
         logs["total_step"] = float(self.step_offset + self.state.global_step)
         super().log(logs, start_time)
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """A tied weight (GPT-2's ``lm_head.weight``) is not missing from a checkpoint: it is saved
+        once, under the weight it is tied to, and loading that one loads both. transformers 5's check
+        reads the old ``_keys_to_ignore_on_save`` (empty now), so it warned on every resume of a tied model."""
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if len(missing) < len(load_result.missing_keys):
+            self.model.tie_weights()
+            load_result = load_result._replace(missing_keys=missing)
+        super()._issue_warnings_after_load(load_result)
 
     def unwrapped_optimizer(self) -> torch.optim.Optimizer | None:
         """The plain torch optimizer (without accelerate's wrapper), to hand to the next stage."""

@@ -142,7 +142,7 @@ def test_two_processes_match_one_process(monkeypatch, tmp_path):
     rows = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "two")}
     keys = {run: [(r["stage"], r["stage_step"], r["name"]) for r in rows[run]] for run in rows}
     assert len(keys["two"]) == len(set(keys["two"])) and sorted(keys["one"]) == sorted(keys["two"])
-    assert {r["family"] for r in rows["two"]} == {"eval", "grad_align", "grad_align_mean", "embedding"}
+    assert {r["family"] for r in rows["two"]} == {"eval", "grad_align", "grad_align_mean", "embedding", "train"}
     values = {run: {k: r["value"] for k, r in zip(keys[run], rows[run]) if r["metric"] != "em"} for run in rows}
     assert _largest_gap(values["one"], values["two"]) <= 1e-4
     assert sorted(p.name for p in (out / "embeddings").iterdir()) == sorted(p.name for p in (tmp_path / "one" / "embeddings").iterdir())

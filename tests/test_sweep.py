@@ -66,7 +66,11 @@ def test_sweep_resumes_and_isolates_a_failing_run(recipe, tmp_path, capsys):
     failed = next(r for r in manifest["runs"] if r["status"] == "failed")
     assert failed["log"] == f"{out / failed['name']}.log"  # beside the run's folder, which the sweep leaves to train
     assert failed["returncode"] != 0 and "nonexistent" in (out / f"{failed['name']}.log").read_text()
-    assert "failed: model.model_name_or_path=_nonexistent_checkpoint/seed0" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "failed: model.model_name_or_path=_nonexistent_checkpoint/seed0" in out_text
+    # a status line after each run starts and ends, with counts; plain lines (no carriage return)
+    assert "] model.model_name_or_path=null/seed0 done in " in out_text and "\r" not in out_text
+    assert out_text.count(" started") == 4 and "[4/4 done" not in out_text
     assert manifest["threads_per_run"] == 1 and manifest["jobs"] == 2
 
     done = out / "model.model_name_or_path=null/seed0" / "results.json"
@@ -192,10 +196,11 @@ def test_a_corrupt_manifest_is_refused_and_kept(recipe, tmp_path, capsys, text):
 
 
 def _measured(results):
-    """results.json without wall times and where the run lay: the values a rerun must reproduce."""
+    """results.json without wall times, where the run lay and how it was invoked (provenance: the
+    command and date): the values a rerun must reproduce."""
     if isinstance(results, dict):
         return {k: (configuration(v) if k == "recipe" else _measured(v)) for k, v in results.items()
-                if "wall_time" not in k and k != "measurement_seconds"}
+                if "wall_time" not in k and k not in ("measurement_seconds", "provenance")}
     if isinstance(results, list):
         return [_measured(v) for v in results]
     return results
@@ -229,7 +234,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(recipe, tmp_path, unin
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
     second_log = out / "seed1.log"
     deadline = time.monotonic() + 240
-    while not (second_log.exists() and "'loss'" in second_log.read_text()) and sweep_process.poll() is None:
+    while not (second_log.exists() and " loss " in second_log.read_text()) and sweep_process.poll() is None:
         assert time.monotonic() < deadline, "the second run did not start"
         time.sleep(0.2)
     assert sweep_process.poll() is None, sweep_process.communicate()
@@ -284,3 +289,34 @@ def test_an_unreadable_finished_run_is_named(recipe, tmp_path, capsys):
     assert sweep.main(args) == 2
     err = capsys.readouterr().err
     assert str(out / "seed0" / "results.json") in err and "move that run's folder aside" in err
+
+
+def test_status_line_counts_runs_and_estimates_time_left(tmp_path):
+    runs = [sweep.SweepRun(f"seed{i}", i, {}, str(tmp_path / f"seed{i}"), []) for i in range(6)]
+    for run, status in zip(runs, ["done", "skipped", "running", "running", "pending", "failed"]):
+        run.status = status
+    runs[0].wall_time_s = 100.0
+    manifest = sweep.Sweep("r.yaml", str(tmp_path), list(range(6)), {}, [], "local", 2, 1, runs)
+    progress = sweep.Progress(manifest, workers=2)
+    progress.start(runs[2])
+    progress.start(runs[3])
+    line = progress.line("seed0 done in 100 s")
+    # two slots each about 100 s from free, then the pending run: about 200 s
+    assert line.startswith("[2/6 done, 2 running, 1 failed, 1 pending] seed0 done in 100 s; about 3 min left")
+    runs[0].wall_time_s = None
+    assert "time left known once a run has finished" in progress.line("seed2 started")
+    for run in runs[2:5]:
+        run.status = "done"
+        progress.end(run)
+    assert progress.line("seed4 done in 90 s").startswith("[5/6 done, 0 running, 1 failed, 0 pending] seed4 done in 90 s (elapsed")
+
+
+def test_quiet_sweep_prints_only_failures_and_the_final_line(recipe, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = [recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--threads", "1", "--quiet",
+            "--set", "model.model_name_or_path=/nonexistent/checkpoint"]
+    assert sweep.main(args) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[0/1 done, 0 running, 1 failed, 0 pending] ") and "failed in" in lines[0]
+    assert lines[1].startswith("sweep finished in ") and "0 done, 0 skipped, 1 failed" in lines[1]
+    assert not any("started" in line or line.startswith("sweep: ") for line in lines)

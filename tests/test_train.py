@@ -34,6 +34,8 @@ def test_main_writes_results_metrics_and_a_loadable_model(monkeypatch, tiny_reci
     assert not (out / "checkpoints").exists()  # nothing was checkpointed, so no empty folders either
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["family"] for r in rows} == {"eval", "train"}  # training loss, gradient norm and lr too
+    rows = [r for r in rows if r["family"] == "eval"]
     assert {r["metric"] for r in rows} == {"em", "loss"} and all(r["name"] == f"eval/{r['subset']}/{r['metric']}" for r in rows)
     rows = [r for r in rows if r["metric"] == "em"]
     # every 3 steps inside a stage plus the end of each stage, for 5 subsets
@@ -73,3 +75,18 @@ def test_weights_carry_over_between_stages(monkeypatch, tiny_recipe, tmp_path):
     assert base["stages"]["x1"]["em"] != base["stages"]["pretrain"]["em"] or base["stages"]["x1"]["train_loss"] > 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_summary_shows_n_full_stage_names_and_contrast_intervals():
+    from iml_hf.model_card import contrast_interval
+
+    stage = {"em": {"x2t": 0.5, "x2f": 0.25}, "n": {"x2t": 400, "x2f": 400}, "contrasts": {"iml_gap": 0.25},
+             "wall_time_s": 1.0}
+    results = {"stages": {"pretrain": {**stage, "contrasts": {"iml_gap": 0.25}}, "a_long_stage_name_x2": stage},
+               "contrast_sets": [["iml_gap", "x2t", "x2f"]], "wall_time_s": 2.0}
+    text = train.format_summary(results)
+    low, high = contrast_interval(stage, "x2t", "x2f")
+    assert "a_long_stage_name_x2" in text  # not cut to 12 characters
+    assert any(line.split()[:2] == ["x2t", "400"] for line in text.splitlines())
+    assert f"+0.250 [{low:+.3f}, {high:+.3f}]" in text and "95% interval" in text
+    assert "(x2t - x2f)" in text

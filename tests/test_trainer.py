@@ -46,3 +46,45 @@ def test_optimizer_carries_over_or_restarts(tmp_path, tiny_corpus, tiny_tokenize
     assert fresh.unwrapped_optimizer() is not optimizer
     assert {int(s["step"]) for s in fresh.unwrapped_optimizer().state.values()} == {3}
     assert fresh.position()["global_step"] == 9
+
+
+def test_resuming_a_tied_model_warns_of_no_missing_weight(tmp_path, tiny_corpus, tiny_tokenizer):
+    """GPT-2's lm_head is tied to the input embeddings and saved once: a resume from a checkpoint
+    must not warn that ``lm_head.weight`` is missing, and the head stays tied to the loaded embeddings."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from iml_hf.trainer import make_resumable
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    train = stage_train_set(tokenize_corpus(tiny_corpus, tiny_tokenizer)["train"],
+                            StageArguments(name="p", train_subsets=["pretrain"]), seed=0)
+    first = _trainer(tmp_path, GPT2LMHeadModel(config), train, tiny_tokenizer, 1e-3)
+    make_resumable(first.args, 3)
+    first.train()
+    checkpoint = tmp_path / "checkpoint-3"
+    assert (checkpoint / "model.safetensors").exists()
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler, root = Keep(level=logging.WARNING), logging.getLogger("transformers")
+    root.addHandler(handler)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        torch.manual_seed(1)
+        resumed = _trainer(tmp_path / "again", GPT2LMHeadModel(config), train, tiny_tokenizer, 1e-3)
+        resumed.args.max_steps = 4
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        root.removeHandler(handler)
+    assert not [m for m in records if "missing keys" in m], records
+    model = resumed.model
+    assert model.lm_head.weight is model.transformer.wte.weight

@@ -102,6 +102,8 @@ class EmbeddingGeometryCallback(IntervalCallback):
     """Writes ``embeddings/<index>-<stage>-step<N>.npy`` (+ ``.png``) and logs
     ``embedding/<bucket>/embed_cos`` and ``embed_cos_other``."""
 
+    label = "embedding geometry"
+
     main_process_only = True
 
     def __init__(

@@ -119,6 +119,8 @@ class GradientAlignmentCallback(IntervalCallback):
     """Logs ``grad_align/<subset>/<group>`` (mean pair cosine, with ``_ci_low``/``_ci_high``) and
     ``grad_align_mean/<subset>/<group>`` through ``trainer.log`` and into ``metrics.jsonl``."""
 
+    label = "gradient alignment"
+
     main_process_only = True
 
     def __init__(

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from accelerate import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from iml_hf import console
+
 if TYPE_CHECKING:
     from iml_hf.callbacks import MetricsLog
     from iml_hf.trainer import IMLTrainer
@@ -23,8 +25,12 @@ class IntervalCallback(TrainerCallback):
     """
 
     main_process_only = False
+    #: How the console names the measurement (the stage banner, a stage-end analysis's start line).
+    label = "measurement"
     #: Seconds spent measuring so far (the cost of the measurement, reported in results.json).
     seconds = 0.0
+    #: When the measurement running now started (its console line shows the seconds it took).
+    measuring_since = 0.0
 
     def __init__(self, trainer: IMLTrainer, metrics_log: MetricsLog, interval: int = 0, strategy: str = "steps"):
         self.trainer = trainer
@@ -39,7 +45,7 @@ class IntervalCallback(TrainerCallback):
         """The one path every measurement reports through: each ``(subset, metric, value, extras)``
         goes to the trackers (``Trainer.log``) as ``<family>/<subset>/<metric>`` (numeric extras as
         ``..._<extra>``) and to metrics.jsonl as a row with that ``name``, the position in
-        training and the extras, so both carry the same names."""
+        training and the extras, so both carry the same names; the console gets one line."""
         logs: dict[str, float] = {}
         rows = []
         position = self.trainer.position(state)
@@ -55,10 +61,15 @@ class IntervalCallback(TrainerCallback):
         if control is not None:
             control.should_log = keep
         self.metrics_log.write(rows)
+        if state.is_world_process_zero and console.is_verbose():
+            line = console.measurement_line(position["stage"], state.global_step, state.max_steps, family, entries,
+                                            time.perf_counter() - self.measuring_since)
+            if line:
+                console.say(line)
 
     def _maybe_measure(self, state: TrainerState) -> None:
         if not self.main_process_only or PartialState().is_main_process:
-            start = time.perf_counter()
+            self.measuring_since = start = time.perf_counter()
             self.measure(state)
             self.seconds += time.perf_counter() - start
 
@@ -89,6 +100,11 @@ class StageEndCallback(IntervalCallback):
         self.folder = Path(output_dir) / self.folder_name
         self.args = args
         self.latest: dict[str, Any] = {}
+
+    def _maybe_measure(self, state: TrainerState) -> None:
+        if PartialState().is_main_process:
+            console.say(f"[{getattr(self.trainer, 'stage_name', 'stage')} end] {self.label} ...")
+        super()._maybe_measure(state)
 
     def stage_folder(self, state: TrainerState) -> tuple[dict[str, Any], Path]:
         """This stage's position and the folder its files go to."""

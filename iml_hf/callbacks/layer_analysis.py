@@ -17,6 +17,7 @@ class LayerAnalysisCallback(StageEndCallback):
     Table 1's sequence- and pair-level shares with their chance level, and Table 2's share."""
 
     folder_name = "layers"
+    label = "layer analysis"
     args: LayerAnalysisArguments
     inputs: list[list[int]]  # the token ids of the analysed sequences
 

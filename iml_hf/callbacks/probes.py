@@ -23,6 +23,7 @@ class ProbeCallback(StageEndCallback):
     shuffled-label control as extras. A probe that cannot run is a warning and ``{"skipped": why}``."""
 
     folder_name = "probes"
+    label = "linear probes"
     args: ProbeArguments
     inputs: ProbeInputs  # the probe set and the variables' token ids
 
