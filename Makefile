@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-toy: $(STAMP)  ## the toy IML experiment on CPU (about 4.5 minutes on 2 cores)
+toy: $(STAMP)  ## the toy IML experiment on CPU (about 4 minutes on 2 cores)
 	$(PY) -m iml_hf.train recipes/toy.yaml
 
 entities: $(STAMP)  ## entity QA with define tags on CPU (about 2 minutes on 2 cores)
