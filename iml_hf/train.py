@@ -113,14 +113,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         console.set_verbosity(verbose)
     from accelerate import PartialState
 
-    if PartialState().is_main_process and recipe.run.branches:
+    state = PartialState()
+    if state.is_main_process and recipe.run.branches:
         print(format_branches(branched))
         print(f"results written to {recipe.run.output_dir}/trunk and branch<b>/results.json")
-        return branched
-    if PartialState().is_main_process:
+    elif state.is_main_process:
         print(format_summary(results))
         print(f"results written to {recipe.run.output_dir}/results.json")
-    return results
+    if state.use_distributed:  # gloo's or NCCL's threads outliving the interpreter can abort a process at exit
+        state.wait_for_everyone()
+        state.destroy_process_group()
+    return branched if recipe.run.branches else results
 
 
 if __name__ == "__main__":

@@ -273,6 +273,8 @@ def _sharded_eval_worker(out: str) -> None:
         Path(out, "sharded.json").write_text(json.dumps({
             "sharded": parameters_sharded(model), "rows_here": block.to_local().shape[0], "rows": block.shape[0],
             "reference": reference, "measured": {**token_em.latest_metrics, **text_em.latest_metrics}}))
+    state.wait_for_everyone()
+    state.destroy_process_group()  # gloo's threads outliving the interpreter abort a rank now and then
 
 
 def test_em_and_answer_loss_under_fsdp2_sharded_parameters(tmp_path):
