@@ -9,17 +9,19 @@ a rerun of the same command finds it, checks that the recipe computes the same t
 (``iml_hf.resolved.configuration``) and resumes from the last finished stage or the current
 stage's last complete checkpoint (``checkpoints/<stage>/checkpoint-N/resume.json``).
 
-Kept free of torch and transformers (the pipeline does the training side).
+Kept free of torch and transformers (the pipeline does the training side). The lock is
+``filelock``'s (portable, and released by the operating system when a killed run's process dies).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from iml_hf.io import write_atomic, write_json_atomic
 from iml_hf.resolved import configuration
@@ -45,29 +47,28 @@ class RunFolder:
         self.work = self.out.with_name(self.out.name + ".partial")
         self.lock_path = self.out.with_name(self.out.name + ".lock")
         self.replaced = self.out.with_name(self.out.name + ".replaced")
-        self._lock_file = None
+        self._lock: FileLock | None = None
 
     # ---- the lock -------------------------------------------------------------------------
     def lock(self) -> None:
         """Take the folder's exclusive lock (non-blocking); another live run holding it is an error."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_path, "a")
+        lock = FileLock(self.lock_path, timeout=0)  # flock on Unix, msvcrt on Windows; freed if the process dies
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+            lock.acquire()
+        except Timeout:
             raise FolderError(
                 f"another run is writing into {self.out} right now (it holds {self.lock_path}); "
                 "wait for it to finish or choose another --output_dir") from None
-        self._lock_file = handle
+        self._lock = lock
 
     def release(self, remove: bool = False) -> None:
         """Release the lock (``remove``: delete the lock file first, once the run is finished)."""
-        if self._lock_file is not None:
+        if self._lock is not None:
             if remove:
                 self.lock_path.unlink(missing_ok=True)
-            self._lock_file.close()
-            self._lock_file = None
+            self._lock.release()
+            self._lock = None
 
     # ---- what is there ----------------------------------------------------------------------
     def progress(self) -> dict[str, Any] | None:
