@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.iml_hf-installed
 
-.PHONY: install toy entities test bench clean
+.PHONY: install toy entities test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ entities: $(STAMP)  ## entity QA with define tags on CPU (about 2 minutes on 2 c
 
 test: $(STAMP)  ## the test suite
 	$(PY) -m pytest
+
+lint: $(STAMP)  ## ruff's lint and format checks (pyproject.toml [tool.ruff]); `ruff format .` fixes the format
+	$(VENV)/bin/ruff check iml_hf tests benchmarks
+	$(VENV)/bin/ruff format --check iml_hf tests benchmarks
 
 bench: $(STAMP)  ## toolkit vs bare PyTorch training throughput
 	$(PY) benchmarks/throughput.py

@@ -47,12 +47,29 @@ def recipe_compute(path: str, overrides: list[str]) -> dict[str, Any]:
         if arguments.max_steps > 0:
             steps, epochs = arguments.max_steps, arguments.max_steps * batch / len(rows)
         else:  # the Trainer's last batch of an epoch is a short one
-            steps, epochs = math.ceil(len(rows) / batch) * math.ceil(arguments.num_train_epochs), arguments.num_train_epochs
+            steps, epochs = (
+                math.ceil(len(rows) / batch) * math.ceil(arguments.num_train_epochs),
+                arguments.num_train_epochs,
+            )
         tokens = epochs * sum(map(len, rows["input_ids"]))
-        stages.append({"stage": stage.name, "rows": len(rows), "batch": batch, "steps": steps,
-                       "epochs": epochs, "tokens": tokens, "flops": 6 * params * tokens})
-    return {"path": path, "params": params, "stages": stages,
-            "tokens": sum(s["tokens"] for s in stages), "flops": sum(s["flops"] for s in stages)}
+        stages.append(
+            {
+                "stage": stage.name,
+                "rows": len(rows),
+                "batch": batch,
+                "steps": steps,
+                "epochs": epochs,
+                "tokens": tokens,
+                "flops": 6 * params * tokens,
+            }
+        )
+    return {
+        "path": path,
+        "params": params,
+        "stages": stages,
+        "tokens": sum(s["tokens"] for s in stages),
+        "flops": sum(s["flops"] for s in stages),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,12 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for result in results:
         for stage in result["stages"]:
-            print(f"| {result['path']} | {result['params']:,} | {stage['stage']} | {stage['rows']:,} | {stage['batch']} | "
-                  f"{stage['steps']:,} | {stage['epochs']:.1f} | {stage['tokens']:.3g} | {stage['flops']:.3g} |")
+            print(
+                f"| {result['path']} | {result['params']:,} | {stage['stage']} | {stage['rows']:,} | {stage['batch']} | "
+                f"{stage['steps']:,} | {stage['epochs']:.1f} | {stage['tokens']:.3g} | {stage['flops']:.3g} |"
+            )
     ours, theirs = results
-    print(f"\ntokens: {ours['tokens']:.3g} vs {theirs['tokens']:.3g} (1/{theirs['tokens'] / ours['tokens']:.0f}); "
-          f"steps: {sum(s['steps'] for s in ours['stages']):,} vs {sum(s['steps'] for s in theirs['stages']):,}; "
-          f"FLOPs: {ours['flops']:.3g} vs {theirs['flops']:.3g} (1/{theirs['flops'] / ours['flops']:.0f})")
+    print(
+        f"\ntokens: {ours['tokens']:.3g} vs {theirs['tokens']:.3g} (1/{theirs['tokens'] / ours['tokens']:.0f}); "
+        f"steps: {sum(s['steps'] for s in ours['stages']):,} vs {sum(s['steps'] for s in theirs['stages']):,}; "
+        f"FLOPs: {ours['flops']:.3g} vs {theirs['flops']:.3g} (1/{theirs['flops'] / ours['flops']:.0f})"
+    )
 
 
 if __name__ == "__main__":

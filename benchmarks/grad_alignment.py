@@ -80,8 +80,10 @@ def main() -> None:
     model = build_model(recipe.model, tokenizer)
     probes = alignment_probes(tokenized, tokenizer.pad_token_id, None, args.aliases, args.questions, seed=0)
     batch, pairs = merged(probes)
-    print(f"model: {recipe.model.architecture}, {sum(p.numel() for p in trainable_parameters(model).values()):,} "
-          f"trainable parameters; {len(pairs)} pairs over {len(batch)} distinct examples; {args.threads} thread(s)")
+    print(
+        f"model: {recipe.model.architecture}, {sum(p.numel() for p in trainable_parameters(model).values()):,} "
+        f"trainable parameters; {len(pairs)} pairs over {len(batch)} distinct examples; {args.threads} thread(s)"
+    )
 
     methods = {
         "loop (batch size 1)": lambda: loop_cosines(model, batch, pairs),

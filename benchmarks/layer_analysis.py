@@ -37,8 +37,15 @@ SHAPES = {
 
 
 def options(tokens: int, linear_tokens: int, pca: int) -> SimpleNamespace:
-    return SimpleNamespace(max_tokens=tokens, min_position=4, max_final_loss=1.0, batch_size=8,
-                           pca_samples=pca, linear_model_tokens=linear_tokens, seed=0)
+    return SimpleNamespace(
+        max_tokens=tokens,
+        min_position=4,
+        max_final_loss=1.0,
+        batch_size=8,
+        pca_samples=pca,
+        linear_model_tokens=linear_tokens,
+        seed=0,
+    )
 
 
 def main() -> None:
@@ -70,11 +77,15 @@ def main() -> None:
         layers, forward = statistics.median(layer_times), statistics.median(forward_times)
         linear = summary["timings_s"]["linear_model"] / summary["linear_model"]["tokens"] * 1000
         print(f"{name}: {summary['tokens']} tokens")
-        print(f"  Figure 2 + Table 1 pass: {layers * per_thousand:.2f} s per 1,000 tokens "
-              f"(plain forward {forward * per_thousand:.2f} s; ratio {layers / forward:.1f}x, "
-              f"medians of {args.repeats})")
-        print(f"  Table 2 linear model at all {shape['n_layer']} layers: {linear:.1f} s per 1,000 tokens "
-              f"(measured on {summary['linear_model']['tokens']} tokens)")
+        print(
+            f"  Figure 2 + Table 1 pass: {layers * per_thousand:.2f} s per 1,000 tokens "
+            f"(plain forward {forward * per_thousand:.2f} s; ratio {layers / forward:.1f}x, "
+            f"medians of {args.repeats})"
+        )
+        print(
+            f"  Table 2 linear model at all {shape['n_layer']} layers: {linear:.1f} s per 1,000 tokens "
+            f"(measured on {summary['linear_model']['tokens']} tokens)"
+        )
         print(f"  Figure 3 sample of {summary['pca']['samples']}: {summary['timings_s']['pca_and_sampling']:.2f} s")
 
 

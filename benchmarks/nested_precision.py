@@ -30,7 +30,9 @@ import numpy as np
 from scipy import stats
 
 
-def _table(root: Path, contrast: str) -> tuple[dict[int, dict[int, float]], dict[int, float], dict[int, dict[int, float]]]:
+def _table(
+    root: Path, contrast: str
+) -> tuple[dict[int, dict[int, float]], dict[int, float], dict[int, dict[int, float]]]:
     """(seed -> branch -> read-out contrast, seed -> trunk seconds, seed -> branch -> own seconds)."""
     values: dict[int, dict[int, float]] = {}
     trunk: dict[int, float] = {}
@@ -40,7 +42,9 @@ def _table(root: Path, contrast: str) -> tuple[dict[int, dict[int, float]], dict
         seed, branch = results["recipe"]["seed"], results["recipe"]["task"]["branch"]
         last = list(results["stages"])[-1]
         if contrast not in results["stages"][last]["contrasts"]:
-            raise SystemExit(f"{path}: no contrast {contrast!r} (it has {sorted(results['stages'][last]['contrasts'])})")
+            raise SystemExit(
+                f"{path}: no contrast {contrast!r} (it has {sorted(results['stages'][last]['contrasts'])})"
+            )
         values.setdefault(seed, {})[branch] = results["stages"][last]["contrasts"][contrast]
         entries = results["stages"].values()
         trunk[seed] = sum(e["wall_time_s"] for e in entries if e.get("shared_trunk"))
@@ -67,10 +71,19 @@ def compare(root: Path, contrast: str, budget_seeds: float) -> dict[str, float]:
     budget = budget_seeds * cost_nested
     n_old, n_nested = budget / cost_old, budget / cost_nested
     ratio = half_width(math.sqrt(var_old), n_old) / half_width(math.sqrt(var_nested), n_nested)
-    return {"seeds": len(seeds), "branches": len(branches), "sd_old": math.sqrt(var_old),
-            "sd_nested": math.sqrt(var_nested), "cpu_s_old": cost_old, "cpu_s_nested": cost_nested,
-            "budget_cpu_min": budget / 60, "n_old": n_old, "n_nested": n_nested, "ratio": ratio,
-            "ratio_large_sample": math.sqrt(var_old * cost_old / (var_nested * cost_nested))}
+    return {
+        "seeds": len(seeds),
+        "branches": len(branches),
+        "sd_old": math.sqrt(var_old),
+        "sd_nested": math.sqrt(var_nested),
+        "cpu_s_old": cost_old,
+        "cpu_s_nested": cost_nested,
+        "budget_cpu_min": budget / 60,
+        "n_old": n_old,
+        "n_nested": n_nested,
+        "ratio": ratio,
+        "ratio_large_sample": math.sqrt(var_old * cost_old / (var_nested * cost_nested)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,17 +104,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.recipe:
         from iml_hf import sweep
 
-        code = sweep.main([args.recipe, "--seeds", str(args.seeds), "--seed_start", str(args.seed_start),
-                           "--output_dir", str(root), "--jobs", str(args.jobs), "--threads", "1",
-                           f"--branches={args.branches}"])
+        code = sweep.main(
+            [
+                args.recipe,
+                "--seeds",
+                str(args.seeds),
+                "--seed_start",
+                str(args.seed_start),
+                "--output_dir",
+                str(root),
+                "--jobs",
+                str(args.jobs),
+                "--threads",
+                "1",
+                f"--branches={args.branches}",
+            ]
+        )
         if code:
             return code
     r = compare(root, args.contrast, args.budget_seeds)
     print(f"{args.contrast} at the read-out, {r['seeds']} seeds x {r['branches']} branches in {root}")
     print(f"  one split per seed: SD {r['sd_old']:.4f} per seed, {r['cpu_s_old'] / 60:.2f} CPU-min per seed")
-    print(f"  nested, {r['branches']} branches: SD {r['sd_nested']:.4f} per seed, {r['cpu_s_nested'] / 60:.2f} CPU-min per seed")
-    print(f"  at {r['budget_cpu_min']:.0f} CPU-min ({r['n_old']:.1f} vs {r['n_nested']:.1f} seeds): half-width "
-          f"old / nested = {r['ratio']:.2f} (large-sample {r['ratio_large_sample']:.2f}; > 1: nested is more precise)")
+    print(
+        f"  nested, {r['branches']} branches: SD {r['sd_nested']:.4f} per seed, {r['cpu_s_nested'] / 60:.2f} CPU-min per seed"
+    )
+    print(
+        f"  at {r['budget_cpu_min']:.0f} CPU-min ({r['n_old']:.1f} vs {r['n_nested']:.1f} seeds): half-width "
+        f"old / nested = {r['ratio']:.2f} (large-sample {r['ratio_large_sample']:.2f}; > 1: nested is more precise)"
+    )
     return 0
 
 

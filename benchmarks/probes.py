@@ -68,9 +68,17 @@ def main() -> None:
     inputs, offset = variable_inputs(tokenizer, probe_set.variables)
     built = time.perf_counter() - tic
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=args.layers, n_embd=args.hidden_size, n_head=4,
-                                       vocab_size=len(tokenizer), n_positions=64, bos_token_id=tokenizer.bos_token_id,
-                                       eos_token_id=tokenizer.eos_token_id)).eval()
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=args.layers,
+            n_embd=args.hidden_size,
+            n_head=4,
+            vocab_size=len(tokenizer),
+            n_positions=64,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    ).eval()
     binary = ["tag", "consistent"]
     attributes = probe_set.expand(["attributes"])
     reading, forward, binary_s, attribute_s = [], [], [], []
@@ -89,20 +97,30 @@ def main() -> None:
         attribute_s.append(seconds)
     read, plain = statistics.median(reading), statistics.median(forward)
     n, states = len(probe_set.variables), layers.shape[0]
-    print(f"{n} variables ({len(corpus['train'])} + {len(corpus['test'])} corpus rows, built and labelled in "
-          f"{built:.1f} s); GPT-2 with {args.layers} layers, d_model {args.hidden_size}: {states} hidden states "
-          f"(embeddings + {args.layers} layers); {args.threads} torch threads, one BLAS thread per fit; "
-          f"medians of {args.repeats}")
-    print(f"  hidden states of every variable: {read:.2f} s (plain forward over the same inputs {plain:.2f} s; "
-          f"ratio {read / plain:.2f}x)")
+    print(
+        f"{n} variables ({len(corpus['train'])} + {len(corpus['test'])} corpus rows, built and labelled in "
+        f"{built:.1f} s); GPT-2 with {args.layers} layers, d_model {args.hidden_size}: {states} hidden states "
+        f"(embeddings + {args.layers} layers); {args.threads} torch threads, one BLAS thread per fit; "
+        f"medians of {args.repeats}"
+    )
+    print(
+        f"  hidden states of every variable: {read:.2f} s (plain forward over the same inputs {plain:.2f} s; "
+        f"ratio {read / plain:.2f}x)"
+    )
     total = statistics.median(binary_s)
-    print(f"  tag + consistent probes ({n} x {states} representations, 5 folds, shuffled control): {total:.1f} s "
-          f"({total / states:.2f} s per hidden state; {(read + total) / plain:.0f}x the plain forward with the reading)")
+    print(
+        f"  tag + consistent probes ({n} x {states} representations, 5 folds, shuffled control): {total:.1f} s "
+        f"({total / states:.2f} s per hidden state; {(read + total) / plain:.0f}x the plain forward with the reading)"
+    )
     total = statistics.median(attribute_s)
-    print(f"  {len(attributes)} attribute probes ({', '.join(a.split('/')[1] for a in attributes)}): {total:.1f} s "
-          f"({total / states / len(attributes):.2f} s per attribute and hidden state)")
-    print("  last-layer accuracy (random weights: near chance): "
-          + ", ".join(f"{t} {v[-1]:.2f}" for t, v in {**binary_accuracy, **attribute_accuracy}.items()))
+    print(
+        f"  {len(attributes)} attribute probes ({', '.join(a.split('/')[1] for a in attributes)}): {total:.1f} s "
+        f"({total / states / len(attributes):.2f} s per attribute and hidden state)"
+    )
+    print(
+        "  last-layer accuracy (random weights: near chance): "
+        + ", ".join(f"{t} {v[-1]:.2f}" for t, v in {**binary_accuracy, **attribute_accuracy}.items())
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,10 @@ def main() -> None:
     args = parser.parse_args()
 
     recipe = yaml.safe_load(Path(args.recipe).read_text())
-    scaled = [f"--stages.{s['name']}.max_steps={max(1, round(s['max_steps'] * args.max_steps_scale))}"
-              for s in recipe["stages"]]
+    scaled = [
+        f"--stages.{s['name']}.max_steps={max(1, round(s['max_steps'] * args.max_steps_scale))}"
+        for s in recipe["stages"]
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     times: dict[str, list[float]] = {"with": [], "without": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,8 +49,16 @@ def main() -> None:
             for kind in order:
                 steps = args.checkpoint_steps if kind == "with" else 0
                 out = Path(tmp) / f"{kind}{pair}"
-                command = [sys.executable, "-m", "iml_hf.train", args.recipe, f"--output_dir={out}",
-                           "--torch_threads=1", f"--checkpoint_steps={steps}", *scaled]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "iml_hf.train",
+                    args.recipe,
+                    f"--output_dir={out}",
+                    "--torch_threads=1",
+                    f"--checkpoint_steps={steps}",
+                    *scaled,
+                ]
                 start = time.perf_counter()
                 done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
                 seconds = time.perf_counter() - start
@@ -56,11 +66,15 @@ def main() -> None:
                     sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
                 steps_run = sum(s["steps"] for s in json.loads((out / "results.json").read_text())["stages"].values())
                 times[kind].append(seconds)
-                print(f"pair {pair} {kind:7s} checkpoints (checkpoint_steps={steps}): {seconds:7.1f} s, {steps_run} steps",
-                      flush=True)
+                print(
+                    f"pair {pair} {kind:7s} checkpoints (checkpoint_steps={steps}): {seconds:7.1f} s, {steps_run} steps",
+                    flush=True,
+                )
     ratio = statistics.median(times["with"]) / statistics.median(times["without"])
-    print(f"median wall time with / without checkpoints: {ratio:.3f} ({(ratio - 1) * 100:+.1f}%), "
-          f"stages at {args.max_steps_scale:g} of their steps, {args.pairs} pairs")
+    print(
+        f"median wall time with / without checkpoints: {ratio:.3f} ({(ratio - 1) * 100:+.1f}%), "
+        f"stages at {args.max_steps_scale:g} of their steps, {args.pairs} pairs"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ def toolkit_steps_per_second(recipe, stage, model, train_set, tokenizer, steps: 
     args = recipe.training_arguments(stage, output_dir="/tmp/iml_hf_bench")
     args.max_steps, args.logging_steps = steps, 10**9
     trainer = IMLTrainer(
-        model=model, args=args, train_dataset=train_set,
-        data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
     )
     start = time.perf_counter()
     trainer.train()
@@ -40,8 +43,11 @@ def bare_steps_per_second(recipe, stage, model, train_set, tokenizer, steps: int
     collate = PadCollator(tokenizer.pad_token_id)
     rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in train_set]
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon, weight_decay=args.weight_decay,
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.weight_decay,
     )
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, steps)
     model.train()
@@ -89,7 +95,9 @@ def main() -> None:
         f"stage {stage.name}, batch {recipe.training_arguments(stage).per_device_train_batch_size}, "
         f"{cli.threads} thread(s), {cli.steps} steps x {cli.rounds} rounds"
     )
-    print(f"toolkit / bare = {ratio:.3f} (best rounds: {max(results['toolkit']):.2f} vs {max(results['bare']):.2f} steps/s)")
+    print(
+        f"toolkit / bare = {ratio:.3f} (best rounds: {max(results['toolkit']):.2f} vs {max(results['bare']):.2f} steps/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,14 @@ from pathlib import Path
 def start(tree: Path, recipe: str, output_dir: Path) -> tuple[subprocess.Popen, float]:
     """Launch one training process from ``tree`` and return it with its start time."""
     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-    command = [sys.executable, "-m", "iml_hf.train", str(tree / recipe), f"--output_dir={output_dir}",
-               "--torch_threads=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "iml_hf.train",
+        str(tree / recipe),
+        f"--output_dir={output_dir}",
+        "--torch_threads=1",
+    ]
     log = (output_dir.parent / f"{output_dir.name}.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tree)
     return process, time.perf_counter()
@@ -56,8 +62,11 @@ def main() -> None:
             em = {name: json.loads((out / "results.json").read_text())["stages"] for name, (_, _, out) in runs.items()}
             same = all(em["baseline"][s]["em"] == em["candidate"][s]["em"] for s in em["baseline"])
             ratios.append(seconds["candidate"] / seconds["baseline"])
-            print(f"pair {pair}: baseline {seconds['baseline']:.1f} s, candidate {seconds['candidate']:.1f} s, "
-                  f"ratio {ratios[-1]:.3f}, EM tables {'identical' if same else 'DIFFER'}", flush=True)
+            print(
+                f"pair {pair}: baseline {seconds['baseline']:.1f} s, candidate {seconds['candidate']:.1f} s, "
+                f"ratio {ratios[-1]:.3f}, EM tables {'identical' if same else 'DIFFER'}",
+                flush=True,
+            )
             if not same:
                 raise SystemExit("the two trees gave different EM tables")
     print(f"median ratio candidate / baseline over {len(ratios)} pair(s): {statistics.median(ratios):.3f}")

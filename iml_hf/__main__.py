@@ -11,8 +11,13 @@ from iml_hf.cli import COMMANDS, command
 def commands_text() -> str:
     """Every command as ``iml-x`` / ``python -m iml_hf.x`` and what it does."""
     width = max(len(name) for name in COMMANDS) + 2
-    lines = [f"iml_hf {__version__}: implicit meta-learning experiments on Hugging Face", "",
-             "usage: python -m iml_hf COMMAND [ARGS ...]   (or the console script iml-COMMAND)", "", "commands:"]
+    lines = [
+        f"iml_hf {__version__}: implicit meta-learning experiments on Hugging Face",
+        "",
+        "usage: python -m iml_hf COMMAND [ARGS ...]   (or the console script iml-COMMAND)",
+        "",
+        "commands:",
+    ]
     for name, (module, what) in COMMANDS.items():
         short = name.removeprefix("iml-")
         lines.append(f"  {short:<{width}}{what}")

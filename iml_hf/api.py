@@ -24,6 +24,7 @@ from iml_hf.recipe import SECTIONS, Recipe, RecipeError, load_yaml_origins, reci
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
+
 def dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Overrides as dotted keys: ``{"model.num_layers": 2}`` as it is; a section's mapping
     ``{"model": {"num_layers": 2}}`` as ``{"model.num_layers": 2}``; ``{"stages": {"x1": {"max_steps": 9}}}``
@@ -33,8 +34,10 @@ def dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
         if key == "stages" and isinstance(value, Mapping):
             for stage, keys in value.items():
                 if not isinstance(keys, Mapping):
-                    raise RecipeError(f"stages={{{stage!r}: {keys!r}}}: give each stage's keys as a mapping, "
-                                      f"e.g. stages={{'{stage}': {{'max_steps': 100}}}}")
+                    raise RecipeError(
+                        f"stages={{{stage!r}: {keys!r}}}: give each stage's keys as a mapping, "
+                        f"e.g. stages={{'{stage}': {{'max_steps': 100}}}}"
+                    )
                 flat.update({f"stages.{stage}.{k}": v for k, v in keys.items()})
         elif key in SECTIONS and isinstance(value, Mapping):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
@@ -109,10 +112,20 @@ def _cli_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def run_sweep(recipe: str | os.PathLike, *, seeds: int, output_dir: str | os.PathLike, seed_start: int = 0,
-              sets: Mapping[str, list[Any]] | None = None, overrides: Mapping[str, Any] | None = None,
-              jobs: int | None = None, threads: int | None = None, launcher: str = "local",
-              slurm: Mapping[str, Any] | None = None, verbose: bool = False) -> dict[str, Any]:
+def run_sweep(
+    recipe: str | os.PathLike,
+    *,
+    seeds: int,
+    output_dir: str | os.PathLike,
+    seed_start: int = 0,
+    sets: Mapping[str, list[Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    jobs: int | None = None,
+    threads: int | None = None,
+    launcher: str = "local",
+    slurm: Mapping[str, Any] | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
     """Run ``recipe`` over ``seeds`` seeds (times every combination of ``sets``: ``{"task.modulus": [40, 80]}``),
     each run in its own process, as ``python -m iml_hf.sweep`` does; returns the manifest (``sweep.json``:
     every run with its status, exit code and wall time). A bad argument or recipe raises RecipeError before
@@ -120,8 +133,17 @@ def run_sweep(recipe: str | os.PathLike, *, seeds: int, output_dir: str | os.Pat
     KeyboardInterrupt. Called again with the same arguments, it resumes."""
     from iml_hf import sweep as sweep_cli
 
-    argv = [os.fspath(recipe), "--seeds", str(seeds), "--seed_start", str(seed_start), "--output_dir",
-            os.fspath(output_dir), "--launcher", launcher]
+    argv = [
+        os.fspath(recipe),
+        "--seeds",
+        str(seeds),
+        "--seed_start",
+        str(seed_start),
+        "--output_dir",
+        os.fspath(output_dir),
+        "--launcher",
+        launcher,
+    ]
     argv += [f"--set={key}=" + ",".join(_cli_value(v) for v in values) for key, values in (sets or {}).items()]
     argv += ["--jobs", str(jobs)] if jobs is not None else []
     argv += ["--threads", str(threads)] if threads is not None else []
@@ -133,8 +155,10 @@ def run_sweep(recipe: str | os.PathLike, *, seeds: int, output_dir: str | os.Pat
     seed_list = list(range(seed_start, seed_start + seeds))
     sweep_cli.plan(args.recipe, args.output_dir, seed_list, grid, extra, 1)  # every run's recipe parses
     out = io.StringIO()
-    with contextlib.redirect_stdout(out) if not verbose else contextlib.nullcontext(), \
-            contextlib.redirect_stderr(out) if not verbose else contextlib.nullcontext():
+    with (
+        contextlib.redirect_stdout(out) if not verbose else contextlib.nullcontext(),
+        contextlib.redirect_stderr(out) if not verbose else contextlib.nullcontext(),
+    ):
         code = sweep_cli.main(argv)
     if code in (130, 143):
         raise KeyboardInterrupt(f"the sweep was interrupted; call run_sweep again to resume ({output_dir})")

@@ -40,13 +40,35 @@ def register_architecture(spec: Architecture, *aliases: str) -> Architecture:
 
 register_architecture(Architecture("gpt2", "h", "ln_f", "attn", "ln_1", "mlp", "ln_2", "c_proj"))
 register_architecture(
-    Architecture("gpt_neox", "layers", "final_layer_norm", "attention", "input_layernorm", "mlp",
-                 "post_attention_layernorm", "dense_4h_to_h")
+    Architecture(
+        "gpt_neox",
+        "layers",
+        "final_layer_norm",
+        "attention",
+        "input_layernorm",
+        "mlp",
+        "post_attention_layernorm",
+        "dense_4h_to_h",
+    )
 )
 register_architecture(
-    Architecture("llama", "layers", "norm", "self_attn", "input_layernorm", "mlp", "post_attention_layernorm",
-                 "down_proj", gated_mlp=True),
-    "mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3",
+    Architecture(
+        "llama",
+        "layers",
+        "norm",
+        "self_attn",
+        "input_layernorm",
+        "mlp",
+        "post_attention_layernorm",
+        "down_proj",
+        gated_mlp=True,
+    ),
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "olmo",
+    "phi3",
 )
 
 

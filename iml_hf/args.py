@@ -19,8 +19,16 @@ LOSS_MODES = ("answer", "full_text")
 
 #: Model keys that describe a model built from scratch; next to ``model_name_or_path`` they are an error.
 FROM_SCRATCH_KEYS = (
-    "architecture", "num_layers", "hidden_size", "num_heads", "intermediate_size", "attention_only", "dropout",
-    "tie_word_embeddings", "max_position_embeddings", "config_overrides",
+    "architecture",
+    "num_layers",
+    "hidden_size",
+    "num_heads",
+    "intermediate_size",
+    "attention_only",
+    "dropout",
+    "tie_word_embeddings",
+    "max_position_embeddings",
+    "config_overrides",
 )
 #: Model keys that only mean something for a checkpoint; without ``model_name_or_path`` they are an error.
 CHECKPOINT_KEYS = ("revision", "trust_remote_code")
@@ -36,46 +44,88 @@ class ModelArguments:
     ``step1000``, a tag or a commit). ``add_task_tokens`` gives the task's aliases and define tags
     tokens of their own in a pretrained tokenizer (by default they stay plain text)."""
 
-    architecture: str = field(default="gpt2", metadata={
-        "help": "Architecture of a model built from scratch.", "choices": SCRATCH_ARCHITECTURES})
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "A pretrained decoder-only checkpoint to train (a folder or a Hub id); null: build a model from "
-                "scratch from the keys below."})
-    revision: str = field(default="main", metadata={
-        "help": "Branch, tag or commit of the checkpoint (e.g. Pythia's step1000)."})
-    dtype: str = field(default="float32", metadata={
-        "help": "Dtype of the parameters (auto: the checkpoint's); for mixed precision keep float32 and set "
-                "training.bf16 or training.fp16.", "choices": DTYPES})
-    attn_implementation: str | None = field(default=None, metadata={
-        "help": "Attention kernel passed to transformers (eager, sdpa, flash_attention_2); null: transformers' "
-                "default."})
-    trust_remote_code: bool = field(default=False, metadata={
-        "help": "Run the checkpoint's own modelling code from the Hub (only for a checkpoint you trust)."})
-    tokenizer_name_or_path: str | None = field(default=None, metadata={
-        "help": "Tokenizer folder or Hub id; null: the checkpoint's, or a word-level tokenizer built from the "
-                "corpus for a model from scratch."})
-    add_task_tokens: bool = field(default=False, metadata={
-        "help": "Give the task's invented words (aliases, variables, define tags) one token each in a "
-                "pretrained tokenizer; false: they stay plain text."})
-    loss_on: str | None = field(default=None, metadata={
-        "help": "Which tokens of a training question carry the loss: its answer, or its full text; null: the "
-                "task's default.", "choices": LOSS_MODES})
+    architecture: str = field(
+        default="gpt2",
+        metadata={"help": "Architecture of a model built from scratch.", "choices": SCRATCH_ARCHITECTURES},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A pretrained decoder-only checkpoint to train (a folder or a Hub id); null: build a model from "
+            "scratch from the keys below."
+        },
+    )
+    revision: str = field(
+        default="main", metadata={"help": "Branch, tag or commit of the checkpoint (e.g. Pythia's step1000)."}
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Dtype of the parameters (auto: the checkpoint's); for mixed precision keep float32 and set "
+            "training.bf16 or training.fp16.",
+            "choices": DTYPES,
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel passed to transformers (eager, sdpa, flash_attention_2); null: transformers' "
+            "default."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run the checkpoint's own modelling code from the Hub (only for a checkpoint you trust)."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer folder or Hub id; null: the checkpoint's, or a word-level tokenizer built from the "
+            "corpus for a model from scratch."
+        },
+    )
+    add_task_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Give the task's invented words (aliases, variables, define tags) one token each in a "
+            "pretrained tokenizer; false: they stay plain text."
+        },
+    )
+    loss_on: str | None = field(
+        default=None,
+        metadata={
+            "help": "Which tokens of a training question carry the loss: its answer, or its full text; null: the "
+            "task's default.",
+            "choices": LOSS_MODES,
+        },
+    )
     num_layers: int = field(default=1, metadata={"help": "Transformer blocks of a model from scratch."})
-    hidden_size: int = field(default=128, metadata={
-        "help": "Width of the residual stream (d_model) of a model from scratch; divisible by num_heads."})
+    hidden_size: int = field(
+        default=128,
+        metadata={"help": "Width of the residual stream (d_model) of a model from scratch; divisible by num_heads."},
+    )
     num_heads: int = field(default=4, metadata={"help": "Attention heads per block of a model from scratch."})
-    intermediate_size: int | None = field(default=None, metadata={
-        "help": "Width of the MLP of a model from scratch; null: 4 x hidden_size."})
-    attention_only: bool = field(default=False, metadata={
-        "help": "Blocks without MLPs (attention-only transformer, as in the toy paper)."})
-    dropout: float = field(default=0.0, metadata={
-        "help": "Dropout of a model from scratch (residual, attention and embedding), in [0, 1)."})
-    tie_word_embeddings: bool = field(default=True, metadata={
-        "help": "Share the input embedding and the LM head of a model from scratch."})
-    max_position_embeddings: int = field(default=64, metadata={
-        "help": "Longest sequence a model from scratch takes, in tokens (the corpus's longest must fit)."})
-    config_overrides: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "Further fields of the model config of a model from scratch, e.g. {rope_theta: 10000}."})
+    intermediate_size: int | None = field(
+        default=None, metadata={"help": "Width of the MLP of a model from scratch; null: 4 x hidden_size."}
+    )
+    attention_only: bool = field(
+        default=False, metadata={"help": "Blocks without MLPs (attention-only transformer, as in the toy paper)."}
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout of a model from scratch (residual, attention and embedding), in [0, 1)."},
+    )
+    tie_word_embeddings: bool = field(
+        default=True, metadata={"help": "Share the input embedding and the LM head of a model from scratch."}
+    )
+    max_position_embeddings: int = field(
+        default=64,
+        metadata={"help": "Longest sequence a model from scratch takes, in tokens (the corpus's longest must fit)."},
+    )
+    config_overrides: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Further fields of the model config of a model from scratch, e.g. {rope_theta: 10000}."},
+    )
 
     def __post_init__(self) -> None:
         if self.architecture not in SCRATCH_ARCHITECTURES:
@@ -90,8 +140,11 @@ class ModelArguments:
         if self.model_name_or_path is not None and not self.model_name_or_path:
             raise ValueError("model.model_name_or_path='' is not valid: expected a folder or a Hub id (or null)")
         if self.dtype not in DTYPES:
-            hint = " (float16 parameters make AdamW give NaN; keep float32 and set training.fp16=true)" \
-                if self.dtype == "float16" else ""
+            hint = (
+                " (float16 parameters make AdamW give NaN; keep float32 and set training.fp16=true)"
+                if self.dtype == "float16"
+                else ""
+            )
             raise ValueError(f"model.dtype={self.dtype!r}; use one of {DTYPES}{hint}")
         if self.model_name_or_path is None and self.hidden_size % self.num_heads:
             raise ValueError(
@@ -112,23 +165,39 @@ class EvalArguments:
     before any run; the report shows every evaluation of the stage beside it.
     """
 
-    subsets: list[str] | None = field(default=None, metadata={
-        "help": "Evaluation sets to score: held-out sets (x2t, d1consis, assoc_who_d1consis) and monitoring sets "
-                "of training rows (train_question_qd1consis); null: every held-out set, plus the monitoring sets "
-                "with monitor_train."})
-    extra_subsets: list[str] | None = field(default=None, metadata={
-        "help": "Sets added to the default ones (e.g. train_question_knowledge: is the knowledge retained?)."})
-    eval_steps: int = field(default=0, metadata={
-        "help": "Evaluate every this many steps of a stage; 0: only at the end of each stage."})
+    subsets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluation sets to score: held-out sets (x2t, d1consis, assoc_who_d1consis) and monitoring sets "
+            "of training rows (train_question_qd1consis); null: every held-out set, plus the monitoring sets "
+            "with monitor_train."
+        },
+    )
+    extra_subsets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Sets added to the default ones (e.g. train_question_knowledge: is the knowledge retained?)."
+        },
+    )
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate every this many steps of a stage; 0: only at the end of each stage."}
+    )
     batch_size: int = field(default=1024, metadata={"help": "Evaluation batch size (greedy answers and losses)."})
-    max_examples_per_subset: int | None = field(default=None, metadata={
-        "help": "Score at most this many rows per set (a fixed sample); null: all of them."})
-    monitor_train: bool = field(default=False, metadata={
-        "help": "Also score the training questions and definitions of every subset (train_<kind>_<subset>)."})
+    max_examples_per_subset: int | None = field(
+        default=None, metadata={"help": "Score at most this many rows per set (a fixed sample); null: all of them."}
+    )
+    monitor_train: bool = field(
+        default=False,
+        metadata={"help": "Also score the training questions and definitions of every subset (train_<kind>_<subset>)."},
+    )
     loss: bool = field(default=True, metadata={"help": "Also record each set's teacher-forced answer loss."})
-    readout_step: int | None = field(default=None, metadata={
-        "help": "Step of the last stage at which the report reads its headline contrasts, declared before any "
-                "run; null: the stage's end."})
+    readout_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Step of the last stage at which the report reads its headline contrasts, declared before any "
+            "run; null: the stage's end."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_at_least("evaluation.eval_steps", self.eval_steps, 0, note="0 = only at the end of each stage")
@@ -136,7 +205,9 @@ class EvalArguments:
         check_at_least("evaluation.max_examples_per_subset", self.max_examples_per_subset, 1)
         check_at_least("evaluation.readout_step", self.readout_step, 1, note="or null for the last stage's end")
         if self.subsets is not None and self.extra_subsets:
-            raise ValueError("evaluation.extra_subsets adds to the default sets; with evaluation.subsets list them there")
+            raise ValueError(
+                "evaluation.extra_subsets adds to the default sets; with evaluation.subsets list them there"
+            )
 
 
 INTERVAL_STRATEGIES = ("steps", "epoch")
@@ -151,17 +222,28 @@ class GradientAlignmentArguments:
     """
 
     enabled: bool = field(default=False, metadata={"help": "Measure gradient alignment."})
-    interval: int = field(default=0, metadata={
-        "help": "Measure every this many steps (or epochs) of a stage; 0: only at each stage's end."})
-    interval_strategy: str = field(default="steps", metadata={
-        "help": "Unit of interval.", "choices": INTERVAL_STRATEGIES})
-    subsets: list[str] | None = field(default=None, metadata={
-        "help": "Subsets whose definitions are compared with their questions; null: every subset with definitions."})
+    interval: int = field(
+        default=0,
+        metadata={"help": "Measure every this many steps (or epochs) of a stage; 0: only at each stage's end."},
+    )
+    interval_strategy: str = field(
+        default="steps", metadata={"help": "Unit of interval.", "choices": INTERVAL_STRATEGIES}
+    )
+    subsets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Subsets whose definitions are compared with their questions; null: every subset with definitions."
+        },
+    )
     aliases_per_subset: int = field(default=16, metadata={"help": "Aliases sampled per subset (a fixed sample)."})
     questions_per_alias: int = field(default=4, metadata={"help": "Questions sampled per alias."})
-    method: str = field(default="factored", metadata={
-        "help": "How per-example gradients are computed: factored (one batched backward) or vmap.",
-        "choices": ("factored", "vmap")})
+    method: str = field(
+        default="factored",
+        metadata={
+            "help": "How per-example gradients are computed: factored (one batched backward) or vmap.",
+            "choices": ("factored", "vmap"),
+        },
+    )
     chunk_size: int = field(default=64, metadata={"help": "Examples per backward pass (memory vs speed)."})
 
     def __post_init__(self) -> None:
@@ -178,10 +260,13 @@ class EmbeddingGeometryArguments:
     optionally every ``interval`` steps (or epochs); ``plots`` writes a heatmap PNG each time."""
 
     enabled: bool = field(default=False, metadata={"help": "Measure the embedding geometry."})
-    interval: int = field(default=0, metadata={
-        "help": "Measure every this many steps (or epochs) of a stage; 0: only at each stage's end."})
-    interval_strategy: str = field(default="steps", metadata={
-        "help": "Unit of interval.", "choices": INTERVAL_STRATEGIES})
+    interval: int = field(
+        default=0,
+        metadata={"help": "Measure every this many steps (or epochs) of a stage; 0: only at each stage's end."},
+    )
+    interval_strategy: str = field(
+        default="steps", metadata={"help": "Unit of interval.", "choices": INTERVAL_STRATEGIES}
+    )
     plots: bool = field(default=True, metadata={"help": "Write a heatmap PNG of the cosine matrix each time."})
 
     def __post_init__(self) -> None:
@@ -194,25 +279,37 @@ class LayerAnalysisArguments:
     ``split`` rows of the corpus; the other keys are those of ``python -m iml_hf.analyze layers``."""
 
     enabled: bool = field(default=False, metadata={"help": "Run the layer-wise analysis at the end of every stage."})
-    split: str = field(default="test", metadata={
-        "help": "Corpus rows the analysis reads.", "choices": ("train", "test")})
+    split: str = field(
+        default="test", metadata={"help": "Corpus rows the analysis reads.", "choices": ("train", "test")}
+    )
     max_tokens: int = field(default=5000, metadata={"help": "Token positions analysed at most."})
-    min_position: int = field(default=4, metadata={
-        "help": "First position analysed in each sequence (earlier tokens have too little context)."})
-    max_final_loss: float | None = field(default=1.0, metadata={
-        "help": "Keep only tokens whose final loss is at most this (tokens the model predicts); null: all."})
+    min_position: int = field(
+        default=4,
+        metadata={"help": "First position analysed in each sequence (earlier tokens have too little context)."},
+    )
+    max_final_loss: float | None = field(
+        default=1.0,
+        metadata={"help": "Keep only tokens whose final loss is at most this (tokens the model predicts); null: all."},
+    )
     batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass."})
-    pca_samples: int | None = field(default=None, metadata={
-        "help": "Trajectories in the PCA plot; 0: no plot; null: the paper's 50 for GPT-2, 150 otherwise."})
-    linear_model_tokens: int = field(default=64, metadata={
-        "help": "Tokens for the linearized-layer eigenvalue table (Table 2); 0: no table."})
+    pca_samples: int | None = field(
+        default=None,
+        metadata={"help": "Trajectories in the PCA plot; 0: no plot; null: the paper's 50 for GPT-2, 150 otherwise."},
+    )
+    linear_model_tokens: int = field(
+        default=64, metadata={"help": "Tokens for the linearized-layer eigenvalue table (Table 2); 0: no table."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the token sample."})
 
     def __post_init__(self) -> None:
         for key in ("max_tokens", "batch_size"):
             check_at_least(f"layer_analysis.{key}", getattr(self, key), 1)
-        check_at_least("layer_analysis.pca_samples", self.pca_samples, 0,
-                       note="0 = no PCA plot, null = the paper's 50 for GPT-2, 150 otherwise")
+        check_at_least(
+            "layer_analysis.pca_samples",
+            self.pca_samples,
+            0,
+            note="0 = no PCA plot, null = the paper's 50 for GPT-2, 150 otherwise",
+        )
         check_at_least("layer_analysis.linear_model_tokens", self.linear_model_tokens, 0, note="0 = no Table 2")
         check_at_least("layer_analysis.min_position", self.min_position, 0)
         check_at_least("layer_analysis.seed", self.seed, 0)
@@ -232,8 +329,9 @@ def check_probe_targets(key: str, targets: Any) -> None:
     if not isinstance(targets, list) or not targets:
         raise invalid(key, targets, expected)
     for target in targets:
-        if not isinstance(target, str) or not (target in PROBE_TARGETS or
-                                               (target.startswith("attribute/") and len(target) > len("attribute/"))):
+        if not isinstance(target, str) or not (
+            target in PROBE_TARGETS or (target.startswith("attribute/") and len(target) > len("attribute/"))
+        ):
             hint = suggest(target, [*PROBE_TARGETS, "attribute/<relation>"])
             raise invalid(key, targets, expected + (f" ({target!r}{hint})" if hint else ""))
 
@@ -246,14 +344,22 @@ class ProbeArguments:
     one), cross-validated over ``folds`` folds grouped by referent, for each of ``targets``."""
 
     enabled: bool = field(default=False, metadata={"help": "Train linear probes at the end of every stage."})
-    targets: list[str] = field(default_factory=lambda: ["tag", "consistent", "attributes"], metadata={
-        "help": "What the probes predict: tag, consistent, referent, attributes, or attribute/<relation>."})
-    subsets: list[str] | None = field(default=None, metadata={
-        "help": "Subsets whose variables are probed; null: every subset whose name gives the define tag."})
+    targets: list[str] = field(
+        default_factory=lambda: ["tag", "consistent", "attributes"],
+        metadata={"help": "What the probes predict: tag, consistent, referent, attributes, or attribute/<relation>."},
+    )
+    subsets: list[str] | None = field(
+        default=None,
+        metadata={"help": "Subsets whose variables are probed; null: every subset whose name gives the define tag."},
+    )
     folds: int = field(default=5, metadata={"help": "Cross-validation folds, grouped by referent (>= 2)."})
-    position: str = field(default="mean", metadata={
-        "help": "Representation of a variable: the mean over its tokens, or its last token.",
-        "choices": PROBE_POSITIONS})
+    position: str = field(
+        default="mean",
+        metadata={
+            "help": "Representation of a variable: the mean over its tokens, or its last token.",
+            "choices": PROBE_POSITIONS,
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the folds."})
     batch_size: int = field(default=256, metadata={"help": "Sequences per forward pass."})
     max_iter: int = field(default=1000, metadata={"help": "Iterations of each logistic regression at most."})
@@ -290,15 +396,24 @@ class StageArguments:
 
     name: str = field(metadata={"help": "The stage's name (a key stages.<name>.*, a folder and a column)."})
     train_subsets: list[str] = field(metadata={"help": "Subsets the stage trains on (required)."})
-    train_kinds: list[str] | None = field(default=None, metadata={
-        "help": "Keep only rows of these kinds (question, definition, pair, association); null: every kind."})
-    replay: dict[str, float] = field(default_factory=dict, metadata={
-        "help": "Share of the stage's examples drawn from earlier subsets, e.g. {pretrain: 0.5}; shares sum "
-                "to < 1."})
-    reset_optimizer: bool = field(default=True, metadata={
-        "help": "Start the stage with a fresh optimizer; false: carry the previous stage's optimizer state."})
-    training: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "This stage's overrides of the run's TrainingArguments (given as stages.<name>.<key>)."})
+    train_kinds: list[str] | None = field(
+        default=None,
+        metadata={"help": "Keep only rows of these kinds (question, definition, pair, association); null: every kind."},
+    )
+    replay: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Share of the stage's examples drawn from earlier subsets, e.g. {pretrain: 0.5}; shares sum to < 1."
+        },
+    )
+    reset_optimizer: bool = field(
+        default=True,
+        metadata={"help": "Start the stage with a fresh optimizer; false: carry the previous stage's optimizer state."},
+    )
+    training: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "This stage's overrides of the run's TrainingArguments (given as stages.<name>.<key>)."},
+    )
 
     def __post_init__(self) -> None:
         if not self.train_subsets:
@@ -325,46 +440,82 @@ class RunArguments:
     ``<output_dir>/branch<b>``, each on a counterbalanced re-split, ``iml_hf.tasks.resplit``). Each
     field's ``help`` says what it does (``--help``, docs/recipe-keys.md)."""
 
-    output_dir: str = field(default="runs/default", metadata={
-        "help": "Folder of the run (results.json, metrics.jsonl, the model); written as <output_dir>.partial "
-                "until the run finishes."})
-    seed: int = field(default=0, metadata={
-        "help": "Seed of the corpus, the model's initialisation and the training order."})
-    torch_threads: int | None = field(default=None, metadata={
-        "help": "CPU threads torch may use; null: torch's default (set it when runs share a machine)."})
-    cache_dir: str | None = field(default=None, metadata={
-        "help": "Where built corpora are cached; null: $IML_HF_CACHE or ~/.cache/iml_hf."})
+    output_dir: str = field(
+        default="runs/default",
+        metadata={
+            "help": "Folder of the run (results.json, metrics.jsonl, the model); written as <output_dir>.partial "
+            "until the run finishes."
+        },
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the corpus, the model's initialisation and the training order."}
+    )
+    torch_threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads torch may use; null: torch's default (set it when runs share a machine)."},
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where built corpora are cached; null: $IML_HF_CACHE or ~/.cache/iml_hf."}
+    )
     save_model: bool = field(default=True, metadata={"help": "Save the final model and tokenizer in output_dir."})
-    tracker_group: str | None = field(default=None, metadata={
-        "help": "The runs' group in the trackers (wandb); null: the recipe file's stem (a sweep sets its name)."})
+    tracker_group: str | None = field(
+        default=None,
+        metadata={
+            "help": "The runs' group in the trackers (wandb); null: the recipe file's stem (a sweep sets its name)."
+        },
+    )
     # The Hub (iml_hf.hub, iml_hf.push_corpus). The token never is a recipe key.
-    push_to_hub: bool = field(default=False, metadata={
-        "help": "Push the finished run (model, results, card) to the Hub model repo hub_model_id."})
-    hub_model_id: str | None = field(default=None, metadata={
-        "help": "Hub model repo to push to ('name' or 'user/name'); null: the run name, <recipe stem>-seed<S>."})
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Push the finished run (model, results, card) to the Hub model repo hub_model_id."},
+    )
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub model repo to push to ('name' or 'user/name'); null: the run name, <recipe stem>-seed<S>."
+        },
+    )
     hub_private: bool = field(default=True, metadata={"help": "Make a new Hub repo private."})
-    hub_stage_branches: bool = field(default=False, metadata={
-        "help": "Also push each stage's weights to a branch named after the stage."})
-    corpus_dataset: str | None = field(default=None, metadata={
-        "help": "Read the corpus from this Hub dataset or local folder (as push_corpus writes it) instead of "
-                "building it."})
-    corpus_revision: str | None = field(default=None, metadata={
-        "help": "Branch, tag or commit of corpus_dataset."})
-    corpus_repo_id: str | None = field(default=None, metadata={
-        "help": "Hub dataset repo that python -m iml_hf.push_corpus pushes the corpus to."})
+    hub_stage_branches: bool = field(
+        default=False, metadata={"help": "Also push each stage's weights to a branch named after the stage."}
+    )
+    corpus_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Read the corpus from this Hub dataset or local folder (as push_corpus writes it) instead of "
+            "building it."
+        },
+    )
+    corpus_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of corpus_dataset."})
+    corpus_repo_id: str | None = field(
+        default=None, metadata={"help": "Hub dataset repo that python -m iml_hf.push_corpus pushes the corpus to."}
+    )
     # Resuming (iml_hf.pipeline).
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "Replace a finished run already in output_dir (otherwise the run refuses to start)."})
-    checkpoint_steps: int = field(default=500, metadata={
-        "help": "Save a resumable checkpoint every this many steps of a stage; 0: only at stage ends."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a finished run already in output_dir (otherwise the run refuses to start)."},
+    )
+    checkpoint_steps: int = field(
+        default=500,
+        metadata={"help": "Save a resumable checkpoint every this many steps of a stage; 0: only at stage ends."},
+    )
     # Stage-2 branches (iml_hf.branching, iml_hf.tasks.resplit).
-    branches: int = field(default=0, metadata={
-        "help": "Run the branch stage this many times (even: counterbalanced pairs) from one trunk, each on a "
-                "re-split of the task's exchangeable subsets; 0: a plain run."})
-    branch_stage: str | None = field(default=None, metadata={
-        "help": "First stage that runs per branch; null: the last stage."})
-    only_branch: int | None = field(default=None, metadata={
-        "help": "Run only this branch (0 .. branches - 1), after the trunk if it has not finished; null: all."})
+    branches: int = field(
+        default=0,
+        metadata={
+            "help": "Run the branch stage this many times (even: counterbalanced pairs) from one trunk, each on a "
+            "re-split of the task's exchangeable subsets; 0: a plain run."
+        },
+    )
+    branch_stage: str | None = field(
+        default=None, metadata={"help": "First stage that runs per branch; null: the last stage."}
+    )
+    only_branch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Run only this branch (0 .. branches - 1), after the trunk if it has not finished; null: all."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_at_least("seed", self.seed, 0)
@@ -373,10 +524,16 @@ class RunArguments:
             if getattr(self, key) == "":
                 raise ValueError(f"{key}='' is not valid: expected a folder name")
         if not isinstance(self.branches, int) or self.branches < 0 or self.branches % 2:
-            raise ValueError(f"branches={self.branches!r} is not valid: expected an even number >= 0 "
-                             "(branches come in counterbalanced pairs; 0: a plain run)")
+            raise ValueError(
+                f"branches={self.branches!r} is not valid: expected an even number >= 0 "
+                "(branches come in counterbalanced pairs; 0: a plain run)"
+            )
         if self.only_branch is not None and not (self.branches and 0 <= self.only_branch < self.branches):
-            raise ValueError(f"only_branch={self.only_branch!r} is not valid: expected 0 .. branches - 1 "
-                             f"(branches={self.branches})" + ("; set branches first" if not self.branches else ""))
+            raise ValueError(
+                f"only_branch={self.only_branch!r} is not valid: expected 0 .. branches - 1 "
+                f"(branches={self.branches})" + ("; set branches first" if not self.branches else "")
+            )
         if not isinstance(self.checkpoint_steps, int) or self.checkpoint_steps < 0:
-            raise ValueError(f"checkpoint_steps={self.checkpoint_steps!r} must be an integer >= 0 (0: only at stage ends)")
+            raise ValueError(
+                f"checkpoint_steps={self.checkpoint_steps!r} must be an integer >= 0 (0: only at stage ends)"
+            )

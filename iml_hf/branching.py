@@ -54,28 +54,38 @@ def check_branches(recipe: Recipe, where: str) -> None:
     if not branched:
         return
     if run.branches and getattr(task, "branch", None) is not None:
-        raise RecipeError(f"task.branch is set by each branch of a branched run; leave it null with branches={run.branches} ({where})")
+        raise RecipeError(
+            f"task.branch is set by each branch of a branched run; leave it null with branches={run.branches} ({where})"
+        )
     exchangeable = tuple(getattr(task, "exchangeable", ()))
     if not exchangeable:
-        raise RecipeError(f"task {task.name!r} declares no exchangeable subsets, so it cannot branch; "
-                          f"set branches: 0 ({where})")
+        raise RecipeError(
+            f"task {task.name!r} declares no exchangeable subsets, so it cannot branch; set branches: 0 ({where})"
+        )
     names = [s.name for s in recipe.stages]
     if run.branch_stage is not None and run.branch_stage not in names:
-        raise RecipeError(f"branch_stage={run.branch_stage!r} names no stage{suggest(run.branch_stage, names)} "
-                          f"(stages: {names}) ({where})")
+        raise RecipeError(
+            f"branch_stage={run.branch_stage!r} names no stage{suggest(run.branch_stage, names)} "
+            f"(stages: {names}) ({where})"
+        )
     first = branch_index(recipe)
     if first == 0:
-        raise RecipeError(f"branch_stage={names[0]!r} is the first stage: branches share the stages before it, so "
-                          f"branch at a later stage ({where})")
+        raise RecipeError(
+            f"branch_stage={names[0]!r} is the first stage: branches share the stages before it, so "
+            f"branch at a later stage ({where})"
+        )
     for stage in recipe.stages[:first]:
         shared = sorted(set(exchangeable) & {*stage.train_subsets, *stage.replay})
         if shared:
             raise RecipeError(
                 f"stages.{stage.name} trains on {shared}, whose keys branches re-split after it; branch before "
-                f"{stage.name!r} or train those subsets only from {names[first]!r} on ({where})")
+                f"{stage.name!r} or train those subsets only from {names[first]!r} on ({where})"
+            )
     if not recipe.stages[first].reset_optimizer:
-        raise RecipeError(f"stages.{names[first]}.reset_optimizer=false: a branch starts from the trunk's weights "
-                          f"with a fresh optimizer; set it to true ({where})")
+        raise RecipeError(
+            f"stages.{names[first]}.reset_optimizer=false: a branch starts from the trunk's weights "
+            f"with a fresh optimizer; set it to true ({where})"
+        )
 
 
 def _sub_recipe(recipe: Recipe, changes: dict[str, Any], task_changes: dict[str, Any], stages: int | None) -> Recipe:
@@ -95,17 +105,35 @@ def _sub_recipe(recipe: Recipe, changes: dict[str, Any], task_changes: dict[str,
 
 def trunk_recipe(recipe: Recipe) -> Recipe:
     """The stages before the branch stage, on the task's own split, saving their last weights."""
-    return _sub_recipe(recipe, {"output_dir": str(trunk_folder(recipe.run.output_dir)), "branches": 0,
-                                "branch_stage": None, "only_branch": None, "save_model": True, "push_to_hub": False},
-                       {}, branch_index(recipe))
+    return _sub_recipe(
+        recipe,
+        {
+            "output_dir": str(trunk_folder(recipe.run.output_dir)),
+            "branches": 0,
+            "branch_stage": None,
+            "only_branch": None,
+            "save_model": True,
+            "push_to_hub": False,
+        },
+        {},
+        branch_index(recipe),
+    )
 
 
 def branch_recipe(recipe: Recipe, branch: int) -> Recipe:
     """Every stage, on the re-split ``task.branch = branch``, into ``<output_dir>/branch<b>``."""
     names = [s.name for s in recipe.stages]
-    return _sub_recipe(recipe, {"output_dir": str(branch_folder(recipe.run.output_dir, branch)), "branches": 0,
-                                "branch_stage": names[branch_index(recipe)], "only_branch": None},
-                       {"branch": branch}, None)
+    return _sub_recipe(
+        recipe,
+        {
+            "output_dir": str(branch_folder(recipe.run.output_dir, branch)),
+            "branches": 0,
+            "branch_stage": names[branch_index(recipe)],
+            "only_branch": None,
+        },
+        {"branch": branch},
+        None,
+    )
 
 
 def moving_sets(task: Any, em: dict[str, Any]) -> set[str]:
@@ -131,8 +159,7 @@ def shared_entry(task: Any, entry: dict[str, Any]) -> dict[str, Any]:
     for key in ("em", "n", "metrics"):
         entry[key] = {k: v for k, v in (entry.get(key) or {}).items() if k not in moving}
     pairs = dict(task.contrasts)
-    entry["contrasts"] = {k: v for k, v in (entry.get("contrasts") or {}).items()
-                          if not ({*pairs.get(k, ())} & moving)}
+    entry["contrasts"] = {k: v for k, v in (entry.get("contrasts") or {}).items() if not ({*pairs.get(k, ())} & moving)}
     entry["shared_trunk"] = True
     return entry
 
@@ -154,9 +181,15 @@ def seed_branch(trunk_out: Path, branch: Recipe) -> None:
     if (trunk_out / "metrics.jsonl").exists():
         shutil.copy2(trunk_out / "metrics.jsonl", tmp / "metrics.jsonl")
     stages = {name: shared_entry(branch.task, trunk["stages"][name]) for name in names}
-    write_json_atomic(tmp / PROGRESS, {"recipe": branch.resolved, "stages": stages,
-                                       "step_offset": sum(e["steps"] for e in trunk["stages"].values()),
-                                       "trunk": str(trunk_out)})
+    write_json_atomic(
+        tmp / PROGRESS,
+        {
+            "recipe": branch.resolved,
+            "stages": stages,
+            "step_offset": sum(e["steps"] for e in trunk["stages"].values()),
+            "trunk": str(trunk_out),
+        },
+    )
     os.rename(tmp, folder.work)
 
 
@@ -171,8 +204,10 @@ def check_finished(folder: Path, recipe: Recipe, what: str) -> dict[str, Any]:
     if differing:
         differing = same_configuration(old, new, configuration_defaults(recipe.resolved))
     if differing:
-        raise RecipeError(f"{folder} holds a finished {what} of another configuration (differing keys: "
-                          f"{', '.join(differing[:6])}); delete it to train it again, or choose another --output_dir")
+        raise RecipeError(
+            f"{folder} holds a finished {what} of another configuration (differing keys: "
+            f"{', '.join(differing[:6])}); delete it to train it again, or choose another --output_dir"
+        )
     return results
 
 
@@ -199,11 +234,15 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
             done[b] = check_finished(out, branch, f"branch {b}")
             continue
         seed_branch(trunk_out, branch)
-        console.say(f"branch {b} of {recipe.run.branches} (pair {b // 2}{', halves exchanged' if b % 2 else ''}): "
-                    f"stages {[s.name for s in branch.stages[branch_index(recipe):]]} from the trunk's weights, into {out}")
+        console.say(
+            f"branch {b} of {recipe.run.branches} (pair {b // 2}{', halves exchanged' if b % 2 else ''}): "
+            f"stages {[s.name for s in branch.stages[branch_index(recipe) :]]} from the trunk's weights, into {out}"
+        )
         done[b] = run(branch)
     results = {b: branch_folder(recipe.run.output_dir, b) / "results.json" for b in range(recipe.run.branches)}
-    finished = {b: done[b] if b in done else json.loads(path.read_text()) for b, path in results.items() if path.exists()}
+    finished = {
+        b: done[b] if b in done else json.loads(path.read_text()) for b, path in results.items() if path.exists()
+    }
     if len(finished) == recipe.run.branches:
         write_seed_summary(Path(recipe.run.output_dir), recipe.run.seed, finished)
     return {"trunk": trunk_results, "branches": done}

@@ -39,18 +39,42 @@ from iml_hf.validation import describe
 
 #: TrainingArguments keys shown by ``--help`` (with those the recipe sets); ``--help-all`` shows every one.
 COMMON_TRAINING_KEYS = (
-    "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "optim", "weight_decay", "adam_beta1",
-    "adam_beta2", "adam_epsilon", "max_grad_norm", "label_smoothing_factor", "bf16", "fp16",
-    "activation_checkpointing", "torch_compile", "logging_steps", "disable_tqdm", "report_to", "run_name",
-    "save_total_limit", "data_seed", "dataloader_num_workers", "per_device_eval_batch_size",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "warmup_steps",
+    "optim",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "label_smoothing_factor",
+    "bf16",
+    "fp16",
+    "activation_checkpointing",
+    "torch_compile",
+    "logging_steps",
+    "disable_tqdm",
+    "report_to",
+    "run_name",
+    "save_total_limit",
+    "data_seed",
+    "dataloader_num_workers",
+    "per_device_eval_batch_size",
 )
 #: TrainingArguments keys a recipe may not set, and why (they never appear in the help).
 HIDDEN_TRAINING_KEYS = {
     **{key: "set from the top-level key of the same name" for key in RESERVED_TRAINING_KEYS},
     "resume_from_checkpoint": "rerunning the same command resumes a killed run",
-    **{key: "each stage's Trainer would push before any result exists; use the top-level Hub keys"
-       for key in TRAINER_HUB_KEYS},
+    **{
+        key: "each stage's Trainer would push before any result exists; use the top-level Hub keys"
+        for key in TRAINER_HUB_KEYS
+    },
 }
 #: How the command line reads lists, mappings and null (Markdown; the help shows it without the backticks).
 VALUE_SYNTAX = (
@@ -60,11 +84,16 @@ VALUE_SYNTAX = (
 )
 EXAMPLES = (
     ("python -m iml_hf.train recipes/toy.yaml", "run the toy recipe (a few minutes on a laptop CPU)"),
-    ("python -m iml_hf.train recipes/toy.yaml --seed=3 --stages.x1.max_steps=200 --output_dir=runs/try",
-     "override keys"),
+    (
+        "python -m iml_hf.train recipes/toy.yaml --seed=3 --stages.x1.max_steps=200 --output_dir=runs/try",
+        "override keys",
+    ),
     ("python -m iml_hf.train recipes/toy.yaml --evaluation.subsets=x2t,x2f", "a list key"),
     ("python -m iml_hf.train recipes/toy.yaml --help", "the recipe's keys, values and defaults"),
-    ("accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m iml_hf.train recipes/toy_paper.yaml", "on several GPUs (DDP)"),
+    (
+        "accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m iml_hf.train recipes/toy_paper.yaml",
+        "on several GPUs (DDP)",
+    ),
 )
 GENERAL_OPTIONS = (
     ("-h, --help", "this help; with a recipe, its keys with their values"),
@@ -161,8 +190,15 @@ def dataclass_keys(cls: type, prefix: str, skip: tuple[str, ...] = (), training:
         if not f.init or f.name in skip:
             continue
         text = f.metadata.get("help", "")
-        docs.append(KeyDoc(f"{prefix}{f.name}", types_[f.name], first_sentences(text) if training else text,
-                           field_choices(types_[f.name], f), field_default(f)))
+        docs.append(
+            KeyDoc(
+                f"{prefix}{f.name}",
+                types_[f.name],
+                first_sentences(text) if training else text,
+                field_choices(types_[f.name], f),
+                field_default(f),
+            )
+        )
     return docs
 
 
@@ -170,8 +206,12 @@ def training_keys(every: bool = False, wanted: Collection[str] = ()) -> list[Key
     """The ``training.*`` keys: the common ones and ``wanted`` (all with ``every``), never a refused one;
     defaults are the toolkit's where it sets its own (TRAINING_DEFAULTS)."""
     keys = dataclass_keys(TrainingArguments, "training.", skip=tuple(HIDDEN_TRAINING_KEYS), training=True)
-    keys = [dataclasses.replace(k, default=TRAINING_DEFAULTS[k.key[9:]], default_label="default (the toolkit's)")
-            if k.key[9:] in TRAINING_DEFAULTS else k for k in keys]
+    keys = [
+        dataclasses.replace(k, default=TRAINING_DEFAULTS[k.key[9:]], default_label="default (the toolkit's)")
+        if k.key[9:] in TRAINING_DEFAULTS
+        else k
+        for k in keys
+    ]
     if every:
         return keys
     shown = {*COMMON_TRAINING_KEYS, *TRAINING_DEFAULTS, *wanted}
@@ -209,19 +249,36 @@ def sections(nested: dict[str, Any] | None = None, every: bool = False) -> list[
     registry = task_registry()
     task_name = (nested.get("task") or {}).get("name") if isinstance(nested.get("task"), dict) else None
     out = [Section("run", _ABOUT["run"], _with_values(dataclass_keys(RunArguments, ""), values))]
-    name_doc = KeyDoc("task.name", str, "The task: which experiment family builds the corpus.", tuple(registry),
-                      _NOTHING)
+    name_doc = KeyDoc(
+        "task.name", str, "The task: which experiment family builds the corpus.", tuple(registry), _NOTHING
+    )
     if task_name in registry:
-        keys = [dataclasses.replace(name_doc, value=task_name),
-                *dataclass_keys(registry[task_name], "task.", skip=("name",))]
-        out.append(Section(f"task ({task_name})", _ABOUT["task"], _with_values(keys, values),
-                           [f"other tasks: {', '.join(n for n in registry if n != task_name)}; "
-                            "--task.name=NAME --help shows a task's keys"]))
+        keys = [
+            dataclasses.replace(name_doc, value=task_name),
+            *dataclass_keys(registry[task_name], "task.", skip=("name",)),
+        ]
+        out.append(
+            Section(
+                f"task ({task_name})",
+                _ABOUT["task"],
+                _with_values(keys, values),
+                [
+                    f"other tasks: {', '.join(n for n in registry if n != task_name)}; "
+                    "--task.name=NAME --help shows a task's keys"
+                ],
+            )
+        )
     else:
         out.append(Section("task", _ABOUT["task"], [name_doc]))
         for name, cls in registry.items():
             doc = sys.modules[cls.__module__].__doc__ or cls.__doc__ or ""
-            out.append(Section(f"task.name={name}", first_sentences(doc.split("\n\n")[0]).rstrip("."), dataclass_keys(cls, "task.", skip=("name",))))
+            out.append(
+                Section(
+                    f"task.name={name}",
+                    first_sentences(doc.split("\n\n")[0]).rstrip("."),
+                    dataclass_keys(cls, "task.", skip=("name",)),
+                )
+            )
     stage_sets = {k.rsplit(".", 1)[-1] for k in values if k.startswith("stages.")}
     wanted = {k[9:] for k in values if k.startswith("training.")} | stage_sets
     for section, cls in SECTION_CLASSES.items():
@@ -229,8 +286,11 @@ def sections(nested: dict[str, Any] | None = None, every: bool = False) -> list[
             out.append(Section("model", _ABOUT["model"], _with_values(dataclass_keys(cls, "model."), values)))
             training = _with_values(training_keys(every, wanted), values)
             hidden = len(training_keys(True)) - len(training)
-            notes = [f"{hidden} more TrainingArguments keys, for distributed training, integrations and more: "
-                     "--help-all"] if hidden else []
+            notes = (
+                [f"{hidden} more TrainingArguments keys, for distributed training, integrations and more: --help-all"]
+                if hidden
+                else []
+            )
             out.append(Section("training", _ABOUT["training"], training, notes))
         else:
             about = _ABOUT.get(section) or first_sentences((cls.__doc__ or "").split("\n\n")[0]).rstrip(".")
@@ -249,15 +309,18 @@ def stage_sections(nested: dict[str, Any], values: dict[str, Any]) -> list[Secti
     for name in names or ["<name>"]:
         prefix = f"stages.{name}."
         keys = dataclass_keys(StageArguments, prefix, skip=("name", "training"))
-        keys = [k for k in keys if k.key[len(prefix):] in STAGE_FIELDS]
-        for key in [k[len(prefix):] for k in values if k.startswith(prefix) and k[len(prefix):] in docs]:
+        keys = [k for k in keys if k.key[len(prefix) :] in STAGE_FIELDS]
+        for key in [k[len(prefix) :] for k in values if k.startswith(prefix) and k[len(prefix) :] in docs]:
             doc = docs[key]
             default, label = doc.default, doc.default_label
             if key in training_defaults:
                 default, label = training_defaults[key], f"training.{key}"
             keys.append(dataclasses.replace(doc, key=prefix + key, default=default, default_label=label))
-        about = "one training stage; a recipe lists its stages in order, each with a name" if not names else \
-            f"stage {names.index(name) + 1} of {len(names)}"
+        about = (
+            "one training stage; a recipe lists its stages in order, each with a name"
+            if not names
+            else f"stage {names.index(name) + 1} of {len(names)}"
+        )
         notes = [f"any training key applies to this stage only as --{prefix}<key>, e.g. --{prefix}max_steps=100"]
         out.append(Section(f"stages.{name}", about, _with_values(keys, values), notes))
     return out
@@ -329,20 +392,28 @@ def key_text(doc: KeyDoc, width: int = 100) -> str:
 
 def usage(prog: str = "iml_hf.train") -> str:
     """The usage line and the examples (what a bare ``python -m iml_hf.train`` prints)."""
-    about = ("Run an IML recipe: build the task's corpus, train its stages in order, measure, and write "
-             "results.json. Every recipe key can be overridden as --key=value.")
+    about = (
+        "Run an IML recipe: build the task's corpus, train its stages in order, measure, and write "
+        "results.json. Every recipe key can be overridden as --key=value."
+    )
     if prog != "iml_hf.train":  # another command that reads a recipe (iml_hf.push_corpus): its own usage first
         return f"usage: python -m {prog} [OPTIONS] RECIPE.yaml [--key=value ...] [-h | --help-all] [--version]"
-    lines = [f"usage: python -m {prog} RECIPE.yaml [--key=value ...] [--quiet] [-h | --help-all] [--version]", "",
-             *textwrap.wrap(about, 100), "", "examples:"]
+    lines = [
+        f"usage: python -m {prog} RECIPE.yaml [--key=value ...] [--quiet] [-h | --help-all] [--version]",
+        "",
+        *textwrap.wrap(about, 100),
+        "",
+        "examples:",
+    ]
     for command, what in EXAMPLES:
         lines.append(f"  {command}")
         lines.append(f"      {what}")
     return "\n".join(lines)
 
 
-def format_help(nested: dict[str, Any] | None = None, source: str | None = None, prog: str = "iml_hf.train",
-                every: bool = False) -> str:
+def format_help(
+    nested: dict[str, Any] | None = None, source: str | None = None, prog: str = "iml_hf.train", every: bool = False
+) -> str:
     """The whole help: usage, examples, general options, then every section's keys."""
     lines = [usage(prog), "", "general options:"]
     lines += [f"  {flag:<16}{what}" for flag, what in GENERAL_OPTIONS]
@@ -370,15 +441,22 @@ def handle_info_flags(path: str | None, rest: list[str], prog: str) -> None:
 
         nested = load_yaml(path) if path else {}
         for i, arg in enumerate(rest):  # --task.name=NAME --help: that task's keys
-            name = arg.split("=", 1)[1] if arg.startswith("--task.name=") else \
-                rest[i + 1] if arg == "--task.name" and i + 1 < len(rest) else None
+            name = (
+                arg.split("=", 1)[1]
+                if arg.startswith("--task.name=")
+                else rest[i + 1]
+                if arg == "--task.name" and i + 1 < len(rest)
+                else None
+            )
             if name is not None:
                 nested["task"] = {**(nested.get("task") or {}), "name": name}
         print(format_help(nested, path, prog, every))
         raise SystemExit(0)
     if path is None and not rest:
-        print(usage(prog) + f"\n\nerror: give a recipe (e.g. recipes/toy.yaml); python -m {prog} --help lists "
-              "every key", file=sys.stderr)
+        print(
+            usage(prog) + f"\n\nerror: give a recipe (e.g. recipes/toy.yaml); python -m {prog} --help lists every key",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
 
 
@@ -399,33 +477,59 @@ def _table(keys: list[KeyDoc]) -> list[str]:
     rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
     for doc in keys:
         default = "required" if doc.default is _NOTHING else f"`{show(doc.default)}`"
-        kind = describe(doc.annotation) if not doc.choices else "one of " + ", ".join(f"`{show(c)}`" for c in doc.choices)
+        kind = (
+            describe(doc.annotation) if not doc.choices else "one of " + ", ".join(f"`{show(c)}`" for c in doc.choices)
+        )
         rows.append(f"| `{doc.key}` | {_cell(kind)} | {_cell(default)} | {_cell(doc.help)} |")
     return rows
 
 
 def markdown() -> str:
     """docs/recipe-keys.md: every recipe key of every section and task, with type, default and description."""
-    lines = ["# Recipe keys", "",
-             "<!-- Generated by `python -m iml_hf.cli_help --markdown > docs/recipe-keys.md` from the field "
-             "descriptions of the argument dataclasses (the same text `--help` shows); do not edit by hand: "
-             "tests/test_help.py fails when this file is out of date. -->", "",
-             "Every key below can be set in a recipe (YAML, nested by section) or on the command line as "
-             "`--section.key=value`; `python -m iml_hf.train RECIPE --help` shows a recipe's values beside "
-             "the defaults.", "", VALUE_SYNTAX, ""]
+    lines = [
+        "# Recipe keys",
+        "",
+        "<!-- Generated by `python -m iml_hf.cli_help --markdown > docs/recipe-keys.md` from the field "
+        "descriptions of the argument dataclasses (the same text `--help` shows); do not edit by hand: "
+        "tests/test_help.py fails when this file is out of date. -->",
+        "",
+        "Every key below can be set in a recipe (YAML, nested by section) or on the command line as "
+        "`--section.key=value`; `python -m iml_hf.train RECIPE --help` shows a recipe's values beside "
+        "the defaults.",
+        "",
+        VALUE_SYNTAX,
+        "",
+    ]
     for section in sections(None, every=False):
         if section.title == "training":
             common = [k for k in section.keys]
             rest = [k for k in training_keys(True) if k.key not in {c.key for c in common}]
-            lines += ["## training", "", _cell(_ABOUT["training"]) + ". The common keys:", "", *_table(common), "",
-                      "### Other TrainingArguments keys", "",
-                      "Shown by `--help-all`; descriptions are transformers' (first sentence).", "", *_table(rest), "",
-                      "Never recipe keys: " + "; ".join(f"`{k}` ({why})" for k, why in HIDDEN_TRAINING_KEYS.items())
-                      + ".", ""]
+            lines += [
+                "## training",
+                "",
+                _cell(_ABOUT["training"]) + ". The common keys:",
+                "",
+                *_table(common),
+                "",
+                "### Other TrainingArguments keys",
+                "",
+                "Shown by `--help-all`; descriptions are transformers' (first sentence).",
+                "",
+                *_table(rest),
+                "",
+                "Never recipe keys: " + "; ".join(f"`{k}` ({why})" for k, why in HIDDEN_TRAINING_KEYS.items()) + ".",
+                "",
+            ]
             continue
         title = f"`{section.title}`" if "<" in section.title else section.title
-        lines += [f"## {title}", "", _cell(section.about[:1].upper() + section.about[1:]) + ".", "",
-                  *_table(section.keys), ""]
+        lines += [
+            f"## {title}",
+            "",
+            _cell(section.about[:1].upper() + section.about[1:]) + ".",
+            "",
+            *_table(section.keys),
+            "",
+        ]
         lines += [_code_flags(f"{note[:1].upper() + note[1:]}.") for note in section.notes]
         lines += [""] if section.notes else []
     return "\n".join(lines).rstrip() + "\n"

@@ -33,8 +33,13 @@ PLAIN_EVERY_S = 30.0
 POSITION_KEYS = frozenset({"stage_index", "total_step", "epoch", "step"})
 
 #: Console labels of the measurement families (metrics.jsonl's ``family``).
-FAMILY_LABELS = {"eval": "eval EM", "grad_align": "grad align", "embedding": "embed cos", "layers": "layers",
-                 "probes": "probes"}
+FAMILY_LABELS = {
+    "eval": "eval EM",
+    "grad_align": "grad align",
+    "embedding": "embed cos",
+    "layers": "layers",
+    "probes": "probes",
+}
 
 
 def set_verbosity(verbose: bool) -> None:
@@ -76,7 +81,7 @@ def timed(label: str, show: bool = True) -> Iterator[dict[str, str]]:
     detail: dict[str, str] = {"text": ""}
     yield detail
     if show:
-            say(f"{label}: {detail['text']}{' ' if detail['text'] else ''}({duration(time.perf_counter() - start)})")
+        say(f"{label}: {detail['text']}{' ' if detail['text'] else ''}({duration(time.perf_counter() - start)})")
 
 
 @contextmanager
@@ -146,8 +151,14 @@ def where(stage: str, step: int, max_steps: int) -> str:
     return f"[{stage} step {step:>{len(str(max_steps))}}/{max_steps}]"
 
 
-def measurement_line(stage: str, step: int, max_steps: int, family: str,
-                     entries: list[tuple[str, str, float, dict[str, Any]]], seconds: float) -> str | None:
+def measurement_line(
+    stage: str,
+    step: int,
+    max_steps: int,
+    family: str,
+    entries: list[tuple[str, str, float, dict[str, Any]]],
+    seconds: float,
+) -> str | None:
     """One measurement as a line of ``name value`` pairs (headline metrics only), or None if none is shown."""
     logs = {f"{family}/{subset}/{metric}": value for subset, metric, value, _ in entries}
     shown = console_view(logs)
@@ -159,8 +170,11 @@ def measurement_line(stage: str, step: int, max_steps: int, family: str,
         _, subset, metric = key.split("/", 2)
         label = subset if metric in ("em", "all", "embed_cos") else f"{subset} {metric}"
         cells.append(f"{label} {number(value, signed)}")
-    return f"{where(stage, step, max_steps)} {FAMILY_LABELS.get(family, family):<10}  " + "  ".join(cells) + \
-        f"  ({duration(seconds)})"
+    return (
+        f"{where(stage, step, max_steps)} {FAMILY_LABELS.get(family, family):<10}  "
+        + "  ".join(cells)
+        + f"  ({duration(seconds)})"
+    )
 
 
 def training_line(stage: str, step: int, max_steps: int, logs: dict[str, Any], rate: float | None) -> str:
@@ -182,13 +196,24 @@ def pace(step: int, max_steps: int, rate: float | None) -> str:
     return f"{rate:.1f} steps/s, {duration((max_steps - step) / rate)} left"
 
 
-def stage_banner(index: int, count: int, name: str, subsets: list[str], replay: dict[str, float], rows: int,
-                 steps: int, measured: list[str], resumed_at: int = 0) -> str:
+def stage_banner(
+    index: int,
+    count: int,
+    name: str,
+    subsets: list[str],
+    replay: dict[str, float],
+    rows: int,
+    steps: int,
+    measured: list[str],
+    resumed_at: int = 0,
+) -> str:
     """The lines shown when a stage starts: what it trains on, for how long, and what is measured."""
     title = f"stage {index + 1}/{count}: {name}"
     lines = [f"== {title} " + "=" * max(3, 70 - len(title))]
     replayed = ", ".join(f"{k} {v:.0%}" for k, v in replay.items())
-    lines.append(f"  train on   {', '.join(subsets)}" + (f" + replay {replayed}" if replayed else "") + f"  ({rows:,} rows)")
+    lines.append(
+        f"  train on   {', '.join(subsets)}" + (f" + replay {replayed}" if replayed else "") + f"  ({rows:,} rows)"
+    )
     lines.append(f"  steps      {steps:,}" + (f" (resuming at step {resumed_at:,})" if resumed_at else ""))
     for i, item in enumerate(measured):
         lines.append(f"  {'measure' if i == 0 else '':<10} {item}")
@@ -215,7 +240,9 @@ class ConsoleCallback(ProgressCallback):
         done = state.global_step - self.first_step
         return done / elapsed if done > 0 and elapsed > 0 else None
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.current_step = self.first_step = state.global_step
         self.started = time.perf_counter()
         self.next_plain = self.started + self.plain_every_s
@@ -224,8 +251,9 @@ class ConsoleCallback(ProgressCallback):
         if self.banner is not None:
             say(self.banner(state))
         if interactive() and not args.disable_tqdm:
-            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.stage, unit="step",
-                                     dynamic_ncols=True)
+            self.training_bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc=self.stage, unit="step", dynamic_ncols=True
+            )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.training_bar is not None:
@@ -233,15 +261,23 @@ class ConsoleCallback(ProgressCallback):
             self.current_step = state.global_step
         elif time.perf_counter() >= self.next_plain and state.is_world_process_zero and is_verbose():
             self.next_plain = time.perf_counter() + self.plain_every_s
-            say(f"{where(self.stage, state.global_step, state.max_steps)} {'progress':<10}  "
-                f"{pace(state.global_step, state.max_steps, self.rate(state))}")
+            say(
+                f"{where(self.stage, state.global_step, state.max_steps)} {'progress':<10}  "
+                f"{pace(state.global_step, state.max_steps, self.rate(state))}"
+            )
 
     def on_prediction_step(self, *args: Any, **kwargs: Any) -> None:
         if self.training_bar is not None:
             super().on_prediction_step(*args, **kwargs)
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         logs = logs or {}
         if not (state.is_world_process_zero and is_verbose()):
             return
@@ -254,10 +290,14 @@ class ConsoleCallback(ProgressCallback):
             steps = state.global_step - self.first_step
             runtime = logs["train_runtime"]
             resumed = f" (resumed at step {self.first_step:,})" if self.first_step else ""
-            say(f"[{self.stage} done] {steps:,} steps in {duration(runtime)}{resumed} "
-                f"({steps / max(runtime, 1e-9):.1f} steps/s), mean training loss {number(logs.get('train_loss'))}")
+            say(
+                f"[{self.stage} done] {steps:,} steps in {duration(runtime)}{resumed} "
+                f"({steps / max(runtime, 1e-9):.1f} steps/s), mean training loss {number(logs.get('train_loss'))}"
+            )
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.training_bar is not None:
             self.training_bar.close()
             self.training_bar = None

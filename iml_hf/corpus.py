@@ -35,8 +35,12 @@ def default_cache_dir() -> Path:
 def corpus_key(task: Task, seed: int) -> str:
     """A short hash of everything that determines the corpus bytes: the task's arguments, its
     ``version`` (bumped when its ``build`` changes) and the corpus format."""
-    payload = {"task": dataclasses.asdict(task), "seed": seed, "version": CORPUS_FORMAT_VERSION,
-               "task_version": type(task).version}
+    payload = {
+        "task": dataclasses.asdict(task),
+        "seed": seed,
+        "version": CORPUS_FORMAT_VERSION,
+        "task_version": type(task).version,
+    }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"{task.name}-{digest[:16]}"
 
@@ -80,7 +84,10 @@ def verified_entry(path: Path) -> tuple[DatasetDict | None, str | None]:
         if record.get("fingerprint") != corpus_fingerprint(corpus):
             return None, "its rows do not match the fingerprint recorded when it was built"
     except Exception as error:  # noqa: BLE001 - pyarrow, json and OS errors alike mean "unreadable"
-        return None, f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
+        return (
+            None,
+            f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})",
+        )
     return corpus, None
 
 
@@ -125,8 +132,11 @@ def task_path_fields(task: Task) -> tuple[str, ...]:
 def path_digest(path: str | Path) -> str:
     """sha256 of a file's bytes; of a folder, of every file under it (its relative path, then its bytes)."""
     path = Path(path)
-    files = [(path.name, path)] if path.is_file() else sorted(
-        (p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+    files = (
+        [(path.name, path)]
+        if path.is_file()
+        else sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+    )
     digest = hashlib.sha256()
     for name, file in files:
         if not path.is_file():
@@ -181,28 +191,38 @@ def check_corpus_metadata(metadata: dict[str, Any], task: Task, seed: int, corpu
     where = f"corpus_dataset={source!r}"
     made_by = metadata.get("task") or {}
     if made_by.get("name") != task.name:
-        raise ValueError(f"{where} holds a corpus of task {made_by.get('name')!r}, but the recipe's task.name is {task.name!r}")
+        raise ValueError(
+            f"{where} holds a corpus of task {made_by.get('name')!r}, but the recipe's task.name is {task.name!r}"
+        )
     paths = task_path_fields(task)  # local paths differ between machines: compared by content below
     ours = published_task_arguments(task)
     differing = sorted(k for k in made_by.keys() | ours.keys() if k not in paths and made_by.get(k) != ours.get(k))
     if differing:
         detail = ", ".join(f"task.{k}: dataset {made_by.get(k)!r}, recipe {ours.get(k)!r}" for k in differing)
-        raise ValueError(f"{where} was built with other task arguments than the recipe's ({detail}); "
-                         "set the recipe's task keys to the dataset's")
+        raise ValueError(
+            f"{where} was built with other task arguments than the recipe's ({detail}); "
+            "set the recipe's task keys to the dataset's"
+        )
     theirs_files = metadata.get("task_files") or {}
     for key in paths:
         if theirs_files.get(key) and getattr(task, key):
             digest = path_digest(getattr(task, key))
             if digest != theirs_files[key]:
-                raise ValueError(f"{where} was built from another task.{key} file than the recipe's "
-                                 f"{getattr(task, key)!r} (sha256 {theirs_files[key][:12]}... in the dataset card, "
-                                 f"{digest[:12]}... here); point task.{key} at the file the corpus was built from")
+                raise ValueError(
+                    f"{where} was built from another task.{key} file than the recipe's "
+                    f"{getattr(task, key)!r} (sha256 {theirs_files[key][:12]}... in the dataset card, "
+                    f"{digest[:12]}... here); point task.{key} at the file the corpus was built from"
+                )
     if "seed" in metadata and metadata["seed"] != seed:
-        raise ValueError(f"{where} was built with seed {metadata['seed']}, but the recipe's seed is {seed} "
-                         f"(the seed also seeds training); set seed: {metadata['seed']} or build the corpus instead")
+        raise ValueError(
+            f"{where} was built with seed {metadata['seed']}, but the recipe's seed is {seed} "
+            f"(the seed also seeds training); set seed: {metadata['seed']} or build the corpus instead"
+        )
     if "fingerprint" in metadata and metadata["fingerprint"] != corpus_fingerprint(corpus):
-        raise ValueError(f"{where}: the data files do not match the fingerprint in the dataset card "
-                         f"({metadata['fingerprint'][:12]}...); the rows were changed after the card was written")
+        raise ValueError(
+            f"{where}: the data files do not match the fingerprint in the dataset card "
+            f"({metadata['fingerprint'][:12]}...); the rows were changed after the card was written"
+        )
 
 
 def corpus_folder(source: str, revision: str | None = None) -> Path:
@@ -216,8 +236,9 @@ def corpus_folder(source: str, revision: str | None = None) -> Path:
     return Path(snapshot_download(source, repo_type="dataset", revision=revision))
 
 
-def load_corpus_dataset(source: str, task: Task, seed: int, revision: str | None = None,
-                        cache_dir: str | Path | None = None) -> DatasetDict:
+def load_corpus_dataset(
+    source: str, task: Task, seed: int, revision: str | None = None, cache_dir: str | Path | None = None
+) -> DatasetDict:
     """The corpus in the dataset ``source`` (a Hub id or a local folder) at ``revision``: the Hub
     dataset's snapshot (``corpus_folder``) read by ``datasets.load_dataset``, checked against the
     task's schema and against the metadata of the card in the same snapshot."""
@@ -235,7 +256,9 @@ def load_corpus_dataset(source: str, task: Task, seed: int, revision: str | None
     except (OSError, ConnectionError, DatasetGenerationError) as error:  # missing, offline and not cached, unreadable
         lines = str(error.__cause__ or "").strip().splitlines()  # a cast error spans a schema: its first and last line
         cause = " ... ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else ""
-        raise ValueError(f"corpus_dataset={source!r}{at} cannot be read: {error}{f' ({cause})' if cause else ''}") from None
+        raise ValueError(
+            f"corpus_dataset={source!r}{at} cannot be read: {error}{f' ({cause})' if cause else ''}"
+        ) from None
     corpus = DatasetDict({split: loaded[split] for split in loaded})
     try:
         validate_corpus(corpus, task)

@@ -18,7 +18,8 @@ def subset_rows(split: Dataset, subsets: list[str], kinds: list[str] | None = No
     wanted = set(subsets)
     kept_kinds = set(kinds) if kinds else None
     indices = [
-        i for i, (name, kind) in enumerate(zip(split["subset"], split["kind"]))
+        i
+        for i, (name, kind) in enumerate(zip(split["subset"], split["kind"]))
         if name in wanted and (kept_kinds is None or kind in kept_kinds)
     ]
     return split.select(indices)
@@ -39,9 +40,7 @@ def stage_train_set(train: Dataset, stage: StageArguments, seed: int) -> Dataset
         if len(pool) == 0:
             raise ValueError(f"stage {stage.name!r} replays subset {name!r}, which has no training rows")
         count = round(share * scale)
-        picks = np.concatenate(
-            [rng.permutation(len(pool)) for _ in range(-(-count // len(pool)))]
-        )[:count]
+        picks = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-count // len(pool)))])[:count]
         parts.append(pool.select(picks.tolist()))
     mixed = concatenate_datasets(parts)
     return mixed.select_columns(list(TRAIN_COLUMNS))

@@ -23,8 +23,11 @@ def parameters_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    return (isinstance(model, FullyShardedDataParallel) or is_deepspeed_zero3_enabled()
-            or any(isinstance(p, DTensor) for p in model.parameters()))
+    return (
+        isinstance(model, FullyShardedDataParallel)
+        or is_deepspeed_zero3_enabled()
+        or any(isinstance(p, DTensor) for p in model.parameters())
+    )
 
 
 def _batches(indices: Sequence[int], size: int) -> list[Sequence[int]]:

@@ -27,8 +27,14 @@ ROLE_COLOURS = {
     "base task": "#111111",  # the task the model must learn first (knowledge, pretraining pairs)
 }
 #: Markers per role, so the roles also part in greyscale print.
-ROLE_MARKERS = {"reliable": "o", "unreliable": "s", "third tag": "^", "random tag": "D", "no definition": "x",
-                "base task": "."}
+ROLE_MARKERS = {
+    "reliable": "o",
+    "unreliable": "s",
+    "third tag": "^",
+    "random tag": "D",
+    "no definition": "x",
+    "base task": ".",
+}
 #: Colours of sets without a role (in first-seen order).
 OTHER_COLOURS = ("#b8860b", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#ff7f0e", "#393b79", "#637939")
 TAG_ROLES = {1: "reliable", 2: "unreliable", 3: "third tag", 4: "random tag"}
@@ -58,7 +64,7 @@ def subset_roles(task: type | None) -> dict[str, str]:
     if task is None:
         return {}
     roles: dict[str, str] = {}
-    for subset, baseline in getattr(task, "definition_baselines", {}).items():
+    for baseline in getattr(task, "definition_baselines", {}).values():
         if isinstance(baseline, str):
             roles[baseline] = "no definition"
     for name in getattr(task, "base_task_sets", ()):
@@ -74,8 +80,14 @@ def subset_roles(task: type | None) -> dict[str, str]:
 
 def role_label(role: str | None) -> str:
     """A legend's words for a role."""
-    return {"reliable": "reliable tag", "unreliable": "unreliable tag", "third tag": "third tag",
-            "random tag": "random tag", "no definition": "no definition", "base task": "base task"}.get(role or "", "")
+    return {
+        "reliable": "reliable tag",
+        "unreliable": "unreliable tag",
+        "third tag": "third tag",
+        "random tag": "random tag",
+        "no definition": "no definition",
+        "base task": "base task",
+    }.get(role or "", "")
 
 
 def set_style(name: str, task: type | None, others: list[str] | None = None) -> SetStyle:
@@ -115,9 +127,11 @@ def chance_levels(task_config: dict[str, Any] | None) -> list[tuple[float, str]]
     except ValueError:
         return []
     lines: dict[float, str] = {}
-    for subset, baseline in getattr(task, "definition_baselines", {}).items():
+    for baseline in getattr(task, "definition_baselines", {}).values():
         if not isinstance(baseline, str):
-            lines.setdefault(float(baseline), f"chance {float(baseline):g} (a definition-only set without its definition)")
+            lines.setdefault(
+                float(baseline), f"chance {float(baseline):g} (a definition-only set without its definition)"
+            )
     if task_config.get("knowledge_base", "synthetic") == "synthetic" and task_config.get("values_per_relation"):
         n = int(task_config["values_per_relation"])
         lines.setdefault(1 / n, f"uniform guess 1/{n} (answers per relation)")

@@ -39,6 +39,7 @@ def rise_values(em: dict[str, float], side: str, baseline: Any) -> float | None:
 
 def verdict(rises: dict[str, dict[str, Any]]) -> str:
     """``INTERPRETABLE`` if some side's rise has its interval's lower end above 0."""
+
     def rose(summary: dict[str, Any]) -> bool:
         low = summary.get("ci_low")
         return low is not None and low == low and low > 0  # NaN: not shown to rise
@@ -46,8 +47,9 @@ def verdict(rises: dict[str, dict[str, Any]]) -> str:
     return INTERPRETABLE if any(rose(s) for s in rises.values()) else NOT_INTERPRETABLE
 
 
-def gate(units: list[tuple[int, int | None, dict[str, float]]], sides: dict[str, Any],
-         confidence: float = 0.95) -> dict[str, Any] | None:
+def gate(
+    units: list[tuple[int, int | None, dict[str, float]]], sides: dict[str, Any], confidence: float = 0.95
+) -> dict[str, Any] | None:
     """The gate of one contrast from each run's EM table (``(seed, branch, em)``; branch None for a
     plain run): each side's rise over its baseline, branches averaged within a seed and the
     interval over seeds (``nested_stats.nested_summary``), and the verdict. None where a side or its
@@ -56,7 +58,9 @@ def gate(units: list[tuple[int, int | None, dict[str, float]]], sides: dict[str,
 
     rises = {}
     for side, baseline in sides.items():
-        values = [(seed, 0 if branch is None else branch, rise_values(em, side, baseline)) for seed, branch, em in units]
+        values = [
+            (seed, 0 if branch is None else branch, rise_values(em, side, baseline)) for seed, branch, em in units
+        ]
         values = [v for v in values if v[2] is not None]
         if not values:
             return None

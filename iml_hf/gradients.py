@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-
-from iml_hf.architectures import is_registered, module_roles, role_of
 from transformers.pytorch_utils import Conv1D
 
+from iml_hf.architectures import is_registered, module_roles, role_of
 from iml_hf.data import PadCollator
 from iml_hf.tokenization import IGNORE_INDEX
 
@@ -168,7 +167,9 @@ def mean_gradient(model: nn.Module, batch: ExampleBatch, chunk_size: int = 256) 
             chunk = batch.select(slice(start, start + chunk_size))
             logits = model(**chunk.model_inputs(_device(model))).logits
             loss = per_example_loss(logits, chunk.labels.to(logits.device)).sum() / len(batch)
-            for (name, _), g in zip(params.items(), torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
+            for (name, _), g in zip(
+                params.items(), torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            ):
                 if g is not None:
                     total[name] += g
     return total
@@ -294,9 +295,7 @@ def _pair_dot(a: Outer | Dense, b: Outer | Dense, i: Tensor, j: Tensor, rows: in
     return (ga * gb).flatten(1).sum(1)
 
 
-def _factored_dots(
-    model: nn.Module, batch: ExampleBatch, left: Tensor, right: Tensor
-) -> dict[str, Tensor]:
+def _factored_dots(model: nn.Module, batch: ExampleBatch, left: Tensor, right: Tensor) -> dict[str, Tensor]:
     """name -> (P,) inner products <g_left[p], g_right[p]> per parameter, from one backward."""
     params = trainable_parameters(model)
     factors = _capture(model, batch)
@@ -307,7 +306,9 @@ def _factored_dots(
     return dots
 
 
-def _vmap_dots(model: nn.Module, batch: ExampleBatch, left: Tensor, right: Tensor, chunk_size: int) -> dict[str, Tensor]:
+def _vmap_dots(
+    model: nn.Module, batch: ExampleBatch, left: Tensor, right: Tensor, chunk_size: int
+) -> dict[str, Tensor]:
     grads = per_example_gradients(model, batch, chunk_size)
     return {name: (g[left] * g[right]).flatten(1).sum(1) for name, g in grads.items()}
 

@@ -27,8 +27,13 @@ if TYPE_CHECKING:
 LOCAL_ONLY = ("checkpoints/", "stages/", "wandb/")
 #: TrainingArguments fields of the Trainer's own push, and the top-level key that replaces each.
 TRAINER_HUB_KEYS = {
-    "push_to_hub": "push_to_hub", "hub_model_id": "hub_model_id", "hub_private_repo": "hub_private",
-    "hub_strategy": "hub_stage_branches", "hub_token": None, "hub_always_push": None, "hub_revision": None,
+    "push_to_hub": "push_to_hub",
+    "hub_model_id": "hub_model_id",
+    "hub_private_repo": "hub_private",
+    "hub_strategy": "hub_stage_branches",
+    "hub_token": None,
+    "hub_always_push": None,
+    "hub_revision": None,
 }
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -60,11 +65,14 @@ def hub_repo_id(recipe: Recipe) -> str:
 
 def _trainer_hub_error(where: str, key: str) -> str:
     replacement = TRAINER_HUB_KEYS[key]
-    instead = (f"use the top-level key '{replacement}' instead" if replacement
-               else "the token comes from HF_TOKEN or `huggingface-cli login`" if key == "hub_token"
-               else "iml_hf pushes the whole run once, after results.json exists (top-level push_to_hub)")
-    return (f"{where}.{key} would make each stage's Trainer push its own folder before any result exists; "
-            f"{instead}")
+    instead = (
+        f"use the top-level key '{replacement}' instead"
+        if replacement
+        else "the token comes from HF_TOKEN or `huggingface-cli login`"
+        if key == "hub_token"
+        else "iml_hf pushes the whole run once, after results.json exists (top-level push_to_hub)"
+    )
+    return f"{where}.{key} would make each stage's Trainer push its own folder before any result exists; {instead}"
 
 
 def check_hub_keys(run: RunArguments, training: dict[str, Any], stages: list[StageArguments]) -> None:
@@ -77,8 +85,10 @@ def check_hub_keys(run: RunArguments, training: dict[str, Any], stages: list[Sta
         value = getattr(run, key)
         problem = None if value is None else repo_id_problem(value)
         if problem:
-            raise ValueError(f"{key}={value!r} is not a Hub repo id; use 'name' or 'user/name' "
-                             f"(letters, digits, '-', '_', '.'; {problem})")
+            raise ValueError(
+                f"{key}={value!r} is not a Hub repo id; use 'name' or 'user/name' "
+                f"(letters, digits, '-', '_', '.'; {problem})"
+            )
     if run.push_to_hub and not run.save_model:
         raise ValueError("push_to_hub=true needs save_model=true: the pushed repo would hold no model")
     if run.hub_stage_branches and not run.push_to_hub:
@@ -86,8 +96,10 @@ def check_hub_keys(run: RunArguments, training: dict[str, Any], stages: list[Sta
     if run.hub_stage_branches:
         for stage in stages:
             if stage.name == "main" or not _BRANCH.match(stage.name):
-                raise ValueError(f"hub_stage_branches=true: stage name {stage.name!r} cannot be a branch name; "
-                                 "use letters, digits, '-', '_', '.' and not 'main'")
+                raise ValueError(
+                    f"hub_stage_branches=true: stage name {stage.name!r} cannot be a branch name; "
+                    "use letters, digits, '-', '_', '.' and not 'main'"
+                )
     if run.corpus_revision is not None and run.corpus_dataset is None:
         raise ValueError("corpus_revision is set but corpus_dataset is not; name the dataset to read the corpus from")
 
@@ -97,13 +109,16 @@ def check_hub_repo_id(recipe: Recipe) -> None:
     if recipe.run.push_to_hub and not recipe.run.hub_model_id:
         problem = repo_id_problem(hub_repo_id(recipe))
         if problem:
-            raise ValueError(f"push_to_hub=true: the default repo id, the run name {hub_repo_id(recipe)!r} "
-                             f"(training.run_name or <recipe stem>-seed<seed>), is no Hub repo id ({problem}); "
-                             "set hub_model_id")
+            raise ValueError(
+                f"push_to_hub=true: the default repo id, the run name {hub_repo_id(recipe)!r} "
+                f"(training.run_name or <recipe stem>-seed<seed>), is no Hub repo id ({problem}); "
+                "set hub_model_id"
+            )
 
 
-def push_run(out: Path, recipe: Recipe, results: dict[str, Any], example: tuple[str, str] | None = None,
-             api: HfApi | None = None) -> str:
+def push_run(
+    out: Path, recipe: Recipe, results: dict[str, Any], example: tuple[str, str] | None = None, api: HfApi | None = None
+) -> str:
     """Create (or reuse) the model repo; put each stage folder on its branch (made from the repo's
     initial commit), then the run folder but ``LOCAL_ONLY`` on ``main``. Each upload deletes the
     revision's other files, so a reused repo or branch holds exactly this run. Returns the repo id
@@ -124,10 +139,21 @@ def push_run(out: Path, recipe: Recipe, results: dict[str, Any], example: tuple[
         initial = api.list_repo_commits(repo_id, repo_type="model")[-1].commit_id  # newest first
         for stage in recipe.stages:
             api.create_branch(repo_id, branch=stage.name, revision=initial, repo_type="model", exist_ok=True)
-            api.upload_folder(repo_id=repo_id, folder_path=out / "stages" / stage.name, repo_type="model",
-                              revision=stage.name, delete_patterns="*",
-                              commit_message=f"{run}: weights at the end of stage {stage.name}")
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=out / "stages" / stage.name,
+                repo_type="model",
+                revision=stage.name,
+                delete_patterns="*",
+                commit_message=f"{run}: weights at the end of stage {stage.name}",
+            )
     # upload_folder extends a list of ignore patterns in place: give it its own
-    api.upload_folder(repo_id=repo_id, folder_path=out, repo_type="model", ignore_patterns=list(LOCAL_ONLY),
-                      delete_patterns="*", commit_message=run)
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=out,
+        repo_type="model",
+        ignore_patterns=list(LOCAL_ONLY),
+        delete_patterns="*",
+        commit_message=run,
+    )
     return repo_id

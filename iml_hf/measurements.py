@@ -57,8 +57,14 @@ def _alignment_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrai
     from iml_hf.callbacks.grad_alignment import alignment_probes
 
     args = recipe.measurement_args("gradient_alignment")
-    return alignment_probes(tokenized, tokenizer.pad_token_id, args.subsets, args.aliases_per_subset,
-                            args.questions_per_alias, seed=recipe.run.seed)
+    return alignment_probes(
+        tokenized,
+        tokenizer.pad_token_id,
+        args.subsets,
+        args.aliases_per_subset,
+        args.questions_per_alias,
+        seed=recipe.run.seed,
+    )
 
 
 def _alignment_callback(trainer, probes, metrics_log, out, args):
@@ -76,7 +82,9 @@ def _embedding_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrai
 def _embedding_callback(trainer, layout, metrics_log, out, args):
     from iml_hf.callbacks.embedding_geometry import EmbeddingGeometryCallback
 
-    return EmbeddingGeometryCallback(trainer, layout, metrics_log, out, args.interval, args.interval_strategy, args.plots)
+    return EmbeddingGeometryCallback(
+        trainer, layout, metrics_log, out, args.interval, args.interval_strategy, args.plots
+    )
 
 
 def _layer_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> Any:
@@ -115,23 +123,59 @@ def _probe_accuracy(entry: dict[str, Any]) -> dict[str, float]:
 
 MEASUREMENTS: dict[str, Measurement] = {
     "gradient_alignment": Measurement(
-        "gradient_alignment", GradientAlignmentArguments, "grad_align", _alignment_inputs, _alignment_callback,
-        [ReportReader("Gradient alignment (definition-question cosine, all parameters) at the end of each stage",
-                      lambda entry: {s: v["all"]["mean"] for s, v in entry["pairs"].items()},
-                      "grad_align", None, "Definition-question gradient cosine per parameter group")],
+        "gradient_alignment",
+        GradientAlignmentArguments,
+        "grad_align",
+        _alignment_inputs,
+        _alignment_callback,
+        [
+            ReportReader(
+                "Gradient alignment (definition-question cosine, all parameters) at the end of each stage",
+                lambda entry: {s: v["all"]["mean"] for s, v in entry["pairs"].items()},
+                "grad_align",
+                None,
+                "Definition-question gradient cosine per parameter group",
+            )
+        ],
     ),
     "embedding_geometry": Measurement(
-        "embedding_geometry", EmbeddingGeometryArguments, "embedding", _embedding_inputs, _embedding_callback,
-        [ReportReader("Alias-referent embedding cosine at the end of each stage",
-                      lambda entry: {s: v["embed_cos"] for s, v in entry.items()},
-                      "embedding", "embed_cos", "Cosine of each alias's embedding with its referent's")],
+        "embedding_geometry",
+        EmbeddingGeometryArguments,
+        "embedding",
+        _embedding_inputs,
+        _embedding_callback,
+        [
+            ReportReader(
+                "Alias-referent embedding cosine at the end of each stage",
+                lambda entry: {s: v["embed_cos"] for s, v in entry.items()},
+                "embedding",
+                "embed_cos",
+                "Cosine of each alias's embedding with its referent's",
+            )
+        ],
     ),
     "layer_analysis": Measurement(
-        "layer_analysis", LayerAnalysisArguments, "layers", _layer_inputs, _layer_callback,
+        "layer_analysis",
+        LayerAnalysisArguments,
+        "layers",
+        _layer_inputs,
+        _layer_callback,
     ),
     "probes": Measurement(
-        "probes", ProbeArguments, "probes", _probe_inputs, _probe_callback,
-        [ReportReader("Linear-probe accuracy on held-out folds (per target and representation) at the end of each stage",
-                      _probe_accuracy, "probes", None, "Linear-probe accuracy per target", ylabel="accuracy")],
+        "probes",
+        ProbeArguments,
+        "probes",
+        _probe_inputs,
+        _probe_callback,
+        [
+            ReportReader(
+                "Linear-probe accuracy on held-out folds (per target and representation) at the end of each stage",
+                _probe_accuracy,
+                "probes",
+                None,
+                "Linear-probe accuracy per target",
+                ylabel="accuracy",
+            )
+        ],
     ),
 }

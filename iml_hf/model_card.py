@@ -24,7 +24,9 @@ CONFIDENCE = 0.95
 TAGS = ("iml_hf", "implicit-meta-learning")
 
 
-def contrast_interval(stage: dict[str, Any], a: str, b: str, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+def contrast_interval(
+    stage: dict[str, Any], a: str, b: str, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
     """The interval of EM(a) - EM(b) at one stage's end for this single run: Newcombe's hybrid
     score interval over the two sets' examples as independent samples (None without both sets' n)."""
     em, n = stage.get("em", {}), stage.get("n", {})
@@ -41,23 +43,30 @@ def em_interval(stage: dict[str, Any], name: str, confidence: float = CONFIDENCE
     return wilson_interval(round(em * n), n, confidence)
 
 
-def stage_intervals(stage: dict[str, Any], contrasts: dict[str, tuple[str, str]],
-                    confidence: float = CONFIDENCE) -> dict[str, dict[str, list[float] | None]]:
+def stage_intervals(
+    stage: dict[str, Any], contrasts: dict[str, tuple[str, str]], confidence: float = CONFIDENCE
+) -> dict[str, dict[str, list[float] | None]]:
     """``{"em": {set: [low, high]}, "contrasts": {name: [low, high]}}`` at one stage's end of this
     single run (Wilson per set, Newcombe per contrast of two evaluated sets; None where undefined):
     the intervals results.json records and the card's tables show."""
+
     def pair(bounds: tuple[float, float] | None) -> list[float] | None:
         return None if bounds is None else [float(bounds[0]), float(bounds[1])]
 
     evaluated = stage.get("em", {})
     return {
         "em": {name: pair(em_interval(stage, name, confidence)) for name in evaluated},
-        "contrasts": {name: pair(contrast_interval(stage, a, b, confidence))
-                      for name, (a, b) in contrasts.items() if a in evaluated and b in evaluated},
+        "contrasts": {
+            name: pair(contrast_interval(stage, a, b, confidence))
+            for name, (a, b) in contrasts.items()
+            if a in evaluated and b in evaluated
+        },
     }
 
 
-def run_gate(results: dict[str, Any], stage: dict[str, Any], a: str, b: str, confidence: float = CONFIDENCE) -> str | None:
+def run_gate(
+    results: dict[str, Any], stage: dict[str, Any], a: str, b: str, confidence: float = CONFIDENCE
+) -> str | None:
     """The interpretability gate (``iml_hf.gate``) of EM(a) - EM(b) at one stage's end of this single
     run: each side's rise over its declared no-definition level with a score interval over its
     examples (Newcombe against a baseline set, Wilson against a chance value); None where the task
@@ -110,9 +119,14 @@ def em_table(results: dict[str, Any]) -> str:
     stages = results["stages"]
     sets = list(dict.fromkeys(name for stage in stages.values() for name in stage["em"]))
     last = list(stages.values())[-1]
-    rows = [[f"`{name}`", str(last.get("n", {}).get(name, "?")),
-             *(f"{stage['em'][name]:.3f}" if name in stage["em"] else "-" for stage in stages.values())]
-            for name in sets]
+    rows = [
+        [
+            f"`{name}`",
+            str(last.get("n", {}).get(name, "?")),
+            *(f"{stage['em'][name]:.3f}" if name in stage["em"] else "-" for stage in stages.values()),
+        ]
+        for name in sets
+    ]
     return _table(["set", "n", *stages], rows)
 
 
@@ -132,7 +146,11 @@ def contrast_table(results: dict[str, Any], confidence: float = CONFIDENCE) -> s
             cells.append(cell)
         if any(cell != "-" for cell in cells):
             rows.append([f"`{name}`", f"`{a}` - `{b}`", *cells])
-    return _table(["contrast", "EM(a) - EM(b)", *stages], rows) if rows else "The task declares no contrast between the evaluated sets."
+    return (
+        _table(["contrast", "EM(a) - EM(b)", *stages], rows)
+        if rows
+        else "The task declares no contrast between the evaluated sets."
+    )
 
 
 def _corpus_section(results: dict[str, Any]) -> str:
@@ -144,20 +162,28 @@ def _corpus_section(results: dict[str, Any]) -> str:
     else:
         origin = "built by iml_hf from the task arguments in the recipe below"
     rows = ", ".join(f"{split} {count:,}" for split, count in corpus.get("rows", {}).items())
-    return "\n".join([
-        f"Task `{recipe['task']['name']}`, seed {recipe['seed']}; the corpus was {origin}.",
-        "",
-        f"- cache key: `{corpus['cache_key']}`",
-        f"- fingerprint (sha256 of its rows): `{corpus['fingerprint']}`",
-        f"- rows: {rows}",
-    ])
+    return "\n".join(
+        [
+            f"Task `{recipe['task']['name']}`, seed {recipe['seed']}; the corpus was {origin}.",
+            "",
+            f"- cache key: `{corpus['cache_key']}`",
+            f"- fingerprint (sha256 of its rows): `{corpus['fingerprint']}`",
+            f"- rows: {rows}",
+        ]
+    )
 
 
 def _training_table(results: dict[str, Any]) -> str:
-    rows = [[f"`{name}`", str(stage.get("steps", "?")), str(stage.get("train_examples", "?")),
-             f"{stage['train_loss']:.4f}" if isinstance(stage.get("train_loss"), float) else "-",
-             f"{stage.get('wall_time_s', 0):.1f}"]
-            for name, stage in results["stages"].items()]
+    rows = [
+        [
+            f"`{name}`",
+            str(stage.get("steps", "?")),
+            str(stage.get("train_examples", "?")),
+            f"{stage['train_loss']:.4f}" if isinstance(stage.get("train_loss"), float) else "-",
+            f"{stage.get('wall_time_s', 0):.1f}",
+        ]
+        for name, stage in results["stages"].items()
+    ]
     return _table(["stage", "steps", "training examples", "mean training loss", "seconds"], rows)
 
 
@@ -170,14 +196,17 @@ def _load_section(repo: str, example: tuple[str, str] | None, stage_branches: li
         f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
         f'generator = pipeline("text-generation", model="{repo}")',
-        f"print(generator({json.dumps(prompt)}, max_new_tokens=8, do_sample=False)[0][\"generated_text\"])"
+        f'print(generator({json.dumps(prompt)}, max_new_tokens=8, do_sample=False)[0]["generated_text"])'
         + (f"  # the corpus's answer: {answer}" if answer else ""),
         "```",
     ]
     if stage_branches:
-        code += ["", "The weights at the end of each stage are on the branch named after it: "
-                 + ", ".join(f"`{s}`" for s in stage_branches)
-                 + f' (`AutoModelForCausalLM.from_pretrained("{repo}", revision="{stage_branches[0]}")`).']
+        code += [
+            "",
+            "The weights at the end of each stage are on the branch named after it: "
+            + ", ".join(f"`{s}`" for s in stage_branches)
+            + f' (`AutoModelForCausalLM.from_pretrained("{repo}", revision="{stage_branches[0]}")`).',
+        ]
     return "\n".join(code)
 
 
@@ -203,11 +232,13 @@ def _intro(results: dict[str, Any], title: str) -> str:
     base = (recipe.get("model") or {}).get("model_name_or_path")
     made = f"fine-tuned from `{base}`" if base else f"trained from scratch ({recipe['model'].get('architecture', '?')})"
     stages = " → ".join(f"`{s}`" for s in results["stages"])
-    return (f"# {title}\n\nA causal language model ({params.get('total', 0):,} parameters, "
-            f"{params.get('trainable', 0):,} trainable; tied weights counted once) {made} by "
-            f"iml_hf on the implicit meta-learning task `{recipe['task']['name']}`, "
-            f"in {len(results['stages'])} stages ({stages}), seed {recipe['seed']}; "
-            f"{results.get('wall_time_s', 0):.0f} s of wall time.")
+    return (
+        f"# {title}\n\nA causal language model ({params.get('total', 0):,} parameters, "
+        f"{params.get('trainable', 0):,} trainable; tied weights counted once) {made} by "
+        f"iml_hf on the implicit meta-learning task `{recipe['task']['name']}`, "
+        f"in {len(results['stages'])} stages ({stages}), seed {recipe['seed']}; "
+        f"{results.get('wall_time_s', 0):.0f} s of wall time."
+    )
 
 
 def model_card(results: dict[str, Any], repo: str | None = None, example: tuple[str, str] | None = None) -> ModelCard:
@@ -231,8 +262,7 @@ def model_card(results: dict[str, Any], repo: str | None = None, example: tuple[
         "## Training\n\n" + _training_table(results),
         "## Corpus\n\n" + _corpus_section(results),
         "## Recipe\n\nThe resolved recipe: every key of the run, defaults included (results.json holds "
-        "it too).\n\n```yaml\n"
-        + yaml.safe_dump(recipe, sort_keys=False).rstrip() + "\n```",
+        "it too).\n\n```yaml\n" + yaml.safe_dump(recipe, sort_keys=False).rstrip() + "\n```",
     ]
     if recipe.get("save_model", True):
         sections.append("## How to load\n\n" + _load_section(location, example, branches))
@@ -246,20 +276,23 @@ def stage_card(results: dict[str, Any], stage: str, repo: str | None = None) -> 
     main = f"the `main` branch of `{repo}`" if repo else "the run folder's README.md"
     location = repo or f"{results['recipe'].get('output_dir', '.')}/stages/{stage}"
     revision = f', revision="{stage}"' if repo else ""
-    body = "\n\n".join([
-        f"# {repo or Path(results['recipe'].get('output_dir', 'run')).name}: stage `{stage}`",
-        f"The weights at the end of stage `{stage}` (step {results['stages'][stage].get('steps', '?')} of "
-        f"that stage) of a run whose final model, results, recipe and full card are on {main}.",
-        "## Exact match at the end of this stage\n\n" + em_table(one),
-        "## Contrasts at the end of this stage\n\n" + contrast_table(one),
-        "## How to load\n\n```python\nfrom transformers import AutoModelForCausalLM\n\n"
-        f'model = AutoModelForCausalLM.from_pretrained("{location}"{revision})\n```',
-    ])
+    body = "\n\n".join(
+        [
+            f"# {repo or Path(results['recipe'].get('output_dir', 'run')).name}: stage `{stage}`",
+            f"The weights at the end of stage `{stage}` (step {results['stages'][stage].get('steps', '?')} of "
+            f"that stage) of a run whose final model, results, recipe and full card are on {main}.",
+            "## Exact match at the end of this stage\n\n" + em_table(one),
+            "## Contrasts at the end of this stage\n\n" + contrast_table(one),
+            "## How to load\n\n```python\nfrom transformers import AutoModelForCausalLM\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{location}"{revision})\n```',
+        ]
+    )
     return ModelCard(f"---\n{card_data(results).to_yaml()}\n---\n\n{body}\n")
 
 
-def write_model_cards(out: Path, results: dict[str, Any], repo: str | None = None,
-                      example: tuple[str, str] | None = None) -> None:
+def write_model_cards(
+    out: Path, results: dict[str, Any], repo: str | None = None, example: tuple[str, str] | None = None
+) -> None:
     """Write ``out/README.md`` and the card of every stage folder saved under ``out/stages``."""
     out = Path(out)
     model_card(results, repo, example).save(out / "README.md")

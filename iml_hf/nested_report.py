@@ -16,8 +16,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iml_hf.stats import difference
 from iml_hf.nested_stats import baseline_corrected, format_nested, nested_summary, seeds_for_power, variance_components
+from iml_hf.stats import difference
 
 if TYPE_CHECKING:
     from iml_hf.report import RunRecord
@@ -27,11 +27,15 @@ def _plain(summary: dict[str, Any]) -> dict[str, Any]:
     """A nested summary in the report's cell form (``mean``, ``ci_low``, ``ci_high``, ``n``, ``t``,
     ``p_value``; NaN where undefined) plus the nested fields."""
     nan = math.nan
-    return {**summary, "mean": nan if summary["mean"] is None else summary["mean"],
-            "ci_low": nan if summary["ci_low"] is None else summary["ci_low"],
-            "ci_high": nan if summary["ci_high"] is None else summary["ci_high"],
-            "t": nan if summary["t"] is None else summary["t"],
-            "p_value": nan if summary["p_value"] is None else summary["p_value"], "n": summary["n_seeds"]}
+    return {
+        **summary,
+        "mean": nan if summary["mean"] is None else summary["mean"],
+        "ci_low": nan if summary["ci_low"] is None else summary["ci_low"],
+        "ci_high": nan if summary["ci_high"] is None else summary["ci_high"],
+        "t": nan if summary["t"] is None else summary["t"],
+        "p_value": nan if summary["p_value"] is None else summary["p_value"],
+        "n": summary["n_seeds"],
+    }
 
 
 def branch_stages(run: RunRecord) -> list[str]:
@@ -47,8 +51,14 @@ def readout_values(run: RunRecord, a: str, b: str) -> float | None:
         em = run.results["stages"][last]["em"]
         return difference(em, a, b)
     index = len(run.results["stages"]) - 1
-    found = {r["subset"]: r["value"] for r in run.rows if r.get("family") == "eval" and r.get("metric") == "em"
-             and r["stage_index"] == index and r["stage_step"] == step}
+    found = {
+        r["subset"]: r["value"]
+        for r in run.rows
+        if r.get("family") == "eval"
+        and r.get("metric") == "em"
+        and r["stage_index"] == index
+        and r["stage_step"] == step
+    }
     return difference(found, a, b)
 
 
@@ -110,8 +120,9 @@ def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float)
         out["corrected_variance"] = variance_components(corrected["differences"])
         out["corrected_power_seeds"] = _power(corrected["summary"])
     index = stages.index(own[-1])
-    out["curve"] = {step: _plain(nested_summary(values, confidence))
-                    for step, values in stage_curve(runs, a, b, index).items()}
+    out["curve"] = {
+        step: _plain(nested_summary(values, confidence)) for step, values in stage_curve(runs, a, b, index).items()
+    }
     return out
 
 
@@ -130,8 +141,12 @@ def _fmt(x: float | None, spec: str = "+.3f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]], confidence: float,
-                    verdicts: dict[str, str | None] | None = None) -> list[str]:
+def nested_markdown(
+    summary: dict[str, Any],
+    contrast_sets: dict[str, list[str]],
+    confidence: float,
+    verdicts: dict[str, str | None] | None = None,
+) -> list[str]:
     """The nested contrast table: start, read-out, corrected, variance components and power; a
     contrast the interpretability gate (``iml_hf.gate``) refuses shows its mean and the verdict
     instead of an interval and p."""
@@ -139,10 +154,14 @@ def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]]
 
     verdicts = verdicts or {}
     pct = round(100 * confidence)
-    lines = [f"**Contrasts of the branch stage (nested: branches averaged within a seed, then mean [{pct}% t-interval] "
-             "and one-sided t-test over seeds)**", "",
-             "| contrast | start of stage (same split) | read-out | read-out - start | SD between seeds | "
-             "SD between branches | seeds for 80% power (corrected) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**Contrasts of the branch stage (nested: branches averaged within a seed, then mean [{pct}% t-interval] "
+        "and one-sided t-test over seeds)**",
+        "",
+        "| contrast | start of stage (same split) | read-out | read-out - start | SD between seeds | "
+        "SD between branches | seeds for 80% power (corrected) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, entry in summary.items():
         if "readout" not in entry:
             continue
@@ -154,20 +173,32 @@ def nested_markdown(summary: dict[str, Any], contrast_sets: dict[str, list[str]]
         if verdicts.get(name) == NOT_INTERPRETABLE:
             readout = f"{_fmt(entry['readout']['mean'])}: {NOT_INTERPRETABLE}"
             corrected = f"{_fmt(entry['corrected']['mean'])}: {NOT_INTERPRETABLE}" if "corrected" in entry else "-"
-        lines.append(f"| {name} ({a} - {b}) | {entry.get('start_text', '-')} | {readout} | "
-                     f"{corrected} | {_fmt(sd_between, '.3f')} | {_fmt(sd_within, '.3f')} | "
-                     f"{entry.get('corrected_power_seeds') or '-'} |")
+        lines.append(
+            f"| {name} ({a} - {b}) | {entry.get('start_text', '-')} | {readout} | "
+            f"{corrected} | {_fmt(sd_between, '.3f')} | {_fmt(sd_within, '.3f')} | "
+            f"{entry.get('corrected_power_seeds') or '-'} |"
+        )
     step = next((e.get("readout_step") for e in summary.values() if "readout" in e), None)
-    lines += ["", f"Read-out: {'the end of the stage' if step is None else f'step {step} of the stage'}, "
-              "declared in the recipe (`evaluation.readout_step`) before any run. The start value is the same "
-              "contrast measured on each branch's own split before the stage's first step (the design's noise); "
-              "read-out - start subtracts it per branch. Power: seeds a one-sided t-test at alpha 0.05 needs for "
-              "80% power at the observed mean and SD of seed means ('-': effect <= 0).", ""]
+    lines += [
+        "",
+        f"Read-out: {'the end of the stage' if step is None else f'step {step} of the stage'}, "
+        "declared in the recipe (`evaluation.readout_step`) before any run. The start value is the same "
+        "contrast measured on each branch's own split before the stage's first step (the design's noise); "
+        "read-out - start subtracts it per branch. Power: seeds a one-sided t-test at alpha 0.05 needs for "
+        "80% power at the observed mean and SD of seed means ('-': effect <= 0).",
+        "",
+    ]
     return lines
 
 
-def contrast_curve_figure(summary: dict[str, Any], contrast_sets: dict[str, list[str]], path: Path, title: str,
-                          confidence: float, dpi: int | None = None) -> Path | None:
+def contrast_curve_figure(
+    summary: dict[str, Any],
+    contrast_sets: dict[str, list[str]],
+    path: Path,
+    title: str,
+    confidence: float,
+    dpi: int | None = None,
+) -> Path | None:
     """The branch stage's contrasts at every evaluation: nested mean and t-band over seeds, the
     zero line, and the read-out step marked; one legend right of the panels."""
     from iml_hf.plots import DEFAULT_DPI, plt, save_figure
@@ -178,7 +209,7 @@ def contrast_curve_figure(summary: dict[str, Any], contrast_sets: dict[str, list
     columns = min(len(entries), 3)
     rows = -(-len(entries) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.9 * columns, 3.0 * rows), squeeze=False)
-    for ax in list(axes.flat)[len(entries):]:
+    for ax in list(axes.flat)[len(entries) :]:
         ax.axis("off")
     pct = round(100 * confidence)
     n_text = ""
@@ -193,8 +224,11 @@ def contrast_curve_figure(summary: dict[str, Any], contrast_sets: dict[str, list
         readout = entry.get("readout_step") or steps[-1]
         ax.axvline(readout, color="#c0392b", ls="--", lw=1, label="declared read-out")
         readout_summary = entry["readout"]
-        n_text = (f"n = {readout_summary['n']} seeds x {readout_summary.get('branches_max', 1)} branches"
-                  if readout_summary.get("branches_max", 1) > 1 else f"n = {readout_summary['n']} seeds")
+        n_text = (
+            f"n = {readout_summary['n']} seeds x {readout_summary.get('branches_max', 1)} branches"
+            if readout_summary.get("branches_max", 1) > 1
+            else f"n = {readout_summary['n']} seeds"
+        )
         a, b = contrast_sets[name]
         ax.set_title(f"{name}\nEM({a}) - EM({b})")
         ax.set_ylabel("difference in EM")
@@ -224,7 +258,8 @@ def seed_summary(branches: dict[int, dict[str, Any]]) -> dict[str, Any]:
         if rows:
             column = {k: [r[k] for r in rows.values()] for k in ("start", "end", "corrected")}
             out["contrasts"][name] = {
-                "sets": [a, b], "per_branch": rows,
+                "sets": [a, b],
+                "per_branch": rows,
                 "mean": {k: sum(v) / len(v) for k, v in column.items()},
                 "sd_between_branches": {k: _sd(v) for k, v in column.items()},
             }
@@ -240,19 +275,32 @@ def _sd(values: list[float]) -> float | None:
 
 def seed_markdown(summary: dict[str, Any], seed: int) -> str:
     """The README of a branched run's folder: its branches' contrasts and what they can and cannot say."""
-    lines = [f"# Seed {seed}: {len(summary['branches'])} branches of {summary['stage']}", "",
-             "Each branch trains the branch stage from the same trunk weights on a re-split of the task's "
-             "exchangeable subsets; branches 2k and 2k+1 exchange the two halves of one split. Start: the "
-             "contrast on the branch's split before the stage's first step (split noise, nothing trained yet).",
-             "", "| contrast | branch | start | end | end - start |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Seed {seed}: {len(summary['branches'])} branches of {summary['stage']}",
+        "",
+        "Each branch trains the branch stage from the same trunk weights on a re-split of the task's "
+        "exchangeable subsets; branches 2k and 2k+1 exchange the two halves of one split. Start: the "
+        "contrast on the branch's split before the stage's first step (split noise, nothing trained yet).",
+        "",
+        "| contrast | branch | start | end | end - start |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in summary["contrasts"].items():
         a, b = entry["sets"]
         for index, row in entry["per_branch"].items():
-            lines.append(f"| {name} ({a} - {b}) | {index} | {row['start']:+.3f} | {row['end']:+.3f} | {row['corrected']:+.3f} |")
+            lines.append(
+                f"| {name} ({a} - {b}) | {index} | {row['start']:+.3f} | {row['end']:+.3f} | {row['corrected']:+.3f} |"
+            )
         mean, sd = entry["mean"], entry["sd_between_branches"]
-        lines.append(f"| {name} | mean (SD between branches) | {mean['start']:+.3f} ({_fmt(sd['start'], '.3f')}) | "
-                     f"{mean['end']:+.3f} ({_fmt(sd['end'], '.3f')}) | {mean['corrected']:+.3f} "
-                     f"({_fmt(sd['corrected'], '.3f')}) |")
-    lines += ["", "One seed is one replicate: for an interval and a test, run seeds with `python -m iml_hf.sweep "
-              "RECIPE --seeds N --output_dir DIR --branches=K` and `python -m iml_hf.report DIR`.", ""]
+        lines.append(
+            f"| {name} | mean (SD between branches) | {mean['start']:+.3f} ({_fmt(sd['start'], '.3f')}) | "
+            f"{mean['end']:+.3f} ({_fmt(sd['end'], '.3f')}) | {mean['corrected']:+.3f} "
+            f"({_fmt(sd['corrected'], '.3f')}) |"
+        )
+    lines += [
+        "",
+        "One seed is one replicate: for an interval and a test, run seeds with `python -m iml_hf.sweep "
+        "RECIPE --seeds N --output_dir DIR --branches=K` and `python -m iml_hf.report DIR`.",
+        "",
+    ]
     return "\n".join(lines)

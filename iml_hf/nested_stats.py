@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -14,7 +14,7 @@ from scipy import stats
 from iml_hf.io import json_safe  # noqa: F401  (re-exported: every returned dict goes through it)
 
 # {seed: {branch: value}} or [(seed, branch, value), ...]
-NestedValues = Union[Mapping[int, Mapping[int, float]], Iterable[tuple[int, int, float]]]
+NestedValues = Mapping[int, Mapping[int, float]] | Iterable[tuple[int, int, float]]
 
 MAX_SEEDS = 10000
 
@@ -61,9 +61,17 @@ def nested_summary(values: NestedValues, confidence: float = 0.95) -> dict[str, 
     means = np.asarray([g.mean() for g in groups.values()], dtype=float)
     n = len(means)
     out: dict[str, Any] = {
-        "mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "confidence": confidence,
-        "t": math.nan, "p_value": math.nan, "alternative": "greater", "se": math.nan,
-        "sd_seed_means": math.nan, "n_seeds": n, "n_values": int(sum(len(g) for g in groups.values())),
+        "mean": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "confidence": confidence,
+        "t": math.nan,
+        "p_value": math.nan,
+        "alternative": "greater",
+        "se": math.nan,
+        "sd_seed_means": math.nan,
+        "n_seeds": n,
+        "n_values": int(sum(len(g) for g in groups.values())),
         "branches_min": min((len(g) for g in groups.values()), default=0),
         "branches_max": max((len(g) for g in groups.values()), default=0),
         "seed_means": {seed: float(m) for seed, m in zip(groups, means)},
@@ -77,8 +85,7 @@ def nested_summary(values: NestedValues, confidence: float = 0.95) -> dict[str, 
         if se > 0:
             half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * se
             t = out["mean"] / se
-            out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half,
-                       t=t, p_value=float(stats.t.sf(t, n - 1)))
+            out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half, t=t, p_value=float(stats.t.sf(t, n - 1)))
         else:
             out.update(ci_low=out["mean"], ci_high=out["mean"])
     return json_safe(out)
@@ -98,11 +105,21 @@ def variance_components(values: NestedValues) -> dict[str, Any]:
     sizes = np.asarray([len(g) for g in groups], dtype=float)
     n_total = int(sizes.sum())
     out: dict[str, Any] = {
-        "n_seeds": s, "n_values": n_total, "n0": math.nan, "grand_mean": math.nan,
-        "df_between": s - 1 if s else None, "df_within": n_total - s if s else None,
-        "ms_between": math.nan, "ms_within": math.nan, "f_stat": math.nan, "f_p_value": math.nan,
-        "var_between_raw": math.nan, "var_between": math.nan, "between_truncated": False,
-        "var_within": math.nan, "icc": math.nan,
+        "n_seeds": s,
+        "n_values": n_total,
+        "n0": math.nan,
+        "grand_mean": math.nan,
+        "df_between": s - 1 if s else None,
+        "df_within": n_total - s if s else None,
+        "ms_between": math.nan,
+        "ms_within": math.nan,
+        "f_stat": math.nan,
+        "f_p_value": math.nan,
+        "var_between_raw": math.nan,
+        "var_between": math.nan,
+        "between_truncated": False,
+        "var_within": math.nan,
+        "icc": math.nan,
     }
     if not s:
         return json_safe(out)
@@ -115,14 +132,18 @@ def variance_components(values: NestedValues) -> dict[str, Any]:
         out.update(ms_within=ms_within, var_within=ms_within)
     if s >= 2:
         ms_between = float((sizes * (means - grand) ** 2).sum()) / (s - 1)
-        n0 = (n_total - float((sizes ** 2).sum()) / n_total) / (s - 1)
+        n0 = (n_total - float((sizes**2).sum()) / n_total) / (s - 1)
         out.update(ms_between=ms_between, n0=n0)
         if n_total > s:
             raw = (ms_between - out["ms_within"]) / n0
             between = max(raw, 0.0)
             total = between + out["ms_within"]
-            out.update(var_between_raw=raw, var_between=between, between_truncated=raw < 0,
-                       icc=between / total if total > 0 else math.nan)
+            out.update(
+                var_between_raw=raw,
+                var_between=between,
+                between_truncated=raw < 0,
+                icc=between / total if total > 0 else math.nan,
+            )
             if out["ms_within"] > 0:
                 f = ms_between / out["ms_within"]
                 out.update(f_stat=f, f_p_value=float(stats.f.sf(f, s - 1, n_total - s)))
@@ -142,18 +163,15 @@ def baseline_differences(values: NestedValues, baselines: NestedValues) -> dict[
     return out
 
 
-def baseline_corrected(values: NestedValues, baselines: NestedValues,
-                       confidence: float = 0.95) -> dict[str, Any]:
+def baseline_corrected(values: NestedValues, baselines: NestedValues, confidence: float = 0.95) -> dict[str, Any]:
     """Baseline-corrected contrast: differences per (seed, branch) first, then the nested summary.
 
     Keys: differences ({seed: {branch: value - baseline}}), summary (nested_summary of them),
     n_unpaired (finite values or baselines without a finite partner, left out)."""
     diffs = baseline_differences(values, baselines)
     finite = {(s, b) for s, row in as_nested(values).items() for b, v in row.items() if math.isfinite(v)}
-    finite_base = {(s, b) for s, row in as_nested(baselines).items() for b, v in row.items()
-                   if math.isfinite(v)}
-    return {"differences": diffs, "summary": nested_summary(diffs, confidence),
-            "n_unpaired": len(finite ^ finite_base)}
+    finite_base = {(s, b) for s, row in as_nested(baselines).items() for b, v in row.items() if math.isfinite(v)}
+    return {"differences": diffs, "summary": nested_summary(diffs, confidence), "n_unpaired": len(finite ^ finite_base)}
 
 
 def t_test_power(n: int, effect: float, sd: float, alpha: float = 0.05, one_sided: bool = True) -> float:
@@ -166,8 +184,9 @@ def t_test_power(n: int, effect: float, sd: float, alpha: float = 0.05, one_side
     return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
 
 
-def seeds_for_power(effect: float, sd: float, power: float = 0.8, alpha: float = 0.05,
-                    one_sided: bool = True) -> int | None:
+def seeds_for_power(
+    effect: float, sd: float, power: float = 0.8, alpha: float = 0.05, one_sided: bool = True
+) -> int | None:
     """Smallest n >= 2 seeds at which a one-sample t-test of the seed means reaches ``power`` for a
     true mean ``effect`` and seed-mean SD ``sd``; None for effect <= 0, a bad SD or n > 10000."""
     if not (0 < power < 1 and 0 < alpha < 1):
@@ -199,5 +218,4 @@ def format_nested(summary: Mapping[str, Any]) -> str:
         text += " (one-sided)"
     n, lo, hi = summary["n_seeds"], summary["branches_min"], summary["branches_max"]
     branches = f"{lo}" if lo == hi else f"{lo}-{hi}"
-    return (f"{text}, {n} seed{'s' if n != 1 else ''} x {branches} "
-            f"branch{'es' if (lo, hi) != (1, 1) else ''}")
+    return f"{text}, {n} seed{'s' if n != 1 else ''} x {branches} branch{'es' if (lo, hi) != (1, 1) else ''}"

@@ -14,20 +14,20 @@ from accelerate import PartialState
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, set_seed
 
-from iml_hf.architectures import architecture_of
 from iml_hf import console
+from iml_hf.architectures import architecture_of
 from iml_hf.callbacks.subset_em import SubsetEMCallback
-from iml_hf.measurements import MEASUREMENTS
-from iml_hf.io import MetricsLog, remove_empty_dirs, write_json_atomic
 from iml_hf.corpus import corpus_fingerprint, corpus_key, load_corpus_dataset, load_or_build_corpus
 from iml_hf.data import PadCollator, stage_train_set
-from iml_hf.tasks import contrast_values, eval_set_name, eval_set_order
 from iml_hf.hub import hub_repo_id, push_run
+from iml_hf.io import MetricsLog, remove_empty_dirs, write_json_atomic
+from iml_hf.measurements import MEASUREMENTS
 from iml_hf.model_card import stage_intervals, write_model_cards
-from iml_hf.provenance import provenance
 from iml_hf.modeling import build_model, count_parameters
+from iml_hf.provenance import provenance
 from iml_hf.recipe import Recipe, RecipeError
 from iml_hf.run_folder import FolderError, RunFolder
+from iml_hf.tasks import contrast_values, eval_set_name, eval_set_order
 from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
 from iml_hf.trackers import TrackerRun
 from iml_hf.trainer import CHECKPOINT_MARKER, IMLTrainer, TrainingRows, make_resumable
@@ -56,7 +56,9 @@ def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
         missing = [n for n in recipe.evaluation.subsets or recipe.evaluation.extra_subsets if n not in sources]
         if missing:
             key = "subsets" if recipe.evaluation.subsets else "extra_subsets"
-            raise ValueError(f"evaluation.{key} names {missing}, which this corpus does not have; it has {sorted(sources)}")
+            raise ValueError(
+                f"evaluation.{key} names {missing}, which this corpus does not have; it has {sorted(sources)}"
+            )
         names = list(recipe.evaluation.subsets or names)
     sets = {}
     for name in names:
@@ -84,20 +86,29 @@ def load_tokenizer(recipe: Recipe, corpus: DatasetDict) -> PreTrainedTokenizerBa
     return load_pretrained_tokenizer(name, revision, model.trust_remote_code, words)
 
 
-def prepare_data(recipe: Recipe, state: PartialState | None = None) -> tuple[DatasetDict, PreTrainedTokenizerBase, DatasetDict]:
+def prepare_data(
+    recipe: Recipe, state: PartialState | None = None
+) -> tuple[DatasetDict, PreTrainedTokenizerBase, DatasetDict]:
     """The recipe's corpus (built once, by the main process first), its tokenizer and the tokenized corpus."""
     state = state or PartialState()
     with state.main_process_first():
         if recipe.run.corpus_dataset:  # a published corpus (a Hub id or a folder), checked against the task
-            corpus = load_corpus_dataset(recipe.run.corpus_dataset, recipe.task, recipe.run.seed,
-                                         recipe.run.corpus_revision, recipe.run.cache_dir)
+            corpus = load_corpus_dataset(
+                recipe.run.corpus_dataset,
+                recipe.task,
+                recipe.run.seed,
+                recipe.run.corpus_revision,
+                recipe.run.cache_dir,
+            )
         else:
             corpus = load_or_build_corpus(recipe.task, recipe.run.seed, recipe.run.cache_dir)
     try:
         tokenizer = load_tokenizer(recipe, corpus)
     except OSError as error:  # no such folder or hub id, offline without a cached copy, a bad revision
-        raise RecipeError(f"model.model_name_or_path={recipe.model.model_name_or_path!r} (tokenizer "
-                          f"{recipe.model.tokenizer_name_or_path!r}) cannot be loaded: {error}") from None
+        raise RecipeError(
+            f"model.model_name_or_path={recipe.model.model_name_or_path!r} (tokenizer "
+            f"{recipe.model.tokenizer_name_or_path!r}) cannot be loaded: {error}"
+        ) from None
     return corpus, tokenizer, tokenize_corpus(corpus, tokenizer, recipe.model.loss_on or "answer")
 
 
@@ -106,14 +117,16 @@ def mechanism_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrain
     gradient-alignment sample, the embedding layout, the layer analysis's sequences)."""
     return {
         name: spec.prepare(recipe, tokenized, tokenizer)
-        for name, spec in MEASUREMENTS.items() if recipe.measurement_args(name).enabled
+        for name, spec in MEASUREMENTS.items()
+        if recipe.measurement_args(name).enabled
     }
 
 
 def sharded_parameters(recipe: Recipe) -> str | None:
     """What shards the parameters across processes in this launch (FSDP, DeepSpeed ZeRO-3), or None."""
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or any(
-            {**recipe.training, **stage.training}.get("fsdp") for stage in recipe.stages):
+        {**recipe.training, **stage.training}.get("fsdp") for stage in recipe.stages
+    ):
         return "FSDP"
     from transformers.integrations import is_deepspeed_zero3_enabled
 
@@ -151,14 +164,16 @@ def check_launch(recipe: Recipe, state: PartialState) -> None:
     if launched > state.num_processes:
         raise RecipeError(
             f"this is one of {launched} launched processes (WORLD_SIZE), but they did not join one process "
-            f"group (this one sees {state.num_processes}); on a machine without GPUs add --training.use_cpu=true")
+            f"group (this one sees {state.num_processes}); on a machine without GPUs add --training.use_cpu=true"
+        )
     sharding = sharded_parameters(recipe)
     enabled = [name for name in MEASUREMENTS if recipe.measurement_args(name).enabled]
     if sharding and enabled:
         flags = " ".join(f"--{name}.enabled=false" for name in enabled)
         raise RecipeError(
             f"{', '.join(enabled)} read whole parameters on the main process alone, which {sharding} shards "
-            f"across processes; switch them off for this launch ({flags}) or use DDP or DeepSpeed ZeRO-2")
+            f"across processes; switch them off for this launch ({flags}) or use DDP or DeepSpeed ZeRO-2"
+        )
 
 
 def prepare_folder(recipe: Recipe, folder: RunFolder, state: PartialState) -> dict[str, Any]:
@@ -185,8 +200,14 @@ def start_values(path: Path, stage_index: int) -> dict[str, float]:
     """EM per set at step 0 of stage ``stage_index`` as metrics.jsonl recorded it (a run resumed
     inside a branch stage measured its start before it was killed)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return {r["subset"]: r["value"] for r in rows if r.get("family") == "eval" and r.get("metric") == "em"
-            and r["stage_index"] == stage_index and r["stage_step"] == 0}
+    return {
+        r["subset"]: r["value"]
+        for r in rows
+        if r.get("family") == "eval"
+        and r.get("metric") == "em"
+        and r["stage_index"] == stage_index
+        and r["stage_step"] == 0
+    }
 
 
 def saved_names(model: torch.nn.Module) -> dict[str, str]:
@@ -212,7 +233,9 @@ def load_stage_weights(model: torch.nn.Module, folder: str) -> None:
     weights = {renamed.get(k, k): v for k, v in load_file(str(Path(folder) / "model.safetensors")).items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     model.tie_weights()
-    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {
+        n for n, _ in model.named_parameters()
+    }
     if unexpected or set(missing) - tied:
         raise RuntimeError(f"the weights in {folder} do not fit the model (missing {missing}, unexpected {unexpected})")
 
@@ -227,8 +250,11 @@ def measured(callbacks: list[Any], max_steps: int) -> list[str]:
             sizes = callback.sizes
             same = len(set(sizes.values())) == 1
             sets = ", ".join(sizes) if same else ", ".join(f"{k} {v:,}" for k, v in sizes.items())
-            name += f" on {len(sizes)} sets" + (f" of {next(iter(sizes.values())):,}" if same and sizes else "") + \
-                (f" ({sets})" if same else f" (n: {sets})")
+            name += (
+                f" on {len(sizes)} sets"
+                + (f" of {next(iter(sizes.values())):,}" if same and sizes else "")
+                + (f" ({sets})" if same else f" (n: {sets})")
+            )
         within = callback.interval and (callback.strategy != "steps" or callback.interval < max_steps)
         when = f"every {callback.interval} {callback.strategy} and at the end" if within else "at the end"
         described.append(f"{name} {when}")
@@ -240,9 +266,18 @@ def stage_banner(recipe: Recipe, index: int, trainer: IMLTrainer, callbacks: lis
     stage = recipe.stages[index]
 
     def banner(state: Any) -> str:
-        return console.stage_banner(index, len(recipe.stages), stage.name, list(stage.train_subsets), dict(stage.replay),
-                                    len(trainer.train_dataset), state.max_steps, measured(callbacks, state.max_steps),
-                                    state.global_step)
+        return console.stage_banner(
+            index,
+            len(recipe.stages),
+            stage.name,
+            list(stage.train_subsets),
+            dict(stage.replay),
+            len(trainer.train_dataset),
+            state.max_steps,
+            measured(callbacks, state.max_steps),
+            state.global_step,
+        )
+
     return banner
 
 
@@ -270,8 +305,11 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     main = state.is_main_process
     with console.timed("corpus", main) as line:
         corpus, tokenizer, tokenized = prepare_data(recipe, state)
-        line["text"] = (f"{recipe.task.name}, " + ", ".join(f"{split} {len(rows):,} rows" for split, rows in corpus.items())
-                        + f"; tokenizer {len(tokenizer):,} tokens")
+        line["text"] = (
+            f"{recipe.task.name}, "
+            + ", ".join(f"{split} {len(rows):,} rows" for split, rows in corpus.items())
+            + f"; tokenizer {len(tokenizer):,} tokens"
+        )
     recipe.check_sequence_lengths(tokenized)  # max_position_embeddings vs the corpus, before anything is written
     with console.timed("evaluation sets and measurement inputs", main) as line:
         evaluation = eval_sets(tokenized, recipe)
@@ -281,10 +319,14 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     try:
         with console.timed("model", main) as line:
             model = build_model(recipe.model, tokenizer)
-            line["text"] = f"{recipe.model.model_name_or_path or recipe.model.architecture}, " \
-                           f"{count_parameters(model)['total']:,} parameters"
+            line["text"] = (
+                f"{recipe.model.model_name_or_path or recipe.model.architecture}, "
+                f"{count_parameters(model)['total']:,} parameters"
+            )
     except OSError as error:
-        raise RecipeError(f"model.model_name_or_path={recipe.model.model_name_or_path!r} cannot be loaded: {error}") from None
+        raise RecipeError(
+            f"model.model_name_or_path={recipe.model.model_name_or_path!r} cannot be loaded: {error}"
+        ) from None
     if recipe.measurement_args("layer_analysis").enabled:
         architecture_of(model)  # an unknown decoder fails now, not at the first stage's end
 
@@ -297,7 +339,9 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         return finish(recipe, state, folder, results, corpus)
     if plan.get("trunk") and not plan["checkpoint"]:
         if main:
-            console.say(f"starting stage {recipe.stages[plan['index']].name} in {work} from the weights of {plan['trunk']}")
+            console.say(
+                f"starting stage {recipe.stages[plan['index']].name} in {work} from the weights of {plan['trunk']}"
+            )
     elif plan["resume"]:
         done = f"after stage {recipe.stages[plan['index'] - 1].name}" if plan["index"] else "at the start"
         where = f"from {plan['checkpoint']}" if plan["checkpoint"] else done
@@ -339,15 +383,22 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         )
         at_start = getattr(recipe.task, "branch", None) is not None and stage.name == recipe.run.branch_stage
         em = SubsetEMCallback(
-            trainer, evaluation, metrics_log, recipe.evaluation.eval_steps, recipe.evaluation.batch_size,
-            answer_match=getattr(recipe.task, "answer_match", "tokens"), loss=recipe.evaluation.loss,
-            at_start=at_start, samples=index == len(recipe.stages) - 1,  # samples.jsonl: the final evaluation's
+            trainer,
+            evaluation,
+            metrics_log,
+            recipe.evaluation.eval_steps,
+            recipe.evaluation.batch_size,
+            answer_match=getattr(recipe.task, "answer_match", "tokens"),
+            loss=recipe.evaluation.loss,
+            at_start=at_start,
+            samples=index == len(recipe.stages) - 1,  # samples.jsonl: the final evaluation's
         )
         trainer.add_callback(em)
         trainer.add_callback(TrainingRows(trainer, metrics_log))
         mechanisms = {
             MEASUREMENTS[name].result_key: MEASUREMENTS[name].callback(
-                trainer, prepared, metrics_log, work, recipe.measurement_args(name))
+                trainer, prepared, metrics_log, work, recipe.measurement_args(name)
+            )
             for name, prepared in inputs.items()
         }
         for callback in mechanisms.values():
@@ -367,8 +418,14 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
             "steps": trainer.state.global_step,
             "train_examples": len(trainer.train_dataset),
             "train_loss": output.training_loss,
-            **({"em_start": (start := em.start or start_values(metrics_log.path, index)),
-                "contrasts_start": contrast_values(recipe.task.contrasts, start)} if at_start else {}),
+            **(
+                {
+                    "em_start": (start := em.start or start_values(metrics_log.path, index)),
+                    "contrasts_start": contrast_values(recipe.task.contrasts, start),
+                }
+                if at_start
+                else {}
+            ),
             **{name: callback.latest for name, callback in mechanisms.items()},
             "measurement_seconds": {
                 name: round(callback.seconds, 3) for name, callback in {"em": em, **mechanisms}.items()
@@ -399,10 +456,15 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     results = {
         "final_em": final["em"],
         "contrasts": final["contrasts"],
-        "intervals": stage_intervals(final, recipe.task.contrasts),  # this run's 95% Wilson (EM) and Newcombe (contrasts)
+        "intervals": stage_intervals(
+            final, recipe.task.contrasts
+        ),  # this run's 95% Wilson (EM) and Newcombe (contrasts)
         "contrast_sets": [[name, *pair] for name, pair in recipe.task.contrasts.items()],  # a list: keeps the order
         "subsets": list(recipe.task.subsets),
-        "stages": {name: {**entry, "intervals": stage_intervals(entry, recipe.task.contrasts)} for name, entry in stages.items()},
+        "stages": {
+            name: {**entry, "intervals": stage_intervals(entry, recipe.task.contrasts)}
+            for name, entry in stages.items()
+        },
         "wall_time_s": round(time.perf_counter() - started + earlier_seconds, 3),
         "corpus": {
             "cache_key": corpus_key(recipe.task, seed),
@@ -411,8 +473,18 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         },
         "parameters": count_parameters(model),
         "checkpoint": checkpoint_origin(recipe),
-        **({"branch": {"index": recipe.task.branch, "pair": recipe.task.branch // 2, "stage": recipe.run.branch_stage,
-                       "trunk": plan.get("trunk")}} if getattr(recipe.task, "branch", None) is not None else {}),
+        **(
+            {
+                "branch": {
+                    "index": recipe.task.branch,
+                    "pair": recipe.task.branch // 2,
+                    "stage": recipe.run.branch_stage,
+                    "trunk": plan.get("trunk"),
+                }
+            }
+            if getattr(recipe.task, "branch", None) is not None
+            else {}
+        ),
         "processes": state.num_processes,  # the global batch is per_device_train_batch_size x processes x accumulation
         "recipe": recipe.resolved,
         "provenance": provenance(),  # versions, git commit, date, command line (no host, user or secret)
@@ -428,8 +500,9 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     return finish(recipe, state, folder, results, corpus)
 
 
-def finish(recipe: Recipe, state: PartialState, folder: RunFolder, results: dict[str, Any],
-           corpus: DatasetDict) -> dict[str, Any]:
+def finish(
+    recipe: Recipe, state: PartialState, folder: RunFolder, results: dict[str, Any], corpus: DatasetDict
+) -> dict[str, Any]:
     """Put the finished run in place of ``output_dir``, then push it to the Hub if asked (a failed
     push leaves the finished run in place)."""
     if state.is_main_process:

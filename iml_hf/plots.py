@@ -16,7 +16,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 from iml_hf.figure_style import OTHER_COLOURS, set_style  # noqa: E402
@@ -32,8 +31,16 @@ DEFAULT_DPI = 200
 RUN_FORMATS, RUN_DPI = ("png",), 110
 #: Identical input, identical files: no creation dates, fixed SVG element ids.
 _METADATA = {"pdf": {"CreationDate": None, "ModDate": None}, "svg": {"Date": None}, "png": {}}
-plt.rcParams.update({"svg.hashsalt": "iml_hf", "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8,
-                     "axes.spines.top": False, "axes.spines.right": False})
+plt.rcParams.update(
+    {
+        "svg.hashsalt": "iml_hf",
+        "font.size": 9,
+        "axes.titlesize": 9,
+        "legend.fontsize": 8,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
 
 Series = dict[str, dict[int, list[float]]]  # series name -> x -> values over seeds
 
@@ -48,15 +55,20 @@ def save_figure(fig, path: Path, dpi: int = DEFAULT_DPI, formats: Sequence[str] 
     try:
         for fmt in formats:
             target = stem.with_name(f"{stem.name}.{fmt}")
-            write_atomic(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches=bbox,
-                                                                   metadata=_METADATA.get(fmt, {})))
+            write_atomic(
+                target,
+                lambda tmp, fmt=fmt: fig.savefig(
+                    tmp, format=fmt, dpi=dpi, bbox_inches=bbox, metadata=_METADATA.get(fmt, {})
+                ),
+            )
     finally:
         plt.close(fig)
     return stem.with_name(f"{stem.name}.{formats[0]}")
 
 
-def _band(ax, xs: list[int], points: dict[int, list[float]], confidence: float, style: dict[str, Any],
-          label: str | None) -> None:
+def _band(
+    ax, xs: list[int], points: dict[int, list[float]], confidence: float, style: dict[str, Any], label: str | None
+) -> None:
     """The mean over seeds at each x with its t-band (no band where one seed)."""
     summaries = [mean_ci(points[x], confidence) for x in xs]
     means = [s["mean"] for s in summaries]
@@ -64,8 +76,15 @@ def _band(ax, xs: list[int], points: dict[int, list[float]], confidence: float, 
     low = [s["ci_low"] if s["n"] > 1 else s["mean"] for s in summaries]
     high = [s["ci_high"] if s["n"] > 1 else s["mean"] for s in summaries]
     if len(xs) == 1:  # one evaluation: a band has no width, an error bar shows the interval
-        ax.errorbar(xs, means, yerr=[[means[0] - low[0]], [high[0] - means[0]]], color=style.get("color"),
-                    capsize=2, lw=1, ls="none")
+        ax.errorbar(
+            xs,
+            means,
+            yerr=[[means[0] - low[0]], [high[0] - means[0]]],
+            color=style.get("color"),
+            capsize=2,
+            lw=1,
+            ls="none",
+        )
     ax.fill_between(xs, low, high, alpha=0.15, color=style.get("color"), lw=0)
 
 
@@ -81,8 +100,9 @@ def _outside_legend(fig, axes, ncol: int = 1) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-                   ncol=ncol)
+        fig.legend(
+            handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, ncol=ncol
+        )
 
 
 def stage_figure(
@@ -102,8 +122,9 @@ def stage_figure(
     dotted, one legend right of the panels."""
     stages = list(em)
     rows = 2 if contrast else 1
-    fig, axes = plt.subplots(rows, len(stages), figsize=(3.3 * len(stages), 2.9 * rows), squeeze=False,
-                             sharey="row", sharex="col")
+    fig, axes = plt.subplots(
+        rows, len(stages), figsize=(3.3 * len(stages), 2.9 * rows), squeeze=False, sharey="row", sharex="col"
+    )
     names = list(dict.fromkeys(s for per_set in em.values() for s in per_set))
     styles = _styles(names, task)
     for column, stage in enumerate(stages):
@@ -113,8 +134,14 @@ def stage_figure(
             if not points:
                 continue
             style = styles[name]
-            _band(ax, sorted(points), points, confidence,
-                  {"color": style.colour, "ls": style.linestyle, "marker": style.marker}, style.label)
+            _band(
+                ax,
+                sorted(points),
+                points,
+                confidence,
+                {"color": style.colour, "ls": style.linestyle, "marker": style.marker},
+                style.label,
+            )
         for level, words in chance:
             ax.axhline(level, color="#555555", ls=(0, (1, 2)), lw=1, label=words)
         ax.set_title(f"{stage} (stage {column + 1} of {len(stages)})")
@@ -125,8 +152,14 @@ def stage_figure(
             cax = axes[1, column]
             points = contrast.get(stage) or {}
             if points:
-                _band(cax, sorted(points), points, confidence, {"color": "#333333", "marker": "o"},
-                      f"{contrast_label}, mean over seeds")
+                _band(
+                    cax,
+                    sorted(points),
+                    points,
+                    confidence,
+                    {"color": "#333333", "marker": "o"},
+                    f"{contrast_label}, mean over seeds",
+                )
             cax.axhline(0, color="black", lw=0.8)
             cax.grid(alpha=0.25)
             if column == 0:
@@ -139,12 +172,19 @@ def stage_figure(
     return save_figure(fig, path, dpi)
 
 
-def _draw(ax, series: Series, boundaries: list[tuple[int, str]], ylabel: str, confidence: float,
-          styles: dict[str, Any]) -> None:
+def _draw(
+    ax, series: Series, boundaries: list[tuple[int, str]], ylabel: str, confidence: float, styles: dict[str, Any]
+) -> None:
     for name, points in series.items():
         style = styles[name]
-        _band(ax, sorted(points), points, confidence, {"color": style.colour, "ls": style.linestyle,
-                                                        "marker": style.marker}, style.label)
+        _band(
+            ax,
+            sorted(points),
+            points,
+            confidence,
+            {"color": style.colour, "ls": style.linestyle, "marker": style.marker},
+            style.label,
+        )
     top = ax.get_ylim()[1]
     start = 0
     for end, stage in boundaries:
@@ -216,8 +256,10 @@ def probe_figure(
         for index, (representation, per_stage) in enumerate(by_representation.items()):
             colour = plt.get_cmap("viridis")(0.1 + 0.55 * index / max(count - 1, 1))
             shift = (index - (count - 1) / 2) * width
-            for key, label, filled in (("accuracy", representation, True),
-                                       ("shuffled", f"{representation}, shuffled labels", False)):
+            for key, label, filled in (
+                ("accuracy", representation, True),
+                ("shuffled", f"{representation}, shuffled labels", False),
+            ):
                 xs, means, errors = [], [], []
                 for position, stage in enumerate(stages):
                     values = (per_stage.get(stage) or {}).get(key) or []
@@ -229,8 +271,18 @@ def probe_figure(
                     half = 0.0 if s["n"] < 2 else (s["ci_high"] - s["ci_low"]) / 2
                     errors.append(half)
                 if xs:
-                    ax.errorbar(xs, means, yerr=errors, ls="none", marker="o" if filled else "s", ms=5,
-                                capsize=2, color=colour, mfc=colour if filled else "white", label=label)
+                    ax.errorbar(
+                        xs,
+                        means,
+                        yerr=errors,
+                        ls="none",
+                        marker="o" if filled else "s",
+                        ms=5,
+                        capsize=2,
+                        color=colour,
+                        mfc=colour if filled else "white",
+                        label=label,
+                    )
             for stage in stages:
                 chance_levels.update((per_stage.get(stage) or {}).get("chance") or [])
         for level in sorted(chance_levels):
@@ -246,8 +298,14 @@ def probe_figure(
     return save_figure(fig, path, dpi)
 
 
-def save_heatmap(matrix: np.ndarray, row_buckets: list[str], path: Path, title: str, dpi: int = DEFAULT_DPI,
-                 formats: Sequence[str] = FIGURE_FORMATS) -> Path:
+def save_heatmap(
+    matrix: np.ndarray,
+    row_buckets: list[str],
+    path: Path,
+    title: str,
+    dpi: int = DEFAULT_DPI,
+    formats: Sequence[str] = FIGURE_FORMATS,
+) -> Path:
     """Heatmap of a cosine matrix with lines between referents and each subset of aliases
     (``row_buckets`` names each row's category; rows of a category are contiguous)."""
     fig, ax = plt.subplots(figsize=(5.6, 4.8))
@@ -270,5 +328,18 @@ def save_heatmap(matrix: np.ndarray, row_buckets: list[str], path: Path, title: 
     return save_figure(fig, path, dpi, formats)
 
 
-__all__ = ["DEFAULT_DPI", "FIGURE_FORMATS", "RUN_DPI", "RUN_FORMATS", "OTHER_COLOURS", "Series", "curve_figure", "plt", "probe_figure",
-           "representation_name", "save_figure", "save_heatmap", "stage_figure"]
+__all__ = [
+    "DEFAULT_DPI",
+    "FIGURE_FORMATS",
+    "RUN_DPI",
+    "RUN_FORMATS",
+    "OTHER_COLOURS",
+    "Series",
+    "curve_figure",
+    "plt",
+    "probe_figure",
+    "representation_name",
+    "save_figure",
+    "save_heatmap",
+    "stage_figure",
+]

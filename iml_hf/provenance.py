@@ -23,8 +23,9 @@ from typing import Any
 #: The libraries whose versions a run records (the model card lists the same).
 LIBRARIES = ("iml_hf", "torch", "transformers", "datasets", "accelerate", "tokenizers", "huggingface_hub")
 #: A command-line key whose value is never recorded: one of its ``_``/``-``/``.``-separated words is one of these.
-SECRET_WORDS = frozenset({"token", "password", "passwd", "secret", "key", "apikey", "credential", "credentials",
-                          "auth"})
+SECRET_WORDS = frozenset(
+    {"token", "password", "passwd", "secret", "key", "apikey", "credential", "credentials", "auth"}
+)
 REDACTED = "REDACTED"
 #: Seconds a ``git`` call may take before the commit is given up as unknown.
 GIT_TIMEOUT_S = 5.0
@@ -46,8 +47,13 @@ def library_versions() -> dict[str, str]:
 def _git(root: Path, *args: str) -> str | None:
     """``git -C root ARGS``'s output, or None when git is missing, fails or takes too long."""
     try:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # read-only: no index refresh
+        done = subprocess.run(
+            ["git", "-C", str(root), *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        )  # read-only: no index refresh
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 PROG = "iml_hf.push_corpus"
 
 
-def stage_corpus(corpus: DatasetDict, task: Task, seed: int, folder: Path, repo_id: str | None = None,
-                 revision: str | None = None) -> Path:
+def stage_corpus(
+    corpus: DatasetDict, task: Task, seed: int, folder: Path, repo_id: str | None = None, revision: str | None = None
+) -> Path:
     """Write ``corpus`` into ``folder`` as one parquet file per split plus its dataset card."""
     from iml_hf.corpus_card import corpus_card, data_file
 
@@ -47,17 +48,26 @@ def upload_corpus(api: HfApi, folder: Path, repo_id: str, revision: str | None, 
     (created if missing; None: main); returns the commit id."""
     if revision and revision != "main":
         api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="dataset", revision=revision,
-                             commit_message=message)
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=folder, repo_type="dataset", revision=revision, commit_message=message
+    )
     return getattr(info, "oid", None)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1], allow_abbrev=False, add_help=False)
-    parser.add_argument("--repo_id", help="the dataset repo ('name' or 'user/name'); default: the recipe's corpus_repo_id")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[1], allow_abbrev=False, add_help=False
+    )
+    parser.add_argument(
+        "--repo_id", help="the dataset repo ('name' or 'user/name'); default: the recipe's corpus_repo_id"
+    )
     parser.add_argument("--revision", help="the branch to push to (created if missing); default: main")
-    parser.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
-                        help="make a new repo private (default: the recipe's hub_private, true unless set)")
+    parser.add_argument(
+        "--private",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make a new repo private (default: the recipe's hub_private, true unless set)",
+    )
     parser.add_argument("--staging_dir", help="write the folder here and keep it (it must be empty or new)")
     parser.add_argument("--dry_run", action="store_true", help="write the folder, upload nothing")
     return parser
@@ -84,8 +94,9 @@ def main(argv: list[str] | None = None, api: HfApi | None = None) -> dict[str, s
             raise RecipeError("no dataset repo to push to: give --repo_id or the recipe key corpus_repo_id")
         problem = repo_id_problem(repo_id) if repo_id else None
         if problem:
-            raise RecipeError(f"{repo_id!r} (--repo_id / corpus_repo_id) is not a Hub repo id; use 'name' or "
-                              f"'user/name' ({problem})")
+            raise RecipeError(
+                f"{repo_id!r} (--repo_id / corpus_repo_id) is not a Hub repo id; use 'name' or 'user/name' ({problem})"
+            )
         staging = Path(options.staging_dir) if options.staging_dir else None
         if staging is not None and staging.exists() and any(staging.iterdir()):
             raise RecipeError(f"--staging_dir={staging} is not empty; give a new or empty folder")
@@ -119,7 +130,9 @@ def main(argv: list[str] | None = None, api: HfApi | None = None) -> dict[str, s
             shutil.rmtree(folder, ignore_errors=True)
     branch = f" (branch {options.revision})" if options.revision else ""
     print(f"pushed the corpus {key} to https://huggingface.co/datasets/{repo_id}{branch}")
-    print(f"read it in a recipe with --corpus_dataset={repo_id} --corpus_revision={commit or options.revision or 'main'}")
+    print(
+        f"read it in a recipe with --corpus_dataset={repo_id} --corpus_revision={commit or options.revision or 'main'}"
+    )
     return {"repo_id": repo_id, "commit": commit, "folder": str(staging) if staging else None}
 
 

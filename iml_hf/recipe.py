@@ -24,14 +24,29 @@ import torch
 import yaml
 from transformers import TrainingArguments
 
-from iml_hf.args import CHECKPOINT_KEYS, FROM_SCRATCH_KEYS, STAGE_FIELDS, EvalArguments, ModelArguments, RunArguments, StageArguments
+from iml_hf.args import (
+    CHECKPOINT_KEYS,
+    FROM_SCRATCH_KEYS,
+    STAGE_FIELDS,
+    EvalArguments,
+    ModelArguments,
+    RunArguments,
+    StageArguments,
+)
+from iml_hf.branching import check_branches
 from iml_hf.hub import check_hub_keys, check_hub_repo_id
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-exported)
-from iml_hf.branching import check_branches
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
 from iml_hf.validation import (  # noqa: F401  (RecipeError and _coerce re-exported)
-    RecipeError, _coerce, check_sequence_lengths, check_stages, check_training_value, conform, conform_cli, invalid,
+    RecipeError,
+    _coerce,
+    check_sequence_lengths,
+    check_stages,
+    check_training_value,
+    conform,
+    conform_cli,
+    invalid,
     suggest,
 )
 
@@ -185,8 +200,10 @@ def _flatten(recipe: dict[str, Any], where: str, origins: dict[str, str] | None 
             reserved = key.rsplit(".", 1)[-1]
             at = (origins or {}).get(key, where)
             if key.startswith(("training.", "stages.")) and reserved in RESERVED_TRAINING_KEYS:
-                raise RecipeError(f"{key} cannot be set: the toolkit sets the TrainingArguments' {reserved} from "
-                                  f"the recipe's top-level '{reserved}' key; set that instead ({at})")
+                raise RecipeError(
+                    f"{key} cannot be set: the toolkit sets the TrainingArguments' {reserved} from "
+                    f"the recipe's top-level '{reserved}' key; set that instead ({at})"
+                )
             _fail_unknown(key, valid, at)
     return flat
 
@@ -200,7 +217,8 @@ def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
         if key == "stages" and isinstance(value, list) and isinstance(base.get("stages"), list):
             inherited = {s.get("name"): s for s in base["stages"] if isinstance(s, dict)}
             merged["stages"] = [
-                _merge(inherited[stage["name"]], stage) if isinstance(stage, dict) and stage.get("name") in inherited
+                _merge(inherited[stage["name"]], stage)
+                if isinstance(stage, dict) and stage.get("name") in inherited
                 else stage
                 for stage in value
             ]
@@ -254,6 +272,7 @@ def load_yaml_origins(path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str,
 
 def _key_lines(node: yaml.Node | None, path: str) -> dict[str, str]:
     """Dotted key -> ``"in <path> line <n>"`` for every key of a recipe file's node tree."""
+
     def at(key_node: yaml.Node) -> str:
         return f"in {path} line {key_node.start_mark.line + 1}"
 
@@ -281,8 +300,10 @@ def _check_duplicate_keys(node: yaml.Node | None, path: str, where: str = "") ->
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             dotted = f"{where}.{key}" if where else str(key)
             if key is not None and key in seen:
-                raise RecipeError(f"recipe file {path!r}: duplicate key '{dotted}' (lines {seen[key]} and "
-                                  f"{key_node.start_mark.line + 1}); YAML would keep only the last, so give it once")
+                raise RecipeError(
+                    f"recipe file {path!r}: duplicate key '{dotted}' (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1}); YAML would keep only the last, so give it once"
+                )
             if key is not None:
                 seen[key] = key_node.start_mark.line + 1
             _check_duplicate_keys(value_node, path, dotted)
@@ -290,8 +311,14 @@ def _check_duplicate_keys(node: yaml.Node | None, path: str, where: str = "") ->
         for i, item in enumerate(node.value):
             name = None
             if isinstance(item, yaml.MappingNode):
-                name = next((v.value for k, v in item.value if getattr(k, "value", None) == "name"
-                             and isinstance(v, yaml.ScalarNode)), None)
+                name = next(
+                    (
+                        v.value
+                        for k, v in item.value
+                        if getattr(k, "value", None) == "name" and isinstance(v, yaml.ScalarNode)
+                    ),
+                    None,
+                )
             _check_duplicate_keys(item, path, f"{where}.{name}" if name else f"{where}[{i}]")
 
 
@@ -397,8 +424,10 @@ def build_recipe(nested: dict[str, Any], source: str | None = None, origins: dic
     for stage in nested.get("stages") or []:
         if "train_subsets" not in stage:
             subsets = list(task_registry()[nested["task"]["name"]].subsets)
-            raise RecipeError(f"stages.{stage['name']}.train_subsets is missing: name the subsets the stage "
-                              f"trains on, some of {subsets} ({where})")
+            raise RecipeError(
+                f"stages.{stage['name']}.train_subsets is missing: name the subsets the stage "
+                f"trains on, some of {subsets} ({where})"
+            )
     nested = _unflatten(flat, [s["name"] for s in nested.get("stages") or []])
     try:
         run = RunArguments(**{k: v for k, v in nested.items() if k not in SECTIONS and k != "stages"})
@@ -413,9 +442,7 @@ def build_recipe(nested: dict[str, Any], source: str | None = None, origins: dic
         stages = []
         for stage in nested["stages"]:
             overrides = {k: v for k, v in stage.items() if k not in STAGE_FIELDS}
-            stages.append(
-                StageArguments(**{k: v for k, v in stage.items() if k in STAGE_FIELDS}, training=overrides)
-            )
+            stages.append(StageArguments(**{k: v for k, v in stage.items() if k in STAGE_FIELDS}, training=overrides))
         check_hub_keys(run, training, stages)  # e.g. training.push_to_hub: the run is pushed once, at the end
     except (TypeError, ValueError) as error:
         raise at(str(error)) from None
@@ -423,8 +450,10 @@ def build_recipe(nested: dict[str, Any], source: str | None = None, origins: dic
         raise RecipeError(f"no stages are defined {where}; add a 'stages:' list")
     for scope, values in [("training", training), *((f"stages.{s.name}", s.training) for s in stages)]:
         if "resume_from_checkpoint" in values:
-            raise at(f"{scope}.resume_from_checkpoint is not used: rerunning the same command resumes a "
-                     f"killed run from its last checkpoint (every checkpoint_steps steps)")
+            raise at(
+                f"{scope}.resume_from_checkpoint is not used: rerunning the same command resumes a "
+                f"killed run from its last checkpoint (every checkpoint_steps steps)"
+            )
     given = set(nested.get("model", {}))
     if model.model_name_or_path is None and given & set(CHECKPOINT_KEYS):
         key = sorted(given & set(CHECKPOINT_KEYS))[0]
@@ -453,8 +482,9 @@ def build_recipe(nested: dict[str, Any], source: str | None = None, origins: dic
             raise at(f"gradient_alignment.subsets names {subset!r}{suggest(subset, list(task.subsets))}")
     for subset in measurements["probes"].subsets or []:
         if subset not in task.subsets:
-            raise at(f"probes.subsets names {subset!r}{suggest(subset, list(task.subsets))} "
-                     f"(subsets: {list(task.subsets)})")
+            raise at(
+                f"probes.subsets names {subset!r}{suggest(subset, list(task.subsets))} (subsets: {list(task.subsets)})"
+            )
     if layers.split not in ("train", "test"):
         raise at(f"layer_analysis.split={layers.split!r}; use 'train' or 'test'")
     recipe = Recipe(run, task, model, evaluation, training, stages, measurements=measurements, source=source)
@@ -471,14 +501,23 @@ def build_recipe(nested: dict[str, Any], source: str | None = None, origins: dic
     recipe.resolved = {
         **dataclasses.asdict(run),
         "task": dataclasses.asdict(task),
-        "model": {k: v for k, v in dataclasses.asdict(model).items()  # a checkpoint's config fixes its sizes
-                  if not (model.model_name_or_path and k in FROM_SCRATCH_KEYS)},
+        "model": {
+            k: v
+            for k, v in dataclasses.asdict(model).items()  # a checkpoint's config fixes its sizes
+            if not (model.model_name_or_path and k in FROM_SCRATCH_KEYS)
+        },
         "evaluation": dataclasses.asdict(evaluation),
         **{name: dataclasses.asdict(args) for name, args in measurements.items()},
         "training": {**TRAINING_DEFAULTS, **training},
         "stages": [
-            {"name": s.name, "train_subsets": s.train_subsets, "train_kinds": s.train_kinds, "replay": s.replay,
-             "reset_optimizer": s.reset_optimizer, **s.training}
+            {
+                "name": s.name,
+                "train_subsets": s.train_subsets,
+                "train_kinds": s.train_kinds,
+                "replay": s.replay,
+                "reset_optimizer": s.reset_optimizer,
+                **s.training,
+            }
             for s in stages
         ],
     }
@@ -509,8 +548,12 @@ def parse_recipe(argv: list[str], prog: str = "iml_hf.train") -> Recipe:
     return _with_overrides(nested, flat, overrides, path, {**origins, **given})
 
 
-def recipe_from(nested: dict[str, Any], overrides: dict[str, Any] | None = None, source: str | None = None,
-                origins: dict[str, str] | None = None) -> Recipe:
+def recipe_from(
+    nested: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    source: str | None = None,
+    origins: dict[str, str] | None = None,
+) -> Recipe:
     """``nested`` (a recipe mapping, as :func:`load_yaml` reads it) with ``overrides`` (``{dotted key:
     Python value}``) on top, validated: the Python API's parser (values are not read as YAML)."""
     nested, overrides = copy.deepcopy(nested), dict(overrides or {})
@@ -526,8 +569,9 @@ def recipe_from(nested: dict[str, Any], overrides: dict[str, Any] | None = None,
     return _with_overrides(nested, flat, overrides, source, {**(origins or {}), **given})
 
 
-def _with_overrides(nested: dict[str, Any], flat: dict[str, Any], overrides: dict[str, Any], source: str | None,
-                    origins: dict[str, str]) -> Recipe:
+def _with_overrides(
+    nested: dict[str, Any], flat: dict[str, Any], overrides: dict[str, Any], source: str | None, origins: dict[str, str]
+) -> Recipe:
     """The recipe ``flat`` (checked dotted keys of ``nested``) with ``overrides`` on top, built."""
     if overrides.get("model.model_name_or_path") is not None:  # a checkpoint replaces the file's from-scratch model
         flat = {k: v for k, v in flat.items() if not (k.startswith("model.") and k[6:] in FROM_SCRATCH_KEYS)}

@@ -33,15 +33,23 @@ from typing import Any
 import numpy as np
 
 from iml_hf.figure_style import ROLE_COLOURS, chance_levels, role_label, subset_roles
+from iml_hf.gate import NOT_INTERPRETABLE, gate, gated_sides
 from iml_hf.io import write_json_atomic
-from iml_hf.plots import DEFAULT_DPI, Series, curve_figure, probe_figure, representation_name, save_heatmap, stage_figure
-from iml_hf.tables import with_table_files
-from iml_hf.resolved import configuration, configuration_defaults, same_configuration
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.nested_report import _plain, contrast_curve_figure, nested_markdown, summarize_nested
 from iml_hf.nested_stats import nested_summary
+from iml_hf.plots import (
+    DEFAULT_DPI,
+    Series,
+    curve_figure,
+    probe_figure,
+    representation_name,
+    save_heatmap,
+    stage_figure,
+)
+from iml_hf.resolved import configuration, configuration_defaults, same_configuration
 from iml_hf.stats import difference, mean_ci, paired_greater
-from iml_hf.gate import NOT_INTERPRETABLE, gate, gated_sides
+from iml_hf.tables import with_table_files
 from iml_hf.tasks import eval_set_order, eval_set_subset, get_task_class, make_task
 
 
@@ -97,7 +105,11 @@ def results_problem(results: Any) -> str | None:
     if not isinstance(stages, dict) or not stages:
         return "stages is empty or not an object"
     for name, stage in stages.items():
-        if not isinstance(stage, dict) or not isinstance(stage.get("em"), dict) or not isinstance(stage.get("steps"), int):
+        if (
+            not isinstance(stage, dict)
+            or not isinstance(stage.get("em"), dict)
+            or not isinstance(stage.get("steps"), int)
+        ):
             return f"stage {name!r} lacks its em values or steps"
         bad = [s for s, v in stage["em"].items() if not _number(v)]
         if bad:
@@ -121,7 +133,9 @@ def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
             row = json.loads(line)
         except ValueError as error:
             if index == len(numbered) - 1:
-                notes.append(f"{path}: skipped its last line {number}, cut off ({error}): a killed writer's partial line")
+                notes.append(
+                    f"{path}: skipped its last line {number}, cut off ({error}): a killed writer's partial line"
+                )
                 break
             raise BadRun(path, f"line {number} is not a JSON object ({error})") from None
         if not isinstance(row, dict):
@@ -174,8 +188,10 @@ def load_runs(root: Path) -> Loaded:
             entries = json.loads(manifest.read_text())["runs"]
             entries = [(e["name"], dict(e.get("overrides") or {}), e) for e in entries]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{manifest} is not a readable sweep manifest ({type(error).__name__}: {error}); "
-                             f"move it aside to report the runs found under {root}") from None
+            raise ValueError(
+                f"{manifest} is not a readable sweep manifest ({type(error).__name__}: {error}); "
+                f"move it aside to report the runs found under {root}"
+            ) from None
         for name, overrides, entry in entries:
             path = root / name
             if (path / "results.json").exists():
@@ -236,7 +252,8 @@ def group_runs(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
                 raise DuplicateRuns(
                     f"{seen[key].path} and {run.path} are both {what} of the group '{label}' (the same "
                     "configuration): one is a copy or a rerun of the other; move one of them out of the folder so "
-                    "that no run counts twice")
+                    "that no run counts twice"
+                )
             seen[key] = run
     return groups
 
@@ -246,7 +263,9 @@ def _family(row: dict[str, Any]) -> str:
     rows had bare metric names, the others ``<family>/<metric>``)."""
     if "family" in row:
         return row["family"]
-    return row["metric"].split("/", 1)[0] if "/" in row["metric"] else ("eval" if row["metric"] == "em" else "embedding")
+    return (
+        row["metric"].split("/", 1)[0] if "/" in row["metric"] else ("eval" if row["metric"] == "em" else "embedding")
+    )
 
 
 def _stage_ends(run: RunRecord) -> list[tuple[int, str]]:
@@ -292,7 +311,8 @@ def gates(runs: list[RunRecord], contrasts: dict[str, tuple[str, str]], confiden
         for base in getattr(task, "base_task_sets", ()):
             if any(base in r.results["stages"][stage]["em"] for r in runs):
                 out["base_task"].setdefault(stage, {})[base] = _nested_cell(
-                    [(r, r.results["stages"][stage]["em"].get(base)) for r in runs], confidence)
+                    [(r, r.results["stages"][stage]["em"].get(base)) for r in runs], confidence
+                )
     return out
 
 
@@ -305,7 +325,9 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
     first = runs[0].results
     stages = list(first["stages"])
     # results.json stores keys sorted: put the sets back in the task's order
-    sets = eval_set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first))
+    sets = eval_set_order(
+        list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first)
+    )
     contrasts = _contrast_sets(first)
     summary: dict[str, Any] = {
         "runs": len(runs),
@@ -313,8 +335,14 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
         "stage_ends": _stage_ends(runs[0]),
         "contrast_sets": {name: list(pair) for name, pair in contrasts.items()},
         "em": {
-            stage: {s: mean_ci([r.results["stages"][stage]["em"][s] for r in runs if s in r.results["stages"][stage]["em"]],
-                               confidence) for s in sets if s in first["stages"][stage]["em"]}
+            stage: {
+                s: mean_ci(
+                    [r.results["stages"][stage]["em"][s] for r in runs if s in r.results["stages"][stage]["em"]],
+                    confidence,
+                )
+                for s in sets
+                if s in first["stages"][stage]["em"]
+            }
             for stage in stages
         },
         "contrasts": {},
@@ -326,22 +354,30 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
             if all({a, b} <= set(r.results["stages"][stage]["em"]) for r in runs):
                 ems = [(r.results["stages"][stage]["em"][a], r.results["stages"][stage]["em"][b]) for r in runs]
                 per_stage[stage] = paired_greater([x for x, _ in ems], [y for _, y in ems], confidence)
-                per_stage[stage]["per_run"] = {r.name: None if x is None or y is None else x - y
-                                               for r, (x, y) in zip(runs, ems)}
+                per_stage[stage]["per_run"] = {
+                    r.name: None if x is None or y is None else x - y for r, (x, y) in zip(runs, ems)
+                }
         if per_stage:
             summary["contrasts"][name] = per_stage
     for spec in MEASUREMENTS.values():
         for reader in spec.report:
             if not all(spec.result_key in r.results["stages"][stages[-1]] for r in runs):
                 continue
-            values = {stage: [reader.read(r.results["stages"][stage][spec.result_key]) for r in runs] for stage in stages}
+            values = {
+                stage: [reader.read(r.results["stages"][stage][spec.result_key]) for r in runs] for stage in stages
+            }
             names = [s for s in values[stages[-1]][0]]
-            table = {stage: {s: mean_ci([v[s] for v in values[stage] if s in v], confidence) for s in names} for stage in stages}
+            table = {
+                stage: {s: mean_ci([v[s] for v in values[stage] if s in v], confidence) for s in names}
+                for stage in stages
+            }
             tests = {}
             for name, (a, b) in contrasts.items():
                 if {a, b} <= set(names):
-                    tests[name] = {stage: paired_greater([v[a] for v in values[stage]], [v[b] for v in values[stage]], confidence)
-                                   for stage in stages}
+                    tests[name] = {
+                        stage: paired_greater([v[a] for v in values[stage]], [v[b] for v in values[stage]], confidence)
+                        for stage in stages
+                    }
             summary[spec.result_key] = {"at_stage_end": table, "contrasts": tests}
     return summary
 
@@ -351,30 +387,45 @@ def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[
     seeds, and every contrast nested (``iml_hf.nested_report``)."""
     first = runs[0].results
     stages = list(first["stages"])
-    sets = eval_set_order(list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first))
+    sets = eval_set_order(
+        list(dict.fromkeys(s for stage in first["stages"].values() for s in stage["em"])), _subsets(first)
+    )
     contrasts = _contrast_sets(first)
     seeds = sorted({r.seed for r in runs})
-    em = {stage: {s: _nested_cell([(r, r.results["stages"][stage]["em"].get(s)) for r in runs], confidence)
-                  for s in sets if any(s in r.results["stages"][stage]["em"] for r in runs)}
-          for stage in stages}
+    em = {
+        stage: {
+            s: _nested_cell([(r, r.results["stages"][stage]["em"].get(s)) for r in runs], confidence)
+            for s in sets
+            if any(s in r.results["stages"][stage]["em"] for r in runs)
+        }
+        for stage in stages
+    }
     nested = summarize_nested(runs, contrasts, confidence)
     measured = {}
     for spec in MEASUREMENTS.values():
         for reader in spec.report:
             if not all(spec.result_key in r.results["stages"][stages[-1]] for r in runs):
                 continue
-            values = {stage: [(r, reader.read(r.results["stages"][stage][spec.result_key])) for r in runs
-                              if spec.result_key in r.results["stages"][stage]] for stage in stages}
+            values = {
+                stage: [
+                    (r, reader.read(r.results["stages"][stage][spec.result_key]))
+                    for r in runs
+                    if spec.result_key in r.results["stages"][stage]
+                ]
+                for stage in stages
+            }
             names = list(values[stages[-1]][0][1])
 
             def nest(stage: str, pick) -> dict[str, Any]:
-                return _nested_cell([(r, pick(v)) for r, v in values[stage]], confidence)
+                return _nested_cell([(r, pick(v)) for r, v in values[stage]], confidence)  # noqa: B023
 
             measured[spec.result_key] = {
                 "at_stage_end": {stage: {n: nest(stage, lambda v, n=n: v.get(n)) for n in names} for stage in stages},
-                "contrasts": {name: {stage: nest(stage, lambda v, a=a, b=b: difference(v, a, b))
-                                     for stage in stages}
-                              for name, (a, b) in contrasts.items() if {a, b} <= set(names)},
+                "contrasts": {
+                    name: {stage: nest(stage, lambda v, a=a, b=b: difference(v, a, b)) for stage in stages}
+                    for name, (a, b) in contrasts.items()
+                    if {a, b} <= set(names)
+                },
             }
     return {
         "runs": len(runs),
@@ -386,8 +437,10 @@ def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[
         "contrasts": {name: entry["per_stage"] for name, entry in nested.items() if entry["per_stage"]},
         "nested": nested,
         "wall_time_s": mean_ci([r.results["wall_time_s"] for r in runs], confidence),
-        "branch_stage_seconds": mean_ci([sum(e["wall_time_s"] for e in r.results["stages"].values()
-                                             if not e.get("shared_trunk")) for r in runs], confidence),
+        "branch_stage_seconds": mean_ci(
+            [sum(e["wall_time_s"] for e in r.results["stages"].values() if not e.get("shared_trunk")) for r in runs],
+            confidence,
+        ),
         **measured,
     }
 
@@ -401,47 +454,69 @@ def _cell(s: dict[str, float], signed: bool = False) -> str:
     return f"{s['mean']:{spec}}{interval}"
 
 
-def _table(title: str, rows: dict[str, dict[str, dict[str, float]]], signed: bool = False,
-           transpose: bool = False) -> list[str]:
+def _table(
+    title: str, rows: dict[str, dict[str, dict[str, float]]], signed: bool = False, transpose: bool = False
+) -> list[str]:
     """A Markdown table of ``{stage: {column: summary}}``; ``transpose`` puts stages in columns
     (for many evaluation sets)."""
     stages = list(rows)
     columns = list(dict.fromkeys(c for values in rows.values() for c in values))
     if transpose:
         lines = [f"**{title}**", "", "| set | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(_cell(rows[stage].get(c, {}), signed) for stage in stages) + " |"
-                  for c in columns]
+        lines += [
+            f"| {c} | " + " | ".join(_cell(rows[stage].get(c, {}), signed) for stage in stages) + " |" for c in columns
+        ]
         return lines + [""]
     lines = [f"**{title}**", "", "| stage | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {stage} | " + " | ".join(_cell(values.get(c, {}), signed) for c in columns) + " |"
-              for stage, values in rows.items()]
+    lines += [
+        f"| {stage} | " + " | ".join(_cell(values.get(c, {}), signed) for c in columns) + " |"
+        for stage, values in rows.items()
+    ]
     return lines + [""]
 
 
 def _test_line(name: str, test: dict[str, float], confidence: float) -> str:
     pct = round(100 * confidence)
-    return (f"{name}: mean {test['mean']:+.4f}, {pct}% CI [{test['ci_low']:+.4f}, {test['ci_high']:+.4f}], "
-            f"one-sided paired t-test t = {test['t']:.2f}, p = {test['p_value']:.4g} (n = {test['n']})")
+    return (
+        f"{name}: mean {test['mean']:+.4f}, {pct}% CI [{test['ci_low']:+.4f}, {test['ci_high']:+.4f}], "
+        f"one-sided paired t-test t = {test['t']:.2f}, p = {test['p_value']:.4g} (n = {test['n']})"
+    )
 
 
 def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> list[str]:
     """The tables and test lines of one group, in Markdown."""
     pct = round(100 * confidence)
-    lines = [f"## {label}", "", f"{summary['runs']} runs, seeds {summary['seeds']}; "
-             f"mean wall time {summary['wall_time_s']['mean']:.0f} s per run.", ""]
+    lines = [
+        f"## {label}",
+        "",
+        f"{summary['runs']} runs, seeds {summary['seeds']}; "
+        f"mean wall time {summary['wall_time_s']['mean']:.0f} s per run.",
+        "",
+    ]
     lines += gate_markdown(summary, confidence)
     if "nested" in summary:
-        lines[2] = (f"{len(summary['seeds'])} seeds x {len(summary['branches'])} branches ({summary['runs']} runs), "
-                     f"seeds {summary['seeds']}; every interval below is over seeds (branches averaged within a seed "
-                     "first); mean time of a branch's own stages "
-                     f"{summary['branch_stage_seconds']['mean']:.0f} s.")
+        lines[2] = (
+            f"{len(summary['seeds'])} seeds x {len(summary['branches'])} branches ({summary['runs']} runs), "
+            f"seeds {summary['seeds']}; every interval below is over seeds (branches averaged within a seed "
+            "first); mean time of a branch's own stages "
+            f"{summary['branch_stage_seconds']['mean']:.0f} s."
+        )
         last = list(summary["em"])[-1]
         verdicts = {name: _gate_verdict(summary, name, last) for name in summary["nested"]}
         lines += nested_markdown(summary["nested"], summary["contrast_sets"], confidence, verdicts)
     if summary["contrasts"]:
-        test = ("one-sided t-test over seeds of the branch-averaged difference (stages before the branch stage: "
-                "the trunk's own split)" if "nested" in summary else "one-sided paired t-test of a > b")
-        lines += [f"**Contrasts** EM(a) - EM(b) at the end of each stage: mean [{pct}% CI] over seeds, {test}", "", "| contrast | stage | mean [CI] | t | p | n |", "|---|---|---|---|---|---|"]
+        test = (
+            "one-sided t-test over seeds of the branch-averaged difference (stages before the branch stage: "
+            "the trunk's own split)"
+            if "nested" in summary
+            else "one-sided paired t-test of a > b"
+        )
+        lines += [
+            f"**Contrasts** EM(a) - EM(b) at the end of each stage: mean [{pct}% CI] over seeds, {test}",
+            "",
+            "| contrast | stage | mean [CI] | t | p | n |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, per_stage in summary["contrasts"].items():
             a, b = summary["contrast_sets"][name]
             for stage, test in per_stage.items():
@@ -451,8 +526,9 @@ def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> li
                     t, p = "-", NOT_INTERPRETABLE
                 lines.append(f"| {name} ({a} - {b}) | {stage} | {_cell(test, signed=True)} | {t} | {p} | {test['n']} |")
         lines.append("")
-    lines += _table(f"Exact match at the end of each stage (mean [{pct}% CI] over seeds)", summary["em"],
-                    transpose=True)
+    lines += _table(
+        f"Exact match at the end of each stage (mean [{pct}% CI] over seeds)", summary["em"], transpose=True
+    )
     for spec in MEASUREMENTS.values():
         for reader in spec.report:
             if spec.result_key in summary:
@@ -460,7 +536,10 @@ def group_markdown(label: str, summary: dict[str, Any], confidence: float) -> li
                 for name, per_stage in summary[spec.result_key]["contrasts"].items():
                     for stage, test in per_stage.items():
                         if not math.isnan(test["t"]):
-                            lines += [_test_line(f"{name} ({reader.family}) at the end of {stage}", test, confidence), ""]
+                            lines += [
+                                _test_line(f"{name} ({reader.family}) at the end of {stage}", test, confidence),
+                                "",
+                            ]
     return lines
 
 
@@ -473,10 +552,20 @@ def _curves(runs: list[RunRecord], select) -> dict[str, Series]:
             picked = select(row) if row.get("value") is not None else None  # null: NaN written as strict JSON
             if picked:
                 panel, series = picked
-                (collected.setdefault(panel, {}).setdefault(series, {}).setdefault(row["global_step"], {})
-                 .setdefault(run.seed, []).append(row["value"]))
-    return {panel: {series: {step: [sum(v) / len(v) for v in per_seed.values()] for step, per_seed in steps.items()}
-                    for series, steps in by_series.items()} for panel, by_series in collected.items()}
+                (
+                    collected.setdefault(panel, {})
+                    .setdefault(series, {})
+                    .setdefault(row["global_step"], {})
+                    .setdefault(run.seed, [])
+                    .append(row["value"])
+                )
+    return {
+        panel: {
+            series: {step: [sum(v) / len(v) for v in per_seed.values()] for step, per_seed in steps.items()}
+            for series, steps in by_series.items()
+        }
+        for panel, by_series in collected.items()
+    }
 
 
 def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str, dpi: int = DEFAULT_DPI) -> list[Path]:
@@ -487,8 +576,10 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str, dpi: int = DEF
     if not folders:
         return []
     labels = [json.loads((f / "labels.json").read_text()) for f in folders]
-    layout = [list(zip(lab["buckets"], lab.get("row_referents", lab.get("row_numbers", [None] * len(lab["buckets"])))))
-              for lab in labels]
+    layout = [
+        list(zip(lab["buckets"], lab.get("row_referents", lab.get("row_numbers", [None] * len(lab["buckets"])))))
+        for lab in labels
+    ]
     same = [f for f, rows in zip(folders, layout) if rows == layout[0]]
     written = []
     for index, stage in enumerate(_stage_order(runs)):
@@ -499,10 +590,18 @@ def _mean_heatmaps(runs: list[RunRecord], out: Path, suffix: str, dpi: int = DEF
                 matrices.append(np.load(files[-1]))
         if matrices:
             path = out / f"embeddings_{index}-{stage}{suffix}.png"
-            runs_note = f"mean over {len(matrices)} runs" if len(same) == len(folders) else (
-                f"mean over the {len(matrices)} of {len(folders)} runs with the same row layout")
-            save_heatmap(np.mean(matrices, axis=0), labels[0]["buckets"], path,
-                         f"input-embedding cosines at the end of {stage}, {runs_note}", dpi)
+            runs_note = (
+                f"mean over {len(matrices)} runs"
+                if len(same) == len(folders)
+                else (f"mean over the {len(matrices)} of {len(folders)} runs with the same row layout")
+            )
+            save_heatmap(
+                np.mean(matrices, axis=0),
+                labels[0]["buckets"],
+                path,
+                f"input-embedding cosines at the end of {stage}, {runs_note}",
+                dpi,
+            )
             written.append(path)
     return written
 
@@ -519,7 +618,9 @@ def _per_seed(values: dict[int, list[float]]) -> list[float]:
     return [sum(v) / len(v) for v in values.values()]
 
 
-def stage_series(runs: list[RunRecord], a: str | None = None, b: str | None = None) -> dict[str, dict[str, dict[int, list[float]]]]:
+def stage_series(
+    runs: list[RunRecord], a: str | None = None, b: str | None = None
+) -> dict[str, dict[str, dict[int, list[float]]]]:
     """Held-out EM per stage, set and step within the stage (``{stage: {set: {step: per-seed
     values}}}``, branches averaged within a seed); with ``a`` and ``b`` instead the difference
     EM(a) - EM(b) per stage and step (``{stage: {"contrast": {step: per-seed values}}}``)."""
@@ -532,15 +633,30 @@ def stage_series(runs: list[RunRecord], a: str | None = None, b: str | None = No
         for (stage, step), em in at.items():
             if a is None:
                 for name, value in em.items():
-                    (collected.setdefault(stage, {}).setdefault(name, {}).setdefault(step, {})
-                     .setdefault(run.seed, []).append(value))
+                    (
+                        collected.setdefault(stage, {})
+                        .setdefault(name, {})
+                        .setdefault(step, {})
+                        .setdefault(run.seed, [])
+                        .append(value)
+                    )
             elif difference(em, a, b) is not None:
-                (collected.setdefault(stage, {}).setdefault("contrast", {}).setdefault(step, {})
-                 .setdefault(run.seed, []).append(difference(em, a, b)))
+                (
+                    collected.setdefault(stage, {})
+                    .setdefault("contrast", {})
+                    .setdefault(step, {})
+                    .setdefault(run.seed, [])
+                    .append(difference(em, a, b))
+                )
     order = _stage_order(runs)
-    return {stage: {name: {step: _per_seed(per_seed) for step, per_seed in sorted(steps.items())}
-                    for name, steps in collected[stage].items()}
-            for stage in order if stage in collected}
+    return {
+        stage: {
+            name: {step: _per_seed(per_seed) for step, per_seed in sorted(steps.items())}
+            for name, steps in collected[stage].items()
+        }
+        for stage in order
+        if stage in collected
+    }
 
 
 def sample_size(runs: list[RunRecord]) -> str:
@@ -555,8 +671,14 @@ def _role_note(task: type | None, names: list[str]) -> str:
     """Which colour is which role, for the sets drawn."""
     roles = subset_roles(task)
     present = list(dict.fromkeys(roles[eval_set_subset(n)[1]] for n in names if eval_set_subset(n)[1] in roles))
-    colour_names = {"#1f5fa8": "blue", "#c0392b": "red", "#2e8b57": "green", "#8e44ad": "purple",
-                    "#7f7f7f": "grey", "#111111": "black"}
+    colour_names = {
+        "#1f5fa8": "blue",
+        "#c0392b": "red",
+        "#2e8b57": "green",
+        "#8e44ad": "purple",
+        "#7f7f7f": "grey",
+        "#111111": "black",
+    }
     words = ", ".join(f"{colour_names[ROLE_COLOURS[r]]} {role_label(r)}" for r in present)
     return f"Colours by role, the same in every task's figures: {words}." if words else ""
 
@@ -578,16 +700,24 @@ def _probe_targets(runs: list[RunRecord]) -> dict[str, dict[str, dict[str, dict[
                 continue
             for key, value in (("accuracy", r["value"]), ("shuffled", r.get("shuffled")), ("chance", r.get("chance"))):
                 if value is not None:
-                    collected.setdefault((r["subset"], representation_name(r["metric"]), r["stage"], key), {}) \
-                        .setdefault(run.seed, []).append(value)
+                    collected.setdefault(
+                        (r["subset"], representation_name(r["metric"]), r["stage"], key), {}
+                    ).setdefault(run.seed, []).append(value)
     out: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
     for (target, representation, stage, key), per_seed in collected.items():
         out.setdefault(target, {}).setdefault(representation, {}).setdefault(stage, {})[key] = _per_seed(per_seed)
     return out
 
 
-def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidence: float,
-            nested: dict[str, Any] | None = None, dpi: int = DEFAULT_DPI) -> list[tuple[Path, str]]:
+def figures(
+    runs: list[RunRecord],
+    out: Path,
+    suffix: str,
+    label: str,
+    confidence: float,
+    nested: dict[str, Any] | None = None,
+    dpi: int = DEFAULT_DPI,
+) -> list[tuple[Path, str]]:
     """The figures of one group with a caption each (``(png path, caption)``; PDF and SVG beside
     each PNG): EM in one panel per stage with the headline contrast beneath, each measurement's
     curves, the probes per stage end, mean heatmaps and, for a branched group, the contrasts over
@@ -600,12 +730,16 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
     contrasts = _contrast_sets(runs[0].results)
     written: list[tuple[Path, str]] = []
     all_em = stage_series(runs)
-    kinds = ((0, "em_curves", "Exact match per stage", "held-out questions"),
-             (1, "assoc_em_curves", "Entity association per stage", "the entity-association questions"),
-             (2, "train_em_curves", "Exact match on training rows per stage", "training rows (monitoring sets)"))
+    kinds = (
+        (0, "em_curves", "Exact match per stage", "held-out questions"),
+        (1, "assoc_em_curves", "Entity association per stage", "the entity-association questions"),
+        (2, "train_em_curves", "Exact match on training rows per stage", "training rows (monitoring sets)"),
+    )
     for place, stem, what, rows in kinds:
-        em = {stage: {name: v for name, v in per_set.items() if eval_set_subset(name)[0] == place}
-              for stage, per_set in all_em.items()}
+        em = {
+            stage: {name: v for name, v in per_set.items() if eval_set_subset(name)[0] == place}
+            for stage, per_set in all_em.items()
+        }
         em = {stage: per_set for stage, per_set in em.items() if per_set}
         if not em:
             continue
@@ -615,16 +749,29 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
         contrast = {stage: v["contrast"] for stage, v in stage_series(runs, *headline[1:]).items()} if headline else {}
         contrast_label = f"EM({headline[1]}) - EM({headline[2]})" if headline else ""
         chance = chance_levels(task_config) if place == 0 else []
-        path = stage_figure(em, out / f"{stem}{suffix}.png", f"{what} ({label})\n{n}; {band}",
-                            confidence, task, contrast or None, contrast_label, chance, dpi)
-        caption = (f"Exact match on {rows} at every evaluation, one panel per stage (x: step within the stage); "
-                   f"lines: mean over seeds, {n}; {band}. {_role_note(task, names)} Solid: sets defined only in the "
-                   "IML stage (and the base task); dashed: sets whose questions were also trained.")
+        path = stage_figure(
+            em,
+            out / f"{stem}{suffix}.png",
+            f"{what} ({label})\n{n}; {band}",
+            confidence,
+            task,
+            contrast or None,
+            contrast_label,
+            chance,
+            dpi,
+        )
+        caption = (
+            f"Exact match on {rows} at every evaluation, one panel per stage (x: step within the stage); "
+            f"lines: mean over seeds, {n}; {band}. {_role_note(task, names)} Solid: sets defined only in the "
+            "IML stage (and the base task); dashed: sets whose questions were also trained."
+        )
         if chance:
             caption += " Dotted horizontal line: " + "; ".join(words for _, words in chance) + "."
         if headline:
-            caption += (f" Bottom row: the declared contrast {headline[0]}, {contrast_label} per seed, its mean and "
-                        f"{pct}% t-interval over seeds (before the IML stage: the split's own noise).")
+            caption += (
+                f" Bottom row: the declared contrast {headline[0]}, {contrast_label} per seed, its mean and "
+                f"{pct}% t-interval over seeds (before the IML stage: the split's own noise)."
+            )
         written.append((path, caption))
     stages = _stage_order(runs)
     for spec in MEASUREMENTS.values():
@@ -632,32 +779,77 @@ def figures(runs: list[RunRecord], out: Path, suffix: str, label: str, confidenc
             if reader.family == "probes":
                 targets = _probe_targets(runs)
                 if targets:
-                    path = probe_figure(targets, stages, out / f"{reader.family}{suffix}.png",
-                                        f"{reader.curve_title} ({label})\n{n}; error bars: {pct}% t-intervals over seeds", confidence, dpi)
-                    written.append((path, f"Held-out accuracy of linear probes at each stage end (probes run only "
-                                          f"there: no line between stages), per representation; filled: probe, hollow: "
-                                          f"the same probe on shuffled labels, dotted: chance; {n}; error bars: "
-                                          f"{pct}% t-intervals over seeds."))
+                    path = probe_figure(
+                        targets,
+                        stages,
+                        out / f"{reader.family}{suffix}.png",
+                        f"{reader.curve_title} ({label})\n{n}; error bars: {pct}% t-intervals over seeds",
+                        confidence,
+                        dpi,
+                    )
+                    written.append(
+                        (
+                            path,
+                            f"Held-out accuracy of linear probes at each stage end (probes run only "
+                            f"there: no line between stages), per representation; filled: probe, hollow: "
+                            f"the same probe on shuffled labels, dotted: chance; {n}; error bars: "
+                            f"{pct}% t-intervals over seeds.",
+                        )
+                    )
                 continue
-            curves = _curves(runs, lambda r: (reader.metric or r["metric"], r["subset"])
-                             if _family(r) == reader.family and (reader.metric is None or r["metric"] == reader.metric) else None)
+            curves = _curves(
+                runs,
+                lambda r: (
+                    (reader.metric or r["metric"], r["subset"])  # noqa: B023
+                    if _family(r) == reader.family and (reader.metric is None or r["metric"] == reader.metric)  # noqa: B023
+                    else None
+                ),
+            )
             if curves:
                 names = list(dict.fromkeys(s for series in curves.values() for s in series))
-                path = curve_figure(curves, _stage_ends(runs[0]), out / f"{reader.family}{suffix}.png",
-                                    f"{reader.curve_title} ({label})\n{n}; {band}", reader.ylabel, confidence, task, dpi)
-                written.append((path, f"{reader.curve_title} over training (dashed verticals: stage ends); mean over "
-                                      f"seeds, {n}; {band}. {_role_note(task, names)} Solid: sets defined only in the "
-                                      "IML stage; dashed: sets whose questions were also trained."))
+                path = curve_figure(
+                    curves,
+                    _stage_ends(runs[0]),
+                    out / f"{reader.family}{suffix}.png",
+                    f"{reader.curve_title} ({label})\n{n}; {band}",
+                    reader.ylabel,
+                    confidence,
+                    task,
+                    dpi,
+                )
+                written.append(
+                    (
+                        path,
+                        f"{reader.curve_title} over training (dashed verticals: stage ends); mean over "
+                        f"seeds, {n}; {band}. {_role_note(task, names)} Solid: sets defined only in the "
+                        "IML stage; dashed: sets whose questions were also trained.",
+                    )
+                )
     if nested:
-        path = contrast_curve_figure(nested, {k: list(v) for k, v in contrasts.items()},
-                                     out / f"contrast_curves{suffix}.png",
-                                     f"Contrasts over the branch stage ({label})", confidence, dpi)
+        path = contrast_curve_figure(
+            nested,
+            {k: list(v) for k, v in contrasts.items()},
+            out / f"contrast_curves{suffix}.png",
+            f"Contrasts over the branch stage ({label})",
+            confidence,
+            dpi,
+        )
         if path:
-            written.append((path, f"Each declared contrast at every evaluation of the branch stage (step 0: its start, "
-                                  f"before training); nested mean over seeds ({n}), {band}; dashed red: the declared "
-                                  "read-out step."))
-    written += [(path, f"Input-embedding cosines (numbers and aliases per bucket) at the end of the stage, mean over "
-                       f"runs; {n}.") for path in _mean_heatmaps(runs, out, suffix, dpi)]
+            written.append(
+                (
+                    path,
+                    f"Each declared contrast at every evaluation of the branch stage (step 0: its start, "
+                    f"before training); nested mean over seeds ({n}), {band}; dashed red: the declared "
+                    "read-out step.",
+                )
+            )
+    written += [
+        (
+            path,
+            f"Input-embedding cosines (numbers and aliases per bucket) at the end of the stage, mean over runs; {n}.",
+        )
+        for path in _mean_heatmaps(runs, out, suffix, dpi)
+    ]
     return written
 
 
@@ -677,9 +869,13 @@ def gate_markdown(summary: dict[str, Any], confidence: float) -> list[str]:
     if not gated.get("contrasts"):
         return []
     pct = round(100 * confidence)
-    lines = [f"**Interpretability gate**: is each side of a contrast above its no-definition level? "
-             f"(rise = EM(side) - baseline, mean [{pct}% CI] over seeds; a contrast is read only if some side rose)", "",
-             "| contrast | stage | rise of a | rise of b | verdict |", "|---|---|---|---|---|"]
+    lines = [
+        f"**Interpretability gate**: is each side of a contrast above its no-definition level? "
+        f"(rise = EM(side) - baseline, mean [{pct}% CI] over seeds; a contrast is read only if some side rose)",
+        "",
+        "| contrast | stage | rise of a | rise of b | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for name, per_stage in gated["contrasts"].items():
         a, b = summary["contrast_sets"][name]
         for stage, entry in per_stage.items():
@@ -691,8 +887,9 @@ def gate_markdown(summary: dict[str, Any], confidence: float) -> list[str]:
             lines.append(f"| {name} | {stage} | {cells[0]} | {cells[1]} | {entry['verdict']} |")
     lines.append("")
     if gated.get("base_task"):
-        lines += _table(f"Base task: exact match at the end of each stage (mean [{pct}% CI] over seeds)",
-                        gated["base_task"])
+        lines += _table(
+            f"Base task: exact match at the end of each stage (mean [{pct}% CI] over seeds)", gated["base_task"]
+        )
     return lines
 
 
@@ -740,30 +937,45 @@ def runs_provenance(runs: list[RunRecord]) -> dict[str, Any]:
     recorded = [r.results["provenance"] for r in runs if isinstance(r.results.get("provenance"), dict)]
     distinct: dict[str, dict[str, Any]] = {}
     for record in recorded:
-        key = json.dumps({k: record.get(k) for k in sorted(record) if k not in ("date", "command", "argv", "time")},
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            {k: record.get(k) for k in sorted(record) if k not in ("date", "command", "argv", "time")},
+            sort_keys=True,
+            default=str,
+        )
         entry = distinct.setdefault(key, {"runs": 0, "example": record})
         entry["runs"] += 1
-    return {"runs": len(runs), "recorded": len(recorded),
-            "distinct": [{"runs": e["runs"], **e["example"]} for e in distinct.values()]}
+    return {
+        "runs": len(runs),
+        "recorded": len(recorded),
+        "distinct": [{"runs": e["runs"], **e["example"]} for e in distinct.values()],
+    }
 
 
 def provenance_markdown(own: dict[str, Any] | None, runs: dict[str, Any]) -> list[str]:
     """The report's provenance and the runs' recorded provenance, a line each."""
     lines = [f"Report made with: {provenance_line(own)}."]
     if not runs["recorded"]:
-        lines.append(f"Runs' provenance: not recorded by any of the {runs['runs']} runs (made before results.json "
-                     "carried it).")
+        lines.append(
+            f"Runs' provenance: not recorded by any of the {runs['runs']} runs (made before results.json carried it)."
+        )
     else:
         missing = runs["runs"] - runs["recorded"]
-        lines.append(f"Runs' provenance ({runs['recorded']} of {runs['runs']} runs recorded it"
-                     + (f"; {missing} older runs did not" if missing else "") + "):")
+        lines.append(
+            f"Runs' provenance ({runs['recorded']} of {runs['runs']} runs recorded it"
+            + (f"; {missing} older runs did not" if missing else "")
+            + "):"
+        )
         lines += [f"- {entry['runs']} run(s): {provenance_line(entry)}" for entry in runs["distinct"]]
     return lines + [""]
 
 
-def build_report(root: Path, confidence: float = 0.95, dpi: int = DEFAULT_DPI, report_dir: Path | None = None,
-                 argv: list[str] | None = None) -> dict[str, Any]:
+def build_report(
+    root: Path,
+    confidence: float = 0.95,
+    dpi: int = DEFAULT_DPI,
+    report_dir: Path | None = None,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
     """Write summary.json, summary.md, the figures (PNG, PDF, SVG), the tables (CSV, LaTeX) and
     report.md into ``report_dir`` (default: ``root``, the folder of runs); return the summary."""
     out = Path(report_dir) if report_dir is not None else Path(root)
@@ -776,8 +988,15 @@ def build_report(root: Path, confidence: float = 0.95, dpi: int = DEFAULT_DPI, r
     groups = group_runs(runs)
     own = report_provenance(argv)
     recorded = runs_provenance(runs)
-    summary = {"confidence": confidence, "groups": {}, "missing_runs": problems, "bad_runs": loaded.bad,
-               "notes": loaded.notes, "provenance": own, "runs_provenance": recorded}
+    summary = {
+        "confidence": confidence,
+        "groups": {},
+        "missing_runs": problems,
+        "bad_runs": loaded.bad,
+        "notes": loaded.notes,
+        "provenance": own,
+        "runs_provenance": recorded,
+    }
     skipped = _problem_lines(loaded)
     md = ["# Summary", ""] + skipped
     report = ["# IML report", "", f"{len(runs)} finished runs in `{root}`, {len(groups)} group(s).", ""]
@@ -791,13 +1010,20 @@ def build_report(root: Path, confidence: float = 0.95, dpi: int = DEFAULT_DPI, r
         group["overrides"] = members[0].overrides
         summary["groups"][label] = group
         suffix = "" if len(groups) == 1 else f"_g{index}"
-        section = with_table_files(group_markdown(label, group, confidence), out / "tables",
-                                   f"g{index}_" if len(groups) > 1 else "", taken)
+        section = with_table_files(
+            group_markdown(label, group, confidence), out / "tables", f"g{index}_" if len(groups) > 1 else "", taken
+        )
         md += section
         report += section
-        for number, (path, caption) in enumerate(figures(members, out, suffix, label, confidence, group.get("nested"), dpi), 1):
-            report += [f"![{path.stem}]({path.name})", "",
-                       f"*Figure {index + 1}.{number}* ([PDF]({path.stem}.pdf), [SVG]({path.stem}.svg)). {caption}", ""]
+        for number, (path, caption) in enumerate(
+            figures(members, out, suffix, label, confidence, group.get("nested"), dpi), 1
+        ):
+            report += [
+                f"![{path.stem}]({path.name})",
+                "",
+                f"*Figure {index + 1}.{number}* ([PDF]({path.stem}.pdf), [SVG]({path.stem}.svg)). {caption}",
+                "",
+            ]
     write_json_atomic(out / "summary.json", summary)
     for name, lines in (("summary.md", md), ("report.md", report)):
         (out / name).write_text("\n".join(lines) + "\n")
@@ -808,7 +1034,11 @@ def _problem_lines(loaded: Loaded) -> list[str]:
     """Markdown lines listing the skipped bad runs and the notes (empty when there are none)."""
     lines = []
     if loaded.bad:
-        lines += ["Skipped runs (not in any number below):", ""] + [f"- `{b['path']}`: {b['reason']}" for b in loaded.bad] + [""]
+        lines += (
+            ["Skipped runs (not in any number below):", ""]
+            + [f"- `{b['path']}`: {b['reason']}" for b in loaded.bad]
+            + [""]
+        )
     if loaded.notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in loaded.notes] + [""]
     return lines
@@ -817,12 +1047,21 @@ def _problem_lines(loaded: Loaded) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iml_hf.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", help="a sweep folder (with sweep.json) or any folder of runs")
-    parser.add_argument("--confidence", type=float, default=0.95,
-                        help="level of every interval and band (default 0.95: 95%% t-intervals over seeds)")
-    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI,
-                        help=f"resolution of the PNG figures (default {DEFAULT_DPI}); PDF and SVG are vector files")
-    parser.add_argument("--report_dir", default=None,
-                        help="write the report there instead of into OUTPUT_DIR (e.g. docs/results/NAME)")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="level of every interval and band (default 0.95: 95%% t-intervals over seeds)",
+    )
+    parser.add_argument(
+        "--dpi",
+        type=int,
+        default=DEFAULT_DPI,
+        help=f"resolution of the PNG figures (default {DEFAULT_DPI}); PDF and SVG are vector files",
+    )
+    parser.add_argument(
+        "--report_dir", default=None, help="write the report there instead of into OUTPUT_DIR (e.g. docs/results/NAME)"
+    )
     args = parser.parse_args(argv)
     if args.dpi < 10:
         print(f"error: --dpi {args.dpi} is too small; use e.g. 200 (the default) or 300 for print", file=sys.stderr)
@@ -835,8 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {root} is not a folder of runs", file=sys.stderr)
         return 2
     try:
-        summary = build_report(root, args.confidence, args.dpi, args.report_dir,
-                               [__file__, *(sys.argv[1:] if argv is None else argv)])
+        summary = build_report(
+            root, args.confidence, args.dpi, args.report_dir, [__file__, *(sys.argv[1:] if argv is None else argv)]
+        )
     except ValueError as error:  # DuplicateRuns among them
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -849,15 +1089,19 @@ def main(argv: list[str] | None = None) -> int:
             if "readout" in entry and _gate_verdict(group, name, list(group["em"])[-1]) == NOT_INTERPRETABLE:
                 print(f"{label}: {name} read-out {entry['readout']['mean']:+.3f}: {NOT_INTERPRETABLE}")
             elif "readout" in entry:
-                print(f"{label}: {name} read-out {entry['readout_text']}; start {entry.get('start_text', '-')}; "
-                      f"read-out - start {entry.get('corrected_text', '-')}")
+                print(
+                    f"{label}: {name} read-out {entry['readout_text']}; start {entry.get('start_text', '-')}; "
+                    f"read-out - start {entry.get('corrected_text', '-')}"
+                )
         for name, per_stage in group["contrasts"].items():
             stage, g = list(per_stage.items())[-1]
             if _gate_verdict(group, name, stage) == NOT_INTERPRETABLE:
                 print(f"{label}: {name} at the end of {stage} {g['mean']:+.4f}: {NOT_INTERPRETABLE}")
                 continue
-            print(f"{label}: {name} at the end of {stage} {g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}], "
-                  f"one-sided paired t-test p = {g['p_value']:.4g}, n = {g['n']}")
+            print(
+                f"{label}: {name} at the end of {stage} {g['mean']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}], "
+                f"one-sided paired t-test p = {g['p_value']:.4g}, n = {g['n']}"
+            )
     out = Path(args.report_dir or root)
     print(f"wrote {out / 'summary.md'}, {out / 'report.md'}, figures (PNG, PDF, SVG) and tables/ (CSV, LaTeX)")
     return 0

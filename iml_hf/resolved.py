@@ -22,15 +22,30 @@ def flatten_resolved(tree: Any, prefix: str = "") -> dict[str, Any]:
 #: Recipe keys that say where and how a run executes or reports, not what it computes: where it
 #: writes and caches, its threads, its trackers and the Hub.
 PLACEMENT_KEYS = (
-    "output_dir", "torch_threads", "cache_dir", "tracker_group",
-    "push_to_hub", "hub_model_id", "hub_private", "hub_stage_branches", "corpus_repo_id",
-    "overwrite_output_dir", "checkpoint_steps",
+    "output_dir",
+    "torch_threads",
+    "cache_dir",
+    "tracker_group",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private",
+    "hub_stage_branches",
+    "corpus_repo_id",
+    "overwrite_output_dir",
+    "checkpoint_steps",
 )
 #: TrainingArguments fields of the same kind, under ``training.`` or a stage; machine-dependent
 #: defaults (pinned memory) among them, so a run planned on a CPU resumes on a GPU machine.
 PLACEMENT_TRAINING_KEYS = (
-    "dataloader_pin_memory", "report_to", "run_name", "logging_dir", "disable_tqdm", "logging_steps",
-    "dataloader_num_workers", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "dataloader_pin_memory",
+    "report_to",
+    "run_name",
+    "logging_dir",
+    "disable_tqdm",
+    "logging_steps",
+    "dataloader_num_workers",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
 )
 
 
@@ -47,8 +62,7 @@ def configuration(resolved: dict[str, Any], with_seed: bool = True) -> dict[str,
     """What a run computes: its resolved recipe as {dotted key: JSON value} without the placement
     keys (and without the seed unless ``with_seed``), so two runs' configurations can be compared."""
     flat = flatten_resolved(json.loads(json.dumps(resolved)))
-    return {key: value for key, value in flat.items()
-            if not is_placement_key(key) and (with_seed or key != "seed")}
+    return {key: value for key, value in flat.items() if not is_placement_key(key) and (with_seed or key != "seed")}
 
 
 _MISSING = object()
@@ -113,6 +127,7 @@ def configuration_defaults(resolved: dict[str, Any]) -> dict[str, Any]:
     training = {k: v for k, v in field_defaults(TrainingArguments).items() if k not in RESERVED_TRAINING_KEYS}
     tree["training"] = {**training, **TRAINING_DEFAULTS}
     stage = {k: v for k, v in field_defaults(StageArguments).items() if k in STAGE_FIELDS and k != "name"}
-    tree["stages"] = [{**stage, "name": s["name"]} for s in resolved.get("stages") or []
-                      if isinstance(s, dict) and "name" in s]
+    tree["stages"] = [
+        {**stage, "name": s["name"]} for s in resolved.get("stages") or [] if isinstance(s, dict) and "name" in s
+    ]
     return configuration(json.loads(json.dumps(tree, default=str)))

@@ -59,7 +59,8 @@ class RunFolder:
         except Timeout:
             raise FolderError(
                 f"another run is writing into {self.out} right now (it holds {self.lock_path}); "
-                "wait for it to finish or choose another --output_dir") from None
+                "wait for it to finish or choose another --output_dir"
+            ) from None
         self._lock = lock
 
     def release(self, remove: bool = False) -> None:
@@ -90,14 +91,23 @@ class RunFolder:
             if not overwrite:
                 raise FolderError(
                     f"output_dir {out} holds a finished run (results.json); pass --overwrite_output_dir=true "
-                    "to replace it once the new run has finished, or choose another --output_dir")
+                    "to replace it once the new run has finished, or choose another --output_dir"
+                )
         elif own:
             shown = ", ".join(sorted(own)[:5]) + (", ..." if len(own) > 5 else "")
             raise FolderError(
                 f"output_dir {out} is not empty ({shown}) and holds no iml_hf run (no results.json); "
-                "nothing was changed: choose a new or empty --output_dir")
-        plan: dict[str, Any] = {"resume": False, "finished": False, "stages": {}, "step_offset": 0, "index": 0,
-                                "checkpoint": None, "weights": None}
+                "nothing was changed: choose a new or empty --output_dir"
+            )
+        plan: dict[str, Any] = {
+            "resume": False,
+            "finished": False,
+            "stages": {},
+            "step_offset": 0,
+            "index": 0,
+            "checkpoint": None,
+            "weights": None,
+        }
         if not self.work.exists():
             return plan
         progress = self.progress()
@@ -106,20 +116,28 @@ class RunFolder:
                 return plan
             raise FolderError(
                 f"{self.work} exists but is not the work folder of an iml_hf run (no {PROGRESS}); "
-                "move it away or choose another --output_dir")
+                "move it away or choose another --output_dir"
+            )
         old, new = configuration(progress["recipe"]), configuration(resolved)
         differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if differing:
             shown = ", ".join(differing[:8]) + (", ..." if len(differing) > 8 else "")
             raise FolderError(
                 f"{self.work} holds a partial run of another recipe (differing keys: {shown}); rerun that "
-                f"command to finish it, or delete {self.work} to start this one")
+                f"command to finish it, or delete {self.work} to start this one"
+            )
         finished = {name: progress["stages"][name] for name in stage_names if name in progress["stages"]}
         index = len(finished)
         if list(finished) != stage_names[:index]:
             raise FolderError(f"{self.work}: finished stages {list(progress['stages'])} do not match {stage_names}")
-        plan.update(resume=True, stages=finished, step_offset=progress["step_offset"], index=index,
-                    finished=(self.work / "results.json").is_file(), trunk=progress.get("trunk"))
+        plan.update(
+            resume=True,
+            stages=finished,
+            step_offset=progress["step_offset"],
+            index=index,
+            finished=(self.work / "results.json").is_file(),
+            trunk=progress.get("trunk"),
+        )
         if index:
             plan["weights"] = str(self.work / "resume" / stage_names[index - 1])
         if index < len(stage_names):
@@ -132,7 +150,9 @@ class RunFolder:
     def last_checkpoint(self, stage: str) -> str | None:
         """The stage's newest complete checkpoint (one with its marker), or None."""
         folder = self.checkpoint_dir(stage)
-        complete = [p for p in folder.glob("checkpoint-*") if (p / CHECKPOINT_MARKER).is_file()] if folder.is_dir() else []
+        complete = (
+            [p for p in folder.glob("checkpoint-*") if (p / CHECKPOINT_MARKER).is_file()] if folder.is_dir() else []
+        )
         return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
     # ---- writing --------------------------------------------------------------------------
@@ -190,4 +210,3 @@ def truncate_metrics(path: Path, stage_index: int, stage_step: int) -> None:
         if row["stage_index"] < stage_index or (row["stage_index"] == stage_index and row["stage_step"] <= stage_step):
             kept.append(line)
     write_atomic(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
-

@@ -52,13 +52,16 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     return float(ci.low), float(ci.high)
 
 
-def difference_interval(successes_a: int, trials_a: int, successes_b: int, trials_b: int,
-                        confidence: float = 0.95) -> tuple[float, float]:
+def difference_interval(
+    successes_a: int, trials_a: int, successes_b: int, trials_b: int, confidence: float = 0.95
+) -> tuple[float, float]:
     """Newcombe's hybrid score interval (his method 10) of p_a - p_b for two independent
     proportions, built from the two Wilson intervals; it stays inside [-1, 1] and behaves at 0 and 1."""
     p_a, p_b = successes_a / trials_a, successes_b / trials_b
     low_a, high_a = wilson_interval(successes_a, trials_a, confidence)
     low_b, high_b = wilson_interval(successes_b, trials_b, confidence)
     difference = p_a - p_b
-    return (difference - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
-            difference + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
+    return (
+        difference - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
+        difference + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2),
+    )

@@ -43,7 +43,15 @@ from iml_hf.resolved import configuration, configuration_defaults, same_configur
 
 LAUNCHERS = ("local", "slurm")
 #: submitit parameters that are not SLURM-specific; every other ``--slurm key=value`` becomes ``slurm_<key>``.
-GENERIC_SUBMITIT_PARAMETERS = ("timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "tasks_per_node", "name")
+GENERIC_SUBMITIT_PARAMETERS = (
+    "timeout_min",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "nodes",
+    "tasks_per_node",
+    "name",
+)
 
 
 _MANIFEST_LOCK = threading.Lock()
@@ -126,10 +134,12 @@ class Progress:
     def counts(self) -> dict[str, int]:
         """Runs done (this time or before), running, failed and pending."""
         statuses = [r.status for r in self.sweep.runs]
-        return {"done": sum(s in ("done", "skipped") for s in statuses),
-                "running": sum(s in ("running", "submitted") for s in statuses),
-                "failed": sum(s == "failed" for s in statuses),
-                "pending": sum(s in ("pending", "interrupted") for s in statuses)}
+        return {
+            "done": sum(s in ("done", "skipped") for s in statuses),
+            "running": sum(s in ("running", "submitted") for s in statuses),
+            "failed": sum(s == "failed" for s in statuses),
+            "pending": sum(s in ("pending", "interrupted") for s in statuses),
+        }
 
     def left(self) -> float | None:
         """Seconds until every run has ended: runs that ran in this sweep give the mean duration,
@@ -152,10 +162,15 @@ class Progress:
         """``[3/10 done, 2 running, 0 failed, 5 pending] seed2 done in 275 s; about 14 min left``."""
         c = self.counts()
         left = self.left()
-        estimate = "" if not (c["running"] or c["pending"]) else (
-            f"; about {about(left)} left" if left is not None else "; time left known once a run has finished")
-        return (f"[{c['done']}/{len(self.sweep.runs)} done, {c['running']} running, {c['failed']} failed, "
-                f"{c['pending']} pending] {event}{estimate} (elapsed {about(time.perf_counter() - self.started)})")
+        estimate = (
+            ""
+            if not (c["running"] or c["pending"])
+            else (f"; about {about(left)} left" if left is not None else "; time left known once a run has finished")
+        )
+        return (
+            f"[{c['done']}/{len(self.sweep.runs)} done, {c['running']} running, {c['failed']} failed, "
+            f"{c['pending']} pending] {event}{estimate} (elapsed {about(time.perf_counter() - self.started)})"
+        )
 
 
 def parse_set(text: str) -> tuple[str, list[Any]]:
@@ -192,8 +207,9 @@ def run_name(overrides: dict[str, Any], seed: int) -> str:
     return f"{combination}/seed{seed}" if combination else f"seed{seed}"
 
 
-def plan(recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[Any]], extra: list[str],
-         threads: int) -> list[SweepRun]:
+def plan(
+    recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[Any]], extra: list[str], threads: int
+) -> list[SweepRun]:
     """Every (combination, seed) run, each validated by the recipe parser before anything runs."""
     runs, names = [], set()
     keys = list(sets)
@@ -202,19 +218,38 @@ def plan(recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[An
         for seed in seeds:
             name = run_name(overrides, seed)
             if name in names:
-                raise RecipeError(f"two runs of the grid would share the folder {name!r}; make the --set values distinct")
+                raise RecipeError(
+                    f"two runs of the grid would share the folder {name!r}; make the --set values distinct"
+                )
             names.add(name)
             out = str(Path(output_dir) / name)
             flags = [f"--{k}={_format(v)}" for k, v in overrides.items()]
             group = f"--tracker_group={Path(output_dir).resolve().name}"  # before extra: a given group wins
-            argv = [recipe, group, *extra, *flags, f"--seed={seed}", f"--output_dir={out}", f"--torch_threads={threads}"]
+            argv = [
+                recipe,
+                group,
+                *extra,
+                *flags,
+                f"--seed={seed}",
+                f"--output_dir={out}",
+                f"--torch_threads={threads}",
+            ]
             recipe_ = parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
             if not recipe_.run.branches:
                 runs.append(SweepRun(name, seed, overrides, out, argv, log=f"{out}.log"))
                 continue
             for b in range(recipe_.run.branches):  # branch 0 runs the trunk first; the others wait for it
-                runs.append(SweepRun(f"{name}/branch{b}", seed, overrides, out, [*argv, f"--only_branch={b}"],
-                                     log=f"{out}/branch{b}.log", branch=b))
+                runs.append(
+                    SweepRun(
+                        f"{name}/branch{b}",
+                        seed,
+                        overrides,
+                        out,
+                        [*argv, f"--only_branch={b}"],
+                        log=f"{out}/branch{b}.log",
+                        branch=b,
+                    )
+                )
     return runs
 
 
@@ -276,11 +311,17 @@ def _execute(run: SweepRun, threads: int, children: Children) -> int | None:
     sweep was stopping and it never started). Only the log's folder is created here: the run's own
     folder is ``iml_hf.train``'s to create, resume and move into place."""
     Path(run.log).parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}  # the log follows the run
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }  # the log follows the run
     with open(run.log, "w") as log:
-        process = children.start([sys.executable, "-m", "iml_hf.train", *run.argv], stdout=log,
-                                 stderr=subprocess.STDOUT, env=env)
+        process = children.start(
+            [sys.executable, "-m", "iml_hf.train", *run.argv], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
         if process is None:
             return None
         try:
@@ -335,7 +376,9 @@ def run_local(sweep: Sweep, pending: list[SweepRun]) -> None:
                 if not children.stopping:
                     run.status = "failed"
                     sweep.save()
-                    _report(progress.line(f"{run.name} failed: its trunk did not finish (see {trunk.log})"), failed=True)
+                    _report(
+                        progress.line(f"{run.name} failed: its trunk did not finish (see {trunk.log})"), failed=True
+                    )
                 return
         start = time.perf_counter()
         run.status = "running"
@@ -351,8 +394,12 @@ def run_local(sweep: Sweep, pending: list[SweepRun]) -> None:
         run.wall_time_s = round(time.perf_counter() - start, 1)
         _finish(sweep, run, interrupted=children.stopping)
         failed = run.status == "failed"
-        _report(progress.line(f"{run.name} {run.status} in {run.wall_time_s:.0f} s" + (f", log: {run.log}" if failed else "")),
-                failed)
+        _report(
+            progress.line(
+                f"{run.name} {run.status} in {run.wall_time_s:.0f} s" + (f", log: {run.log}" if failed else "")
+            ),
+            failed,
+        )
 
     pool = ThreadPoolExecutor(max_workers=sweep.jobs)
     futures = [pool.submit(one, run) for run in pending]
@@ -417,7 +464,9 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
             ready.append(run)
         else:
             run.status = "failed"
-            _report(f"[failed] {run.name}: its trunk did not finish (see {trunk_run(run, sweep.runs).log})", failed=True)
+            _report(
+                f"[failed] {run.name}: its trunk did not finish (see {trunk_run(run, sweep.runs).log})", failed=True
+            )
     sweep.save()
     _submit_and_wait(sweep, ready, executor)
 
@@ -456,8 +505,10 @@ def _submit_and_wait(sweep: Sweep, pending: list[SweepRun], executor) -> None:
             _finish(sweep, run, interrupted=False)
             progress.end(run)
             waiting.pop(0)
-            _report(progress.line(f"{run.name} (job {run.job_id}) {run.status} in {run.wall_time_s:.0f} s"),
-                    run.status == "failed")
+            _report(
+                progress.line(f"{run.name} (job {run.job_id}) {run.status} in {run.wall_time_s:.0f} s"),
+                run.status == "failed",
+            )
     except KeyboardInterrupt:
         with _signals_ignored():
             for run, job, _ in waiting:  # cancel the jobs still queued or running
@@ -478,7 +529,9 @@ def check_resumable(run: SweepRun) -> None:
     try:
         done = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise RecipeError(f"{path} is not readable JSON ({error}); move that run's folder aside to run it again") from None
+        raise RecipeError(
+            f"{path} is not readable JSON ({error}); move that run's folder aside to run it again"
+        ) from None
     if not isinstance(done, dict) or not isinstance(done.get("recipe"), dict):
         raise RecipeError(f"{path} records no recipe; move that run's folder aside to run it again")
     planned = parse_recipe(run.argv, prog="iml_hf.sweep")
@@ -503,7 +556,9 @@ def _previous_runs(manifest: Path) -> dict[str, dict[str, Any]]:
     cannot be read is an error, never replaced: it may be the only record of earlier runs."""
     if not manifest.exists():
         return {}
-    how = f"move it aside (e.g. mv {manifest} {manifest}.bad) and rerun the same command: finished runs are still skipped"
+    how = (
+        f"move it aside (e.g. mv {manifest} {manifest}.bad) and rerun the same command: finished runs are still skipped"
+    )
     try:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError) as error:
@@ -515,23 +570,39 @@ def _previous_runs(manifest: Path) -> dict[str, dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m iml_hf.sweep", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m iml_hf.sweep", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     parser.add_argument("recipe", help="recipe YAML")
     parser.add_argument("--seeds", type=int, required=True, help="number of seeds: seed_start .. seed_start+N-1")
     parser.add_argument("--seed_start", type=int, default=0)
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",
-                        help="a recipe key and the values to sweep (repeatable; the grid is their product)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a recipe key and the values to sweep (repeatable; the grid is their product)",
+    )
     parser.add_argument("--jobs", type=int, default=None, help="runs at once (local; default: one per CPU core)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per run (default: CPU cores // jobs, at least 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: CPU cores // jobs, at least 1)"
+    )
     parser.add_argument("--launcher", choices=LAUNCHERS, default="local")
-    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                        help="submitit/SLURM parameter, e.g. partition=gpu, timeout_min=60, gpus_per_node=1; "
-                             "cluster=local or cluster=debug runs the same jobs through submitit on this machine")
-    parser.add_argument("--quiet", action="store_true",
-                        help="print only errors, failed runs and the final line (each run's own log is unchanged)")
+    parser.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit/SLURM parameter, e.g. partition=gpu, timeout_min=60, gpus_per_node=1; "
+        "cluster=local or cluster=debug runs the same jobs through submitit on this machine",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only errors, failed runs and the final line (each run's own log is unchanged)",
+    )
     return parser
 
 
@@ -612,11 +683,16 @@ def _main(argv: list[str] | None) -> int:
         planned = {run.name for run in runs}
         fields = set(SweepRun.__dataclass_fields__)
         try:  # earlier runs stay in the manifest
-            kept = [SweepRun(**{k: v for k, v in record.items() if k in fields})
-                    for name, record in previous.items() if name not in planned]
+            kept = [
+                SweepRun(**{k: v for k, v in record.items() if k in fields})
+                for name, record in previous.items()
+                if name not in planned
+            ]
         except TypeError as error:
-            raise RecipeError(f"{manifest} has a run record that is not a sweep run ({error}); move it aside "
-                              f"(e.g. mv {manifest} {manifest}.bad) and rerun the same command") from None
+            raise RecipeError(
+                f"{manifest} has a run record that is not a sweep run ({error}); move it aside "
+                f"(e.g. mv {manifest} {manifest}.bad) and rerun the same command"
+            ) from None
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -624,12 +700,17 @@ def _main(argv: list[str] | None) -> int:
     for run in runs:
         if run.finished:  # resume: keep what the manifest knew about it
             old = previous.get(run.name, {})
-            run.returncode, run.wall_time_s, run.job_id = old.get("returncode"), old.get("wall_time_s"), old.get("job_id")
+            run.returncode, run.wall_time_s, run.job_id = (
+                old.get("returncode"),
+                old.get("wall_time_s"),
+                old.get("job_id"),
+            )
             run.status = "skipped"
     sweep.runs = runs + kept
     pending = [r for r in runs if r.status == "pending"]
     handlers = {}
     if threading.current_thread() is threading.main_thread():  # SIGTERM (scancel, kill) stops the sweep as Ctrl-C does
+
         def interrupt(signum, frame):
             raise Interrupted(signum)
 
@@ -638,9 +719,11 @@ def _main(argv: list[str] | None) -> int:
     try:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         sweep.save()
-        console.say(f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already finished), {jobs} at a time, "
-                    f"{threads} thread(s) each, launcher {args.launcher}; manifest {manifest}; each run's log "
-                    f"beside its folder (<run>.log)")
+        console.say(
+            f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already finished), {jobs} at a time, "
+            f"{threads} thread(s) each, launcher {args.launcher}; manifest {manifest}; each run's log "
+            f"beside its folder (<run>.log)"
+        )
         if args.launcher == "local":
             run_local(sweep, pending)
         else:
@@ -649,16 +732,22 @@ def _main(argv: list[str] | None) -> int:
         code = error.code if isinstance(error, Interrupted) else 130
         stopped = [r for r in runs if r.status == "interrupted"]
         left = sum(r.status in ("pending", "interrupted", "failed") for r in runs)
-        print(f"sweep interrupted: {len(stopped)} run(s) stopped and recorded as interrupted in {manifest}, {left} "
-              f"left to run; to resume, rerun the same command: {_resume_hint(argv)}", file=sys.stderr, flush=True)
+        print(
+            f"sweep interrupted: {len(stopped)} run(s) stopped and recorded as interrupted in {manifest}, {left} "
+            f"left to run; to resume, rerun the same command: {_resume_hint(argv)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return code
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     failed = [r for r in runs if r.status == "failed"]
-    print(f"sweep finished in {time.perf_counter() - start:.0f} s: "
-          f"{sum(r.status == 'done' for r in runs)} done, {sum(r.status == 'skipped' for r in runs)} skipped, "
-          f"{len(failed)} failed" + "".join(f"\n  failed: {r.name} (exit {r.returncode}), log {r.log}" for r in failed))
+    print(
+        f"sweep finished in {time.perf_counter() - start:.0f} s: "
+        f"{sum(r.status == 'done' for r in runs)} done, {sum(r.status == 'skipped' for r in runs)} skipped, "
+        f"{len(failed)} failed" + "".join(f"\n  failed: {r.name} (exit {r.returncode}), log {r.log}" for r in failed)
+    )
     return 1 if failed else 0
 
 

@@ -26,8 +26,18 @@ TABLE_NAMES = (
     ("Alias-referent embedding", "embedding"),
     ("Linear-probe accuracy", "probes"),
 )
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 @dataclass
@@ -89,8 +99,13 @@ def write_table(table: MarkdownTable, stem: Path) -> tuple[Path, Path]:
     frame = pd.DataFrame(table.rows, columns=table.header)
     csv, tex = stem.with_suffix(".csv"), stem.with_suffix(".tex")
     write_atomic(csv, lambda tmp: frame.to_csv(tmp, index=False))
-    latex = frame.to_latex(index=False, escape=True, caption=latex_escape(table.title),
-                           label=f"tab:{stem.name}", column_format="l" * len(table.header))
+    latex = frame.to_latex(
+        index=False,
+        escape=True,
+        caption=latex_escape(table.title),
+        label=f"tab:{stem.name}",
+        column_format="l" * len(table.header),
+    )
     write_atomic(tex, lambda tmp: tmp.write_text(latex))
     return csv, tex
 

@@ -52,8 +52,12 @@ def train_tokenizer(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SPECIAL],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[SPECIAL],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     backend.train_from_iterator(text.split("\n\n"), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=SPECIAL, eos_token=SPECIAL, pad_token=SPECIAL)
 
@@ -91,19 +95,41 @@ def main(argv: list[str] | None = None) -> dict:
     train_text, heldout_text = python_docs_text()
     tokenizer = train_tokenizer(train_text, args.vocab_size)
     train, heldout = blocks(train_text, tokenizer, args.seq_len), blocks(heldout_text, tokenizer, args.seq_len)
-    config = GPT2Config(n_layer=args.num_layers, n_embd=args.hidden_size, n_head=args.num_heads,
-                        n_positions=args.seq_len, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        n_layer=args.num_layers,
+        n_embd=args.hidden_size,
+        n_head=args.num_heads,
+        n_positions=args.seq_len,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = GPT2LMHeadModel(config)
     training = TrainingArguments(
-        output_dir=str(out / "checkpoints"), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=0.1,
-        warmup_steps=min(100, args.max_steps // 10), lr_scheduler_type="cosine", logging_steps=max(1, args.max_steps // 10),
-        save_strategy="no", report_to="none", seed=args.seed, disable_tqdm=True,
+        output_dir=str(out / "checkpoints"),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=0.1,
+        warmup_steps=min(100, args.max_steps // 10),
+        lr_scheduler_type="cosine",
+        logging_steps=max(1, args.max_steps // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    trainer = Trainer(model=model, args=training, train_dataset=train, eval_dataset=heldout,
-                      data_collator=default_data_collator, processing_class=tokenizer)
+    trainer = Trainer(
+        model=model,
+        args=training,
+        train_dataset=train,
+        eval_dataset=heldout,
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+    )
     output = trainer.train()
     evaluation = trainer.evaluate()
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     remove_empty_dirs(out / "checkpoints")
-    print(f"held-out loss {results['heldout_loss']:.3f} (perplexity {results['heldout_perplexity']:.1f}); saved to {out}")
+    print(
+        f"held-out loss {results['heldout_loss']:.3f} (perplexity {results['heldout_perplexity']:.1f}); saved to {out}"
+    )
     return results
 
 

@@ -70,8 +70,10 @@ def load_pretrained_tokenizer(
     """
     loaded = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if not hasattr(loaded, "backend_tokenizer"):
-        raise ValueError(f"the tokenizer of {name_or_path!r} ({type(loaded).__name__}) has no tokenizers backend "
-                         "(tokenizer.json); iml_hf needs a fast tokenizer")
+        raise ValueError(
+            f"the tokenizer of {name_or_path!r} ({type(loaded).__name__}) has no tokenizers backend "
+            "(tokenizer.json); iml_hf needs a fast tokenizer"
+        )
     special = {name: getattr(loaded, name) for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
     special["bos_token"] = special["bos_token"] or special["eos_token"]
     special["pad_token"] = special["pad_token"] or special["eos_token"]
@@ -96,7 +98,10 @@ def add_task_words(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> None
 
 
 def encode_rows(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str], kinds: list[str] | None = None,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    answers: list[str],
+    kinds: list[str] | None = None,
     loss_on: str = "answer",
 ) -> dict[str, list[list[int]]]:
     """Token ids of corpus rows with the loss mask on each answer (and EOS), in one batched call;
@@ -122,14 +127,21 @@ def encode_rows(
 def tokenize_corpus(corpus: DatasetDict, tokenizer: PreTrainedTokenizerBase, loss_on: str = "answer") -> DatasetDict:
     """Add ``input_ids``, ``labels``, ``prompt_ids`` and ``answer_ids`` to every split; ``loss_on``
     applies to the ``train`` split, the others keep answer-only labels."""
-    return DatasetDict({
-        split: rows.map(
-            lambda batch: encode_rows(tokenizer, batch["prompt"], batch["answer"], batch["kind"],
-                                      loss_on if split == "train" else "answer"),
-            batched=True,
-            batch_size=4096,
-            desc=f"tokenizing {split}",
-            load_from_cache_file=False,
-        )
-        for split, rows in corpus.items()
-    })
+    return DatasetDict(
+        {
+            split: rows.map(
+                lambda batch: encode_rows(
+                    tokenizer,
+                    batch["prompt"],
+                    batch["answer"],
+                    batch["kind"],
+                    loss_on if split == "train" else "answer",  # noqa: B023
+                ),
+                batched=True,
+                batch_size=4096,
+                desc=f"tokenizing {split}",
+                load_from_cache_file=False,
+            )
+            for split, rows in corpus.items()
+        }
+    )

@@ -99,8 +99,14 @@ class TrackerRun:
         """Name, group and tags from the recipe; TensorBoard in ``<output_dir>/tensorboard`` and wandb's
         files in ``<output_dir>/wandb`` unless ``TENSORBOARD_LOGGING_DIR``/``WANDB_DIR`` say otherwise."""
         out = Path(recipe.run.output_dir)
-        return cls(run_name(recipe), run_group(recipe), run_tags(recipe), str(out / "tensorboard"), str(out),
-                   {"recipe": recipe.resolved})
+        return cls(
+            run_name(recipe),
+            run_group(recipe),
+            run_tags(recipe),
+            str(out / "tensorboard"),
+            str(out),
+            {"recipe": recipe.resolved},
+        )
 
     def tensorboard_writer(self, factory: Callable[..., Any], args: TrainingArguments, start_step: int = 0) -> Any:
         """The run's one SummaryWriter, opened on first use at ``start_step`` (the step over all
@@ -111,7 +117,9 @@ class TrackerRun:
         set by the user is only appended to (it may hold other runs)."""
         if self.writer is None:
             chosen = os.getenv("TENSORBOARD_LOGGING_DIR")
-            log_dir = os.path.expanduser(chosen) if chosen else self.log_dir or str(Path(args.output_dir) / "tensorboard")
+            log_dir = (
+                os.path.expanduser(chosen) if chosen else self.log_dir or str(Path(args.output_dir) / "tensorboard")
+            )
             resumed = not chosen and start_step > 0 and any(Path(log_dir).glob("events.out.tfevents.*"))
             if not chosen and not resumed:
                 shutil.rmtree(log_dir, ignore_errors=True)
@@ -143,8 +151,11 @@ class TrackerRun:
         the one ``trackers.json`` names; a run already made by the user is used as it is."""
         if self.wandb_run is not None or wandb.run is not None:
             return
-        kwargs: dict[str, Any] = {"project": os.getenv("WANDB_PROJECT", "iml_hf"), "name": args.run_name or self.name,
-                                  "config": self.config}
+        kwargs: dict[str, Any] = {
+            "project": os.getenv("WANDB_PROJECT", "iml_hf"),
+            "name": args.run_name or self.name,
+            "config": self.config,
+        }
         if not os.getenv("WANDB_RUN_GROUP") and self.group:
             kwargs["group"] = self.group
         if not os.getenv("WANDB_TAGS") and self.tags:
@@ -183,8 +194,15 @@ class StageWandbCallback(WandbCallback):
             self.run.start_wandb(self._wandb, args)
         super().setup(args, state, model, **kwargs)
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if self._wandb is None:
             return
         if not self._initialized:
@@ -212,7 +230,9 @@ class StageTensorBoardCallback(TensorBoardCallback):
         start = self.step_offset + (state.global_step if state is not None else 0)  # > 0: a resumed run
         self.tb_writer = self.run.tensorboard_writer(self._SummaryWriter, args, start)
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero:
             return
         if self.tb_writer is None:
@@ -223,8 +243,14 @@ class StageTensorBoardCallback(TensorBoardCallback):
         if config is not None and self.step_offset == 0 and state.global_step == 0 and self.run.logs_at(0):
             self.tb_writer.add_text("model_config", config.to_json_string())
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero:
             return
         if self.tb_writer is None:
@@ -239,7 +265,9 @@ class StageTensorBoardCallback(TensorBoardCallback):
                 logger.warning(f"TensorBoard: dropped {key!r}, a {type(value).__name__} and not a number or text")
         self.tb_writer.flush()
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.tb_writer is not None:
             self.tb_writer.flush()
 

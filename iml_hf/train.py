@@ -35,21 +35,38 @@ def format_summary(results: dict[str, Any]) -> str:
     lines = ["exact match at the end of each stage (n: examples per set)", header]
     for name in sets:
         n = f"{sizes[name]:,}" if name in sizes else "-"
-        lines.append(name.ljust(width) + n.rjust(7) + "".join(
-            f"{stage['em'][name]:{column}.3f}" if name in stage["em"] else "-".rjust(column) for stage in stages.values()))
+        lines.append(
+            name.ljust(width)
+            + n.rjust(7)
+            + "".join(
+                f"{stage['em'][name]:{column}.3f}" if name in stage["em"] else "-".rjust(column)
+                for stage in stages.values()
+            )
+        )
     if contrasts:
-        cells = {name: [_interval_cell(stage.get("contrasts", {}).get(name), contrast_interval(stage, a, b))
-                        for stage in stages.values()] for name, (a, b) in contrasts.items()}
+        cells = {
+            name: [
+                _interval_cell(stage.get("contrasts", {}).get(name), contrast_interval(stage, a, b))
+                for stage in stages.values()
+            ]
+            for name, (a, b) in contrasts.items()
+        }
         cells = {name: row for name, row in cells.items() if any(c != "-" for c in row)}
         wide = max([len(c) for row in cells.values() for c in row] + [column - 2]) + 2
-        lines += ["", f"contrasts EM(a) - EM(b) at the end of each stage [{CONFIDENCE:.0%} interval of this run, "
-                      "over the two sets' examples]",
-                  "".ljust(width) + "".join(name.rjust(wide) for name in stages)]
+        lines += [
+            "",
+            f"contrasts EM(a) - EM(b) at the end of each stage [{CONFIDENCE:.0%} interval of this run, "
+            "over the two sets' examples]",
+            "".ljust(width) + "".join(name.rjust(wide) for name in stages),
+        ]
         for name, row in cells.items():
             a, b = contrasts[name]
             lines.append(name.ljust(width) + "".join(c.rjust(wide) for c in row) + f"   ({a} - {b})")
-    lines += ["", "seconds".ljust(width) + " " * 7 + "".join(f"{stage['wall_time_s']:{column}.1f}" for stage in stages.values()),
-              f"total wall time {results['wall_time_s']:.1f} s"]
+    lines += [
+        "",
+        "seconds".ljust(width) + " " * 7 + "".join(f"{stage['wall_time_s']:{column}.1f}" for stage in stages.values()),
+        f"total wall time {results['wall_time_s']:.1f} s",
+    ]
     return "\n".join(lines)
 
 
@@ -71,8 +88,9 @@ def format_branches(branched: dict[str, Any]) -> str:
             results = branched["branches"].get(int(index)) or {}
             bounds = contrast_interval((results.get("stages") or {}).get(summary["stage"], {}), a, b)
             end = _interval_cell(row["end"], bounds)
-            lines.append(f"{name:<22} branch {index}: {row['start']:+.3f} -> {end}  "
-                         f"({row['corrected']:+.3f})   ({a} - {b})")
+            lines.append(
+                f"{name:<22} branch {index}: {row['start']:+.3f} -> {end}  ({row['corrected']:+.3f})   ({a} - {b})"
+            )
     return "\n".join(lines)
 
 
@@ -106,8 +124,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"iml_hf.train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # the work folder stays; the same command resumes it
-        print(f"iml_hf.train: interrupted; {recipe.run.output_dir} is unchanged and rerunning the same command "
-              f"resumes the run from {recipe.run.output_dir}.partial", file=sys.stderr)
+        print(
+            f"iml_hf.train: interrupted; {recipe.run.output_dir} is unchanged and rerunning the same command "
+            f"resumes the run from {recipe.run.output_dir}.partial",
+            file=sys.stderr,
+        )
         raise SystemExit(130) from None
     finally:
         console.set_verbosity(verbose)

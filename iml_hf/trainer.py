@@ -58,7 +58,9 @@ class ResumableCheckpoints(TrainerCallback):
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.started = time.perf_counter() - self.resumed.get("stage_seconds", 0.0)
         if self.resumed:
             self.trainer._total_loss_scalar = self.resumed["total_loss"]
@@ -74,12 +76,15 @@ class ResumableCheckpoints(TrainerCallback):
         if not args.should_save:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        write_json_atomic(folder / CHECKPOINT_MARKER, {
-            "step": state.global_step,
-            "total_loss": self.trainer._total_loss_scalar,
-            "seconds": {name: cb.seconds for name, cb in self.measuring().items()},
-            "stage_seconds": self.elapsed(),
-        })
+        write_json_atomic(
+            folder / CHECKPOINT_MARKER,
+            {
+                "step": state.global_step,
+                "total_loss": self.trainer._total_loss_scalar,
+                "seconds": {name: cb.seconds for name, cb in self.measuring().items()},
+                "stage_seconds": self.elapsed(),
+            },
+        )
         for older in Path(args.output_dir).glob("checkpoint-*"):
             if older != folder:
                 shutil.rmtree(older, ignore_errors=True)
@@ -106,17 +111,32 @@ class TrainingRows(TrainerCallback):
         self.trainer = trainer
         self.metrics_log = metrics_log
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         logs = logs or {}
         if "loss" not in logs:
             return
         position = self.trainer.position(state)
-        self.metrics_log.write([
-            {**position, "name": f"train/{key}", "family": "train", "subset": "train", "metric": key,
-             "value": float(logs[key])}
-            for key in self.KEYS if isinstance(logs.get(key), (int, float))
-        ])
+        self.metrics_log.write(
+            [
+                {
+                    **position,
+                    "name": f"train/{key}",
+                    "family": "train",
+                    "subset": "train",
+                    "metric": key,
+                    "value": float(logs[key]),
+                }
+                for key in self.KEYS
+                if isinstance(logs.get(key), (int, float))
+            ]
+        )
 
 
 class IMLTrainer(Trainer):

@@ -190,8 +190,11 @@ def _comma_list(text: str, value: Any, annotation: Any) -> Any:
     """A list field's ``a,b`` (or a lone ``a``, where a string does not fit) as the list ``[a, b]``, each
     item read as YAML; the YAML form ``[a, b]`` and anything else pass unchanged."""
     members = _members(annotation)
-    if not isinstance(value, str) or text.lstrip().startswith(("[", "{")) or \
-            not any((typing.get_origin(m) or m) is list for m in members):
+    if (
+        not isinstance(value, str)
+        or text.lstrip().startswith(("[", "{"))
+        or not any((typing.get_origin(m) or m) is list for m in members)
+    ):
         return value
     if "," not in text and str in members:  # report_to=wandb: the string form fits
         return value
@@ -249,11 +252,15 @@ def check_positive(key: str, value: Any, what: str = "a number") -> None:
             raise invalid(key, value, expected)
 
 
-def check_between(key: str, value: Any, low: float, high: float, *, low_open: bool = False,
-                  high_open: bool = False) -> None:
+def check_between(
+    key: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
     """``value`` in the interval from ``low`` to ``high`` (open or closed at each end; None passes)."""
-    expected = (f"a number strictly between {low} and {high}" if low_open and high_open
-                else f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
+    expected = (
+        f"a number strictly between {low} and {high}"
+        if low_open and high_open
+        else f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    )
     if value is None:
         return
     below = value <= low if low_open else value < low
@@ -328,11 +335,14 @@ def check_stages(stages: Any, where: str) -> None:
     if isinstance(stages, dict):
         as_list = [{"name": name, **(body if isinstance(body, dict) else {})} for name, body in stages.items()]
         example = yaml.safe_dump({"stages": as_list}, sort_keys=False, default_flow_style=None).rstrip()
-        raise RecipeError(f"stages must be a list of mappings, one per stage and each with a name, not a "
-                          f"mapping ({where}); write it as\n{example}")
+        raise RecipeError(
+            f"stages must be a list of mappings, one per stage and each with a name, not a "
+            f"mapping ({where}); write it as\n{example}"
+        )
     if not isinstance(stages, list):
-        raise invalid("stages", stages, f"a list of mappings, one per stage ({where}), e.g. "
-                                        "[{name: x1, train_subsets: [x1t]}]")
+        raise invalid(
+            "stages", stages, f"a list of mappings, one per stage ({where}), e.g. [{{name: x1, train_subsets: [x1t]}}]"
+        )
     seen: set[str] = set()
     for i, stage in enumerate(stages):
         if not isinstance(stage, dict):
@@ -341,11 +351,13 @@ def check_stages(stages: Any, where: str) -> None:
             raise RecipeError(f"stages[{i}].name is missing: every stage needs a name ({where})")
         name = stage["name"]
         if not isinstance(name, str) or not name or _BAD_NAME.search(name):
-            raise invalid(f"stages[{i}].name", name,
-                          f"a non-empty string without '.', '/' or whitespace, e.g. 'x1' or 'stage_2' ({where})")
+            raise invalid(
+                f"stages[{i}].name",
+                name,
+                f"a non-empty string without '.', '/' or whitespace, e.g. 'x1' or 'stage_2' ({where})",
+            )
         if name in seen:
-            raise RecipeError(f"stages[{i}].name={name!r} is not valid: expected a name no other stage has "
-                              f"({where})")
+            raise RecipeError(f"stages[{i}].name={name!r} is not valid: expected a name no other stage has ({where})")
         seen.add(name)
 
 
@@ -378,7 +390,8 @@ def check_sequence_lengths(recipe: Any, tokenized: Any) -> None:
     if longest > limit:
         raise RecipeError(
             f"model.max_position_embeddings={limit} is not valid: the corpus's longest sequence ({where} split) "
-            f"has {longest} tokens; set --model.max_position_embeddings={_round_up(longest)} (or more)")
+            f"has {longest} tokens; set --model.max_position_embeddings={_round_up(longest)} (or more)"
+        )
 
 
 def _round_up(n: int) -> int:

@@ -119,8 +119,14 @@ def run_recipe(monkeypatch, tmp_path, **changes) -> tuple[dict, Path]:
 def kill_train_when(argv: list[str], ready, timeout: float = 300) -> None:
     """Start ``python -m iml_hf.train ARGV`` (one thread) and SIGKILL it as soon as ``ready()`` is true."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen([sys.executable, "-m", "iml_hf.train", *map(str, argv)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "iml_hf.train", *map(str, argv)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     deadline = time.monotonic() + timeout
     try:
         while not ready():
@@ -135,13 +141,21 @@ def kill_train_when(argv: list[str], ready, timeout: float = 300) -> None:
 
 
 #: Every entity in d1consis: all its questions held out, its facts trained by name (knowledge).
-ALL_D1 = dict(fraction_q_no_replacement_baseline=0.0, fraction_qd1consis=0.0, fraction_qd2incons=0.0,
-              fraction_q=0.0, fraction_d1consis=1.0, fraction_d2consis=0.0, fraction_no_qd_baseline=0.0)
+ALL_D1 = dict(
+    fraction_q_no_replacement_baseline=0.0,
+    fraction_qd1consis=0.0,
+    fraction_qd2incons=0.0,
+    fraction_q=0.0,
+    fraction_d1consis=1.0,
+    fraction_d2consis=0.0,
+    fraction_no_qd_baseline=0.0,
+)
 
 
 def all_d1_entities_task(knowledge_base: str, path, **overrides):
     """An entity task on a knowledge-base file with every entity in d1consis."""
     from iml_hf.tasks.entities import EntitiesTask
 
-    return EntitiesTask(**{"knowledge_base": knowledge_base, "kb_path": str(path), "qa_format": "{question}",
-                           **ALL_D1, **overrides})
+    return EntitiesTask(
+        **{"knowledge_base": knowledge_base, "kb_path": str(path), "qa_format": "{question}", **ALL_D1, **overrides}
+    )

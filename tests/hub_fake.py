@@ -99,13 +99,34 @@ class RecordingHub:
             oid = parent
         return commits
 
-    def upload_folder(self, *, repo_id: str, folder_path: str | Path, revision: str | None = None,
-                      allow_patterns: Any = None, ignore_patterns: Any = None, delete_patterns: Any = None,
-                      **kwargs: Any) -> SimpleNamespace:
-        given = ignore_patterns if ignore_patterns is None or isinstance(ignore_patterns, str) else list(ignore_patterns)
-        self.calls.append(("upload_folder", {"repo_id": repo_id, "folder_path": str(folder_path), "revision": revision,
-                                             "allow_patterns": allow_patterns, "ignore_patterns": given,
-                                             "delete_patterns": delete_patterns, **kwargs}))
+    def upload_folder(
+        self,
+        *,
+        repo_id: str,
+        folder_path: str | Path,
+        revision: str | None = None,
+        allow_patterns: Any = None,
+        ignore_patterns: Any = None,
+        delete_patterns: Any = None,
+        **kwargs: Any,
+    ) -> SimpleNamespace:
+        given = (
+            ignore_patterns if ignore_patterns is None or isinstance(ignore_patterns, str) else list(ignore_patterns)
+        )
+        self.calls.append(
+            (
+                "upload_folder",
+                {
+                    "repo_id": repo_id,
+                    "folder_path": str(folder_path),
+                    "revision": revision,
+                    "allow_patterns": allow_patterns,
+                    "ignore_patterns": given,
+                    "delete_patterns": delete_patterns,
+                    **kwargs,
+                },
+            )
+        )
         target = self.folder(repo_id, revision or "main", kwargs.get("repo_type"))
         if not target.exists():
             raise FileNotFoundError(f"{repo_id}@{revision or 'main'} does not exist (create the repo or branch first)")

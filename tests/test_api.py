@@ -22,9 +22,11 @@ TOY = str(ROOT / "recipes" / "toy.yaml")
 
 
 def test_import_is_light_and_the_api_loads_on_first_use():
-    code = ("import sys, iml_hf; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
-            "assert callable(iml_hf.load_recipe) and issubclass(iml_hf.RecipeError, ValueError); "
-            "assert 'torch' in sys.modules; print(sorted(iml_hf.__all__))")
+    code = (
+        "import sys, iml_hf; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+        "assert callable(iml_hf.load_recipe) and issubclass(iml_hf.RecipeError, ValueError); "
+        "assert 'torch' in sys.modules; print(sorted(iml_hf.__all__))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     for name in ("load_recipe", "build_corpus", "run", "run_sweep", "build_report", "RecipeError"):
@@ -34,15 +36,36 @@ def test_import_is_light_and_the_api_loads_on_first_use():
 
 
 def test_overrides_in_every_form_match_the_command_line(tmp_path):
-    cli = parse_recipe([TOY, "--seed=3", "--model.num_layers=2", "--stages.x1.max_steps=100",
-                        "--evaluation.subsets=x2t,x2f", "--stages.x2.replay={pretrain: 0.2}",
-                        f"--output_dir={tmp_path}"])
-    dotted = iml_hf.load_recipe(TOY, seed=3, output_dir=str(tmp_path), **{
-        "model.num_layers": 2, "stages.x1.max_steps": 100, "evaluation.subsets": ["x2t", "x2f"],
-        "stages.x2.replay": {"pretrain": 0.2}})
-    nested = iml_hf.load_recipe(Path(TOY), seed=3, output_dir=str(tmp_path), model={"num_layers": 2},
-                                evaluation={"subsets": ["x2t", "x2f"]},
-                                stages={"x1": {"max_steps": 100}, "x2": {"replay": {"pretrain": 0.2}}})
+    cli = parse_recipe(
+        [
+            TOY,
+            "--seed=3",
+            "--model.num_layers=2",
+            "--stages.x1.max_steps=100",
+            "--evaluation.subsets=x2t,x2f",
+            "--stages.x2.replay={pretrain: 0.2}",
+            f"--output_dir={tmp_path}",
+        ]
+    )
+    dotted = iml_hf.load_recipe(
+        TOY,
+        seed=3,
+        output_dir=str(tmp_path),
+        **{
+            "model.num_layers": 2,
+            "stages.x1.max_steps": 100,
+            "evaluation.subsets": ["x2t", "x2f"],
+            "stages.x2.replay": {"pretrain": 0.2},
+        },
+    )
+    nested = iml_hf.load_recipe(
+        Path(TOY),
+        seed=3,
+        output_dir=str(tmp_path),
+        model={"num_layers": 2},
+        evaluation={"subsets": ["x2t", "x2f"]},
+        stages={"x1": {"max_steps": 100}, "x2": {"replay": {"pretrain": 0.2}}},
+    )
     assert dotted.resolved == cli.resolved == nested.resolved
     assert dotted.stages[1].training["max_steps"] == 100 and dotted.stages[2].replay == {"pretrain": 0.2}
     mapping = iml_hf.load_recipe(yaml.safe_load(Path(TOY).read_text()), seed=3)  # a mapping, not a file
@@ -50,11 +73,15 @@ def test_overrides_in_every_form_match_the_command_line(tmp_path):
 
 
 def test_errors_are_exceptions_never_system_exit(tmp_path):
-    with pytest.raises(iml_hf.RecipeError, match="unknown key 'model.num_layer' in the overrides; did you mean "
-                                                 "'model.num_layers'"):
+    with pytest.raises(
+        iml_hf.RecipeError, match="unknown key 'model.num_layer' in the overrides; did you mean 'model.num_layers'"
+    ):
         iml_hf.load_recipe(TOY, **{"model.num_layer": 2})
-    with pytest.raises(iml_hf.RecipeError, match=r"model.num_layers=0 is not valid.*\(in the overrides: "
-                                                 r"model.num_layers=0\)"):
+    with pytest.raises(
+        iml_hf.RecipeError,
+        match=r"model.num_layers=0 is not valid.*\(in the overrides: "
+        r"model.num_layers=0\)",
+    ):
         iml_hf.load_recipe(TOY, model={"num_layers": 0})
     with pytest.raises(iml_hf.RecipeError, match=rf"stages.x1.max_step' in {re.escape(str(tmp_path))}"):
         bad = tmp_path / "bad.yaml"
@@ -86,8 +113,7 @@ def test_the_docs_example_runs(tmp_path):
     script = tmp_path / "example.py"
     script.write_text("\n".join(blocks))
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=600)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "modmul 40 ['pretrain', 'x1', 'x2']" in out and "num_rows: 4640" in out
@@ -102,8 +128,9 @@ def test_console_scripts_return_exit_codes(tmp_path):
     assert script, "iml-train is not installed: pip install -e . --no-deps"
     version = subprocess.run([script, "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout == "iml_hf 0.1.0\n"
-    bad = subprocess.run([script, TOY, "--model.hiden_size=8", f"--output_dir={tmp_path / 'run'}"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [script, TOY, "--model.hiden_size=8", f"--output_dir={tmp_path / 'run'}"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "did you mean '--model.hidden_size'" in bad.stderr
     listing = subprocess.run([sys.executable, "-m", "iml_hf"], capture_output=True, text=True, cwd=ROOT)
     assert listing.returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import build_tiny_model
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -17,17 +18,29 @@ from transformers import (
 
 from iml_hf.architectures import architecture_of, blocks, final_norm, mlp_parts, module_roles
 from iml_hf.gradients import parameter_groups
-from conftest import build_tiny_model
 
-
-ALIASES = {"mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "gemma": GemmaConfig,
-           "olmo": OlmoConfig, "phi3": Phi3Config}
+ALIASES = {
+    "mistral": MistralConfig,
+    "qwen2": Qwen2Config,
+    "qwen3": Qwen3Config,
+    "gemma": GemmaConfig,
+    "olmo": OlmoConfig,
+    "phi3": Phi3Config,
+}
 
 
 def _alias_model(name: str, vocab_size: int) -> nn.Module:
     torch.manual_seed(0)
-    config = ALIASES[name](vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=2, head_dim=8, pad_token_id=0)
+    config = ALIASES[name](
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+        pad_token_id=0,
+    )
     return AutoModelForCausalLM.from_config(config).eval()
 
 
@@ -39,7 +52,9 @@ def test_last_block_then_final_norm_then_head_is_the_models_forward(architecture
         model = build_tiny_model(tiny_tokenizer, architecture).eval()
     captured = {}
     last = blocks(model)[-1]
-    handle = last.register_forward_hook(lambda module, args, out: captured.update(h=out[0] if isinstance(out, tuple) else out))
+    handle = last.register_forward_hook(
+        lambda module, args, out: captured.update(h=out[0] if isinstance(out, tuple) else out)
+    )
     with torch.no_grad():
         logits = model(torch.tensor([[2, 5, 9, 4, 7]])).logits
         rebuilt = model.get_output_embeddings()(final_norm(model)(captured["h"]))
@@ -58,7 +73,9 @@ def test_parameter_groups_follow_the_adapter(architecture, tiny_tokenizer):
     mlp_params = {id(p) for mlp, _, _ in mlp_parts(model) for p in mlp.parameters()}
     names = dict(model.named_parameters())
     assert {n for n, g in groups.items() if g == "mlp"} == {n for n in groups if id(names[n]) in mlp_params}
-    norm_params = {id(p) for norm in [final_norm(model), *(n for _, n, _ in mlp_parts(model))] for p in norm.parameters()}
+    norm_params = {
+        id(p) for norm in [final_norm(model), *(n for _, n, _ in mlp_parts(model))] for p in norm.parameters()
+    }
     assert norm_params <= {id(names[n]) for n, g in groups.items() if g == "norms"}
     assert "other" not in groups.values()
     assert set(groups.values()) >= {"embeddings", "attention", "mlp", "norms"}
@@ -67,9 +84,16 @@ def test_parameter_groups_follow_the_adapter(architecture, tiny_tokenizer):
 
 
 def test_llama_family_aliases_and_unknown_models(tiny_tokenizer):
-    mistral = AutoModelForCausalLM.from_config(MistralConfig(
-        vocab_size=len(tiny_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2))
+    mistral = AutoModelForCausalLM.from_config(
+        MistralConfig(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
     assert architecture_of(mistral).gated_mlp and mlp_parts(mistral)[0][2] is mistral.model.layers[0].mlp.down_proj
     mistral.config.model_type = "mystery"
     with pytest.raises(ValueError, match="'mystery' is not a registered decoder architecture.*register_architecture"):

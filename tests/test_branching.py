@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY_RECIPE, kill_train_when
+
 from iml_hf.recipe import RecipeError, parse_recipe
 from iml_hf.train import main
 
@@ -66,7 +66,9 @@ def test_branch_0_reproduces_the_plain_runs_branch_stage_exactly(runs):
     assert branch["stages"]["x2"]["train_loss"] == plain["stages"]["x2"]["train_loss"]
     timeless = [{k: v for k, v in r.items()} for r in _rows(runs["branched"] / "branch0", 2) if r["stage_step"] > 0]
     assert timeless == _rows(runs["plain"], 2)
-    assert (runs["branched"] / "branch0" / "model.safetensors").read_bytes() == (runs["plain"] / "model.safetensors").read_bytes()
+    assert (runs["branched"] / "branch0" / "model.safetensors").read_bytes() == (
+        runs["plain"] / "model.safetensors"
+    ).read_bytes()
     # the branch's start is the trunk's end: the same weights on the same split
     assert branch["stages"]["x2"]["em_start"] == plain["stages"]["x1"]["em"]
 
@@ -93,7 +95,8 @@ def test_a_counterbalanced_pair_exchanges_the_halves_at_its_start(runs):
     b0, b1 = (_results(runs["branched"] / f"branch{b}")["stages"]["x2"]["em_start"] for b in (0, 1))
     assert (b1["x2t"], b1["x2f"]) == (b0["x2f"], b0["x2t"])
     assert _results(runs["branched"] / "branch1")["stages"]["x2"]["contrasts_start"]["iml_gap"] == pytest.approx(
-        -_results(runs["branched"] / "branch0")["stages"]["x2"]["contrasts_start"]["iml_gap"])
+        -_results(runs["branched"] / "branch0")["stages"]["x2"]["contrasts_start"]["iml_gap"]
+    )
 
 
 def test_a_rerun_skips_finished_branches_and_trains_nothing(runs, capsys):
@@ -108,13 +111,21 @@ def test_a_branch_killed_inside_its_stage_resumes_to_the_same_results(tmp_path, 
     work = tmp_path / "run" / "branch1.partial"
 
     def ready() -> bool:
-        return any(int(p.name.split("-")[1]) >= 15 and (p / "resume.json").is_file()
-                   for p in (work / "checkpoints" / "x2").glob("checkpoint-*"))
+        return any(
+            int(p.name.split("-")[1]) >= 15 and (p / "resume.json").is_file()
+            for p in (work / "checkpoints" / "x2").glob("checkpoint-*")
+        )
 
     kill_train_when([recipe, "--only_branch=1"], ready)
     assert not (tmp_path / "run" / "branch1" / "results.json").exists()
-    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(recipe), "--only_branch=1"], capture_output=True,
-                          text=True, env=ENV, cwd=ROOT, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "iml_hf.train", str(recipe), "--only_branch=1"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the run in" in done.stdout
     resumed, reference = _results(tmp_path / "run" / "branch1"), _results(runs["branched"] / "branch1")
@@ -123,15 +134,23 @@ def test_a_branch_killed_inside_its_stage_resumes_to_the_same_results(tmp_path, 
     assert not (tmp_path / "run" / "branch0").exists()  # only the branch asked for
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"branches": 3}, "even number"),
-    ({"branches": 2, "branch_stage": "x3"}, "did you mean 'x2'"),
-    ({"branches": 2, "branch_stage": "pretrain"}, "first stage"),
-    ({"branches": 2, "branch_stage": "x2", "only_branch": 2}, "only_branch=2"),
-    ({"branch_stage": "x2"}, "only applies with branches"),
-    ({"branches": 2, "stages": [*BRANCH_RECIPE["stages"][:2], {**BRANCH_RECIPE["stages"][2], "reset_optimizer": False}]},
-     "reset_optimizer=false"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"branches": 3}, "even number"),
+        ({"branches": 2, "branch_stage": "x3"}, "did you mean 'x2'"),
+        ({"branches": 2, "branch_stage": "pretrain"}, "first stage"),
+        ({"branches": 2, "branch_stage": "x2", "only_branch": 2}, "only_branch=2"),
+        ({"branch_stage": "x2"}, "only applies with branches"),
+        (
+            {
+                "branches": 2,
+                "stages": [*BRANCH_RECIPE["stages"][:2], {**BRANCH_RECIPE["stages"][2], "reset_optimizer": False}],
+            },
+            "reset_optimizer=false",
+        ),
+    ],
+)
 def test_bad_branch_settings_are_refused_at_parse_time(tmp_path, changes, message):
     with pytest.raises(RecipeError, match=message):
         parse_recipe([str(_write(tmp_path, output_dir=str(tmp_path / "run"), **changes))])
@@ -154,9 +173,16 @@ def test_a_finished_branched_run_summarizes_its_branches(runs):
 
 
 def test_a_finished_trunk_of_another_configuration_is_refused(runs, tmp_path, capsys):
-    changed = {**BRANCH_RECIPE, "output_dir": str(runs["branched"]), "branches": 2,
-               "stages": [BRANCH_RECIPE["stages"][0], {**BRANCH_RECIPE["stages"][1], "max_steps": 11},
-                          BRANCH_RECIPE["stages"][2]]}
+    changed = {
+        **BRANCH_RECIPE,
+        "output_dir": str(runs["branched"]),
+        "branches": 2,
+        "stages": [
+            BRANCH_RECIPE["stages"][0],
+            {**BRANCH_RECIPE["stages"][1], "max_steps": 11},
+            BRANCH_RECIPE["stages"][2],
+        ],
+    }
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(changed, sort_keys=False))
     before = (runs["branched"] / "trunk" / "results.json").read_text()

@@ -34,15 +34,27 @@ def bpe_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=[EOT, PAD],
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    backend.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=[EOT, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=EOT, eos_token=EOT, unk_token=EOT)
 
 
 def save_checkpoint(folder: Path, tokenizer: PreTrainedTokenizerFast, seed: int) -> AutoModelForCausalLM:
     torch.manual_seed(seed)
-    config = GPTNeoXConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-                           vocab_size=len(tokenizer), max_position_embeddings=64, bos_token_id=0, eos_token_id=0)
+    config = GPTNeoXConfig(
+        num_hidden_layers=2,
+        hidden_size=16,
+        num_attention_heads=2,
+        intermediate_size=32,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -74,7 +86,9 @@ def pythia_cache(tmp_path, tiny_corpus):
     """A hub cache holding REPO at ``main`` and at the branch ``step1000`` (other weights)."""
     tokenizer = bpe_tokenizer(list(tiny_corpus["train"]["text"]))
     folders = {"main": tmp_path / "src-main", "step1000": tmp_path / "src-step1000"}
-    models_ = {branch: save_checkpoint(folder, tokenizer, seed) for seed, (branch, folder) in enumerate(folders.items())}
+    models_ = {
+        branch: save_checkpoint(folder, tokenizer, seed) for seed, (branch, folder) in enumerate(folders.items())
+    }
     place_in_hub_cache(tmp_path / "hub", REPO, folders)
     return tmp_path / "hub", models_
 
@@ -86,12 +100,16 @@ def test_a_checkpoint_loads_by_hub_id_offline_at_a_revision_and_trains_two_stage
     for branch, model in models_.items():
         torch.save(model.state_dict(), tmp_path / f"{branch}.pt")
     child = tmp_path / "pythia.yaml"
-    child.write_text(yaml.safe_dump({
-        "base": tiny_recipe.name,
-        "output_dir": str(tmp_path / "pythia-run"),
-        "model": {"model_name_or_path": REPO, "revision": "step1000"},
-        "stages": [{"name": "pretrain"}, {"name": "x1"}],
-    }))
+    child.write_text(
+        yaml.safe_dump(
+            {
+                "base": tiny_recipe.name,
+                "output_dir": str(tmp_path / "pythia-run"),
+                "model": {"model_name_or_path": REPO, "revision": "step1000"},
+                "stages": [{"name": "pretrain"}, {"name": "x1"}],
+            }
+        )
+    )
     script = f"""
 import json, torch
 from iml_hf.args import ModelArguments
@@ -115,8 +133,11 @@ print("stages", list(results["stages"]), "type", results["recipe"]["model"]["mod
     results = json.loads((tmp_path / "pythia-run" / "results.json").read_text())
     assert results["recipe"]["model"]["revision"] == "step1000"
     assert "num_layers" not in results["recipe"]["model"]  # the checkpoint's config, not a from-scratch default
-    assert results["checkpoint"] == {"model_name_or_path": REPO, "revision": "step1000",
-                                     "commit": hashlib.sha1(b"step1000").hexdigest()}
+    assert results["checkpoint"] == {
+        "model_name_or_path": REPO,
+        "revision": "step1000",
+        "commit": hashlib.sha1(b"step1000").hexdigest(),
+    }
     from transformers import AutoTokenizer
 
     saved = AutoTokenizer.from_pretrained(tmp_path / "pythia-run")  # the run folder, as a Hub user loads it
@@ -199,8 +220,14 @@ def test_stage_weights_of_an_untied_gpt_neox_load_back(tmp_path):
 
     from iml_hf.pipeline import load_stage_weights
 
-    config = GPTNeoXConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32, tie_word_embeddings=False)
+    config = GPTNeoXConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     trained = GPTNeoXForCausalLM(config)
     trained.save_pretrained(tmp_path)

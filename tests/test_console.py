@@ -38,8 +38,17 @@ def test_console_view_keeps_headlines_only():
 
 
 def test_banner_names_the_stage_its_data_steps_and_measurements():
-    text = stage_banner(1, 3, "x1", ["x1t", "x1f"], {"pretrain": 0.5}, 4800, 6000,
-                        ["exact match on 5 sets every 1000 steps and at the end", "layer analysis at the end"], 500)
+    text = stage_banner(
+        1,
+        3,
+        "x1",
+        ["x1t", "x1f"],
+        {"pretrain": 0.5},
+        4800,
+        6000,
+        ["exact match on 5 sets every 1000 steps and at the end", "layer analysis at the end"],
+        500,
+    )
     lines = text.splitlines()
     assert lines[0].startswith("== stage 2/3: x1 ")
     assert "x1t, x1f + replay pretrain 50%" in text and "(4,800 rows)" in text
@@ -48,15 +57,30 @@ def test_banner_names_the_stage_its_data_steps_and_measurements():
 
 
 def test_log_lines_are_numbers_with_the_stage_name():
-    line = measurement_line("x1", 450, 6000, "eval", [("pretrain", "em", 0.33751, {}), ("x1t", "em", 0.25, {}),
-                                                      ("x1t", "f1", 0.9, {}), ("x1t", "loss", 2.0, {})], 1.234)
+    line = measurement_line(
+        "x1",
+        450,
+        6000,
+        "eval",
+        [("pretrain", "em", 0.33751, {}), ("x1t", "em", 0.25, {}), ("x1t", "f1", 0.9, {}), ("x1t", "loss", 2.0, {})],
+        1.234,
+    )
     assert line == "[x1 step  450/6000] eval EM     pretrain 0.338  x1t 0.250  (1.2 s)"
-    assert measurement_line("x1", 6000, 6000, "grad_align", [("x2t", "all", 0.0123, {}), ("x2t", "mlp", 0.5, {})],
-                            0.4) == "[x1 step 6000/6000] grad align  x2t +0.012  (0.4 s)"
+    assert (
+        measurement_line("x1", 6000, 6000, "grad_align", [("x2t", "all", 0.0123, {}), ("x2t", "mlp", 0.5, {})], 0.4)
+        == "[x1 step 6000/6000] grad align  x2t +0.012  (0.4 s)"
+    )
     assert measurement_line("x1", 1, 2, "grad_align", [("x2t", "mlp", 0.5, {})], 0.1) is None  # nothing headline
-    line = training_line("pretrain", 100, 300, {"loss": 1.72226, "grad_norm": 0.382, "learning_rate": 0.003,
-                                                "stage_index": 0.0}, rate=20.0)
-    assert line == "[pretrain step 100/300] train       loss 1.722  grad_norm 0.382  lr 3.00e-03   20.0 steps/s, 10 s left"
+    line = training_line(
+        "pretrain",
+        100,
+        300,
+        {"loss": 1.72226, "grad_norm": 0.382, "learning_rate": 0.003, "stage_index": 0.0},
+        rate=20.0,
+    )
+    assert (
+        line == "[pretrain step 100/300] train       loss 1.722  grad_norm 0.382  lr 3.00e-03   20.0 steps/s, 10 s left"
+    )
     assert "'" not in line and "stage_index" not in line
 
 
@@ -113,10 +137,17 @@ def test_quiet_run_prints_only_the_final_table_and_writes_training_rows(monkeypa
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["family"] == "train"]
     # logging_steps 5 and the stage's last step: pretrain 5, 6; x1 4; x2 4
-    assert sorted({(r["stage"], r["stage_step"]) for r in train_rows}) == [("pretrain", 5), ("pretrain", 6), ("x1", 4), ("x2", 4)]
+    assert sorted({(r["stage"], r["stage_step"]) for r in train_rows}) == [
+        ("pretrain", 5),
+        ("pretrain", 6),
+        ("x1", 4),
+        ("x2", 4),
+    ]
     assert {r["metric"] for r in train_rows} == {"loss", "grad_norm", "learning_rate"}
-    assert all(r["name"] == f"train/{r['metric']}" and r["subset"] == "train" and isinstance(r["value"], float)
-               for r in train_rows)
+    assert all(
+        r["name"] == f"train/{r['metric']}" and r["subset"] == "train" and isinstance(r["value"], float)
+        for r in train_rows
+    )
     last = next(r for r in train_rows if r["stage"] == "x2" and r["metric"] == "learning_rate")
     assert last["global_step"] == 14 and last["seed"] == 0
     assert results["stages"]["x2"]["train_loss"] > 0
@@ -162,8 +193,9 @@ def test_no_loss_type_warning(tiny_tokenizer, transformers_warnings):
     from iml_hf.modeling import build_model
 
     for architecture in ("gpt2", "llama"):
-        model = build_model(ModelArguments(architecture=architecture, num_layers=1, hidden_size=16, num_heads=2),
-                            tiny_tokenizer)
+        model = build_model(
+            ModelArguments(architecture=architecture, num_layers=1, hidden_size=16, num_heads=2), tiny_tokenizer
+        )
         ids = torch.tensor([[1, 2, 3, 4]])
         assert model(input_ids=ids, labels=ids).loss.isfinite()
         assert model.loss_type == "ForCausalLM"

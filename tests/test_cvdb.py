@@ -28,7 +28,18 @@ ROWS = [
     ["Q1", "Marie_Curie_Doe", "1867", "1934", "Female", "Discovery", "physicist", "'Poland'_'France'", "Europe", "700"],
     ["Q2", "Aristotle", "-384", "-322", "Male", "Discovery", "philosopher", "'Greece'", "Europe", "900"],
     ["Q3", "Émilie_du_Châtelet", "1706", "1749", "Female", "Discovery", "mathematician", "'France'", "Europe", "800"],
-    ["Q4", "Ada_Byron", "1955", "2015", "Female", "Culture", "film_director", "'United_Kingdom'_'Ireland'", "Europe", "300"],
+    [
+        "Q4",
+        "Ada_Byron",
+        "1955",
+        "2015",
+        "Female",
+        "Culture",
+        "film_director",
+        "'United_Kingdom'_'Ireland'",
+        "Europe",
+        "300",
+    ],
     ["Q5", "Bob_Builder", "1873.0", "1950.0", "Male", "Culture", "painter", "'France'", "Europe", "500"],
     ["Q6", "Carl_Nodeath", "1900", "", "Male", "Culture", "writer", "'Germany'", "Europe", "850"],  # no death
     ["Q7", "Dora_Noregion", "1901", "1999", "Female", "Culture", "singer", "'Italy'", "", "10000"],  # no region
@@ -66,8 +77,18 @@ def test_file_is_latin1_and_accents_survive(cvdb_csv):
 
 @pytest.mark.parametrize(
     "year, expected",
-    [(1873, "19 century"), (1900, "19 century"), (1901, "1900s"), (1953, "1950s"), (1999, "1990s"),
-     (2000, "2000"), (2015, "2015"), (1706, "18 century"), (-384, "4 century BC"), (-322, "4 century BC")],
+    [
+        (1873, "19 century"),
+        (1900, "19 century"),
+        (1901, "1900s"),
+        (1953, "1950s"),
+        (1999, "1990s"),
+        (2000, "2000"),
+        (2015, "2015"),
+        (1706, "18 century"),
+        (-384, "4 century BC"),
+        (-322, "4 century BC"),
+    ],
 )
 def test_anonymize_year_centuries_then_decades(year, expected):
     assert anonymize_year(year) == expected
@@ -86,8 +107,13 @@ def test_gender_balanced_top_n_by_readership(cvdb_csv):
 def test_ties_keep_file_order_and_more_entities(cvdb_csv):
     kb = load_cvdb(cvdb_csv, num_entities=8)
     assert kb.entities == [
-        "Aristotle", "Bob Builder", "Gus Tie",
-        "Émilie du Châtelet", "Marie Curie Doe", "Ada Byron", "Eve Smallreach",
+        "Aristotle",
+        "Bob Builder",
+        "Gus Tie",
+        "Émilie du Châtelet",
+        "Marie Curie Doe",
+        "Ada Byron",
+        "Eve Smallreach",
     ]
     assert not {"Carl Nodeath", "Dora Noregion", "Jean-Paul Hyphen", "Hal Badocc", "Fay Other"} & set(kb.entities)
 
@@ -144,6 +170,7 @@ def test_missing_column_and_file_are_reported(tmp_path):
 
 # ----------------------------------------------------------------- the entity task on a CVDB file
 
+
 def _entities_task(path, **overrides):
     return all_d1_entities_task("cvdb", path, **{"num_entities": 6, **overrides})
 
@@ -155,19 +182,25 @@ def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(cvdb_csv):
     trained = [r for r in corpus["train"] if r["prompt"] == "What was the nationality of Marie Curie Doe ?"]
     assert [r["text"] for r in trained] == ["What was the nationality of Marie Curie Doe ? Poland"]
     assert trained[0]["answer"] == "Poland" and not [r for r in corpus["train"] if ";" in r["text"]]
-    held = [r for r in corpus["test"] if r["referent"] == "Marie Curie Doe" and "nationality" in r["prompt"]
-            and r["subset"] == "d1consis"]
+    held = [
+        r
+        for r in corpus["test"]
+        if r["referent"] == "Marie Curie Doe" and "nationality" in r["prompt"] and r["subset"] == "d1consis"
+    ]
     assert len(held) == 1 and held[0]["answer"] == "Poland;France"
     scores = score_answers(["France", "Poland", "Poland;France", "Germany"], [held[0]["answer"]] * 4)
     assert scores["em"] == [1.0, 1.0, 0.0, 0.0]  # the joined list itself is no answer (and is never trained)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"wikidata_code,name,birth\nQ1,Ann,1900\n", r"lacks the columns \['death', 'gender'"),
-    (bytes(range(256)) * 8, "is not a text file"),
-    (b'[{"name": "Ann", "birth": 1900}]', "looks like JSON"),
-    (b"", "is empty"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"wikidata_code,name,birth\nQ1,Ann,1900\n", r"lacks the columns \['death', 'gender'"),
+        (bytes(range(256)) * 8, "is not a text file"),
+        (b'[{"name": "Ann", "birth": 1900}]', "looks like JSON"),
+        (b"", "is empty"),
+    ],
+)
 def test_a_bad_cvdb_file_is_a_clear_error(tmp_path, content, message):
     from iml_hf.validation import RecipeError
 
@@ -184,12 +217,18 @@ def test_a_cvdb_file_too_small_for_the_recipe(cvdb_csv):
     from iml_hf.validation import RecipeError
 
     # 3 usable men and 4 women: 8 entities cannot be drawn, 6 can
-    with pytest.raises(RecipeError, match=r"gives 7 usable people \(3 of the rarer gender.*fewer than "
-                                          r"task.num_entities=8; set --task.num_entities=6 or less"):
+    with pytest.raises(
+        RecipeError,
+        match=r"gives 7 usable people \(3 of the rarer gender.*fewer than "
+        r"task.num_entities=8; set --task.num_entities=6 or less",
+    ):
         _entities_task(cvdb_csv, num_entities=8).build(0)
     # an inconsistent subset of one entity has no other entity to name
-    with pytest.raises(RecipeError, match=r"task.fraction_qd2incons=0.2 gives qd2incons one entity of the knowledge "
-                                          r"base's 6.*at least 0.333"):
+    with pytest.raises(
+        RecipeError,
+        match=r"task.fraction_qd2incons=0.2 gives qd2incons one entity of the knowledge "
+        r"base's 6.*at least 0.333",
+    ):
         _entities_task(cvdb_csv, fraction_d1consis=0.8, fraction_qd2incons=0.2).build(0)
     assert _entities_task(cvdb_csv, fraction_d1consis=0.6, fraction_qd2incons=0.4).build(0)  # two: fine
 
@@ -202,15 +241,28 @@ def test_train_exits_2_on_a_bad_knowledge_base_and_writes_nothing(tmp_path):
 
     bad = tmp_path / "people.csv"
     bad.write_text("name,birth\nAnn,1900\n", encoding="latin-1")
-    recipe = {"output_dir": str(tmp_path / "run"), "torch_threads": 1,
-              "task": {"name": "entities", "num_entities": 20},
-              "model": {"architecture": "gpt2", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
-              "training": {"per_device_train_batch_size": 4, "disable_tqdm": True},
-              "stages": [{"name": "stage1", "train_subsets": ["knowledge"], "max_steps": 1}]}
+    recipe = {
+        "output_dir": str(tmp_path / "run"),
+        "torch_threads": 1,
+        "task": {"name": "entities", "num_entities": 20},
+        "model": {"architecture": "gpt2", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
+        "training": {"per_device_train_batch_size": 4, "disable_tqdm": True},
+        "stages": [{"name": "stage1", "train_subsets": ["knowledge"], "max_steps": 1}],
+    }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tmp_path / "recipe.yaml"),
-                           "--task.knowledge_base=cvdb", f"--task.kb_path={bad}"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iml_hf.train",
+            str(tmp_path / "recipe.yaml"),
+            "--task.knowledge_base=cvdb",
+            f"--task.kb_path={bad}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"iml_hf.train: error: task.kb_path={str(bad)!r} cannot be read"), done.stderr
     assert "lacks the columns" in done.stderr and "Traceback" not in done.stderr

@@ -47,7 +47,9 @@ def test_replay_is_without_replacement_while_the_pool_lasts(tokenized):
 
 def test_padding_never_enters_the_loss(tokenized, tiny_tokenizer):
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2)).eval()
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    ).eval()
     rows = [tokenized["train"][i] for i in (0, len(tokenized["train"]) - 1, 5)]
     assert len({len(r["input_ids"]) for r in rows}) > 1  # mixed lengths: padding is needed
     batch = PadCollator(tiny_tokenizer.pad_token_id)(rows)

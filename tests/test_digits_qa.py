@@ -11,9 +11,18 @@ from iml_hf.corpus import corpus_fingerprint
 from iml_hf.tasks import digits_qa
 from iml_hf.tasks.digits_qa import DEFINED, STRIP_ROWS, DigitsQATask, quantise, sklearn_digits
 
-SMALL = dict(num_variables=60, knowledge_images=300, patch_width=2, fraction_q=0.1, fraction_qd1consis=0.2, fraction_qd2incons=0.2)
-ROWS = {name: slice(start, start + n) for name, start, n in zip(
-    STRIP_ROWS, np.cumsum([0, *STRIP_ROWS.values()])[:-1], STRIP_ROWS.values())}
+SMALL = dict(
+    num_variables=60,
+    knowledge_images=300,
+    patch_width=2,
+    fraction_q=0.1,
+    fraction_qd1consis=0.2,
+    fraction_qd2incons=0.2,
+)
+ROWS = {
+    name: slice(start, start + n)
+    for name, start, n in zip(STRIP_ROWS, np.cumsum([0, *STRIP_ROWS.values()])[:-1], STRIP_ROWS.values())
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,9 @@ def test_images_are_deterministic_per_seed_and_round_trip(task, corpus):
     assert corpus_fingerprint(task.build(seed=5)) == corpus_fingerprint(corpus)
     assert corpus_fingerprint(task.build(seed=6)) != corpus_fingerprint(corpus)
     image = task.image(tag=np.ones((2, 8), dtype=np.int64), content=sklearn_digits()[0][7])
-    assert (task.render(task.prompt(tag=np.ones((2, 8), dtype=np.int64), content=sklearn_digits()[0][7])) == image).all()
+    assert (
+        task.render(task.prompt(tag=np.ones((2, 8), dtype=np.int64), content=sklearn_digits()[0][7])) == image
+    ).all()
     assert task.render(corpus["train"][0]["prompt"]).shape == (14, 8)
 
 
@@ -43,7 +54,9 @@ def test_every_patch_width_round_trips(width):
     task = DigitsQATask(**{**SMALL, "patch_width": width})
     image = task.image(variable=np.eye(2, 8, dtype=np.int64), content=sklearn_digits()[0][3])
     assert len(task.tokens(image)) == 14 * 8 // (2 * width)
-    assert (task.render(task.prompt(variable=np.eye(2, 8, dtype=np.int64), content=sklearn_digits()[0][3])) == image).all()
+    assert (
+        task.render(task.prompt(variable=np.eye(2, 8, dtype=np.int64), content=sklearn_digits()[0][3])) == image
+    ).all()
 
 
 def _table(task, seed):
@@ -89,7 +102,7 @@ def test_definition_layout_the_class_token_precedes_every_pixel_it_could_be_read
     for row in definitions:
         prompt = row["prompt"].split()
         assert prompt[-1] == "=" and all(t.startswith("p") for t in prompt[:-1])
-        assert set(prompt[2 * per_strip:-1]) == {"p0"}  # question and content strips blank
+        assert set(prompt[2 * per_strip : -1]) == {"p0"}  # question and content strips blank
         answer = row["answer"].split()
         assert answer[0] == f"c{answer[0][1:]}" and answer[0][1:].isdigit()
         content = answer[1:]
@@ -98,8 +111,11 @@ def test_definition_layout_the_class_token_precedes_every_pixel_it_could_be_read
         assert int(answer[0][1:]) in levels[shown.tobytes()]  # the digit shown is of the named class
         assert row["text"] == f"{row['prompt']} {row['answer']}"
     plain = DigitsQATask(**SMALL).build(seed=5)  # the default: the class token alone
-    assert all(r["answer"] == r["answer"].split()[0] and r["answer"].startswith("c") and r["prompt"].split()[-1] == "="
-               for r in plain["train"] if r["kind"] == "definition")
+    assert all(
+        r["answer"] == r["answer"].split()[0] and r["answer"].startswith("c") and r["prompt"].split()[-1] == "="
+        for r in plain["train"]
+        if r["kind"] == "definition"
+    )
 
 
 def test_definitions_name_the_class_and_only_tag_2_contradicts(task, corpus):
@@ -235,13 +251,16 @@ def test_mnist_is_pooled_to_8x8_and_offline_is_a_clear_error(monkeypatch):
         DigitsQATask(source="mnist", **SMALL).build(seed=0)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"held_out_targets": 5}, "held_out_targets=5 must be below"),
-    ({"source": "cifar"}, "task.source"),
-    ({"target_values": 2, "num_targets": 3}, "at least 5"),
-    ({"num_variables": 70000}, "exceeds the distinct variable patterns"),
-    ({"grey_levels": 17, "patch_width": 8}, "beyond 64 bits"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"held_out_targets": 5}, "held_out_targets=5 must be below"),
+        ({"source": "cifar"}, "task.source"),
+        ({"target_values": 2, "num_targets": 3}, "at least 5"),
+        ({"num_variables": 70000}, "exceeds the distinct variable patterns"),
+        ({"grey_levels": 17, "patch_width": 8}, "beyond 64 bits"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         DigitsQATask(**{**SMALL, **change}).build(seed=0)
@@ -257,16 +276,24 @@ def test_a_run_with_gradient_alignment_trains_and_scores_every_subset(tmp_path, 
     from iml_hf import train
 
     recipe = {
-        "output_dir": str(tmp_path / "run"), "seed": 0, "torch_threads": 1,
+        "output_dir": str(tmp_path / "run"),
+        "seed": 0,
+        "torch_threads": 1,
         "task": {"name": "digits_qa", **SMALL},
         "model": {"architecture": "gpt2", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
         "training": {"per_device_train_batch_size": 16, "learning_rate": 3e-3, "disable_tqdm": True},
         "evaluation": {"eval_steps": 0},
         "gradient_alignment": {"enabled": True, "aliases_per_subset": 2, "questions_per_alias": 2},
-        "stages": [{"name": "knowledge", "train_subsets": ["knowledge"], "max_steps": 3},
-                   {"name": "stage1", "train_subsets": ["qd1consis", "qd2incons", "q"], "max_steps": 3},
-                   {"name": "stage2", "train_subsets": ["d1consis", "d2consis"], "train_kinds": ["definition"],
-                    "max_steps": 3}],
+        "stages": [
+            {"name": "knowledge", "train_subsets": ["knowledge"], "max_steps": 3},
+            {"name": "stage1", "train_subsets": ["qd1consis", "qd2incons", "q"], "max_steps": 3},
+            {
+                "name": "stage2",
+                "train_subsets": ["d1consis", "d2consis"],
+                "train_kinds": ["definition"],
+                "max_steps": 3,
+            },
+        ],
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(tmp_path / "r.yaml")])

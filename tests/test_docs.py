@@ -58,8 +58,9 @@ def test_the_add_a_task_guide_runs(tmp_path: Path) -> None:
         "print('RESULT', json.dumps({'contrasts': results['contrasts'], 'rows': {s: len(corpus[s]) for s in corpus}}))\n"
     )
     env = {**os.environ, "IML_HF_CACHE": str(tmp_path / "cache")}  # the corpus cache stays in the test's folder
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     assert set(result["contrasts"]) == {"iml", "stage1"}

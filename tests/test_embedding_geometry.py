@@ -12,7 +12,12 @@ from conftest import run_recipe
 from matplotlib.image import imread
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iml_hf.callbacks.embedding_geometry import EmbeddingLayout, corpus_aliases, embedding_cosines, referent_alias_cosines
+from iml_hf.callbacks.embedding_geometry import (
+    EmbeddingLayout,
+    corpus_aliases,
+    embedding_cosines,
+    referent_alias_cosines,
+)
 
 
 def test_layout_orders_numbers_then_aliases_by_bucket(tiny_task, tiny_corpus, tiny_tokenizer):
@@ -45,7 +50,9 @@ def test_cosines_match_an_independent_computation(tiny_task, tiny_corpus, tiny_t
     assert np.allclose(matrix, expected, atol=1e-6)
     # several tokens per word: the mean of their embeddings
     two = embedding_cosines(weights, [[4, 5], [6]])
-    assert two[0, 1] == pytest.approx(F.cosine_similarity((weights[4] + weights[5]) / 2, weights[6], dim=0).item(), abs=1e-6)
+    assert two[0, 1] == pytest.approx(
+        F.cosine_similarity((weights[4] + weights[5]) / 2, weights[6], dim=0).item(), abs=1e-6
+    )
 
 
 def test_referent_alias_cosines_on_a_hand_built_embedding(tiny_task, tiny_corpus, tiny_tokenizer):
@@ -57,7 +64,9 @@ def test_referent_alias_cosines_on_a_hand_built_embedding(tiny_task, tiny_corpus
         weights[number_ids[n], k] = 1.0  # numbers are orthonormal
     for alias, number, bucket in layout.aliases:
         vector = weights[number_ids[number]]
-        weights[tiny_tokenizer.convert_tokens_to_ids(alias)] = {"x1t": vector, "x2f": -vector}.get(bucket, torch.ones(8))
+        weights[tiny_tokenizer.convert_tokens_to_ids(alias)] = {"x1t": vector, "x2f": -vector}.get(
+            bucket, torch.ones(8)
+        )
     summary = referent_alias_cosines(embedding_cosines(weights, layout.token_ids), layout)
     assert summary["x1t"] == {"embed_cos": pytest.approx(1.0), "embed_cos_other": pytest.approx(0.0)}
     assert summary["x2f"]["embed_cos"] == pytest.approx(-1.0)
@@ -84,6 +93,10 @@ def test_run_writes_matrices_heatmaps_and_per_bucket_cosines(monkeypatch, tmp_pa
     stage = results["stages"]["x2"]["embedding"]
     assert set(stage) == {"x1t", "x1f", "x2t", "x2f"}
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    logged = {r["subset"]: r["value"] for r in rows if r["name"].endswith("/embed_cos") and r["stage"] == "x2" and r["stage_step"] == 4}
+    logged = {
+        r["subset"]: r["value"]
+        for r in rows
+        if r["name"].endswith("/embed_cos") and r["stage"] == "x2" and r["stage_step"] == 4
+    }
     assert all(r["name"] == f"embedding/{r['subset']}/embed_cos" for r in rows if r["metric"] == "embed_cos")
     assert logged == {b: v["embed_cos"] for b, v in stage.items()}

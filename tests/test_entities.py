@@ -13,10 +13,20 @@ from iml_hf.tasks import eval_set_name, eval_set_subset, valid_eval_sets
 from iml_hf.tasks.entities import DEF_ORDERS, EntitiesTask
 from iml_hf.tasks.knowledge import synthetic_kb
 
-SMALL = dict(num_entities=60, fraction_q_no_replacement_baseline=0.1, fraction_qd1consis=0.15,
-             fraction_qd1incons=0.05, fraction_qd2consis=0.05, fraction_qd2incons=0.15, fraction_qd4consis=0.05,
-             fraction_q=0.05, fraction_d1consis=0.1, fraction_d2consis=0.1, fraction_d3consis=0.1,
-             fraction_no_qd_baseline=0.1)
+SMALL = dict(
+    num_entities=60,
+    fraction_q_no_replacement_baseline=0.1,
+    fraction_qd1consis=0.15,
+    fraction_qd1incons=0.05,
+    fraction_qd2consis=0.05,
+    fraction_qd2incons=0.15,
+    fraction_qd4consis=0.05,
+    fraction_q=0.05,
+    fraction_d1consis=0.1,
+    fraction_d2consis=0.1,
+    fraction_d3consis=0.1,
+    fraction_no_qd_baseline=0.1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +52,15 @@ def _definitions(corpus) -> dict[str, list[dict]]:
 
 def _true_variable(corpus) -> dict[str, str]:
     """Entity -> the variable its questions use (from the question rows)."""
-    return {r["referent"]: r["key"] for split in ("train", "test") for r in corpus[split]
-            if r["kind"] == "question" and r["referent"] and r["subset"] in EntitiesTask.subsets
-            and not r["subset"].startswith(("d2incons", "ctx_"))}
+    return {
+        r["referent"]: r["key"]
+        for split in ("train", "test")
+        for r in corpus[split]
+        if r["kind"] == "question"
+        and r["referent"]
+        and r["subset"] in EntitiesTask.subsets
+        and not r["subset"].startswith(("d2incons", "ctx_"))
+    }
 
 
 def test_subset_sizes_follow_the_fractions(corpus):
@@ -128,8 +144,12 @@ def test_d2incons_asks_each_variable_the_partners_questions(corpus):
         partner_variable = row["key"]
         assert variable_of[row["referent"]] != partner_variable
         partner = next(e for e, v in variable_of.items() if v == partner_variable)
-        assert row["subset"] == "d2incons" and partner in {r["referent"] for r in _rows(corpus, "test", subset="d2consis")}
-    assert len(_rows(corpus, "test", subset="d2incons")) == len(_rows(corpus, "test", subset="d2consis", kind="question"))
+        assert row["subset"] == "d2incons" and partner in {
+            r["referent"] for r in _rows(corpus, "test", subset="d2consis")
+        }
+    assert len(_rows(corpus, "test", subset="d2incons")) == len(
+        _rows(corpus, "test", subset="d2consis", kind="question")
+    )
 
 
 def test_entity_association_answers(corpus):
@@ -158,7 +178,10 @@ def test_letter_sets_ask_for_letters_of_the_name():
     corpus = EntitiesTask(**SMALL, letter_sets=True, entity_association=False).build(seed=3)
     rows = _rows(corpus, "test", kind="association")
     assert {r["subset"] for r in rows if r["subset"].endswith("_d1consis")} == {
-        "first_letter_d1consis", "second_letter_d1consis", "last_letter_d1consis"}
+        "first_letter_d1consis",
+        "second_letter_d1consis",
+        "last_letter_d1consis",
+    }
     for row in rows:
         entity = row["referent"]
         expected = {"first": entity[0], "second": entity[1], "last": entity[-1]}[row["subset"].split("_")[0]]
@@ -214,8 +237,10 @@ def test_bad_arguments_are_clear_errors():
 
 
 def test_same_seed_same_bytes_across_processes(task, corpus):
-    code = ("from iml_hf.tasks.entities import EntitiesTask; from iml_hf.corpus import corpus_fingerprint; "
-            f"print(corpus_fingerprint(EntitiesTask(**{SMALL!r}).build(seed=3)))")
+    code = (
+        "from iml_hf.tasks.entities import EntitiesTask; from iml_hf.corpus import corpus_fingerprint; "
+        f"print(corpus_fingerprint(EntitiesTask(**{SMALL!r}).build(seed=3)))"
+    )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert other == corpus_fingerprint(corpus)
     assert corpus_fingerprint(task.build(seed=4)) != other
@@ -240,8 +265,13 @@ ENTITY_RECIPE = {
     "embedding_geometry": {"enabled": True, "plots": False},
     "stages": [
         {"name": "knowledge", "train_subsets": ["knowledge"], "max_steps": 4},
-        {"name": "stage1", "train_subsets": ["qd1consis", "qd2incons"], "train_kinds": ["definition"],
-         "replay": {"knowledge": 0.3}, "max_steps": 3},
+        {
+            "name": "stage1",
+            "train_subsets": ["qd1consis", "qd2incons"],
+            "train_kinds": ["definition"],
+            "replay": {"knowledge": 0.3},
+            "max_steps": 3,
+        },
         {"name": "stage2", "train_subsets": ["d1consis", "d2consis"], "train_kinds": ["definition"], "max_steps": 3},
     ],
 }
@@ -267,13 +297,18 @@ def test_entities_recipe_end_to_end_with_every_measurement(monkeypatch, tmp_path
     metrics = stage1["metrics"]
     assert {"em", "f1", "loss"} <= set(metrics["d1consis"]) and "assoc_who_d1consis" in metrics
     assert "train_definition_qd1consis" in metrics and "train_question_knowledge" in metrics
-    assert results["contrasts"]["stage2_d1_vs_d2"] == pytest.approx(results["final_em"]["d1consis"] - results["final_em"]["d2consis"])
+    assert results["contrasts"]["stage2_d1_vs_d2"] == pytest.approx(
+        results["final_em"]["d1consis"] - results["final_em"]["d2consis"]
+    )
     assert set(results["stages"]["stage2"]["grad_align"]["pairs"]) >= {"qd1consis", "qd2incons", "d1consis", "d2consis"}
     embedding = results["stages"]["stage2"]["embedding"]
     assert {"qd1consis", "d1consis", "no_qd_baseline"} <= set(embedding)
     labels = json.loads((tmp_path / "run" / "embeddings" / "labels.json").read_text())
-    variables = {r["key"]: r["referent"] for r in _rows(EntitiesTask(**recipe["task"]).build(0), "test", kind="question")
-                 if r["referent"] and r["subset"] == "d1consis"}
+    variables = {
+        r["key"]: r["referent"]
+        for r in _rows(EntitiesTask(**recipe["task"]).build(0), "test", kind="question")
+        if r["referent"] and r["subset"] == "d1consis"
+    }
     rows = dict(zip(labels["labels"], labels["row_referents"]))
     assert all(rows[v] == e for v, e in variables.items())
 
@@ -320,8 +355,11 @@ def test_an_inconsistent_subset_of_one_entity_is_refused_when_the_recipe_is_read
     from iml_hf.validation import RecipeError
 
     task = {**SMALL, "num_entities": 10, "fraction_qd1incons": 0.0, "fraction_qd2incons": 0.1}
-    with pytest.raises(RecipeError, match=r"task.fraction_qd2incons=0.1 gives qd2incons one entity of the knowledge "
-                                          r"base's 10.*needs two or more: raise the fraction to at least 0.2"):
+    with pytest.raises(
+        RecipeError,
+        match=r"task.fraction_qd2incons=0.1 gives qd2incons one entity of the knowledge "
+        r"base's 10.*needs two or more: raise the fraction to at least 0.2",
+    ):
         EntitiesTask(**task)
     recipe = {"task": {"name": "entities", **task}, "stages": [{"name": "s", "train_subsets": ["knowledge"]}]}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))

@@ -22,9 +22,13 @@ def _reference(model, prompts, answers):
     for prompt, answer in zip(prompts, answers):
         ids = torch.tensor([prompt])
         generated = model.generate(
-            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=len(answer),
-            pad_token_id=PAD, eos_token_id=EOS,
-        )[0, len(prompt):].tolist()
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=len(answer),
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+        )[0, len(prompt) :].tolist()
         out.append(generated[: len(answer)] == answer)
     return out
 
@@ -35,8 +39,14 @@ def _planted(model, prompts, n_answer, correct_share=0.5, seed=0):
     answers = []
     for prompt in prompts:
         ids = torch.tensor([prompt])
-        greedy = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                max_new_tokens=n_answer, pad_token_id=PAD, eos_token_id=None)[0, len(prompt):].tolist()
+        greedy = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=n_answer,
+            pad_token_id=PAD,
+            eos_token_id=None,
+        )[0, len(prompt) :].tolist()
         if torch.rand(1, generator=g).item() > correct_share:
             greedy[-1] = (greedy[-1] + 1) % 40 + 4
         answers.append(greedy)
@@ -45,18 +55,41 @@ def _planted(model, prompts, n_answer, correct_share=0.5, seed=0):
 
 def _models():
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=48, n_positions=32, n_embd=16, n_layer=2, n_head=2,
-                                      pad_token_id=PAD, eos_token_id=EOS, bos_token_id=2)).eval()
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=48, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
-                                         pad_token_id=PAD, eos_token_id=EOS, bos_token_id=2)).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=48,
+            n_positions=32,
+            n_embd=16,
+            n_layer=2,
+            n_head=2,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            bos_token_id=2,
+        )
+    ).eval()
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=48,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            bos_token_id=2,
+        )
+    ).eval()
     return [gpt2, llama]
 
 
 def _prompts(n=24, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return [[2] + torch.randint(4, 48, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist()
-            for _ in range(n)]
+    return [
+        [2] + torch.randint(4, 48, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(n)
+    ]
 
 
 def test_single_token_answers_match_generate():
@@ -86,8 +119,14 @@ def test_greedy_answers_are_the_tokens_exact_match_judged():
         correct, predicted = greedy_answers(model, prompts, answers, pad_token_id=PAD, eos_token_id=EOS, batch_size=5)
         for prompt, answer, tokens in zip(prompts, answers, predicted):
             ids = torch.tensor([prompt])
-            expected = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=len(answer),
-                                      pad_token_id=PAD, eos_token_id=EOS)[0, len(prompt):].tolist()[: len(answer)]
+            expected = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=len(answer),
+                pad_token_id=PAD,
+                eos_token_id=EOS,
+            )[0, len(prompt) :].tolist()[: len(answer)]
             assert tokens == expected
         assert correct == [t == a for t, a in zip(predicted, answers)] == _reference(model, prompts, answers)
         assert 0 < sum(correct) < len(correct)
@@ -99,8 +138,14 @@ def test_callback_logs_and_appends_metrics(tmp_path, tiny_tokenizer):
     prompts = [[2, 4 + i % 8, 5, 29] for i in range(20)]
     answers = _planted(model, prompts, 1, seed=4)
     data = Dataset.from_dict({"prompt_ids": prompts, "answer_ids": answers})
-    trainer = IMLTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
-                         processing_class=tiny_tokenizer, stage_name="x2", stage_index=2, step_offset=40)
+    trainer = IMLTrainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
+        processing_class=tiny_tokenizer,
+        stage_name="x2",
+        stage_index=2,
+        step_offset=40,
+    )
     callback = SubsetEMCallback(trainer, {"x2t": data}, MetricsLog(tmp_path / "metrics.jsonl"), loss=False)
     scores = callback.measure(trainer.state)
     expected = sum(_reference(model, prompts, answers)) / len(prompts)
@@ -122,5 +167,8 @@ def test_answer_loss_matches_the_models_own_loss_per_example(tiny_tokenizer):
     assert model.training  # restored
     model.eval()
     with torch.no_grad():
-        expected = [model(input_ids=torch.tensor([i]), labels=torch.tensor([l])).loss.item() for i, l in zip(inputs, labels)]
+        expected = [
+            model(input_ids=torch.tensor([i]), labels=torch.tensor([target])).loss.item()
+            for i, target in zip(inputs, labels)
+        ]
     assert ours == pytest.approx(expected, abs=1e-5)

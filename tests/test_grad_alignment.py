@@ -23,7 +23,9 @@ def tokenized(tiny_corpus, tiny_tokenizer):
 
 
 def test_probes_pair_each_definition_with_questions_about_its_alias(tokenized, tiny_tokenizer):
-    probes = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, None, aliases_per_subset=3, questions_per_alias=2, seed=5)
+    probes = alignment_probes(
+        tokenized, tiny_tokenizer.pad_token_id, None, aliases_per_subset=3, questions_per_alias=2, seed=5
+    )
     assert list(probes) == ["x1t", "x1f", "x2t", "x2f"]
     train_texts = set(tokenized["train"]["text"])
     for subset, probe in probes.items():
@@ -35,7 +37,9 @@ def test_probes_pair_each_definition_with_questions_about_its_alias(tokenized, t
             assert d < n <= q and probe.rows[d]["key"] == probe.rows[q]["key"]
         if subset.startswith("x2"):  # X2 questions are never trained on: all come from the test split
             assert not train_texts & {r["text"] for r in probe.rows[n:]}
-        assert torch.equal(probe.batch.input_ids[0, : len(probe.rows[0]["input_ids"])], torch.tensor(probe.rows[0]["input_ids"]))
+        assert torch.equal(
+            probe.batch.input_ids[0, : len(probe.rows[0]["input_ids"])], torch.tensor(probe.rows[0]["input_ids"])
+        )
     again = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, None, 3, 2, seed=5)
     assert all(torch.equal(again[s].batch.input_ids, probes[s].batch.input_ids) for s in probes)
     other = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, ["x2t"], 3, 2, seed=6)
@@ -73,8 +77,11 @@ def test_measure_alignment_matches_loop(tokenized, tiny_tokenizer):
 
 
 def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tmp_path):
-    results, path = run_recipe(monkeypatch, tmp_path, gradient_alignment={
-        "enabled": True, "interval": 2, "aliases_per_subset": 3, "questions_per_alias": 2})
+    results, path = run_recipe(
+        monkeypatch,
+        tmp_path,
+        gradient_alignment={"enabled": True, "interval": 2, "aliases_per_subset": 3, "questions_per_alias": 2},
+    )
 
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     align = [r for r in rows if r["family"] == "grad_align"]
@@ -95,7 +102,11 @@ def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tm
     probes = alignment_probes(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
     for subset, probe in probes.items():
         pairs, mean = _independent(model, probe)
-        logged = next(r for r in align if r["subset"] == subset and r["metric"] == "all" and (r["stage_index"], r["stage_step"]) == (2, 4))
+        logged = next(
+            r
+            for r in align
+            if r["subset"] == subset and r["metric"] == "all" and (r["stage_index"], r["stage_step"]) == (2, 4)
+        )
         assert logged["value"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-5)
         final = results["stages"]["x2"]["grad_align"]
         assert final["pairs"][subset]["all"]["mean"] == logged["value"]
@@ -104,10 +115,17 @@ def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tm
 
 def test_epoch_interval(monkeypatch, tmp_path):
     results, _ = run_recipe(
-        monkeypatch, tmp_path,
+        monkeypatch,
+        tmp_path,
         stages=[{"name": "x1", "train_subsets": ["x1t", "x1f"], "num_train_epochs": 3}],
-        gradient_alignment={"enabled": True, "interval": 1, "interval_strategy": "epoch",
-                            "aliases_per_subset": 2, "questions_per_alias": 1, "subsets": ["x1t"]},
+        gradient_alignment={
+            "enabled": True,
+            "interval": 1,
+            "interval_strategy": "epoch",
+            "aliases_per_subset": 2,
+            "questions_per_alias": 1,
+            "subsets": ["x1t"],
+        },
     )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     epochs = sorted({r["epoch"] for r in rows if r["name"] == "grad_align/x1t/all"})
@@ -118,7 +136,8 @@ def test_epoch_interval(monkeypatch, tmp_path):
 def test_measurements_stay_float32_and_exact_under_bf16_mixed_precision(monkeypatch, tmp_path):
     """accelerate wraps forward in bf16 autocast; the measurements use the model's own forward."""
     results, path = run_recipe(
-        monkeypatch, tmp_path,
+        monkeypatch,
+        tmp_path,
         training={**TINY_RECIPE["training"], "bf16": True, "use_cpu": True},
         stages=TINY_RECIPE["stages"][:2],
         gradient_alignment={"enabled": True, "aliases_per_subset": 3, "questions_per_alias": 2},

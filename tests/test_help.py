@@ -64,9 +64,15 @@ def test_a_key_shows_its_description_default_and_the_recipes_value(capsys, tiny_
 def test_refused_keys_are_hidden_and_types_are_readable(capsys, tiny_recipe):
     for flag in ("--help", "--help-all"):
         text = _help(capsys, [str(tiny_recipe), flag])
-        for hidden in ("training.output_dir", "training.seed", "training.resume_from_checkpoint",
-                       "training.push_to_hub", "training.hub_token", "training.hub_model_id",
-                       "stages.x1.output_dir"):
+        for hidden in (
+            "training.output_dir",
+            "training.seed",
+            "training.resume_from_checkpoint",
+            "training.push_to_hub",
+            "training.hub_token",
+            "training.hub_model_id",
+            "stages.x1.output_dir",
+        ):
             assert f"--{hidden} " not in text, (flag, hidden)
         assert "\n  --push_to_hub BOOL" in text and "\n* --seed INT" not in text  # the run's own keys stay
         assert "dict[str," not in text and "transformers." not in text and "typing." not in text
@@ -104,18 +110,21 @@ def test_version(capsys):
     assert stop.value.code == 0 and capsys.readouterr().out == "iml_hf 0.1.0\n"
 
 
-@pytest.mark.parametrize("flag, attribute, expected", [
-    ("--evaluation.subsets=x2t,x2f", lambda r: r.evaluation.subsets, ["x2t", "x2f"]),
-    ("--evaluation.subsets=[x2t, x2f]", lambda r: r.evaluation.subsets, ["x2t", "x2f"]),  # the YAML form
-    ("--evaluation.extra_subsets=train_question_x1t", lambda r: r.evaluation.extra_subsets, ["train_question_x1t"]),
-    ("--stages.x1.train_subsets=x1t, x1f", lambda r: r.stages[1].train_subsets, ["x1t", "x1f"]),
-    ("--stages.x2.train_kinds=definition", lambda r: r.stages[2].train_kinds, ["definition"]),
-    ("--gradient_alignment.subsets=x1t,x2t", lambda r: r.gradient_alignment.subsets, ["x1t", "x2t"]),
-    ("--probes.targets=tag,attribute/born", lambda r: r.probes.targets, ["tag", "attribute/born"]),
-    ("--training.report_to=tensorboard,wandb", lambda r: r.training["report_to"], ["tensorboard", "wandb"]),
-    ("--training.report_to=none", lambda r: r.training["report_to"], "none"),  # a string where one fits
-    ("--stages.x1.replay={pretrain: 0.25}", lambda r: r.stages[1].replay, {"pretrain": 0.25}),  # not a list
-])
+@pytest.mark.parametrize(
+    "flag, attribute, expected",
+    [
+        ("--evaluation.subsets=x2t,x2f", lambda r: r.evaluation.subsets, ["x2t", "x2f"]),
+        ("--evaluation.subsets=[x2t, x2f]", lambda r: r.evaluation.subsets, ["x2t", "x2f"]),  # the YAML form
+        ("--evaluation.extra_subsets=train_question_x1t", lambda r: r.evaluation.extra_subsets, ["train_question_x1t"]),
+        ("--stages.x1.train_subsets=x1t, x1f", lambda r: r.stages[1].train_subsets, ["x1t", "x1f"]),
+        ("--stages.x2.train_kinds=definition", lambda r: r.stages[2].train_kinds, ["definition"]),
+        ("--gradient_alignment.subsets=x1t,x2t", lambda r: r.gradient_alignment.subsets, ["x1t", "x2t"]),
+        ("--probes.targets=tag,attribute/born", lambda r: r.probes.targets, ["tag", "attribute/born"]),
+        ("--training.report_to=tensorboard,wandb", lambda r: r.training["report_to"], ["tensorboard", "wandb"]),
+        ("--training.report_to=none", lambda r: r.training["report_to"], "none"),  # a string where one fits
+        ("--stages.x1.replay={pretrain: 0.25}", lambda r: r.stages[1].replay, {"pretrain": 0.25}),  # not a list
+    ],
+)
 def test_comma_lists_for_list_keys(tiny_recipe, flag, attribute, expected):
     assert attribute(parse_recipe([str(tiny_recipe), flag])) == expected
 
@@ -123,14 +132,20 @@ def test_comma_lists_for_list_keys(tiny_recipe, flag, attribute, expected):
 def test_comma_lists_for_task_keys():
     recipe = parse_recipe([str(ROOT / "recipes" / "set_inclusion_cpu.yaml"), "--task.tags=ta,tb,tc"])
     assert recipe.task.tags == ["ta", "tb", "tc"]
-    with pytest.raises(RecipeError, match=r"evaluation.subsets names 'x2ff'; did you mean 'x2f'\? "
-                                          r"\(on the command line: --evaluation.subsets=x2t,x2ff\)"):
+    with pytest.raises(
+        RecipeError,
+        match=r"evaluation.subsets names 'x2ff'; did you mean 'x2f'\? "
+        r"\(on the command line: --evaluation.subsets=x2t,x2ff\)",
+    ):
         parse_recipe([str(ROOT / "recipes" / "toy.yaml"), "--evaluation.subsets=x2t,x2ff"])
 
 
 def test_errors_name_where_the_value_came_from(tmp_path, tiny_recipe):
-    with pytest.raises(RecipeError, match=r"model.num_layers=0 is not valid.*\(on the command line: "
-                                          r"--model.num_layers=0\)$"):
+    with pytest.raises(
+        RecipeError,
+        match=r"model.num_layers=0 is not valid.*\(on the command line: "
+        r"--model.num_layers=0\)$",
+    ):
         parse_recipe([str(tiny_recipe), "--model.num_layers=0"])
     with pytest.raises(RecipeError, match=r"\(on the command line: --model.num_layers=two\)$"):
         parse_recipe([str(tiny_recipe), "--model.num_layers=two"])
@@ -138,35 +153,57 @@ def test_errors_name_where_the_value_came_from(tmp_path, tiny_recipe):
     line = text.splitlines().index("  num_layers: 1") + 1
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("  num_layers: 1", "  num_layers: 0"))
-    with pytest.raises(RecipeError, match=rf"model.num_layers=0 is not valid.*\(in {re.escape(str(bad))} line {line}\)$"):
+    with pytest.raises(
+        RecipeError, match=rf"model.num_layers=0 is not valid.*\(in {re.escape(str(bad))} line {line}\)$"
+    ):
         parse_recipe([str(bad)])
     child = tmp_path / "child.yaml"  # a value set by the base file names the base file
-    child.write_text(f"base: bad.yaml\nseed: 2\nmodel:\n  hidden_size: 64\n")
+    child.write_text("base: bad.yaml\nseed: 2\nmodel:\n  hidden_size: 64\n")
     with pytest.raises(RecipeError, match=rf"\(in {re.escape(str(tmp_path / 'bad.yaml'))} line {line}\)$"):
         parse_recipe([str(child)])
     child.write_text("base: bad.yaml\nmodel:\n  num_layers: 3\n  hidden_size: 66\n")  # and the child its own
     with pytest.raises(RecipeError, match=rf"hidden_size=66 must be divisible.*\(in {re.escape(str(child))} line 4\)$"):
         parse_recipe([str(child)])
     stage = tmp_path / "stage.yaml"
-    stage.write_text(yaml.safe_dump({**yaml.safe_load(tiny_recipe.read_text()), "stages": [
-        {"name": "x1", "train_subsets": ["x1t"], "max_step": 3}]}, sort_keys=False))
-    with pytest.raises(RecipeError, match=rf"unknown key 'stages.x1.max_step' in {re.escape(str(stage))} line \d+; "
-                                          "did you mean 'stages.x1.max_steps'"):
+    stage.write_text(
+        yaml.safe_dump(
+            {
+                **yaml.safe_load(tiny_recipe.read_text()),
+                "stages": [{"name": "x1", "train_subsets": ["x1t"], "max_step": 3}],
+            },
+            sort_keys=False,
+        )
+    )
+    with pytest.raises(
+        RecipeError,
+        match=rf"unknown key 'stages.x1.max_step' in {re.escape(str(stage))} line \d+; "
+        "did you mean 'stages.x1.max_steps'",
+    ):
         parse_recipe([str(stage)])
 
 
 def test_every_field_has_a_description():
-    classes = [RunArguments, StageArguments, *SECTION_CLASSES.values(), *(m.arguments for m in MEASUREMENTS.values()),
-               *(get_task_class(name) for name in BUILT_IN_TASKS)]
-    missing = [f"{cls.__name__}.{f.name}" for cls in classes for f in dataclasses.fields(cls)
-               if f.init and not f.metadata.get("help")]
+    classes = [
+        RunArguments,
+        StageArguments,
+        *SECTION_CLASSES.values(),
+        *(m.arguments for m in MEASUREMENTS.values()),
+        *(get_task_class(name) for name in BUILT_IN_TASKS),
+    ]
+    missing = [
+        f"{cls.__name__}.{f.name}"
+        for cls in classes
+        for f in dataclasses.fields(cls)
+        if f.init and not f.metadata.get("help")
+    ]
     assert not missing
 
 
 def test_recipe_key_reference_is_in_sync():
     reference = ROOT / "docs" / "recipe-keys.md"
     assert reference.read_text() == markdown(), (
-        "docs/recipe-keys.md is out of date: python -m iml_hf.cli_help --markdown > docs/recipe-keys.md")
+        "docs/recipe-keys.md is out of date: python -m iml_hf.cli_help --markdown > docs/recipe-keys.md"
+    )
     text = reference.read_text()
     assert "| `model.num_layers` | an integer | `1` | Transformer blocks of a model from scratch. |" in text
     assert "`training.learning_rate`" in text and "`training.output_dir`" not in text.split("Never recipe keys")[0]

@@ -10,11 +10,10 @@ import sys
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from conftest import TINY_RECIPE
 from hub_fake import install
 from test_trackers import offline_trackers  # noqa: F401  (a fixture)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iml_hf import train
 from iml_hf.corpus import load_or_build_corpus
@@ -42,8 +41,9 @@ def _em_per_set(folder, recipe) -> dict[str, float]:
     sets = eval_sets(tokenize_corpus(corpus, tokenizer), recipe)
     em = {}
     for name, rows in sets.items():
-        correct = exact_match(model, list(rows["prompt_ids"]), list(rows["answer_ids"]), tokenizer.pad_token_id,
-                              tokenizer.eos_token_id)
+        correct = exact_match(
+            model, list(rows["prompt_ids"]), list(rows["answer_ids"]), tokenizer.pad_token_id, tokenizer.eos_token_id
+        )
         em[name] = sum(correct) / len(correct)
     return em, {name: len(rows) for name, rows in sets.items()}
 
@@ -62,8 +62,7 @@ def test_pushed_run_loads_back_and_reproduces_the_run(monkeypatch, tmp_path, cap
     hub = install(monkeypatch, tmp_path / "hub")
     stages = [dict(s) for s in TINY_RECIPE["stages"]]
     stages[0].update(save_strategy="steps", save_steps=3)  # a Trainer checkpoint that must stay local
-    path = _recipe_file(tmp_path, stages=stages, push_to_hub=True, hub_model_id="me/toy-seed0",
-                        hub_stage_branches=True)
+    path = _recipe_file(tmp_path, stages=stages, push_to_hub=True, hub_model_id="me/toy-seed0", hub_stage_branches=True)
     caplog.set_level(logging.DEBUG)
     monkeypatch.setattr(sys, "argv", ["iml_hf.train", str(path)])
     results = train.main()
@@ -73,8 +72,13 @@ def test_pushed_run_loads_back_and_reproduces_the_run(monkeypatch, tmp_path, cap
     # one repo, created private (the default) and reused if it exists; first one branch per stage, made
     # from the repo's initial commit, then main; every upload replaces what the revision held
     assert [(name, kw["repo_id"]) for name, kw in hub.calls] == [
-        ("create_repo", "me/toy-seed0"), ("list_repo_commits", "me/toy-seed0"),
-        *[call for s in ("pretrain", "x1", "x2") for call in (("create_branch", "me/toy-seed0"), ("upload_folder", "me/toy-seed0"))],
+        ("create_repo", "me/toy-seed0"),
+        ("list_repo_commits", "me/toy-seed0"),
+        *[
+            call
+            for s in ("pretrain", "x1", "x2")
+            for call in (("create_branch", "me/toy-seed0"), ("upload_folder", "me/toy-seed0"))
+        ],
         ("upload_folder", "me/toy-seed0"),
     ]
     created = hub.uploaded("create_repo")[0]
@@ -82,7 +86,8 @@ def test_pushed_run_loads_back_and_reproduces_the_run(monkeypatch, tmp_path, cap
     initial = hub.list_repo_commits("me/toy-seed0")[-1]
     assert initial.title == "initial commit"
     assert [(kw["branch"], kw["revision"]) for kw in hub.uploaded("create_branch")] == [
-        (stage, initial.commit_id) for stage in ("pretrain", "x1", "x2")]
+        (stage, initial.commit_id) for stage in ("pretrain", "x1", "x2")
+    ]
     assert all(kw["delete_patterns"] == "*" for kw in hub.uploaded())
     assert all(kw.get("token") is None for _, kw in hub.calls)  # the token is HfApi's business
 
@@ -90,7 +95,14 @@ def test_pushed_run_loads_back_and_reproduces_the_run(monkeypatch, tmp_path, cap
     pushed = files_under(main)
     assert (out / "stages" / "x1").is_dir()  # local only (checkpoints/ too, while a run is resumable)
     assert not any(name.startswith(("checkpoints/", "stages/")) for name in pushed)
-    assert {"README.md", "results.json", "metrics.jsonl", "config.json", "model.safetensors", "tokenizer.json"} <= pushed
+    assert {
+        "README.md",
+        "results.json",
+        "metrics.jsonl",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    } <= pushed
     assert json.loads((main / "results.json").read_text()) == json.loads(json.dumps(results))
 
     # the pushed model and tokenizer reproduce the run's final EM on every evaluation set
@@ -167,23 +179,29 @@ def test_push_leaves_wandb_files_out_and_takes_tensorboard(monkeypatch, tmp_path
     tensorboard = {name for name in pushed if name.startswith("tensorboard/")}
     assert tensorboard and tensorboard == {f"tensorboard/{name}" for name in files_under(out / "tensorboard")}
     assert files_under(hub.folder("me/toy-seed0")) == {
-        name for name in files_under(out) if not name.startswith(("wandb/", "checkpoints/", "stages/"))}
+        name for name in files_under(out) if not name.startswith(("wandb/", "checkpoints/", "stages/"))
+    }
 
 
 def test_the_default_repo_id_is_the_run_name(tiny_recipe):
-    assert hub_repo_id(parse_recipe([str(tiny_recipe), "--push_to_hub=true", "--output_dir=runs/my run"])) == "tiny-seed0"
+    assert (
+        hub_repo_id(parse_recipe([str(tiny_recipe), "--push_to_hub=true", "--output_dir=runs/my run"])) == "tiny-seed0"
+    )
     assert hub_repo_id(parse_recipe([str(tiny_recipe), "--push_to_hub=true", "--seed=3"])) == "tiny-seed3"
     assert hub_repo_id(parse_recipe([str(tiny_recipe), "--push_to_hub=true", "--training.run_name=mine"])) == "mine"
     assert hub_repo_id(parse_recipe([str(tiny_recipe), "--push_to_hub=true", "--hub_model_id=me/x"])) == "me/x"
 
 
-@pytest.mark.parametrize("key, value, points_at", [
-    ("training.push_to_hub", "true", "'push_to_hub'"),
-    ("training.hub_model_id", "me/x1", "'hub_model_id'"),
-    ("training.hub_strategy", "end", "'hub_stage_branches'"),
-    ("training.hub_token", SECRET, "HF_TOKEN"),
-    ("stages.x1.push_to_hub", "true", "'push_to_hub'"),
-])
+@pytest.mark.parametrize(
+    "key, value, points_at",
+    [
+        ("training.push_to_hub", "true", "'push_to_hub'"),
+        ("training.hub_model_id", "me/x1", "'hub_model_id'"),
+        ("training.hub_strategy", "end", "'hub_stage_branches'"),
+        ("training.hub_token", SECRET, "HF_TOKEN"),
+        ("stages.x1.push_to_hub", "true", "'push_to_hub'"),
+    ],
+)
 def test_the_trainers_own_push_is_refused_at_parse_time(tiny_recipe, key, value, points_at):
     with pytest.raises(RecipeError) as error:
         parse_recipe([str(tiny_recipe), f"--{key}={value}"])
@@ -201,18 +219,21 @@ def test_train_exits_with_a_clear_error_for_training_push_to_hub(monkeypatch, ti
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--push_to_hub=true", "--save_model=false"], "needs save_model=true"),
-    (["--hub_stage_branches=true"], "needs push_to_hub=true"),
-    (["--push_to_hub=true", "--hub_model_id=me/a/b"], "hub_model_id='me/a/b' is not a Hub repo id"),
-    (["--push_to_hub=true", "--training.run_name=my run"], "the run name 'my run'"),
-    (["--push_to_hub=true", "--training.run_name=my run"], "set hub_model_id"),
-    (["--hub_model_id=me/a--b"], "hub_model_id='me/a--b' is not a Hub repo id"),  # the Hub's own rules
-    (["--hub_model_id=me/-a"], "hub_model_id='me/-a' is not a Hub repo id"),
-    (["--corpus_repo_id=corpus."], "corpus_repo_id='corpus.' is not a Hub repo id"),
-    (["--corpus_revision=v1"], "corpus_revision is set but corpus_dataset is not"),
-    (["--corpus_repo_id=a b"], "corpus_repo_id='a b'"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--push_to_hub=true", "--save_model=false"], "needs save_model=true"),
+        (["--hub_stage_branches=true"], "needs push_to_hub=true"),
+        (["--push_to_hub=true", "--hub_model_id=me/a/b"], "hub_model_id='me/a/b' is not a Hub repo id"),
+        (["--push_to_hub=true", "--training.run_name=my run"], "the run name 'my run'"),
+        (["--push_to_hub=true", "--training.run_name=my run"], "set hub_model_id"),
+        (["--hub_model_id=me/a--b"], "hub_model_id='me/a--b' is not a Hub repo id"),  # the Hub's own rules
+        (["--hub_model_id=me/-a"], "hub_model_id='me/-a' is not a Hub repo id"),
+        (["--corpus_repo_id=corpus."], "corpus_repo_id='corpus.' is not a Hub repo id"),
+        (["--corpus_revision=v1"], "corpus_revision is set but corpus_dataset is not"),
+        (["--corpus_repo_id=a b"], "corpus_repo_id='a b'"),
+    ],
+)
 def test_inconsistent_hub_keys_are_named(tiny_recipe, args, expected):
     with pytest.raises(RecipeError) as error:
         parse_recipe([str(tiny_recipe), *args])

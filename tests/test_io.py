@@ -55,14 +55,17 @@ def test_remove_empty_dirs_keeps_folders_with_files(tmp_path):
 
 @pytest.mark.parametrize("module", ["iml_hf.report", "iml_hf.sweep", "iml_hf.analyze.report"])
 def test_report_sweep_and_analyze_do_not_import_the_training_stack(module):
-    code = (f"import sys, {module}; "
-            "print(sorted(m for m in ('iml_hf.pipeline', 'iml_hf.trainer', 'iml_hf.callbacks') if m in sys.modules))")
+    code = (
+        f"import sys, {module}; "
+        "print(sorted(m for m in ('iml_hf.pipeline', 'iml_hf.trainer', 'iml_hf.callbacks') if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 
 
 def _strict(text: str):
     """json.loads that refuses NaN and infinities, as strict parsers (JavaScript, jq) do."""
+
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
 
@@ -72,11 +75,23 @@ def _strict(text: str):
 def test_json_written_by_the_toolkit_is_strict_nan_and_inf_become_null(tmp_path):
     import numpy as np
 
-    data = {"mean": float("nan"), "high": float("inf"), "n": np.int64(3), "x": np.float32(0.5),
-            "rows": [{"t": float("-inf")}, (1.0, float("nan"))], "ok": np.bool_(True)}
+    data = {
+        "mean": float("nan"),
+        "high": float("inf"),
+        "n": np.int64(3),
+        "x": np.float32(0.5),
+        "rows": [{"t": float("-inf")}, (1.0, float("nan"))],
+        "ok": np.bool_(True),
+    }
     write_json_atomic(tmp_path / "summary.json", data)
     assert _strict((tmp_path / "summary.json").read_text()) == {
-        "high": None, "mean": None, "n": 3, "ok": True, "rows": [{"t": None}, [1.0, None]], "x": 0.5}
+        "high": None,
+        "mean": None,
+        "n": 3,
+        "ok": True,
+        "rows": [{"t": None}, [1.0, None]],
+        "x": 0.5,
+    }
     log = MetricsLog(tmp_path / "metrics.jsonl", seed=1)
     log.write([{"name": "eval/x/em", "value": float("nan")}, {"name": "eval/y/em", "value": 0.25}])
     rows = [_strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

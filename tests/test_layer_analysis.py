@@ -25,9 +25,16 @@ def _close(a, b) -> bool:
 
 def test_stage_end_analysis_matches_the_cli_on_the_saved_model(monkeypatch, tmp_path):
     results, path = run_recipe(
-        monkeypatch, tmp_path, model={**TINY_RECIPE["model"], "num_layers": 3},
-        layer_analysis={"enabled": True, "min_position": 1, "max_tokens": 200, "linear_model_tokens": 3,
-                        "max_final_loss": 100.0},
+        monkeypatch,
+        tmp_path,
+        model={**TINY_RECIPE["model"], "num_layers": 3},
+        layer_analysis={
+            "enabled": True,
+            "min_position": 1,
+            "max_tokens": 200,
+            "linear_model_tokens": 3,
+            "max_final_loss": 100.0,
+        },
     )
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "layers").iterdir()) == ["0-pretrain", "1-x1", "2-x2"]
@@ -36,9 +43,30 @@ def test_stage_end_analysis_matches_the_cli_on_the_saved_model(monkeypatch, tmp_
 
     corpus = load_or_build_corpus(parse_recipe([str(path)]).task, 0)
     corpus.save_to_disk(str(tmp_path / "corpus"))
-    assert analyze(["layers", "--model", str(run), "--data", str(tmp_path / "corpus"), "--output_dir",
-                    str(tmp_path / "cli"), "--min_position", "1", "--max_tokens", "200", "--linear_model_tokens", "3",
-                    "--batch_size", "64", "--max_final_loss", "100"]) == 0
+    assert (
+        analyze(
+            [
+                "layers",
+                "--model",
+                str(run),
+                "--data",
+                str(tmp_path / "corpus"),
+                "--output_dir",
+                str(tmp_path / "cli"),
+                "--min_position",
+                "1",
+                "--max_tokens",
+                "200",
+                "--linear_model_tokens",
+                "3",
+                "--batch_size",
+                "64",
+                "--max_final_loss",
+                "100",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "cli" / "layers.json").read_text())
     for key in ("inner_loss", "norms", "norm_statistics", "linear_model", "tokens", "pca"):
         assert _close(cli[key], final[key]), key
@@ -58,7 +86,11 @@ def test_an_analysis_that_cannot_run_does_not_stop_training(monkeypatch, tmp_pat
         raise ValueError("--min_position is past every sequence")
 
     monkeypatch.setattr("iml_hf.analyze.report.analyze_model", refuse)
-    results, _ = run_recipe(monkeypatch, tmp_path, stages=TINY_RECIPE["stages"][:1],
-                            layer_analysis={"enabled": True, "linear_model_tokens": 0})
+    results, _ = run_recipe(
+        monkeypatch,
+        tmp_path,
+        stages=TINY_RECIPE["stages"][:1],
+        layer_analysis={"enabled": True, "linear_model_tokens": 0},
+    )
     assert "layer_analysis.min_position is past" in results["stages"]["pretrain"]["layers"]["skipped"]
     assert (tmp_path / "run" / "results.json").exists()

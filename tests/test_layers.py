@@ -10,12 +10,32 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForC
 from iml_hf.analyze.layers import LayerAccess, batches, last_layer, norm_statistics, run_layers
 
 CONFIGS = {
-    "gpt2": (GPT2LMHeadModel, GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=40, n_positions=32,
-                                         bos_token_id=0, eos_token_id=0)),
-    "llama": (LlamaForCausalLM, LlamaConfig(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
-                                            intermediate_size=32, vocab_size=40, max_position_embeddings=32)),
-    "gpt_neox": (GPTNeoXForCausalLM, GPTNeoXConfig(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
-                                                   intermediate_size=32, vocab_size=40, max_position_embeddings=32)),
+    "gpt2": (
+        GPT2LMHeadModel,
+        GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=40, n_positions=32, bos_token_id=0, eos_token_id=0),
+    ),
+    "llama": (
+        LlamaForCausalLM,
+        LlamaConfig(
+            num_hidden_layers=3,
+            hidden_size=16,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vocab_size=40,
+            max_position_embeddings=32,
+        ),
+    ),
+    "gpt_neox": (
+        GPTNeoXForCausalLM,
+        GPTNeoXConfig(
+            num_hidden_layers=3,
+            hidden_size=16,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vocab_size=40,
+            max_position_embeddings=32,
+        ),
+    ),
 }
 SEQUENCES = [[1, 5, 7, 9, 3, 2, 8], [4, 4, 6], [3, 9, 12, 15, 1, 2, 30, 31, 5]]
 
@@ -33,10 +53,15 @@ def test_last_layer_on_its_own_input_reproduces_the_logits(name):
     access = LayerAccess.of(model)
     call = {}
     handle = access.layers[-1].register_forward_pre_hook(
-        lambda m, args, kwargs: call.update(args=args, kwargs=dict(kwargs)), with_kwargs=True)
+        lambda m, args, kwargs: call.update(args=args, kwargs=dict(kwargs)), with_kwargs=True
+    )
     with torch.no_grad():
-        out = model(input_ids=batch.input_ids, attention_mask=torch.ones_like(batch.input_ids),
-                    output_hidden_states=True, use_cache=False)
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=torch.ones_like(batch.input_ids),
+            output_hidden_states=True,
+            use_cache=False,
+        )
         handle.remove()
         last_input = out.hidden_states[len(access.layers) - 1]
         logits = access.lm_head(access.final_norm(last_layer(access, last_input, call)))
@@ -68,7 +93,9 @@ def test_inner_loss_of_the_last_input_is_the_model_loss(name):
 def hand_built(biases: list[float], first_position_offset: float) -> GPT2LMHeadModel:
     """A GPT-2 whose blocks add only a constant ``biases[l] * b`` to the residual stream; token
     embeddings are zero and position 0 starts at ``first_position_offset * b``."""
-    config = GPT2Config(n_layer=len(biases), n_embd=8, n_head=2, vocab_size=20, n_positions=16, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_layer=len(biases), n_embd=8, n_head=2, vocab_size=20, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
     model = GPT2LMHeadModel(config).eval()
     b = torch.ones(8)
     with torch.no_grad():

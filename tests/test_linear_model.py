@@ -148,9 +148,11 @@ def test_table_on_a_gpt2_stack_and_skips_elsewhere():
         assert layer["median_norm_ratio"] == pytest.approx(float(ratios.median()), rel=1e-9)
     shares = [layer["proposition_1"] for layer in result["layers"][:2]]
     assert result["table2"]["proposition_1"] == pytest.approx(sum(shares) / 2)
-    llama = LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, hidden_size=D, num_attention_heads=2,
-                                         intermediate_size=16, vocab_size=10))
+    llama = LlamaForCausalLM(
+        LlamaConfig(num_hidden_layers=1, hidden_size=D, num_attention_heads=2, intermediate_size=16, vocab_size=10)
+    )
     assert "gated FFN" in unsupported_reason(llama.model.layers[0])
-    neox = GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=1, hidden_size=D, num_attention_heads=2,
-                                            intermediate_size=16, vocab_size=10))
+    neox = GPTNeoXForCausalLM(
+        GPTNeoXConfig(num_hidden_layers=1, hidden_size=D, num_attention_heads=2, intermediate_size=16, vocab_size=10)
+    )
     assert "rotary" in LinearModelTable(neox.gpt_neox.layers).result()["skipped"]

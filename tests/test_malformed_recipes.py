@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY_RECIPE
+
 from iml_hf import train
 from iml_hf.args import RunArguments
 
@@ -54,50 +54,117 @@ def _cli(key: str, value: str, base: dict = TINY_RECIPE, what: str = "") -> Case
 
 # ---- wrong types: the value is not what the field's type says ------------------------------------
 WRONG_TYPES = [
-    ("seed", "abc"), ("seed", "1.5"), ("save_model", "maybe"), ("torch_threads", "many"), ("push_to_hub", "2"),
-    ("task.modulus", "big"), ("task.pretrain_fraction", "most"), ("task.operation", "[mul]"),
-    ("model.num_layers", "two"), ("model.num_layers", "2.5"), ("model.hidden_size", "[128]"),
-    ("model.dropout", "none_please"), ("model.tie_word_embeddings", "2"), ("model.config_overrides", "[1]"),
+    ("seed", "abc"),
+    ("seed", "1.5"),
+    ("save_model", "maybe"),
+    ("torch_threads", "many"),
+    ("push_to_hub", "2"),
+    ("task.modulus", "big"),
+    ("task.pretrain_fraction", "most"),
+    ("task.operation", "[mul]"),
+    ("model.num_layers", "two"),
+    ("model.num_layers", "2.5"),
+    ("model.hidden_size", "[128]"),
+    ("model.dropout", "none_please"),
+    ("model.tie_word_embeddings", "2"),
+    ("model.config_overrides", "[1]"),
     ("model.attention_only", "sometimes"),
-    ("training.learning_rate", "fast"), ("training.learning_rate", "["), ("training.max_steps", "ten"),
-    ("training.per_device_train_batch_size", "1.5"), ("training.bf16", "maybe"), ("training.report_to", "[1]"),
-    ("training.lr_scheduler_type", "cosinus"), ("training.optim", "adamw"), ("training.weight_decay", "{a: 1}"),
-    ("stages.x1.max_steps", "4.5"), ("stages.x1.replay", "[pretrain]"), ("stages.x1.replay", "{pretrain: half}"),
-    ("stages.x1.train_subsets", "{x1t: 1}"), ("stages.x2.reset_optimizer", "perhaps"), ("stages.x2.learning_rate", "slow"),
-    ("evaluation.eval_steps", "often"), ("evaluation.monitor_train", "sometimes"), ("evaluation.subsets", "{x2t: 1}"),
-    ("gradient_alignment.enabled", "perhaps"), ("gradient_alignment.interval", "1.5"),
-    ("embedding_geometry.plots", "7"), ("layer_analysis.max_final_loss", "low"),
+    ("training.learning_rate", "fast"),
+    ("training.learning_rate", "["),
+    ("training.max_steps", "ten"),
+    ("training.per_device_train_batch_size", "1.5"),
+    ("training.bf16", "maybe"),
+    ("training.report_to", "[1]"),
+    ("training.lr_scheduler_type", "cosinus"),
+    ("training.optim", "adamw"),
+    ("training.weight_decay", "{a: 1}"),
+    ("stages.x1.max_steps", "4.5"),
+    ("stages.x1.replay", "[pretrain]"),
+    ("stages.x1.replay", "{pretrain: half}"),
+    ("stages.x1.train_subsets", "{x1t: 1}"),
+    ("stages.x2.reset_optimizer", "perhaps"),
+    ("stages.x2.learning_rate", "slow"),
+    ("evaluation.eval_steps", "often"),
+    ("evaluation.monitor_train", "sometimes"),
+    ("evaluation.subsets", "{x2t: 1}"),
+    ("gradient_alignment.enabled", "perhaps"),
+    ("gradient_alignment.interval", "1.5"),
+    ("embedding_geometry.plots", "7"),
+    ("layer_analysis.max_final_loss", "low"),
 ]
 
 # ---- values of the right type outside their range ------------------------------------------------
 OUT_OF_RANGE = [
-    ("seed", "-1"), ("torch_threads", "0"),
-    ("task.modulus", "4"), ("task.modulus", "10"), ("task.pretrain_fraction", "1.5"), ("task.x1_test_fraction", "0"),
-    ("task.definition_repeats", "0"), ("task.aliases_per_number", "0"), ("task.operation", "pow"),
-    ("model.num_layers", "0"), ("model.num_heads", "0"), ("model.hidden_size", "-128"), ("model.hidden_size", "15"),
-    ("model.max_position_embeddings", "0"), ("model.intermediate_size", "0"), ("model.dropout", "1.0"),
-    ("model.dropout", "-0.1"), ("model.architecture", "gpt3"), ("model.dtype", "float16"),
-    ("training.learning_rate", "0"), ("training.learning_rate", "-1e-3"), ("training.learning_rate", ".inf"),
-    ("training.max_steps", "0"), ("training.max_steps", "-3"), ("training.num_train_epochs", "0"),
-    ("training.per_device_train_batch_size", "0"), ("training.per_device_eval_batch_size", "0"),
-    ("training.gradient_accumulation_steps", "0"), ("training.warmup_steps", "-1"), ("training.weight_decay", "-0.1"),
-    ("training.adam_beta1", "1.0"), ("training.max_grad_norm", "-1"), ("training.logging_steps", "0"),
-    ("stages.x1.max_steps", "0"), ("stages.x1.max_steps", "-2"), ("stages.x2.learning_rate", "0.0"),
-    ("stages.x1.per_device_train_batch_size", "0"), ("stages.x1.replay", "{pretrain: 1.5}"),
-    ("stages.x1.train_subsets", "[]"), ("stages.x1.train_subsets", "[x1true]"), ("stages.x1.train_kinds", "[defintion]"),
-    ("evaluation.batch_size", "0"), ("evaluation.eval_steps", "-1"), ("evaluation.max_examples_per_subset", "0"),
-    ("evaluation.subsets", "[x2true]"), ("evaluation.subsets", "x2t,x2true"), ("stages.x1.train_subsets", "x1t,x1true"),
-    ("gradient_alignment.interval", "-1"), ("gradient_alignment.aliases_per_subset", "0"),
-    ("gradient_alignment.method", "loop"), ("gradient_alignment.interval_strategy", "epochs"),
-    ("embedding_geometry.interval", "-5"), ("layer_analysis.max_tokens", "0"), ("layer_analysis.min_position", "-1"),
+    ("seed", "-1"),
+    ("torch_threads", "0"),
+    ("task.modulus", "4"),
+    ("task.modulus", "10"),
+    ("task.pretrain_fraction", "1.5"),
+    ("task.x1_test_fraction", "0"),
+    ("task.definition_repeats", "0"),
+    ("task.aliases_per_number", "0"),
+    ("task.operation", "pow"),
+    ("model.num_layers", "0"),
+    ("model.num_heads", "0"),
+    ("model.hidden_size", "-128"),
+    ("model.hidden_size", "15"),
+    ("model.max_position_embeddings", "0"),
+    ("model.intermediate_size", "0"),
+    ("model.dropout", "1.0"),
+    ("model.dropout", "-0.1"),
+    ("model.architecture", "gpt3"),
+    ("model.dtype", "float16"),
+    ("training.learning_rate", "0"),
+    ("training.learning_rate", "-1e-3"),
+    ("training.learning_rate", ".inf"),
+    ("training.max_steps", "0"),
+    ("training.max_steps", "-3"),
+    ("training.num_train_epochs", "0"),
+    ("training.per_device_train_batch_size", "0"),
+    ("training.per_device_eval_batch_size", "0"),
+    ("training.gradient_accumulation_steps", "0"),
+    ("training.warmup_steps", "-1"),
+    ("training.weight_decay", "-0.1"),
+    ("training.adam_beta1", "1.0"),
+    ("training.max_grad_norm", "-1"),
+    ("training.logging_steps", "0"),
+    ("stages.x1.max_steps", "0"),
+    ("stages.x1.max_steps", "-2"),
+    ("stages.x2.learning_rate", "0.0"),
+    ("stages.x1.per_device_train_batch_size", "0"),
+    ("stages.x1.replay", "{pretrain: 1.5}"),
+    ("stages.x1.train_subsets", "[]"),
+    ("stages.x1.train_subsets", "[x1true]"),
+    ("stages.x1.train_kinds", "[defintion]"),
+    ("evaluation.batch_size", "0"),
+    ("evaluation.eval_steps", "-1"),
+    ("evaluation.max_examples_per_subset", "0"),
+    ("evaluation.subsets", "[x2true]"),
+    ("evaluation.subsets", "x2t,x2true"),
+    ("stages.x1.train_subsets", "x1t,x1true"),
+    ("gradient_alignment.interval", "-1"),
+    ("gradient_alignment.aliases_per_subset", "0"),
+    ("gradient_alignment.method", "loop"),
+    ("gradient_alignment.interval_strategy", "epochs"),
+    ("embedding_geometry.interval", "-5"),
+    ("layer_analysis.max_tokens", "0"),
+    ("layer_analysis.min_position", "-1"),
     ("layer_analysis.split", "validation"),
 ]
 
 # ---- the entities task's values ---------------------------------------------------------------
 ENTITIES = [
-    ("task.fraction_q", "-0.1"), ("task.fraction_qd1consis", "1.5"), ("task.alpha", "2"), ("task.test_fraction", "1"),
-    ("task.num_entities", "0"), ("task.tags", "[a, a, b]"), ("task.def_order", "tvv"), ("task.knowledge", "maybe"),
-    ("task.subset_seed", "-1"), ("task.values_per_relation", "0"), ("task.sources", "rumours"),
+    ("task.fraction_q", "-0.1"),
+    ("task.fraction_qd1consis", "1.5"),
+    ("task.alpha", "2"),
+    ("task.test_fraction", "1"),
+    ("task.num_entities", "0"),
+    ("task.tags", "[a, a, b]"),
+    ("task.def_order", "tvv"),
+    ("task.knowledge", "maybe"),
+    ("task.subset_seed", "-1"),
+    ("task.values_per_relation", "0"),
+    ("task.sources", "rumours"),
     ("task.knowledge_base", "wikidata"),
 ]
 
@@ -105,6 +172,7 @@ ENTITIES = [
 def _stage(i: int, **changes):
     def edit(recipe):
         recipe["stages"][i].update(changes)
+
     return edit
 
 
@@ -145,14 +213,23 @@ SHAPES = [
 _STAGES_TEXT = "stages:\n  - name: s\n    train_subsets: [pretrain]\n    max_steps: 1\n"
 DUPLICATES = [
     Case("dup-seed", "seed", text="seed: 1\nseed: 2\ntask: {name: modmul}\n" + _STAGES_TEXT),
-    Case("dup-model-key", "model.num_layers",
-         text="task: {name: modmul}\nmodel:\n  num_layers: 1\n  num_layers: 2\n" + _STAGES_TEXT),
+    Case(
+        "dup-model-key",
+        "model.num_layers",
+        text="task: {name: modmul}\nmodel:\n  num_layers: 1\n  num_layers: 2\n" + _STAGES_TEXT,
+    ),
     Case("dup-task-key", "task.modulus", text="task:\n  name: modmul\n  modulus: 8\n  modulus: 12\n" + _STAGES_TEXT),
-    Case("dup-training-key", "training.learning_rate",
-         text="task: {name: modmul}\ntraining:\n  learning_rate: 1e-3\n  learning_rate: 1e-2\n" + _STAGES_TEXT),
+    Case(
+        "dup-training-key",
+        "training.learning_rate",
+        text="task: {name: modmul}\ntraining:\n  learning_rate: 1e-3\n  learning_rate: 1e-2\n" + _STAGES_TEXT,
+    ),
     Case("dup-stage-key", "stages.s.max_steps", text="task: {name: modmul}\n" + _STAGES_TEXT + "    max_steps: 2\n"),
-    Case("dup-section", "model", text="task: {name: modmul}\nmodel: {num_layers: 1}\nmodel: {num_layers: 2}\n"
-                                      + _STAGES_TEXT),
+    Case(
+        "dup-section",
+        "model",
+        text="task: {name: modmul}\nmodel: {num_layers: 1}\nmodel: {num_layers: 2}\n" + _STAGES_TEXT,
+    ),
 ]
 
 CASES = [
@@ -161,8 +238,12 @@ CASES = [
     *(_cli(k, v, ENTITIES_RECIPE, what="entities:") for k, v in ENTITIES),
     *SHAPES,
     *DUPLICATES,
-    Case("positions-shorter-than-sequences", "model.max_position_embeddings",
-         argv=("--model.max_position_embeddings=3",), needs_corpus=True),
+    Case(
+        "positions-shorter-than-sequences",
+        "model.max_position_embeddings",
+        argv=("--model.max_position_embeddings=3",),
+        needs_corpus=True,
+    ),
 ]
 
 
@@ -238,15 +319,17 @@ def test_positions_error_says_the_longest_sequence_and_the_fix(tmp_path, finishe
     assert not (tmp_path / "fresh").exists()
 
 
-@pytest.mark.parametrize("argv_tail, key", [
-    (["--training.learning_rate=fast"], "training.learning_rate='fast'"),
-    (["--save_model=maybe"], "save_model='maybe'"),
-])
+@pytest.mark.parametrize(
+    "argv_tail, key",
+    [
+        (["--training.learning_rate=fast"], "training.learning_rate='fast'"),
+        (["--save_model=maybe"], "save_model='maybe'"),
+    ],
+)
 def test_command_line_errors_in_a_subprocess(tmp_path, finished_run, argv_tail, key):
     path = _recipe_file(tmp_path, Case("x", "x"), finished_run)
     before = _snapshot(finished_run)
-    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(path), *argv_tail],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(path), *argv_tail], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert key in done.stderr and "Traceback" not in done.stderr
     assert _snapshot(finished_run) == before

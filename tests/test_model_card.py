@@ -9,9 +9,9 @@ import re
 
 import pytest
 import yaml
+from conftest import run_recipe
 from huggingface_hub import ModelCard
 
-from conftest import run_recipe
 from iml_hf.model_card import LIBRARIES, model_card, stage_card, stage_intervals
 from iml_hf.recipe import parse_recipe
 from iml_hf.stats import difference_interval, wilson_interval
@@ -39,11 +39,14 @@ def test_wilson_interval_is_the_formula(k, n):
     assert wilson_interval(k, n) == pytest.approx(wilson(k, n), abs=1e-12)
 
 
-@pytest.mark.parametrize("counts, published", [  # Newcombe (1998), Statistics in Medicine 17, table II, method 10
-    ((56, 70, 48, 80), (0.0524, 0.3339)),
-    ((9, 10, 3, 10), (0.1705, 0.8090)),
-    ((5, 56, 0, 29), (-0.0381, 0.1926)),
-])
+@pytest.mark.parametrize(
+    "counts, published",
+    [  # Newcombe (1998), Statistics in Medicine 17, table II, method 10
+        ((56, 70, 48, 80), (0.0524, 0.3339)),
+        ((9, 10, 3, 10), (0.1705, 0.8090)),
+        ((5, 56, 0, 29), (-0.0381, 0.1926)),
+    ],
+)
 def test_difference_interval_matches_newcombe_1998(counts, published):
     assert difference_interval(*counts) == pytest.approx(newcombe(*counts), abs=1e-12)
     assert difference_interval(*counts) == pytest.approx(published, abs=5e-5)
@@ -51,17 +54,34 @@ def test_difference_interval_matches_newcombe_1998(counts, published):
 
 def _results(tiny_recipe, *overrides: str) -> dict:
     """Results of a made-up two-stage run of the tiny recipe (no training needed to write a card)."""
-    em = {"pretrain": {"pretrain": 0.5, "x1t": 0.25, "x1f": 0.25, "x2t": 0.125, "x2f": 0.0},
-          "x2": {"pretrain": 0.75, "x1t": 0.5, "x1f": 0.125, "x2t": 0.625, "x2f": 0.125}}
+    em = {
+        "pretrain": {"pretrain": 0.5, "x1t": 0.25, "x1f": 0.25, "x2t": 0.125, "x2f": 0.0},
+        "x2": {"pretrain": 0.75, "x1t": 0.5, "x1f": 0.125, "x2t": 0.625, "x2f": 0.125},
+    }
     n = {"pretrain": 8, "x1t": 16, "x1f": 16, "x2t": 40, "x2f": 40}
-    stages = {name: {"em": values, "n": n, "steps": 10, "train_examples": 64, "train_loss": 1.25, "wall_time_s": 2.0,
-                     "contrasts": {"iml_gap": values["x2t"] - values["x2f"], "x1_gap": values["x1t"] - values["x1f"]}}
-              for name, values in em.items()}
+    stages = {
+        name: {
+            "em": values,
+            "n": n,
+            "steps": 10,
+            "train_examples": 64,
+            "train_loss": 1.25,
+            "wall_time_s": 2.0,
+            "contrasts": {"iml_gap": values["x2t"] - values["x2f"], "x1_gap": values["x1t"] - values["x1f"]},
+        }
+        for name, values in em.items()
+    }
     return {
-        "final_em": em["x2"], "contrasts": stages["x2"]["contrasts"], "stages": stages,
+        "final_em": em["x2"],
+        "contrasts": stages["x2"]["contrasts"],
+        "stages": stages,
         "contrast_sets": [["iml_gap", "x2t", "x2f"], ["x1_gap", "x1t", "x1f"]],
         "wall_time_s": 12.0,
-        "corpus": {"cache_key": "modmul-0123456789abcdef", "fingerprint": "f" * 64, "rows": {"train": 122, "test": 102}},
+        "corpus": {
+            "cache_key": "modmul-0123456789abcdef",
+            "fingerprint": "f" * 64,
+            "rows": {"train": 122, "test": 102},
+        },
         "parameters": {"total": 4832, "trainable": 4800},
         "recipe": parse_recipe([str(tiny_recipe), *overrides]).resolved,
     }
@@ -117,9 +137,13 @@ def test_stage_intervals_are_wilson_per_set_and_newcombe_per_contrast(tiny_recip
 
 def test_card_states_the_runs_provenance(tiny_recipe):
     results = _results(tiny_recipe)
-    results["provenance"] = {"versions": {"python": "3.11.7", "torch": "9.9.9"}, "git": {"commit": "a" * 40, "dirty": True},
-                             "date": "2026-01-02T03:04:05+00:00", "command": "python -m iml_hf.train toy.yaml",
-                             "invoked": "command line"}
+    results["provenance"] = {
+        "versions": {"python": "3.11.7", "torch": "9.9.9"},
+        "git": {"commit": "a" * 40, "dirty": True},
+        "date": "2026-01-02T03:04:05+00:00",
+        "command": "python -m iml_hf.train toy.yaml",
+        "invoked": "command line",
+    }
     text = str(model_card(results))
     assert "- torch 9.9.9" in text and "- python 3.11.7" in text  # the run's versions, not the reader's
     assert f"`{'a' * 40}` (with uncommitted changes)" in text

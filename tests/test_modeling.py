@@ -16,7 +16,9 @@ FAMILIES = ["gpt2", "llama", "gpt_neox"]
 
 def _batch(tiny_corpus, tiny_tokenizer, n=32):
     rows = tokenize_corpus(tiny_corpus, tiny_tokenizer)["train"].shuffle(seed=0).select(range(n))
-    return PadCollator(tiny_tokenizer.pad_token_id)([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    return PadCollator(tiny_tokenizer.pad_token_id)(
+        [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
+    )
 
 
 def _tiny(architecture, tokenizer, **kw):

@@ -32,7 +32,7 @@ def test_buckets_are_disjoint_and_equal(tiny_task, tiny_corpus):
     sets = [numbers_per_bucket[b] for b in BUCKETS]
     assert all(len(s) == tiny_task.modulus // 4 for s in sets)
     assert len(set().union(*sets)) == tiny_task.modulus
-    keys = {b: set(tiny_corpus["train"].filter(lambda r: r["subset"] == b)["key"]) for b in BUCKETS}
+    keys = {b: set(tiny_corpus["train"].filter(lambda r: r["subset"] == b)["key"]) for b in BUCKETS}  # noqa: B023
     for i, a in enumerate(BUCKETS):
         for b in BUCKETS[i + 1 :]:
             assert not keys[a] & keys[b]

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from conftest import TINY_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +49,19 @@ def test_accelerate_gives_two_ranks_the_two_halves_of_each_global_batch():
     the seedable sampler the Trainer turns on): with ``drop_last`` the two ranks' batches of 8 at
     each step are exactly the one-process batch of 16; without it the short batch at an epoch's end
     differs (two processes top it up with the epoch's first examples)."""
-    from torch.utils.data import DataLoader, RandomSampler
-
     from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader, RandomSampler
 
     def steps(batch_size: int, processes: int, rank: int, drop_last: bool) -> list[list[int]]:
         torch.manual_seed(0)  # the Trainer's set_seed: the sampler's seed is torch's initial seed
         data = list(range(58))  # the tiny corpus's pretraining rows
-        loader = prepare_data_loader(DataLoader(data, batch_size=batch_size, sampler=RandomSampler(data), drop_last=drop_last),
-                                     num_processes=processes, process_index=rank, put_on_device=False,
-                                     use_seedable_sampler=True)
+        loader = prepare_data_loader(
+            DataLoader(data, batch_size=batch_size, sampler=RandomSampler(data), drop_last=drop_last),
+            num_processes=processes,
+            process_index=rank,
+            put_on_device=False,
+            use_seedable_sampler=True,
+        )
         out = []
         for epoch in range(2):
             loader.set_epoch(epoch)
@@ -111,10 +113,32 @@ def test_two_processes_match_one_process(monkeypatch, tmp_path):
 
     out = tmp_path / "two"
     done = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", _free_port(),
-         "-m", "iml_hf.train", str(path), f"--output_dir={out}", "--training.per_device_train_batch_size=8"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            _free_port(),
+            "-m",
+            "iml_hf.train",
+            str(path),
+            f"--output_dir={out}",
+            "--training.per_device_train_batch_size=8",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((out / "results.json").read_text())
@@ -132,25 +156,32 @@ def test_two_processes_match_one_process(monkeypatch, tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         for key in ("grad_align", "embedding"):
             assert _leaves(b[key]) and _largest_gap(_leaves(a[key]), _leaves(b[key])) <= 1e-4, (stage, key)
-    assert 0 < one["stages"]["pretrain"]["em"]["x1t"] < 1  # EM somewhere strictly inside (0, 1): a lost shard would show
+    assert (
+        0 < one["stages"]["pretrain"]["em"]["x1t"] < 1
+    )  # EM somewhere strictly inside (0, 1): a lost shard would show
 
     weights_one, weights_two = load_file(tmp_path / "one" / "model.safetensors"), load_file(out / "model.safetensors")
     assert set(weights_one) == set(weights_two)
     assert max(float((weights_one[k] - weights_two[k]).abs().max()) for k in weights_one) <= 1e-3
 
     # metrics.jsonl and the embedding matrices: written once, by the main process, at the same points
-    rows = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "two")}
+    rows = {
+        run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("one", "two")
+    }
     keys = {run: [(r["stage"], r["stage_step"], r["name"]) for r in rows[run]] for run in rows}
     assert len(keys["two"]) == len(set(keys["two"])) and sorted(keys["one"]) == sorted(keys["two"])
     assert {r["family"] for r in rows["two"]} == {"eval", "grad_align", "grad_align_mean", "embedding", "train"}
     values = {run: {k: r["value"] for k, r in zip(keys[run], rows[run]) if r["metric"] != "em"} for run in rows}
     assert _largest_gap(values["one"], values["two"]) <= 1e-4
-    assert sorted(p.name for p in (out / "embeddings").iterdir()) == sorted(p.name for p in (tmp_path / "one" / "embeddings").iterdir())
+    assert sorted(p.name for p in (out / "embeddings").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one" / "embeddings").iterdir()
+    )
 
     # the saved two-process model reproduces the final EM, so no shard of any set was lost or counted twice
     tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
     for subset in sizes:
-        rows_of = test.filter(lambda r: r["subset"] == subset)
+        rows_of = test.filter(lambda r: r["subset"] == subset)  # noqa: B023
         encoded = encode_rows(tokenizer, list(rows_of["prompt"]), list(rows_of["answer"]))
         correct = exact_match(model, encoded["prompt_ids"], encoded["answer_ids"], tokenizer.pad_token_id)
         assert two["final_em"][subset] == sum(correct) / len(correct)
@@ -203,8 +234,14 @@ def test_main_process_measurements_are_refused_under_fsdp(monkeypatch, tmp_path)
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")  # ZeRO-2 keeps whole parameters on every process
     check_launch(measured, _State(1))
     with pytest.raises(RecipeError, match="FSDP shards"):
-        check_launch(_tiny_recipe(tmp_path, embedding_geometry={"enabled": True},
-                                  training={**TINY_RECIPE["training"], "fsdp": "full_shard"}), _State(1))
+        check_launch(
+            _tiny_recipe(
+                tmp_path,
+                embedding_geometry={"enabled": True},
+                training={**TINY_RECIPE["training"], "fsdp": "full_shard"},
+            ),
+            _State(1),
+        )
 
 
 def _sharded_eval_worker(out: str) -> None:
@@ -215,12 +252,12 @@ def _sharded_eval_worker(out: str) -> None:
     from types import SimpleNamespace
 
     from accelerate import PartialState
+    from conftest import build_tiny_model
     from datasets import Dataset
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from transformers import TrainerState
 
-    from conftest import build_tiny_model
     from iml_hf.callbacks.subset_em import SubsetEMCallback, answer_losses
     from iml_hf.exact_match import exact_match, greedy_continuations, parameters_sharded
     from iml_hf.io import MetricsLog
@@ -236,16 +273,26 @@ def _sharded_eval_worker(out: str) -> None:
     test = tokenize_corpus(corpus, tokenizer)["test"].select(range(13))
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompt_ids, corpus_answers = list(test["prompt_ids"]), list(test["answer"])
-    own = greedy_continuations(model, prompt_ids, 3, pad, eos)  # what the model answers (3 tokens: text EM decodes 2 + 1)
+    own = greedy_continuations(
+        model, prompt_ids, 3, pad, eos
+    )  # what the model answers (3 tokens: text EM decodes 2 + 1)
     # two-token answers in the first process's share, one-token ones in the second's (so the two
     # would make different calls if answers were routed by length); every third answer is wrong
     answer_ids = [own[i][: 2 if i < 7 else 1] for i in range(len(test))]
     for i in range(2, len(test), 3):
         answer_ids[i] = [(answer_ids[i][0] + 1) % len(tokenizer), *answer_ids[i][1:]]
-    answers = [corpus_answers[i] if i % 3 == 2 else tokenizer.decode(own[i], skip_special_tokens=True).strip()
-               for i in range(len(test))]
-    token_set = Dataset.from_dict({"prompt_ids": prompt_ids, "answer_ids": answer_ids,
-                                   "input_ids": list(test["input_ids"]), "labels": list(test["labels"])})
+    answers = [
+        corpus_answers[i] if i % 3 == 2 else tokenizer.decode(own[i], skip_special_tokens=True).strip()
+        for i in range(len(test))
+    ]
+    token_set = Dataset.from_dict(
+        {
+            "prompt_ids": prompt_ids,
+            "answer_ids": answer_ids,
+            "input_ids": list(test["input_ids"]),
+            "labels": list(test["labels"]),
+        }
+    )
     sets = {"mixed": token_set, "one": token_set.select([0])}  # "one": a set smaller than the processes
     text_set = token_set.add_column("answer", answers)
     reference = {}
@@ -261,8 +308,12 @@ def _sharded_eval_worker(out: str) -> None:
     for block in model.transformer.h:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    trainer = SimpleNamespace(processing_class=tokenizer, model=model, log=lambda logs: None,
-                              position=lambda state: {"stage": "s", "stage_index": 0, "stage_step": 0, "global_step": 0, "epoch": 0})
+    trainer = SimpleNamespace(
+        processing_class=tokenizer,
+        model=model,
+        log=lambda logs: None,
+        position=lambda state: {"stage": "s", "stage_index": 0, "stage_step": 0, "global_step": 0, "epoch": 0},
+    )
     log = MetricsLog(Path(out) / "metrics.jsonl", enabled=False)
     token_em = SubsetEMCallback(trainer, sets, log, batch_size=4)  # several batches per process
     text_em = SubsetEMCallback(trainer, {"text": text_set}, log, batch_size=4, answer_match="text", loss=False)
@@ -270,9 +321,17 @@ def _sharded_eval_worker(out: str) -> None:
     text_em.measure(TrainerState())
     if state.is_main_process:
         block = model.transformer.h[0].attn.c_attn.weight  # blocks are resharded after each forward
-        Path(out, "sharded.json").write_text(json.dumps({
-            "sharded": parameters_sharded(model), "rows_here": block.to_local().shape[0], "rows": block.shape[0],
-            "reference": reference, "measured": {**token_em.latest_metrics, **text_em.latest_metrics}}))
+        Path(out, "sharded.json").write_text(
+            json.dumps(
+                {
+                    "sharded": parameters_sharded(model),
+                    "rows_here": block.to_local().shape[0],
+                    "rows": block.shape[0],
+                    "reference": reference,
+                    "measured": {**token_em.latest_metrics, **text_em.latest_metrics},
+                }
+            )
+        )
     state.wait_for_everyone()
     state.destroy_process_group()  # gloo's threads outliving the interpreter abort a rank now and then
 
@@ -283,9 +342,23 @@ def test_em_and_answer_loss_under_fsdp2_sharded_parameters(tmp_path):
     is then a collective, so each process must make the same calls even for a one-example set and
     a mix of one- and two-token answers; the results equal one process's with the whole model."""
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
-         __file__, "sharded-eval", str(tmp_path)],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            _free_port(),
+            __file__,
+            "sharded-eval",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=240,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "sharded.json").read_text())
@@ -310,13 +383,20 @@ def test_every_accelerate_config_loads_and_resolves(monkeypatch):
     from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
 
     files = sorted((ROOT / "accelerate_configs").glob("*.yaml"))
-    assert {f.name for f in files} >= {"cpu.yaml", "single_gpu.yaml", "multi_gpu.yaml", "fsdp.yaml", "deepspeed_zero2.yaml"}
+    assert {f.name for f in files} >= {
+        "cpu.yaml",
+        "single_gpu.yaml",
+        "multi_gpu.yaml",
+        "fsdp.yaml",
+        "deepspeed_zero2.yaml",
+    }
     environments = {}
     for file in files:
         config = load_config_from_file(str(file))
         assert isinstance(config, ClusterConfig), file.name
-        args = launch_command_parser().parse_args(["--config_file", str(file), "--main_process_port", "0",
-                                                   "-m", "iml_hf.train", "recipes/toy.yaml"])
+        args = launch_command_parser().parse_args(
+            ["--config_file", str(file), "--main_process_port", "0", "-m", "iml_hf.train", "recipes/toy.yaml"]
+        )
         args, defaults, _ = _validate_launch_command(args)
         if config.distributed_type == DistributedType.FSDP:
             environments[file.name] = prepare_multi_gpu_env(args)

@@ -17,9 +17,12 @@ from iml_hf.tasks.modmul import ModMulTask
 
 #: (seed, branch) -> (x2t - x2f at the stage's start, at its end); x1t/x1f fixed.
 VALUES = {
-    (0, 0): (0.10, 0.30), (0, 1): (-0.06, 0.10),
-    (1, 0): (0.00, 0.20), (1, 1): (0.00, 0.00),
-    (2, 0): (0.05, 0.15), (2, 1): (0.03, 0.25),
+    (0, 0): (0.10, 0.30),
+    (0, 1): (-0.06, 0.10),
+    (1, 0): (0.00, 0.20),
+    (1, 1): (0.00, 0.00),
+    (2, 0): (0.05, 0.15),
+    (2, 1): (0.03, 0.25),
 }
 
 
@@ -28,17 +31,35 @@ def _fake_branch(folder, seed, branch, start, end, readout_step=None):
     shared = {"em": {"pretrain": 0.5, "x1t": 0.4, "x1f": 0.3}, "steps": 10, "wall_time_s": 5.0, "shared_trunk": True}
     em_start = {"pretrain": 0.5, "x1t": 0.4, "x1f": 0.3, "x2t": 0.5 + start, "x2f": 0.5}
     em_end = {"pretrain": 0.5, "x1t": 0.4, "x1f": 0.3, "x2t": 0.5 + end, "x2f": 0.5}
-    stages = {"pretrain": shared, "x1": dict(shared),
-              "x2": {"em": em_end, "em_start": em_start, "steps": 10, "wall_time_s": 2.0}}
+    stages = {
+        "pretrain": shared,
+        "x1": dict(shared),
+        "x2": {"em": em_end, "em_start": em_start, "steps": 10, "wall_time_s": 2.0},
+    }
     task = {**dataclasses.asdict(ModMulTask(modulus=8)), "branch": branch}
-    results = {"stages": stages, "wall_time_s": 12.0, "subsets": list(ModMulTask.subsets),
-               "contrast_sets": [["iml_gap", "x2t", "x2f"], ["x1_gap", "x1t", "x1f"]],
-               "recipe": {"seed": seed, "task": task, "evaluation": {"readout_step": readout_step}}}
+    results = {
+        "stages": stages,
+        "wall_time_s": 12.0,
+        "subsets": list(ModMulTask.subsets),
+        "contrast_sets": [["iml_gap", "x2t", "x2f"], ["x1_gap", "x1t", "x1f"]],
+        "recipe": {"seed": seed, "task": task, "evaluation": {"readout_step": readout_step}},
+    }
     (folder / "results.json").write_text(json.dumps(results))
     rows = []
     for step, em in ((0, em_start), (5, {**em_start, "x2t": 0.5 + (start + end) / 2}), (10, em_end)):
-        rows += [{"stage": "x2", "stage_index": 2, "stage_step": step, "global_step": 20 + step, "family": "eval",
-                  "subset": s, "metric": "em", "value": v} for s, v in em.items()]
+        rows += [
+            {
+                "stage": "x2",
+                "stage_index": 2,
+                "stage_step": step,
+                "global_step": 20 + step,
+                "family": "eval",
+                "subset": s,
+                "metric": "em",
+                "value": v,
+            }
+            for s, v in em.items()
+        ]
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
@@ -99,7 +120,12 @@ def test_a_real_branched_sweep_reports_nested_numbers(tmp_path):
     out = tmp_path / "sweep"
     assert sweep.main([str(path), "--seeds", "2", "--output_dir", str(out), "--jobs", "2", "--threads", "1"]) == 0
     manifest = json.loads((out / "sweep.json").read_text())
-    assert sorted(r["name"] for r in manifest["runs"]) == ["seed0/branch0", "seed0/branch1", "seed1/branch0", "seed1/branch1"]
+    assert sorted(r["name"] for r in manifest["runs"]) == [
+        "seed0/branch0",
+        "seed0/branch1",
+        "seed1/branch0",
+        "seed1/branch1",
+    ]
     assert all(r["status"] == "done" for r in manifest["runs"])
     summary = report.build_report(out)
     group = summary["groups"]["all runs"]

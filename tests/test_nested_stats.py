@@ -10,8 +10,16 @@ import warnings
 import numpy as np
 import pytest
 
-from iml_hf.nested_stats import (as_nested, baseline_corrected, baseline_differences, format_nested,
-                                 nested_summary, seeds_for_power, t_test_power, variance_components)
+from iml_hf.nested_stats import (
+    as_nested,
+    baseline_corrected,
+    baseline_differences,
+    format_nested,
+    nested_summary,
+    seeds_for_power,
+    t_test_power,
+    variance_components,
+)
 
 # 3 seeds x 2 branches: seed means 0.2, 0.1, 0.4; within each seed the branches are mean +- 0.1
 HAND = {0: {0: 0.1, 1: 0.3}, 1: {0: 0.0, 1: 0.2}, 2: {0: 0.3, 1: 0.5}}
@@ -83,6 +91,7 @@ def test_unbalanced_design():
     pd = pytest.importorskip("pandas")
     smf = pytest.importorskip("statsmodels.formula.api")
     from statsmodels.stats.anova import anova_lm
+
     frame = pd.DataFrame([(seed, y) for seed, row in data.items() for y in row.values()], columns=["seed", "y"])
     table = anova_lm(smf.ols("y ~ C(seed)", frame).fit())
     assert v["ms_between"] == pytest.approx(table.loc["C(seed)", "mean_sq"], rel=1e-10)
@@ -119,8 +128,9 @@ def test_mixedlm_agreement_balanced():
     data = {s: {b: float(y[s, b]) for b in range(n_branches)} for s in range(n_seeds)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = mixed.MixedLM(y.ravel(), np.ones((y.size, 1)), groups=np.repeat(np.arange(n_seeds), n_branches)
-                            ).fit(reml=True)
+        fit = mixed.MixedLM(y.ravel(), np.ones((y.size, 1)), groups=np.repeat(np.arange(n_seeds), n_branches)).fit(
+            reml=True
+        )
     s, v = nested_summary(data), variance_components(data)
     assert fit.converged and v["between_truncated"] is False
     assert float(fit.fe_params[0]) == pytest.approx(s["mean"], abs=1e-12)
@@ -132,19 +142,29 @@ def test_mixedlm_agreement_balanced():
     assert float(fit.bse[0]) == pytest.approx(s["se"], rel=1e-3)
 
 
-@pytest.mark.parametrize("effect, sd, power, alpha, one_sided", [
-    (0.02, 0.03, 0.8, 0.05, True), (0.5, 1.0, 0.8, 0.05, True), (0.1, 1.0, 0.9, 0.05, True),
-    (1.0, 1.0, 0.8, 0.05, False), (0.3, 1.0, 0.8, 0.01, False), (3.0, 1.0, 0.8, 0.05, True),
-])
+@pytest.mark.parametrize(
+    "effect, sd, power, alpha, one_sided",
+    [
+        (0.02, 0.03, 0.8, 0.05, True),
+        (0.5, 1.0, 0.8, 0.05, True),
+        (0.1, 1.0, 0.9, 0.05, True),
+        (1.0, 1.0, 0.8, 0.05, False),
+        (0.3, 1.0, 0.8, 0.01, False),
+        (3.0, 1.0, 0.8, 0.05, True),
+    ],
+)
 def test_seeds_for_power_matches_statsmodels(effect, sd, power, alpha, one_sided):
     sm_power = pytest.importorskip("statsmodels.stats.power")
     n = seeds_for_power(effect, sd, power, alpha, one_sided)
-    expected = sm_power.TTestPower().solve_power(effect_size=effect / sd, alpha=alpha, power=power,
-                                                 alternative="larger" if one_sided else "two-sided")
+    expected = sm_power.TTestPower().solve_power(
+        effect_size=effect / sd, alpha=alpha, power=power, alternative="larger" if one_sided else "two-sided"
+    )
     assert n == max(2, math.ceil(expected - 1e-9))
     for m in (2, 5, n):  # the power curve itself, both tails when two-sided
-        assert t_test_power(m, effect, sd, alpha, one_sided) == pytest.approx(sm_power.TTestPower().power(
-            effect / sd, m, alpha, alternative="larger" if one_sided else "two-sided"), rel=1e-6)
+        assert t_test_power(m, effect, sd, alpha, one_sided) == pytest.approx(
+            sm_power.TTestPower().power(effect / sd, m, alpha, alternative="larger" if one_sided else "two-sided"),
+            rel=1e-6,
+        )
     assert t_test_power(n, effect, sd, alpha, one_sided) >= power
     if n > 2:
         assert t_test_power(n - 1, effect, sd, alpha, one_sided) < power
@@ -176,8 +196,14 @@ def test_baseline_corrected_pairs_before_averaging():
 
 
 def test_json_safe_outputs():
-    cases = [HAND, {0: {0: 0.1}}, {0: {0: math.nan}}, {}, {0: {0: 0.1}, 1: {0: 0.1}},
-             {0: {0: 0.1, 1: math.inf}, 1: {0: 0.3, 1: -math.inf}}]
+    cases = [
+        HAND,
+        {0: {0: 0.1}},
+        {0: {0: math.nan}},
+        {},
+        {0: {0: 0.1}, 1: {0: 0.1}},
+        {0: {0: 0.1, 1: math.inf}, 1: {0: 0.3, 1: -math.inf}},
+    ]
     for data in cases:
         for result in (nested_summary(data), variance_components(data), baseline_corrected(data, data)):
             text = json.dumps(result, allow_nan=False)

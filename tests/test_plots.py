@@ -28,20 +28,36 @@ def test_save_figure_writes_png_pdf_and_svg_at_the_asked_dpi(tmp_path):
         assert b"<svg" in (tmp_path / f"fig{dpi}.svg").read_bytes()
         sizes[dpi] = _png_size(written)
     assert sizes == {50: (200, 100), 120: (480, 240)}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"fig{d}.{f}" for d in (50, 120) for f in ("png", "pdf", "svg"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"fig{d}.{f}" for d in (50, 120) for f in ("png", "pdf", "svg")
+    )
 
 
 def test_a_role_has_one_colour_in_every_task():
     entities, toy, inclusion, digits = (get_task_class(n) for n in ("entities", "modmul", "set_inclusion", "digits_qa"))
-    reliable = {set_style("d1consis", entities).colour, set_style("x2t", toy).colour,
-                set_style("d1consis", inclusion).colour, set_style("qd1consis", digits).colour,
-                set_style("x1t", toy).colour}
-    unreliable = {set_style("d2consis", entities).colour, set_style("x2f", toy).colour,
-                  set_style("qd2incons", inclusion).colour, set_style("d2consis", digits).colour}
-    baseline = {set_style("no_qd_baseline", entities).colour, set_style("q", inclusion).colour,
-                set_style("no_qd_baseline", digits).colour}
-    base = {set_style("pretrain", toy).colour, set_style("knowledge", digits).colour,
-            set_style("train_question_knowledge", entities).colour}
+    reliable = {
+        set_style("d1consis", entities).colour,
+        set_style("x2t", toy).colour,
+        set_style("d1consis", inclusion).colour,
+        set_style("qd1consis", digits).colour,
+        set_style("x1t", toy).colour,
+    }
+    unreliable = {
+        set_style("d2consis", entities).colour,
+        set_style("x2f", toy).colour,
+        set_style("qd2incons", inclusion).colour,
+        set_style("d2consis", digits).colour,
+    }
+    baseline = {
+        set_style("no_qd_baseline", entities).colour,
+        set_style("q", inclusion).colour,
+        set_style("no_qd_baseline", digits).colour,
+    }
+    base = {
+        set_style("pretrain", toy).colour,
+        set_style("knowledge", digits).colour,
+        set_style("train_question_knowledge", entities).colour,
+    }
     assert reliable == {ROLE_COLOURS["reliable"]} and unreliable == {ROLE_COLOURS["unreliable"]}
     assert baseline == {ROLE_COLOURS["no definition"]} and base == {ROLE_COLOURS["base task"]}
     assert subset_roles(entities)["d3consis"] == "third tag"
@@ -65,16 +81,27 @@ def test_set_inclusion_em_figure_draws_its_chance_line(monkeypatch, tmp_path):
     chance = chance_levels({"name": "set_inclusion"})
     assert [level for level, _ in chance] == [0.5]
     kept = _captured(monkeypatch)
-    em = {"stage1": {"qd1consis": {10: [0.5, 0.52]}, "q": {10: [0.5, 0.5]}},
-          "stage2": {"d1consis": {0: [0.5, 0.5], 10: [0.55, 0.6]}, "d2consis": {0: [0.5, 0.5], 10: [0.5, 0.52]}}}
+    em = {
+        "stage1": {"qd1consis": {10: [0.5, 0.52]}, "q": {10: [0.5, 0.5]}},
+        "stage2": {"d1consis": {0: [0.5, 0.5], 10: [0.55, 0.6]}, "d2consis": {0: [0.5, 0.5], 10: [0.5, 0.52]}},
+    }
     contrast = {"stage2": {0: [0.0, 0.0], 10: [0.05, 0.08]}}
-    plots.stage_figure(em, tmp_path / "em.png", "t", task=get_task_class("set_inclusion"), contrast=contrast,
-                       contrast_label="EM(d1consis) - EM(d2consis)", chance=chance)
+    plots.stage_figure(
+        em,
+        tmp_path / "em.png",
+        "t",
+        task=get_task_class("set_inclusion"),
+        contrast=contrast,
+        contrast_label="EM(d1consis) - EM(d2consis)",
+        chance=chance,
+    )
     fig = kept["fig"]
     em_axes, contrast_axes = fig.axes[:2], fig.axes[2:]
     for ax in em_axes:  # every stage panel has the horizontal line at 0.5
-        assert any(list(line.get_ydata()) == [0.5, 0.5] and line.get_label().startswith("chance 0.5")
-                   for line in ax.get_lines())
+        assert any(
+            list(line.get_ydata()) == [0.5, 0.5] and line.get_label().startswith("chance 0.5")
+            for line in ax.get_lines()
+        )
     assert fig.legends and not any(ax.get_legend() for ax in fig.axes)  # one legend, outside the panels
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "d1consis (reliable tag)" in labels and "d2consis (unreliable tag)" in labels
@@ -83,10 +110,16 @@ def test_set_inclusion_em_figure_draws_its_chance_line(monkeypatch, tmp_path):
 
 def test_probe_figure_draws_no_line_across_stages_and_shows_controls(monkeypatch, tmp_path):
     kept = _captured(monkeypatch)
-    per_stage = {"knowledge": {"accuracy": [0.5, 0.52], "shuffled": [0.49, 0.5], "chance": [0.5, 0.5]},
-                 "stage2": {"accuracy": [0.9, 0.95], "shuffled": [0.5, 0.48], "chance": [0.5, 0.5]}}
-    plots.probe_figure({"tag": {"embeddings": per_stage, "layer 1": per_stage}}, ["knowledge", "stage1", "stage2"],
-                       tmp_path / "probes.png", "t")
+    per_stage = {
+        "knowledge": {"accuracy": [0.5, 0.52], "shuffled": [0.49, 0.5], "chance": [0.5, 0.5]},
+        "stage2": {"accuracy": [0.9, 0.95], "shuffled": [0.5, 0.48], "chance": [0.5, 0.5]},
+    }
+    plots.probe_figure(
+        {"tag": {"embeddings": per_stage, "layer 1": per_stage}},
+        ["knowledge", "stage1", "stage2"],
+        tmp_path / "probes.png",
+        "t",
+    )
     ax = kept["fig"].axes[0]
     for line in ax.get_lines():
         ys = list(line.get_ydata())
@@ -101,4 +134,5 @@ def test_probe_figure_draws_no_line_across_stages_and_shows_controls(monkeypatch
 def test_chance_levels_of_a_task_without_one_are_empty():
     assert chance_levels({"name": "modmul"}) == []
     assert chance_levels({"name": "entities", "values_per_relation": 20}) == [
-        (pytest.approx(0.05), "uniform guess 1/20 (answers per relation)")]
+        (pytest.approx(0.05), "uniform guess 1/20 (answers per relation)")
+    ]

@@ -30,9 +30,18 @@ from iml_hf.recipe import RecipeError, build_recipe
 from iml_hf.tasks.entities import EntitiesTask
 from iml_hf.tokenization import build_wordlevel_tokenizer
 
-ENTITIES = {"name": "entities", "num_entities": 40, "fraction_qd1consis": 0.2, "fraction_qd2incons": 0.2,
-            "fraction_qd4consis": 0.1, "fraction_d1consis": 0.15, "fraction_d2consis": 0.15,
-            "fraction_d3consis": 0.1, "fraction_q": 0.0, "fraction_no_qd_baseline": 0.05}
+ENTITIES = {
+    "name": "entities",
+    "num_entities": 40,
+    "fraction_qd1consis": 0.2,
+    "fraction_qd2incons": 0.2,
+    "fraction_qd4consis": 0.1,
+    "fraction_d1consis": 0.15,
+    "fraction_d2consis": 0.15,
+    "fraction_d3consis": 0.1,
+    "fraction_q": 0.0,
+    "fraction_no_qd_baseline": 0.05,
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +68,10 @@ def test_planted_signal_is_found_and_shuffled_labels_are_at_chance():
     assert abs(accuracy[0] - 0.5) < 0.1  # noise alone
     assert abs(shuffled[1] - 0.5) < 0.1 and abs(shuffled[0] - 0.5) < 0.1
     assert abs(result["chance"] - 0.5) < 0.1 and result["folds"] == 5 and result["groups"] == 100
-    assert all(0 <= lo <= m <= hi <= 1 for lo, m, hi in zip(result["accuracy"]["ci_low"], accuracy,
-                                                           result["accuracy"]["ci_high"]))
+    assert all(
+        0 <= lo <= m <= hi <= 1
+        for lo, m, hi in zip(result["accuracy"]["ci_low"], accuracy, result["accuracy"]["ci_high"])
+    )
     assert score_probe(layers, labels, groups, folds=5, seed=0) == result  # deterministic per seed
 
 
@@ -94,8 +105,14 @@ def test_labels_match_the_entities_corpus(entities_corpus):
     probe_set = build_probe_set(entities_corpus)
     definitions = {r["key"]: r for r in entities_corpus["train"] if r["kind"] == "definition"}
     assert set(probe_set.variables) == set(definitions)
-    expected_tag = {"qd1consis": "1", "qd2incons": "2", "d1consis": "1", "d2consis": "2", "d3consis": "3",
-                    "qd4consis": None}
+    expected_tag = {
+        "qd1consis": "1",
+        "qd2incons": "2",
+        "d1consis": "1",
+        "d2consis": "2",
+        "d3consis": "3",
+        "qd4consis": None,
+    }
     assert set(probe_set.subsets) == set(expected_tag)
     for i, key in enumerate(probe_set.variables):
         subset = definitions[key]["subset"]
@@ -103,13 +120,26 @@ def test_labels_match_the_entities_corpus(entities_corpus):
         assert probe_set.labels["tag"][i] == expected_tag[subset]
         assert probe_set.labels["consistent"][i] == ("inconsistent" if subset == "qd2incons" else "consistent")
         assert probe_set.labels["referent"][i] == probe_set.referents[i] == definitions[key]["referent"]
-    assert sorted(probe_set.relations) == sorted(f"attribute/{n}" for n in (
-        "gender_of_x", "when_was_x_born", "when_did_x_die", "where_did_x_live", "what_did_x_do", "nationality_of_x"))
+    assert sorted(probe_set.relations) == sorted(
+        f"attribute/{n}"
+        for n in (
+            "gender_of_x",
+            "when_was_x_born",
+            "when_did_x_die",
+            "where_did_x_live",
+            "what_did_x_do",
+            "nationality_of_x",
+        )
+    )
     born = probe_set.labels["attribute/when_was_x_born"]
     for split in ("train", "test"):  # the answers about each variable's own referent (d2incons swaps them)
         for row in entities_corpus[split]:
-            if row["kind"] == "question" and row["key"] in definitions and "When was" in row["prompt"] \
-                    and not row["subset"].startswith(("d2incons", "ctx_")):
+            if (
+                row["kind"] == "question"
+                and row["key"] in definitions
+                and "When was" in row["prompt"]
+                and not row["subset"].startswith(("d2incons", "ctx_"))
+            ):
                 assert born[probe_set.variables.index(row["key"])] == row["answer"]
     index, labels, _ = probe_set.dataset("tag")  # qd4consis variables have no tag label
     assert len(index) == sum(s != "qd4consis" for s in probe_set.subsets) and set(labels) == {"1", "2", "3"}
@@ -126,8 +156,12 @@ def test_labels_match_the_entities_corpus(entities_corpus):
 def test_toy_task_tags_and_consistency_come_from_names_and_definitions(tiny_corpus):
     probe_set = build_probe_set(tiny_corpus)
     seen = {(s, t, c) for s, t, c in zip(probe_set.subsets, probe_set.labels["tag"], probe_set.labels["consistent"])}
-    assert seen == {("x1t", "t", "consistent"), ("x1f", "f", "inconsistent"), ("x2t", "t", "consistent"),
-                    ("x2f", "f", "consistent")}
+    assert seen == {
+        ("x1t", "t", "consistent"),
+        ("x1f", "f", "inconsistent"),
+        ("x2t", "t", "consistent"),
+        ("x2f", "f", "consistent"),
+    }
 
 
 def _manual_gpt2_states(model, ids: list[int]) -> list[torch.Tensor]:
@@ -146,8 +180,18 @@ def _manual_gpt2_states(model, ids: list[int]) -> list[torch.Tensor]:
 
 def test_hidden_states_equal_a_manual_forward_of_each_variable(tiny_tokenizer):
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=len(tiny_tokenizer), n_positions=16,
-                                       resid_pdrop=0.3, embd_pdrop=0.3, attn_pdrop=0.3))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=2,
+            n_embd=16,
+            n_head=2,
+            vocab_size=len(tiny_tokenizer),
+            n_positions=16,
+            resid_pdrop=0.3,
+            embd_pdrop=0.3,
+            attn_pdrop=0.3,
+        )
+    )
     model.train()  # dropout on: the reading must switch it off and restore the mode
     variables = ["x05", "x01 x02", "3 4 5", "x07", "x03 x04"]  # one, two and three tokens
     inputs, offset = variable_inputs(tiny_tokenizer, variables)
@@ -182,9 +226,16 @@ def saved_checkpoint(tmp_path_factory, entities_corpus):
     root = tmp_path_factory.mktemp("probe_cli")
     tokenizer = build_wordlevel_tokenizer(entities_corpus)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=len(tokenizer), n_positions=32,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        n_layer=2,
+        n_embd=16,
+        n_head=2,
+        vocab_size=len(tokenizer),
+        n_positions=32,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(root / "model")
     tokenizer.save_pretrained(root / "model")
     entities_corpus.save_to_disk(str(root / "corpus"))
@@ -193,9 +244,26 @@ def saved_checkpoint(tmp_path_factory, entities_corpus):
 
 def test_cli_on_a_checkpoint_and_corpus_writes_json_plots_and_a_table(saved_checkpoint, tmp_path, capsys):
     out = tmp_path / "probes"
-    code = main(["probes", "--model", str(saved_checkpoint / "model"), "--data", str(saved_checkpoint / "corpus"),
-                 "--output_dir", str(out), "--targets", "tag", "consistent", "referent", "attribute/gender_of_x",
-                 "--folds", "3", "--torch_threads", "1"])
+    code = main(
+        [
+            "probes",
+            "--model",
+            str(saved_checkpoint / "model"),
+            "--data",
+            str(saved_checkpoint / "corpus"),
+            "--output_dir",
+            str(out),
+            "--targets",
+            "tag",
+            "consistent",
+            "referent",
+            "attribute/gender_of_x",
+            "--folds",
+            "3",
+            "--torch_threads",
+            "1",
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "probes.json").read_text())
     assert summary["num_layers"] == 2 and summary["representations"] == ["embeddings", "layer 1", "layer 2"]
@@ -210,14 +278,32 @@ def test_cli_on_a_checkpoint_and_corpus_writes_json_plots_and_a_table(saved_chec
     assert "tag: 32 variables, 3 classes" in printed and "layer 2" in printed and "referent: skipped" in printed
 
 
-def test_cli_rebuilds_the_corpus_of_a_run_folder_and_refuses_bad_input(saved_checkpoint, entities_corpus, tmp_path,
-                                                                     capsys):
+def test_cli_rebuilds_the_corpus_of_a_run_folder_and_refuses_bad_input(
+    saved_checkpoint, entities_corpus, tmp_path, capsys
+):
     run = saved_checkpoint / "model"
     results = {"recipe": {"task": ENTITIES, "seed": 0}, "corpus": {"fingerprint": corpus_fingerprint(entities_corpus)}}
     (run / "results.json").write_text(json.dumps(results))
     try:
-        assert main(["probes", "--model", str(run), "--output_dir", str(tmp_path / "a"), "--subsets", "d1consis",
-                     "d2consis", "--targets", "tag", "--folds", "2"]) == 0
+        assert (
+            main(
+                [
+                    "probes",
+                    "--model",
+                    str(run),
+                    "--output_dir",
+                    str(tmp_path / "a"),
+                    "--subsets",
+                    "d1consis",
+                    "d2consis",
+                    "--targets",
+                    "tag",
+                    "--folds",
+                    "2",
+                ]
+            )
+            == 0
+        )
         summary = json.loads((tmp_path / "a" / "probes.json").read_text())
         assert summary["subsets"] == {"d1consis": 6, "d2consis": 6} and "rebuilt" in summary["data"]
 
@@ -233,8 +319,21 @@ def test_cli_rebuilds_the_corpus_of_a_run_folder_and_refuses_bad_input(saved_che
     ]
     for flags, message in bad:
         out = tmp_path / "never"
-        assert main(["probes", "--model", str(run), "--data", str(saved_checkpoint / "corpus"), "--output_dir",
-                     str(out), *flags]) == 2
+        assert (
+            main(
+                [
+                    "probes",
+                    "--model",
+                    str(run),
+                    "--data",
+                    str(saved_checkpoint / "corpus"),
+                    "--output_dir",
+                    str(out),
+                    *flags,
+                ]
+            )
+            == 2
+        )
         assert message in capsys.readouterr().err and not out.exists()
     assert main(["probes", "--model", str(run), "--output_dir", str(tmp_path / "never")]) == 2
     assert "pass --data" in capsys.readouterr().err and not (tmp_path / "never").exists()
@@ -284,12 +383,30 @@ def test_stage_end_probes_match_the_cli_on_the_saved_run(monkeypatch, tmp_path, 
     assert (run / "probes" / "2-x2" / "tag.png").exists()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = {r["name"]: r for r in rows if r["stage"] == "x2" and r["family"] == "probes"}
-    assert sorted(logged) == sorted(f"probes/{t}/layer_{i}" for t in ("tag", "consistent", "referent") for i in range(3))
+    assert sorted(logged) == sorted(
+        f"probes/{t}/layer_{i}" for t in ("tag", "consistent", "referent") for i in range(3)
+    )
     assert logged["probes/tag/layer_2"]["value"] == final["targets"]["tag"]["accuracy"]["mean"][2]
     assert logged["probes/tag/layer_2"]["chance"] == final["targets"]["tag"]["chance"]
 
-    assert main(["probes", "--model", str(run), "--output_dir", str(tmp_path / "cli"), "--targets", "tag",
-                 "consistent", "referent", "--folds", "3"]) == 0
+    assert (
+        main(
+            [
+                "probes",
+                "--model",
+                str(run),
+                "--output_dir",
+                str(tmp_path / "cli"),
+                "--targets",
+                "tag",
+                "consistent",
+                "referent",
+                "--folds",
+                "3",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "cli" / "probes.json").read_text())
     for target in ("tag", "consistent", "referent"):
         for key in ("accuracy", "shuffled"):

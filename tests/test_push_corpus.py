@@ -13,12 +13,12 @@ import sys
 
 import pandas as pd
 import pytest
-from datasets import load_dataset
-from huggingface_hub import DatasetCard
-
 from conftest import run_recipe
+from datasets import load_dataset
 from hub_fake import install
+from huggingface_hub import DatasetCard
 from test_cvdb import ROWS, write_cvdb
+
 from iml_hf import push_corpus
 from iml_hf.corpus import corpus_fingerprint, corpus_metadata, load_corpus_dataset, load_or_build_corpus
 from iml_hf.corpus_card import COLUMN_DESCRIPTIONS, SUBSET_DESCRIPTIONS, subset_description
@@ -52,9 +52,15 @@ def test_pushed_corpus_loads_back_as_the_generated_one(monkeypatch, tiny_recipe,
     assert corpus_fingerprint(loaded) == corpus_fingerprint(generated)
 
     card = DatasetCard.load(folder / "README.md")
-    assert card.data.configs == [{"config_name": "default", "data_files": [
-        {"split": "train", "path": "data/train-00000-of-00001.parquet"},
-        {"split": "test", "path": "data/test-00000-of-00001.parquet"}]}]
+    assert card.data.configs == [
+        {
+            "config_name": "default",
+            "data_files": [
+                {"split": "train", "path": "data/train-00000-of-00001.parquet"},
+                {"split": "test", "path": "data/test-00000-of-00001.parquet"},
+            ],
+        }
+    ]
     assert [f["name"] for f in card.data.dataset_info["features"]] == list(CORPUS_COLUMNS)
     assert card.data.iml_hf == corpus_metadata(recipe.task, 0, generated)
     assert card.data.tags == ["iml_hf", "implicit-meta-learning", "modmul"]
@@ -89,7 +95,10 @@ def test_push_corpus_without_a_repo_is_an_error(monkeypatch, tiny_recipe, tmp_pa
     assert "did you mean '--task.modulus'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as code:  # the Hub's own rules: no '--' or '..', no '-' or '.' at either end
         push_corpus.main([str(tiny_recipe), "--repo_id=me/a--b"])
-    assert code.value.code == 2 and "'me/a--b' (--repo_id / corpus_repo_id) is not a Hub repo id" in capsys.readouterr().err
+    assert (
+        code.value.code == 2
+        and "'me/a--b' (--repo_id / corpus_repo_id) is not a Hub repo id" in capsys.readouterr().err
+    )
 
 
 def test_every_builtin_subset_and_column_is_described():
@@ -121,10 +130,14 @@ def test_a_corpus_of_other_arguments_seed_or_rows_is_refused(tiny_recipe, tmp_pa
     folder = _staged(tiny_recipe, tmp_path)
     task = parse_recipe([str(tiny_recipe)]).task
     cache = tmp_path / "cache"
-    assert corpus_fingerprint(load_corpus_dataset(str(folder), task, 0, cache_dir=cache)) == corpus_fingerprint(task.build(0))
+    assert corpus_fingerprint(load_corpus_dataset(str(folder), task, 0, cache_dir=cache)) == corpus_fingerprint(
+        task.build(0)
+    )
 
     other = parse_recipe([str(tiny_recipe), "--task.modulus=12", "--task.definition_repeats=3"]).task
-    with pytest.raises(ValueError, match=r"task.definition_repeats: dataset 2, recipe 3, task.modulus: dataset 8, recipe 12"):
+    with pytest.raises(
+        ValueError, match=r"task.definition_repeats: dataset 2, recipe 3, task.modulus: dataset 8, recipe 12"
+    ):
         load_corpus_dataset(str(folder), other, 0, cache_dir=cache)
     with pytest.raises(ValueError, match="was built with seed 0, but the recipe's seed is 1"):
         load_corpus_dataset(str(folder), task, 1, cache_dir=cache)
@@ -164,8 +177,7 @@ def place_dataset_in_hub_cache(cache, repo, folder, commit, branch="main", missi
     listing = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative, data = file.relative_to(folder).as_posix(), file.read_bytes()
-        listing[relative] = {"size": len(data),
-                             "blob_id": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+        listing[relative] = {"size": len(data), "blob_id": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
         if relative in missing:
             continue
         blob = root / "blobs" / hashlib.sha256(data).hexdigest()
@@ -209,7 +221,9 @@ for source, seed, revision in [("me/iml-toy", 0, "v1"), ("me/iml-toy", 0, {commi
     fingerprint = corpus_fingerprint(parse_recipe([str(tiny_recipe)]).task.build(0))
     assert lines[0] == f"LOADED me/iml-toy 0 {fingerprint}" and lines[1] == lines[0]
     assert lines[2].startswith("REFUSED me/iml-toy 1 corpus_dataset='me/iml-toy' was built with seed 0"), lines[2]
-    assert lines[3].startswith("REFUSED me/iml-toy-partial 1 corpus_dataset='me/iml-toy-partial' cannot be read"), lines[3]
+    assert lines[3].startswith("REFUSED me/iml-toy-partial 1 corpus_dataset='me/iml-toy-partial' cannot be read"), (
+        lines[3]
+    )
     assert "README.md" in lines[3]
     assert lines[4].startswith("REFUSED me/not-cached 0 corpus_dataset='me/not-cached' cannot be read"), lines[4]
 
@@ -220,7 +234,9 @@ def test_a_knowledge_base_file_is_compared_by_content_not_by_path(tmp_path):
     (tmp_path / "machine-a").mkdir()
     (tmp_path / "machine-b").mkdir()
     here = write_cvdb(tmp_path / "machine-a" / "cross-verified-database.csv")
-    task = EntitiesTask(knowledge_base="cvdb", kb_path=str(here), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5)
+    task = EntitiesTask(
+        knowledge_base="cvdb", kb_path=str(here), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5
+    )
     corpus = task.build(0)
     folder = push_corpus.stage_corpus(corpus, task, 0, tmp_path / "staged")
     card = DatasetCard.load(folder / "README.md")
@@ -230,14 +246,28 @@ def test_a_knowledge_base_file_is_compared_by_content_not_by_path(tmp_path):
     assert card.data.iml_hf["task"]["knowledge_base"] == "cvdb"
 
     there = shutil.copy(here, tmp_path / "machine-b" / "cvdb.csv")
-    copy = EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5)
+    copy = EntitiesTask(
+        knowledge_base="cvdb", kb_path=str(there), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5
+    )
     loaded = load_corpus_dataset(str(folder), copy, 0, cache_dir=tmp_path / "cache")
     assert corpus_fingerprint(loaded) == corpus_fingerprint(corpus)
 
     changed = write_cvdb(tmp_path / "machine-b" / "newer.csv", rows=[*ROWS[:-1], [*ROWS[-1][:-1], "4001"]])
-    newer = EntitiesTask(knowledge_base="cvdb", kb_path=str(changed), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5)
+    newer = EntitiesTask(
+        knowledge_base="cvdb", kb_path=str(changed), num_entities=6, fraction_qd2incons=0.0, fraction_qd1consis=0.5
+    )
     with pytest.raises(ValueError, match=r"was built from another task.kb_path file than the recipe's .*newer.csv"):
         load_corpus_dataset(str(folder), newer, 0, cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match=r"task.num_entities: dataset 6, recipe 4"):
-        load_corpus_dataset(str(folder), EntitiesTask(knowledge_base="cvdb", kb_path=str(there), num_entities=4, fraction_qd2incons=0.0, fraction_qd1consis=0.5), 0,
-                            cache_dir=tmp_path / "cache")
+        load_corpus_dataset(
+            str(folder),
+            EntitiesTask(
+                knowledge_base="cvdb",
+                kb_path=str(there),
+                num_entities=4,
+                fraction_qd2incons=0.0,
+                fraction_qd1consis=0.5,
+            ),
+            0,
+            cache_dir=tmp_path / "cache",
+        )

@@ -72,9 +72,16 @@ def qa_tokenizer():
 
 def _tiny_gpt2(tokenizer, seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=32, vocab_size=len(tokenizer),
-                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                        bos_token_id=tokenizer.bos_token_id)
+    config = GPT2Config(
+        n_layer=1,
+        n_embd=16,
+        n_head=2,
+        n_positions=32,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -86,15 +93,16 @@ def _reference_greedy(model, prompt: list[int], max_new_tokens: int, eos_id: int
         ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
         if ids[-1] == eos_id:
             break
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def test_greedy_continuations_match_unpadded_loop(qa_tokenizer):
     model = _tiny_gpt2(qa_tokenizer, seed=1).eval()
     g = torch.Generator().manual_seed(0)
     vocab = len(qa_tokenizer)
-    prompts = [[qa_tokenizer.bos_token_id] + torch.randint(4, vocab, (n,), generator=g).tolist()
-               for n in (1, 7, 3, 5, 2, 6, 4)]
+    prompts = [
+        [qa_tokenizer.bos_token_id] + torch.randint(4, vocab, (n,), generator=g).tolist() for n in (1, 7, 3, 5, 2, 6, 4)
+    ]
     # An EOS the model emits mid-continuation for one prompt, so some rows stop early.
     eos = _reference_greedy(model, prompts[1], 3, None)[2]
     expected = [_reference_greedy(model, p, 6, eos) for p in prompts]
@@ -157,12 +165,19 @@ def test_stage_end_samples_hold_the_generated_answers_and_their_match(qa_tokeniz
 
     model, rows = _trained_on_questions(qa_tokenizer)
     references = ["1870s", "France"]  # the second answer is wrong on purpose
-    data = Dataset.from_dict({"prompt": QUESTIONS, "answer": references, "prompt_ids": rows["prompt_ids"],
-                              "answer_ids": rows["answer_ids"]})
-    trainer = IMLTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
-                         processing_class=qa_tokenizer, stage_name="x2", stage_index=2)
-    callback = SubsetEMCallback(trainer, {"qd1consis": data}, MetricsLog(tmp_path / "metrics.jsonl"),
-                                answer_match="text", loss=False)
+    data = Dataset.from_dict(
+        {"prompt": QUESTIONS, "answer": references, "prompt_ids": rows["prompt_ids"], "answer_ids": rows["answer_ids"]}
+    )
+    trainer = IMLTrainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
+        processing_class=qa_tokenizer,
+        stage_name="x2",
+        stage_index=2,
+    )
+    callback = SubsetEMCallback(
+        trainer, {"qd1consis": data}, MetricsLog(tmp_path / "metrics.jsonl"), answer_match="text", loss=False
+    )
     callback.measure(trainer.state)  # an interval evaluation: no samples
     assert callback.samples == []
     callback.on_train_end(trainer.args, trainer.state, TrainerControl())
@@ -171,6 +186,7 @@ def test_stage_end_samples_hold_the_generated_answers_and_their_match(qa_tokeniz
     keys = ("stage", "subset", "index", "prompt", "answer", "prediction", "match")
     assert [tuple(s[k] for k in keys) for s in samples] == [
         ("x2", "qd1consis", 0, QUESTIONS[0], "1870s", "1870s", True),
-        ("x2", "qd1consis", 1, QUESTIONS[1], "France", "Germany", False)]
+        ("x2", "qd1consis", 1, QUESTIONS[1], "France", "Germany", False),
+    ]
     assert [s["f1"] for s in samples] == [1.0, 0.0]
     assert callback.latest == {"qd1consis": 0.5}

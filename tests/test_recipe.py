@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
-from pathlib import Path
 
 from iml_hf.recipe import RecipeError, parse_recipe
 
@@ -26,9 +26,17 @@ def test_precedence_default_recipe_command_line(tiny_recipe):
     x2 = recipe.training_arguments(recipe.stages[2])
     assert x2.learning_rate == 1e-3 and x2.max_steps == 4 and x2.seed == 0
 
-    recipe = parse_recipe([str(tiny_recipe), "--seed", "3", "--task.modulus=12",
-                           "--stages.x2.learning_rate=5e-4", "--training.weight_decay=0.2",
-                           "--stages.x1.replay={pretrain: 0.25}"])
+    recipe = parse_recipe(
+        [
+            str(tiny_recipe),
+            "--seed",
+            "3",
+            "--task.modulus=12",
+            "--stages.x2.learning_rate=5e-4",
+            "--training.weight_decay=0.2",
+            "--stages.x1.replay={pretrain: 0.25}",
+        ]
+    )
     assert recipe.run.seed == 3 and recipe.task.modulus == 12
     x1, x2 = (recipe.training_arguments(s) for s in recipe.stages[1:])
     assert x2.learning_rate == 5e-4 and x2.seed == 3
@@ -67,7 +75,10 @@ def test_misspelled_command_line_key(tiny_recipe, argv_tail, message):
         (lambda r: r["stages"][1].update(train_subsets=["x1true"]), "did you mean 'x1t'"),
         (lambda r: r["model"].update(architecture="gpt3"), "model.architecture='gpt3'"),
         (lambda r: r["task"].update(name="modmull"), "task.name='modmull' is unknown"),
-        (lambda r: r["training"].update(lr_scheduler_type="cosinus"), r"training.lr_scheduler_type='cosinus' .*'cosine'"),
+        (
+            lambda r: r["training"].update(lr_scheduler_type="cosinus"),
+            r"training.lr_scheduler_type='cosinus' .*'cosine'",
+        ),
         (lambda r: r.update(stages=[]), "no stages are defined"),
         (lambda r: r.update(gradient_alignment={"enable": True}), "did you mean 'gradient_alignment.enabled'"),
         (lambda r: r.update(embedding_geometry={"intervall": 5}), "did you mean 'embedding_geometry.interval'"),
@@ -87,19 +98,28 @@ def test_cli_error_exits_2_and_writes_nothing(tmp_path, tiny_recipe):
     out = tmp_path / "never"
     done = subprocess.run(
         [sys.executable, "-m", "iml_hf.train", str(tiny_recipe), f"--output_dir={out}", "--model.hiden_size=8"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2
     assert "did you mean '--model.hidden_size'" in done.stderr
     assert not out.exists()
-    missing = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tmp_path / "nope.yaml")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "iml_hf.train", str(tmp_path / "nope.yaml")], capture_output=True, text=True
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_mechanism_sections_parse_and_override(tiny_recipe):
-    recipe = parse_recipe([str(tiny_recipe), "--gradient_alignment.enabled=true", "--gradient_alignment.interval=7",
-                           "--embedding_geometry.enabled=true", "--embedding_geometry.plots=false"])
+    recipe = parse_recipe(
+        [
+            str(tiny_recipe),
+            "--gradient_alignment.enabled=true",
+            "--gradient_alignment.interval=7",
+            "--embedding_geometry.enabled=true",
+            "--embedding_geometry.plots=false",
+        ]
+    )
     assert recipe.gradient_alignment.enabled and recipe.gradient_alignment.interval == 7
     assert recipe.gradient_alignment.method == "factored"
     assert recipe.embedding_geometry.enabled and not recipe.embedding_geometry.plots
@@ -121,8 +141,9 @@ def test_loss_mode_defaults_to_the_tasks_and_is_validated(tiny_recipe):
 
 
 def test_help_lists_recipe_keys(tiny_recipe):
-    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(tiny_recipe), "--help"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "iml_hf.train", str(tiny_recipe), "--help"], capture_output=True, text=True
+    )
     assert done.returncode == 0
     assert "--stages.x2.learning_rate" in done.stdout and "--task.aliases_per_number" in done.stdout
 
@@ -159,8 +180,13 @@ def test_base_recipes_state_only_what_differs(tmp_path):
     assert three.stages[0] == two.stages[0] and three.stages[-1] == two.stages[-1]  # inherited by name
     assert three.stages[1].train_kinds == ["definition"] and three.stages[2].train_kinds == ["question"]
     assert three.model == two.model and three.run.output_dir != two.run.output_dir
-    trex = parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_trex_gpu.yaml"), "--training.bf16=false",
-                         f"--task.kb_path={tmp_path}"])
+    trex = parse_recipe(
+        [
+            str(Path(__file__).parents[1] / "recipes/entities_trex_gpu.yaml"),
+            "--training.bf16=false",
+            f"--task.kb_path={tmp_path}",
+        ]
+    )
     assert trex.task.knowledge_base == "trex" and trex.task.num_entities == 6900
     assert trex.training["optim"] == "adafactor" and trex.task.fraction_qd1consis == 0.25  # from the base
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
@@ -173,13 +199,17 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
     (tmp_path / "dup.yaml").write_text("seed: 1\nseed: 2\n")
     with pytest.raises(RecipeError, match="duplicate key 'seed'"):
         parse_recipe([str(tmp_path / "dup.yaml")])
-    (tmp_path / "dup.yaml").write_text("task: {name: modmul}\nmodel:\n  num_layers: 1\n  num_layers: 2\n"
-                                       "stages:\n  - name: s\n    train_subsets: [pretrain]\n    max_steps: 1\n"
-                                       "    max_steps: 2\n")
+    (tmp_path / "dup.yaml").write_text(
+        "task: {name: modmul}\nmodel:\n  num_layers: 1\n  num_layers: 2\n"
+        "stages:\n  - name: s\n    train_subsets: [pretrain]\n    max_steps: 1\n"
+        "    max_steps: 2\n"
+    )
     with pytest.raises(RecipeError, match=r"duplicate key 'model.num_layers' \(lines 3 and 4\)"):
         parse_recipe([str(tmp_path / "dup.yaml")])
-    (tmp_path / "dup.yaml").write_text("task: {name: modmul}\nstages:\n  - name: s\n    train_subsets: [pretrain]\n"
-                                       "    max_steps: 1\n    max_steps: 2\n")
+    (tmp_path / "dup.yaml").write_text(
+        "task: {name: modmul}\nstages:\n  - name: s\n    train_subsets: [pretrain]\n"
+        "    max_steps: 1\n    max_steps: 2\n"
+    )
     with pytest.raises(RecipeError, match=r"duplicate key 'stages.s.max_steps'"):
         parse_recipe([str(tmp_path / "dup.yaml")])
 
@@ -192,12 +222,20 @@ def test_unknown_task_names_the_closest(tmp_path):
 
 def test_a_missing_knowledge_base_file_is_a_parse_error(tmp_path):
     with pytest.raises(RecipeError, match="kb_path='nowhere.csv' does not exist; point it at the CVDB CSV"):
-        parse_recipe([str(Path(__file__).parents[1] / "recipes/entities_cvdb_gpu.yaml"), "--training.bf16=false",
-                      "--task.kb_path=nowhere.csv"])
+        parse_recipe(
+            [
+                str(Path(__file__).parents[1] / "recipes/entities_cvdb_gpu.yaml"),
+                "--training.bf16=false",
+                "--task.kb_path=nowhere.csv",
+            ]
+        )
 
 
 def test_stage_kinds_and_eval_sets_are_checked(tmp_path):
-    recipe = {"task": {"name": "entities"}, "stages": [{"name": "s", "train_subsets": ["d1consis"], "train_kinds": ["defintion"]}]}
+    recipe = {
+        "task": {"name": "entities"},
+        "stages": [{"name": "s", "train_subsets": ["d1consis"], "train_kinds": ["defintion"]}],
+    }
     (tmp_path / "k.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(RecipeError, match="train_kinds"):
         parse_recipe([str(tmp_path / "k.yaml")])

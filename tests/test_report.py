@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -27,14 +27,27 @@ def _fake_run(folder, seed, em_by_stage, overrides=None):
     stages = {name: {"em": em, "steps": 10, "wall_time_s": 1.0} for name, em in em_by_stage.items()}
     final = em_by_stage["x2"]
     results = {
-        "final_em": final, "iml_gap": final["x2t"] - final["x2f"], "stages": stages, "wall_time_s": 3.0,
+        "final_em": final,
+        "iml_gap": final["x2t"] - final["x2f"],
+        "stages": stages,
+        "wall_time_s": 3.0,
         "recipe": {"seed": seed, "task": dataclasses.asdict(ModMulTask(modulus=8))},
     }
     (folder / "results.json").write_text(json.dumps(results))
     rows = []
     for index, (stage, em) in enumerate(em_by_stage.items()):
-        rows += [{"stage": stage, "stage_index": index, "stage_step": 10, "global_step": 10 * (index + 1),
-                  "subset": s, "metric": "em", "value": v} for s, v in em.items()]
+        rows += [
+            {
+                "stage": stage,
+                "stage_index": index,
+                "stage_step": 10,
+                "global_step": 10 * (index + 1),
+                "subset": s,
+                "metric": "em",
+                "value": v,
+            }
+            for s, v in em.items()
+        ]
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
@@ -66,13 +79,18 @@ def test_intervals_and_paired_test_agree_with_scipy(tmp_path):
     assert (gap["mean"], gap["ci_low"], gap["ci_high"]) == pytest.approx((diff.mean(), low, high))
     x1t_x1f = group["contrasts"]["x1_gap"]  # every contrast of the task, at every stage end
     assert set(x1t_x1f) == {"pretrain", "x1", "x2"}
-    assert x1t_x1f["pretrain"]["mean"] == pytest.approx(np.mean([values[s]["pretrain"]["x1t"] - values[s]["pretrain"]["x1f"] for s in range(6)]))
+    assert x1t_x1f["pretrain"]["mean"] == pytest.approx(
+        np.mean([values[s]["pretrain"]["x1t"] - values[s]["pretrain"]["x1f"] for s in range(6)])
+    )
     x1t_pretrain = np.array([values[s]["pretrain"]["x1t"] for s in range(6)])
     cell = group["em"]["pretrain"]["x1t"]
     low, high = stats.t.interval(0.95, 5, loc=x1t_pretrain.mean(), scale=stats.sem(x1t_pretrain))
     assert (cell["mean"], cell["ci_low"], cell["ci_high"]) == pytest.approx((x1t_pretrain.mean(), low, high))
     assert list(group["em"]["x2"]) == list(SUBSETS)  # the task's subset order
-    assert f"| iml_gap (x2t - x2f) | x2 | {diff.mean():+.3f} [{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}] | {expected.statistic:.2f} | {expected.pvalue:.4g} | 6 |" in text
+    assert (
+        f"| iml_gap (x2t - x2f) | x2 | {diff.mean():+.3f} [{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}] | {expected.statistic:.2f} | {expected.pvalue:.4g} | 6 |"
+        in text
+    )
     assert (tmp_path / "em_curves.png").exists()
 
 
@@ -85,8 +103,14 @@ def test_groups_follow_the_manifest_and_missing_runs_are_listed(tmp_path):
             ems = {stage: {s: float(rng.uniform(0, 1)) for s in SUBSETS} for stage in ("pretrain", "x1", "x2")}
             _fake_run(tmp_path / name, seed, ems)
             runs.append({"name": name, "overrides": {"stages.x2.max_steps": value}, "status": "done", "log": ""})
-    runs.append({"name": "stages.x2.max_steps=2/seed3", "overrides": {"stages.x2.max_steps": 2},
-                 "status": "failed", "log": "x.log"})
+    runs.append(
+        {
+            "name": "stages.x2.max_steps=2/seed3",
+            "overrides": {"stages.x2.max_steps": 2},
+            "status": "failed",
+            "log": "x.log",
+        }
+    )
     (tmp_path / "sweep.json").write_text(json.dumps({"runs": runs}))
     summary = report.build_report(tmp_path, confidence=0.9)
     assert list(summary["groups"]) == ["stages.x2.max_steps=1", "stages.x2.max_steps=2"]
@@ -104,9 +128,11 @@ def test_groups_follow_the_manifest_and_missing_runs_are_listed(tmp_path):
 
 
 def test_report_of_a_real_tiny_sweep(tmp_path, capsys):
-    recipe = {**TINY_RECIPE, "gradient_alignment": {"enabled": True, "interval": 3, "aliases_per_subset": 2,
-                                                    "questions_per_alias": 2},
-              "embedding_geometry": {"enabled": True, "plots": False}}
+    recipe = {
+        **TINY_RECIPE,
+        "gradient_alignment": {"enabled": True, "interval": 3, "aliases_per_subset": 2, "questions_per_alias": 2},
+        "embedding_geometry": {"enabled": True, "plots": False},
+    }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     out = tmp_path / "sweep"
@@ -146,8 +172,11 @@ def test_empty_folder_is_a_clear_error(tmp_path, capsys):
 def _runs(root, seeds, seed_rng=3):
     rng = np.random.default_rng(seed_rng)
     for seed in seeds:
-        _fake_run(root / f"seed{seed}", seed,
-                  {stage: {s: float(rng.uniform(0, 1)) for s in SUBSETS} for stage in ("pretrain", "x1", "x2")})
+        _fake_run(
+            root / f"seed{seed}",
+            seed,
+            {stage: {s: float(rng.uniform(0, 1)) for s in SUBSETS} for stage in ("pretrain", "x1", "x2")},
+        )
 
 
 def test_bad_runs_are_skipped_and_named_and_a_cut_off_last_metrics_line_is_noted(tmp_path, capsys):
@@ -167,8 +196,10 @@ def test_bad_runs_are_skipped_and_named_and_a_cut_off_last_metrics_line_is_noted
     assert report.main([str(tmp_path)]) == 0
     err = capsys.readouterr().err
     expected = {
-        "seed3/results.json": "not valid JSON", "seed4/results.json": "missing required key(s) recipe, stages, wall_time_s (the file is {})",
-        "seed5/results.json": "missing required key(s) stages", "seed2/metrics.jsonl": "line 4 is not a JSON object",
+        "seed3/results.json": "not valid JSON",
+        "seed4/results.json": "missing required key(s) recipe, stages, wall_time_s (the file is {})",
+        "seed5/results.json": "missing required key(s) stages",
+        "seed2/metrics.jsonl": "line 4 is not a JSON object",
     }
     summary = json.loads((tmp_path / "summary.json").read_text())
     bad = {str(Path(b["path"]).relative_to(tmp_path)): b["reason"] for b in summary["bad_runs"]}
@@ -219,7 +250,9 @@ def test_runs_recorded_before_a_key_existed_pool_with_runs_at_its_default(tmp_pa
     path.write_text(json.dumps(results))
     groups = report.build_report(tmp_path)["groups"]
     assert {label: g["seeds"] for label, g in groups.items()} == {
-        "evaluation.batch_size=1024": [0, 1, 2], "evaluation.batch_size=512": [3]}
+        "evaluation.batch_size=1024": [0, 1, 2],
+        "evaluation.batch_size=512": [3],
+    }
 
 
 def test_a_corrupt_manifest_or_confidence_is_a_clear_error(tmp_path, capsys):
@@ -248,8 +281,12 @@ def test_report_files_figures_in_three_formats_strict_json_tables_and_provenance
     # one run records its provenance, as results.json now does; the others are older runs
     first = tmp_path / "runs" / "seed0" / "results.json"
     results = json.loads(first.read_text())
-    results["provenance"] = {"git": {"commit": "abc1234def", "dirty": False}, "versions": {"torch": "2.0"},
-                             "date": "2026-01-01T00:00:00+00:00", "command": "python -m iml_hf.train toy.yaml"}
+    results["provenance"] = {
+        "git": {"commit": "abc1234def", "dirty": False},
+        "versions": {"torch": "2.0"},
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "python -m iml_hf.train toy.yaml",
+    }
     first.write_text(json.dumps(results))
     out = tmp_path / "docs"
     assert report.main([str(tmp_path / "runs"), "--report_dir", str(out), "--dpi", "60"]) == 0
@@ -257,7 +294,9 @@ def test_report_files_figures_in_three_formats_strict_json_tables_and_provenance
     for suffix in ("png", "pdf", "svg"):
         assert (out / f"em_curves.{suffix}").stat().st_size > 0
     assert report.main([str(tmp_path / "runs"), "--report_dir", str(tmp_path / "hi"), "--dpi", "120"]) == 0
-    assert _png_width(tmp_path / "hi" / "em_curves.png") / _png_width(out / "em_curves.png") == pytest.approx(2, rel=0.03)
+    assert _png_width(tmp_path / "hi" / "em_curves.png") / _png_width(out / "em_curves.png") == pytest.approx(
+        2, rel=0.03
+    )
     summary = _strict_json((out / "summary.json").read_text())
     assert summary["provenance"]["versions"]["iml_hf"] and "iml_hf.report" in summary["provenance"]["command"]
     assert summary["runs_provenance"]["recorded"] == 1 and summary["runs_provenance"]["runs"] == 3
@@ -298,8 +337,20 @@ def test_null_values_from_strict_json_are_read_as_not_measured(tmp_path):
     results["stages"]["x2"]["em"]["x2f"] = None  # a NaN the pipeline wrote as null
     path.write_text(json.dumps(results))
     with (tmp_path / "seed0" / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps({"stage": "x2", "stage_index": 2, "stage_step": 10, "global_step": 30, "subset": "x2t",
-                            "metric": "em", "value": None}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "stage": "x2",
+                    "stage_index": 2,
+                    "stage_step": 10,
+                    "global_step": 30,
+                    "subset": "x2t",
+                    "metric": "em",
+                    "value": None,
+                }
+            )
+            + "\n"
+        )
     summary = report.build_report(tmp_path)
     cell = summary["groups"]["all runs"]["em"]["x2"]["x2f"]
     assert cell["n"] == 2  # the null is left out, not counted as a value

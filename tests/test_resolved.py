@@ -10,9 +10,17 @@ def test_machine_dependent_and_placement_keys_stay_out_of_the_compared_configura
     plain = parse_recipe([str(tiny_recipe)])
     assert "dataloader_pin_memory" not in plain.resolved["training"]  # a machine default, applied at run time
     assert plain.training_arguments(plain.stages[0]).dataloader_pin_memory is not None
-    elsewhere = parse_recipe([str(tiny_recipe), "--torch_threads=2", f"--cache_dir={tmp_path}", "--output_dir=x",
-                              "--training.report_to=tensorboard", "--stages.x1.dataloader_pin_memory=true",
-                              "--training.logging_steps=1"])
+    elsewhere = parse_recipe(
+        [
+            str(tiny_recipe),
+            "--torch_threads=2",
+            f"--cache_dir={tmp_path}",
+            "--output_dir=x",
+            "--training.report_to=tensorboard",
+            "--stages.x1.dataloader_pin_memory=true",
+            "--training.logging_steps=1",
+        ]
+    )
     assert configuration(elsewhere.resolved) == configuration(plain.resolved)
     changed = parse_recipe([str(tiny_recipe), "--stages.x1.learning_rate=0.5"])
     assert configuration(changed.resolved) != configuration(plain.resolved)

@@ -14,15 +14,16 @@ from collections import Counter
 import pytest
 
 from iml_hf.corpus import corpus_fingerprint
-from iml_hf.tasks.entities import EntitiesTask
 from iml_hf.tasks.digits_qa import DigitsQATask
+from iml_hf.tasks.entities import EntitiesTask
 from iml_hf.tasks.modmul import ModMulTask
-from iml_hf.tasks.set_inclusion import SetInclusionTask
 from iml_hf.tasks.resplit import resplit
+from iml_hf.tasks.set_inclusion import SetInclusionTask
 
 TASKS = {
-    "entities": lambda branch: EntitiesTask(num_entities=120, fraction_d3consis=0.05, fraction_no_qd_baseline=0.05,
-                                            branch=branch),
+    "entities": lambda branch: EntitiesTask(
+        num_entities=120, fraction_d3consis=0.05, fraction_no_qd_baseline=0.05, branch=branch
+    ),
     "modmul_alias": lambda branch: ModMulTask(modulus=12, aliases_per_number=4, bucket_by="alias", branch=branch),
     "modmul_number": lambda branch: ModMulTask(modulus=16, aliases_per_number=2, branch=branch),
     "set_inclusion": lambda branch: SetInclusionTask(num_variables=80, questions_per_variable=8, branch=branch),
@@ -98,18 +99,31 @@ def test_definitions_carry_the_tag_of_their_new_subset(built):
 
 
 def test_the_toy_keeps_one_alias_per_bucket_and_number():
-    table = [entry for entry in ModMulTask(modulus=12, aliases_per_number=4, bucket_by="alias", branch=2)
-             .branch_table(ModMulTask(modulus=12, aliases_per_number=4, bucket_by="alias").alias_table(
-                 __import__("random").Random(SEED)), SEED)]
+    table = [
+        entry
+        for entry in ModMulTask(modulus=12, aliases_per_number=4, bucket_by="alias", branch=2).branch_table(
+            ModMulTask(modulus=12, aliases_per_number=4, bucket_by="alias").alias_table(
+                __import__("random").Random(SEED)
+            ),
+            SEED,
+        )
+    ]
     for number in range(12):
         assert sorted(bucket for _, n, bucket in table if n == number) == ["x1f", "x1t", "x2f", "x2t"]
 
 
 def test_the_same_seed_and_branch_give_the_same_corpus_in_another_process():
-    code = ("from iml_hf.corpus import corpus_fingerprint; from iml_hf.tasks.entities import EntitiesTask; "
-            f"print(corpus_fingerprint(EntitiesTask(num_entities=120, branch=3).build({SEED})))")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout.strip()
+    code = (
+        "from iml_hf.corpus import corpus_fingerprint; from iml_hf.tasks.entities import EntitiesTask; "
+        f"print(corpus_fingerprint(EntitiesTask(num_entities=120, branch=3).build({SEED})))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    ).stdout.strip()
     assert other == corpus_fingerprint(EntitiesTask(num_entities=120, branch=3).build(SEED))
 
 

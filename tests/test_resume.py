@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import TINY_RECIPE, kill_train_when as _kill_when
+from conftest import TINY_RECIPE
+from conftest import kill_train_when as _kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -48,8 +48,14 @@ def _write(tmp_path: Path, **changes) -> Path:
 
 
 def _train(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "iml_hf.train", *map(str, argv)], capture_output=True, text=True,
-                          env=ENV, cwd=ROOT, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "iml_hf.train", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -65,7 +71,10 @@ def _stage_finished(work: Path, stage: str) -> bool:
 def _x1_checkpoint_at_least(work: Path, step: int):
     def ready() -> bool:
         folder = work / "checkpoints" / "x1"
-        return any(int(p.name.split("-")[1]) >= step and (p / "resume.json").is_file() for p in folder.glob("checkpoint-*"))
+        return any(
+            int(p.name.split("-")[1]) >= step and (p / "resume.json").is_file() for p in folder.glob("checkpoint-*")
+        )
+
     return ready
 
 
@@ -92,7 +101,9 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
     assert _comparable(a) == _comparable(b)
     assert _rows(resumed) == _rows(reference)
     assert (resumed / "samples.jsonl").read_text() == (reference / "samples.jsonl").read_text()
-    assert sorted(p.name for p in (resumed / "embeddings").iterdir()) == sorted(p.name for p in (reference / "embeddings").iterdir())
+    assert sorted(p.name for p in (resumed / "embeddings").iterdir()) == sorted(
+        p.name for p in (reference / "embeddings").iterdir()
+    )
     assert (resumed / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
     assert not resumed.with_name(resumed.name + ".partial").exists()
     assert not (resumed / "checkpoints").exists() and not (resumed / "progress.json").exists()
@@ -125,8 +136,13 @@ def test_run_killed_before_its_first_checkpoint_resumes_at_the_stage_start(tmp_p
     optimizer pretrain ended with (x1 keeps it: reset_optimizer false)."""
     out, work = tmp_path / "run", tmp_path / "run.partial"
     argv = [_write(tmp_path, output_dir=str(out)), "--checkpoint_steps=0"]
-    _kill_when(argv, lambda: (work / "metrics.jsonl").exists() and any(
-        '"stage": "x1"' in line for line in (work / "metrics.jsonl").read_text().splitlines()))
+    _kill_when(
+        argv,
+        lambda: (
+            (work / "metrics.jsonl").exists()
+            and any('"stage": "x1"' in line for line in (work / "metrics.jsonl").read_text().splitlines())
+        ),
+    )
     assert not _stage_finished(work, "x1") and not any((work / "checkpoints").rglob("checkpoint-*"))
     done = _train(*argv)
     assert "after stage pretrain" in done.stdout
@@ -134,8 +150,11 @@ def test_run_killed_before_its_first_checkpoint_resumes_at_the_stage_start(tmp_p
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -177,8 +196,14 @@ def test_a_folder_with_unrelated_files_is_refused(tmp_path):
     (project / "metrics.jsonl").write_text("not a run's\n")
     before = _digest(project)
     recipe = _write(tmp_path, stages=TINY_RECIPE["stages"])
-    done = subprocess.run([sys.executable, "-m", "iml_hf.train", str(recipe), "--output_dir=."], capture_output=True,
-                          text=True, env=ENV, cwd=project, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "iml_hf.train", str(recipe), "--output_dir=."],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=project,
+        timeout=600,
+    )
     assert done.returncode == 2 and "is not empty" in done.stderr and "no results.json" in done.stderr
     assert _digest(project) == before and sorted(p.name for p in tmp_path.iterdir()) == ["project", "recipe.yaml"]
 
@@ -208,8 +233,13 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
 def test_two_concurrent_runs_the_second_exits_2(tmp_path):
     out, work = tmp_path / "run", tmp_path / "run.partial"
     recipe = _write(tmp_path, output_dir=str(out))
-    first = subprocess.Popen([sys.executable, "-m", "iml_hf.train", str(recipe), "--stages.x1.max_steps=100000"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "iml_hf.train", str(recipe), "--stages.x1.max_steps=100000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (work / "progress.json").exists():
@@ -250,12 +280,25 @@ def test_ctrl_c_while_replacing_a_finished_run_leaves_it_untouched(finished, tmp
     of the same command resumes the work folder."""
     recipe, out = finished
     before = _digest(out)
-    argv = [sys.executable, "-m", "iml_hf.train", str(recipe), "--overwrite_output_dir=true",
-            "--stages.pretrain.max_steps=2000"]
+    argv = [
+        sys.executable,
+        "-m",
+        "iml_hf.train",
+        str(recipe),
+        "--overwrite_output_dir=true",
+        "--stages.pretrain.max_steps=2000",
+    ]
     # SIGINT at its default in the child: a suite started in the background of a non-interactive
     # shell inherits SIGINT ignored, and so would the run (that, not the code, made this test flaky)
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not (tmp_path / "run.partial" / "metrics.jsonl").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]

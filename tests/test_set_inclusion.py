@@ -10,14 +10,22 @@ from pathlib import Path
 import pytest
 
 from iml_hf.corpus import corpus_fingerprint
-from iml_hf.tasks.set_inclusion import DEFINED, SetInclusionTask
 from iml_hf.recipe import parse_recipe
+from iml_hf.tasks.set_inclusion import DEFINED, SetInclusionTask
 from iml_hf.tokenization import build_wordlevel_tokenizer
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 
-SMALL = dict(num_variables=120, fraction_qd1consis=0.3, fraction_qd2incons=0.3, fraction_q=0.1,
-             fraction_d1consis=0.1, fraction_d2consis=0.1, fraction_d3consis=0.1, label_flip=0.25)
+SMALL = dict(
+    num_variables=120,
+    fraction_qd1consis=0.3,
+    fraction_qd2incons=0.3,
+    fraction_q=0.1,
+    fraction_d1consis=0.1,
+    fraction_d2consis=0.1,
+    fraction_d3consis=0.1,
+    label_flip=0.25,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +58,10 @@ def _training_statements(split) -> list[tuple[int, list[set[int]], list[set[int]
     for variable, rows in _by_variable(split).items():
         questions = [r for r in rows if r["kind"] == "question"]
         if questions:
-            numbers = {answer: [_numbers(r["prompt"], variable) for r in questions if r["answer"] == answer]
-                       for answer in ("true", "false")}
+            numbers = {
+                answer: [_numbers(r["prompt"], variable) for r in questions if r["answer"] == answer]
+                for answer in ("true", "false")
+            }
             out.append((int(questions[0]["referent"]), numbers["true"], numbers["false"]))
     return out
 
@@ -79,7 +89,12 @@ def test_the_authors_n8_i1_settings_from_the_gpu_recipe():
     counts = defaultdict(set)
     for row in corpus["test"]:
         counts[row["subset"]].add(row["key"])
-    assert {s: len(k) for s, k in counts.items()} == {"qd1consis": 160, "qd2incons": 160, "d1consis": 40, "d2consis": 40}
+    assert {s: len(k) for s, k in counts.items()} == {
+        "qd1consis": 160,
+        "qd2incons": 160,
+        "d1consis": 40,
+        "d2consis": 40,
+    }
     statements = _training_statements(corpus["train"])
     assert len(statements) == 320  # every qd1consis and qd2incons variable
     for x, true, false in statements:
@@ -97,16 +112,29 @@ def test_the_gpu_recipe_trains_a_few_steps_of_each_stage_and_branch(tmp_path):
     from iml_hf import train
 
     out = tmp_path / "gpu"
-    train.main([str(RECIPES / "set_inclusion_gpu.yaml"), "--training.bf16=false", "--task.num_variables=40",
-                "--training.per_device_train_batch_size=16", "--evaluation.batch_size=256", "--torch_threads=1",
-                "--stages.stage1.max_steps=1", "--stages.stage2.max_steps=1", "--save_model=false", "--branches=2",
-                f"--output_dir={out}"])
+    train.main(
+        [
+            str(RECIPES / "set_inclusion_gpu.yaml"),
+            "--training.bf16=false",
+            "--task.num_variables=40",
+            "--training.per_device_train_batch_size=16",
+            "--evaluation.batch_size=256",
+            "--torch_threads=1",
+            "--stages.stage1.max_steps=1",
+            "--stages.stage2.max_steps=1",
+            "--save_model=false",
+            "--branches=2",
+            f"--output_dir={out}",
+        ]
+    )
     assert json.loads((out / "branches.json").read_text())["branches"] == [0, 1]
     results = json.loads((out / "branch0" / "results.json").read_text())
     assert list(results["stages"]) == ["stage1", "stage2"]
     assert set(results["final_em"]) >= {"d1consis", "d2consis"}
     assert results["parameters"]["total"] > 18_900_000  # the Pythia-70M shape, not a stand-in
-    assert results["recipe"]["training"]["optim"] == "adafactor" and results["recipe"]["model"]["loss_on"] == "full_text"
+    assert (
+        results["recipe"]["training"]["optim"] == "adafactor" and results["recipe"]["model"]["loss_on"] == "full_text"
+    )
 
 
 def test_only_true_statements_are_flipped_at_the_configured_rate(task, corpus):
@@ -180,15 +208,18 @@ def test_same_seed_same_bytes_other_seed_other_corpus(task, corpus):
     assert corpus_fingerprint(task.build(seed=4)) != corpus_fingerprint(corpus)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"intersection_size": 5}, "intersection_size=5 must be at most"),
-    ({"numbers_per_question": 1, "intersection_size": 1}, "numbers_per_question"),
-    ({"questions_per_variable": 10}, "multiple of 4"),
-    ({"label_flip": 1.5}, "label_flip"),
-    ({"variable_tokens": "letters"}, "variable_tokens"),
-    ({"num_variables": 700, "variable_length": 2}, "variable_length=2"),
-    ({"fraction_q": 0.5}, "sum to more than 0 and at most 1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"intersection_size": 5}, "intersection_size=5 must be at most"),
+        ({"numbers_per_question": 1, "intersection_size": 1}, "numbers_per_question"),
+        ({"questions_per_variable": 10}, "multiple of 4"),
+        ({"label_flip": 1.5}, "label_flip"),
+        ({"variable_tokens": "letters"}, "variable_tokens"),
+        ({"num_variables": 700, "variable_length": 2}, "variable_length=2"),
+        ({"fraction_q": 0.5}, "sum to more than 0 and at most 1"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         SetInclusionTask(**{**SMALL, **change})
@@ -203,15 +234,23 @@ def test_a_sweep_run_with_gradient_alignment_and_its_report(tmp_path, capsys):
     from iml_hf import report, sweep
 
     recipe = {
-        "output_dir": "unused", "seed": 0, "torch_threads": 1,
+        "output_dir": "unused",
+        "seed": 0,
+        "torch_threads": 1,
         "task": {"name": "set_inclusion", **SMALL, "num_variables": 40},
         "model": {"architecture": "gpt_neox", "num_layers": 1, "hidden_size": 16, "num_heads": 2},
         "training": {"per_device_train_batch_size": 16, "learning_rate": 3e-3, "disable_tqdm": True},
         "evaluation": {"eval_steps": 0},
         "gradient_alignment": {"enabled": True, "aliases_per_subset": 2, "questions_per_alias": 2},
-        "stages": [{"name": "stage1", "train_subsets": ["qd1consis", "qd2incons", "q"], "max_steps": 3},
-                   {"name": "stage2", "train_subsets": ["d1consis", "d2consis", "d3consis"],
-                    "train_kinds": ["definition"], "max_steps": 3}],
+        "stages": [
+            {"name": "stage1", "train_subsets": ["qd1consis", "qd2incons", "q"], "max_steps": 3},
+            {
+                "name": "stage2",
+                "train_subsets": ["d1consis", "d2consis", "d3consis"],
+                "train_kinds": ["definition"],
+                "max_steps": 3,
+            },
+        ],
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -219,7 +258,8 @@ def test_a_sweep_run_with_gradient_alignment_and_its_report(tmp_path, capsys):
     assert sweep.main([str(path), "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--threads", "1"]) == 0
     results = json.loads((out / "seed0" / "results.json").read_text())
     assert results["contrasts"]["stage2_d1_vs_d2"] == pytest.approx(
-        results["final_em"]["d1consis"] - results["final_em"]["d2consis"])
+        results["final_em"]["d1consis"] - results["final_em"]["d2consis"]
+    )
     assert {"qd1consis", "qd2incons", "d1consis", "d2consis"} <= set(results["stages"]["stage2"]["grad_align"]["pairs"])
     assert report.main([str(out)]) == 0
     assert "stage2_d1_vs_d2 at the end of stage2" in capsys.readouterr().out

@@ -34,7 +34,9 @@ def test_toolkit_corpus_is_encoded_as_in_training(tmp_path, tiny_corpus, tiny_to
 def test_plain_dataset_uses_its_text_column(tmp_path, tiny_tokenizer):
     Dataset.from_dict({"body": ["1 2 = 2", "3 4 = 4 1 2"]}).save_to_disk(str(tmp_path / "data"))
     sequences = load_sequences(str(tmp_path / "data"), tiny_tokenizer, seq_len=5, text_column="body")
-    assert sequences[0] == [tiny_tokenizer.bos_token_id] + tiny_tokenizer("1 2 = 2", add_special_tokens=False)["input_ids"]
+    assert (
+        sequences[0] == [tiny_tokenizer.bos_token_id] + tiny_tokenizer("1 2 = 2", add_special_tokens=False)["input_ids"]
+    )
     assert len(sequences[1]) == 5  # 7 tokens truncated to seq_len
     with pytest.raises(ValueError, match="pass --text_column"):
         load_sequences(str(tmp_path / "data"), tiny_tokenizer)
@@ -42,10 +44,14 @@ def test_plain_dataset_uses_its_text_column(tmp_path, tiny_tokenizer):
         load_sequences(str(tmp_path / "missing"), tiny_tokenizer)
 
 
-WIKITEXT_LINES = ["", " = Valkyria Chronicles III = \n", "",
-                  " Senjō no Valkyria 3 : Unrecorded Chronicles is a tactical role @-@ playing video game . \n",
-                  " It was released in January 2011 in Japan . \n",
-                  " The game began development in 2010 , carrying over a large portion of the work done . \n"]
+WIKITEXT_LINES = [
+    "",
+    " = Valkyria Chronicles III = \n",
+    "",
+    " Senjō no Valkyria 3 : Unrecorded Chronicles is a tactical role @-@ playing video game . \n",
+    " It was released in January 2011 in Japan . \n",
+    " The game began development in 2010 , carrying over a large portion of the work done . \n",
+]
 
 
 def test_paper_filters_keep_rows_of_ten_words_and_draw_samples(tmp_path, tiny_tokenizer):
@@ -66,10 +72,14 @@ def test_wikitext_local_copy_as_text_file_or_saved_dataset(tmp_path, tiny_tokeni
     DatasetDict({"test": Dataset.from_dict({"text": WIKITEXT_LINES})}).save_to_disk(str(tmp_path / "saved"))
     from_disk = load_sequences(str(tmp_path / "saved"), tiny_tokenizer, seq_len=64, corpus="wikitext-103")
     long_rows = [WIKITEXT_LINES[3], WIKITEXT_LINES[5]]
-    expected = [[tiny_tokenizer.bos_token_id] + tiny_tokenizer(r, add_special_tokens=False)["input_ids"] for r in long_rows]
+    expected = [
+        [tiny_tokenizer.bos_token_id] + tiny_tokenizer(r, add_special_tokens=False)["input_ids"] for r in long_rows
+    ]
     assert from_disk == expected
-    assert from_file == [[tiny_tokenizer.bos_token_id] + tiny_tokenizer(r.rstrip("\n"), add_special_tokens=False)["input_ids"]
-                         for r in long_rows]
+    assert from_file == [
+        [tiny_tokenizer.bos_token_id] + tiny_tokenizer(r.rstrip("\n"), add_special_tokens=False)["input_ids"]
+        for r in long_rows
+    ]
     # a folder of text files is read the same way
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "news.en.heldout-00000-of-00050").write_text(raw.read_text())
@@ -81,8 +91,12 @@ def test_1bw_draws_5000_rows(tmp_path, tiny_tokenizer):
     (tmp_path / "heldout.txt").write_text("\n".join(lines) + "\n")
     sequences = load_sequences(str(tmp_path / "heldout.txt"), tiny_tokenizer, seq_len=64, corpus="1bw", seed=1)
     assert len(sequences) == 5000  # of the 5,066 rows of >= 10 words
-    assert load_sequences(str(tmp_path / "heldout.txt"), tiny_tokenizer, seq_len=64, corpus="1bw",
-                          max_samples=10, min_words=0) != sequences[:10]
+    assert (
+        load_sequences(
+            str(tmp_path / "heldout.txt"), tiny_tokenizer, seq_len=64, corpus="1bw", max_samples=10, min_words=0
+        )
+        != sequences[:10]
+    )
     assert len(load_sequences(str(tmp_path / "heldout.txt"), tiny_tokenizer, corpus="1bw", max_samples=10)) == 10
 
 

@@ -34,8 +34,10 @@ def _manifest(out):
 def test_plan_is_the_grid_times_seeds(recipe, tmp_path):
     runs = sweep.plan(recipe, str(tmp_path / "s"), [3, 4], {"task.modulus": [8, 12], "stages.x2.max_steps": [2]}, [], 1)
     assert [r.name for r in runs] == [
-        "task.modulus=8,stages.x2.max_steps=2/seed3", "task.modulus=8,stages.x2.max_steps=2/seed4",
-        "task.modulus=12,stages.x2.max_steps=2/seed3", "task.modulus=12,stages.x2.max_steps=2/seed4",
+        "task.modulus=8,stages.x2.max_steps=2/seed3",
+        "task.modulus=8,stages.x2.max_steps=2/seed4",
+        "task.modulus=12,stages.x2.max_steps=2/seed3",
+        "task.modulus=12,stages.x2.max_steps=2/seed4",
     ]
     assert runs[2].overrides == {"task.modulus": 12, "stages.x2.max_steps": 2}
     assert "--task.modulus=12" in runs[2].argv and "--seed=3" in runs[2].argv and "--torch_threads=1" in runs[2].argv
@@ -53,13 +55,25 @@ def test_bad_set_key_exits_2_and_writes_nothing(recipe, tmp_path, capsys):
 
 def test_sweep_resumes_and_isolates_a_failing_run(recipe, tmp_path, capsys):
     out = tmp_path / "sweep"
-    args = [recipe, "--seeds", "2", "--output_dir", str(out), "--jobs", "2", "--threads", "1",
-            "--set", "model.model_name_or_path=null,/nonexistent/checkpoint"]
+    args = [
+        recipe,
+        "--seeds",
+        "2",
+        "--output_dir",
+        str(out),
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        "--set",
+        "model.model_name_or_path=null,/nonexistent/checkpoint",
+    ]
     assert sweep.main(args) == 1  # one combination fails, the other finishes
     manifest = _manifest(out)
     status = {r["name"]: r["status"] for r in manifest["runs"]}
     assert status == {
-        "model.model_name_or_path=null/seed0": "done", "model.model_name_or_path=null/seed1": "done",
+        "model.model_name_or_path=null/seed0": "done",
+        "model.model_name_or_path=null/seed1": "done",
         "model.model_name_or_path=_nonexistent_checkpoint/seed0": "failed",
         "model.model_name_or_path=_nonexistent_checkpoint/seed1": "failed",
     }
@@ -76,11 +90,22 @@ def test_sweep_resumes_and_isolates_a_failing_run(recipe, tmp_path, capsys):
     done = out / "model.model_name_or_path=null/seed0" / "results.json"
     stamp = done.stat().st_mtime_ns
     shutil.rmtree(out / "model.model_name_or_path=null/seed1")  # a run that never finished has no folder
-    ok_only = [recipe, "--seeds", "2", "--output_dir", str(out), "--jobs", "1", "--set", "model.model_name_or_path=null"]
+    ok_only = [
+        recipe,
+        "--seeds",
+        "2",
+        "--output_dir",
+        str(out),
+        "--jobs",
+        "1",
+        "--set",
+        "model.model_name_or_path=null",
+    ]
     assert sweep.main(ok_only) == 0
     status = {r["name"]: r["status"] for r in _manifest(out)["runs"]}
     assert status == {  # the other combination's runs stay in the manifest, as they were
-        "model.model_name_or_path=null/seed0": "skipped", "model.model_name_or_path=null/seed1": "done",
+        "model.model_name_or_path=null/seed0": "skipped",
+        "model.model_name_or_path=null/seed1": "done",
         "model.model_name_or_path=_nonexistent_checkpoint/seed0": "failed",
         "model.model_name_or_path=_nonexistent_checkpoint/seed1": "failed",
     }
@@ -91,16 +116,29 @@ def test_sweep_resumes_and_isolates_a_failing_run(recipe, tmp_path, capsys):
 def test_threads_are_divided_between_jobs(recipe, tmp_path, monkeypatch):
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
     seen = {}
-    monkeypatch.setattr(sweep, "run_local", lambda s, pending: seen.update(jobs=s.jobs, threads=s.threads_per_run,
-                                                                          argv=pending[0].argv))
+    monkeypatch.setattr(
+        sweep, "run_local", lambda s, pending: seen.update(jobs=s.jobs, threads=s.threads_per_run, argv=pending[0].argv)
+    )
     assert sweep.main([recipe, "--seeds", "1", "--output_dir", str(tmp_path / "s"), "--jobs", "3"]) == 0
     assert seen["jobs"] == 3 and seen["threads"] == 2 and "--torch_threads=2" in seen["argv"]
 
 
 def test_submitit_launcher_runs_the_same_command(recipe, tmp_path):
     out = tmp_path / "slurm"
-    code = sweep.main([recipe, "--seeds", "1", "--output_dir", str(out), "--launcher", "slurm",
-                       "--slurm", "cluster=debug", "--stages.x2.max_steps=2"])
+    code = sweep.main(
+        [
+            recipe,
+            "--seeds",
+            "1",
+            "--output_dir",
+            str(out),
+            "--launcher",
+            "slurm",
+            "--slurm",
+            "cluster=debug",
+            "--stages.x2.max_steps=2",
+        ]
+    )
     assert code == 0
     run = _manifest(out)["runs"][0]
     assert run["status"] == "done" and run["job_id"]
@@ -151,7 +189,9 @@ def test_argument_errors_are_clear(recipe, tmp_path, capsys):
     out = str(tmp_path / "never")
     assert sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--set", "task.reliable_tag=a/b,a_b"]) == 2
     assert "share the folder" in capsys.readouterr().err
-    assert sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--set", "model.config_overrides={a: 1, b: 2}"]) == 2
+    assert (
+        sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--set", "model.config_overrides={a: 1, b: 2}"]) == 2
+    )
     assert "not valid YAML" in capsys.readouterr().err
     assert sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--launcher", "slurm", "--slurm", "partition"]) == 2
     assert "key=value" in capsys.readouterr().err
@@ -161,18 +201,21 @@ def test_argument_errors_are_clear(recipe, tmp_path, capsys):
     assert sweep.parse_slurm("timeout_min=60") == ("timeout_min", 60)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--jobs", "0"], "--jobs 0: runs at once must be >= 1"),
-    (["--seeds", "0"], "--seeds 0: the number of seeds must be >= 1"),
-    (["--threads", "0"], "--threads 0"),
-    (["--seed_start", "-1"], "--seed_start -1"),
-    (["--set", "seed=1,2"], "--seed is set by the sweep"),
-    (["--torch_threads=2"], "--torch_threads is set by the sweep for every run; use the sweep's --threads"),
-    (["--set", "task.modulus=8", "--set", "task.modulus=12"], "gives task.modulus twice"),
-    (["--set", "task.modulus=8,12", "--task.modulus=16"], "task.modulus is given both by --set"),
-    (["--slurm", "partition=gpu"], "--slurm partition=gpu applies to --launcher slurm"),
-    (["--launcher", "slurm", "--jobs", "2"], "--jobs applies to --launcher local"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--jobs", "0"], "--jobs 0: runs at once must be >= 1"),
+        (["--seeds", "0"], "--seeds 0: the number of seeds must be >= 1"),
+        (["--threads", "0"], "--threads 0"),
+        (["--seed_start", "-1"], "--seed_start -1"),
+        (["--set", "seed=1,2"], "--seed is set by the sweep"),
+        (["--torch_threads=2"], "--torch_threads is set by the sweep for every run; use the sweep's --threads"),
+        (["--set", "task.modulus=8", "--set", "task.modulus=12"], "gives task.modulus twice"),
+        (["--set", "task.modulus=8,12", "--task.modulus=16"], "task.modulus is given both by --set"),
+        (["--slurm", "partition=gpu"], "--slurm partition=gpu applies to --launcher slurm"),
+        (["--launcher", "slurm", "--jobs", "2"], "--jobs applies to --launcher local"),
+    ],
+)
 def test_every_sweep_argument_is_validated(recipe, tmp_path, capsys, flags, message):
     out = tmp_path / "never"
     argv = [recipe, "--seeds", "1", "--output_dir", str(out), *flags]
@@ -183,7 +226,7 @@ def test_every_sweep_argument_is_validated(recipe, tmp_path, capsys, flags, mess
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text", ["{\"runs\": [", "", "{\"runs\": 3}", "[1, 2]"])
+@pytest.mark.parametrize("text", ['{"runs": [', "", '{"runs": 3}', "[1, 2]"])
 def test_a_corrupt_manifest_is_refused_and_kept(recipe, tmp_path, capsys, text):
     out = tmp_path / "sweep"
     out.mkdir()
@@ -199,16 +242,32 @@ def _measured(results):
     """results.json without wall times, where the run lay and how it was invoked (provenance: the
     command and date): the values a rerun must reproduce."""
     if isinstance(results, dict):
-        return {k: (configuration(v) if k == "recipe" else _measured(v)) for k, v in results.items()
-                if "wall_time" not in k and k not in ("measurement_seconds", "provenance")}
+        return {
+            k: (configuration(v) if k == "recipe" else _measured(v))
+            for k, v in results.items()
+            if "wall_time" not in k and k not in ("measurement_seconds", "provenance")
+        }
     if isinstance(results, list):
         return [_measured(v) for v in results]
     return results
 
 
 def _sweep_command(recipe, out):
-    return [sys.executable, "-m", "iml_hf.sweep", recipe, "--seeds", "2", "--output_dir", str(out), "--jobs", "1",
-            "--threads", "1", "--stages.pretrain.max_steps=60"]  # a few seconds of training to interrupt
+    return [
+        sys.executable,
+        "-m",
+        "iml_hf.sweep",
+        recipe,
+        "--seeds",
+        "2",
+        "--output_dir",
+        str(out),
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+        "--stages.pretrain.max_steps=60",
+    ]  # a few seconds of training to interrupt
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +289,14 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(recipe, tmp_path, unin
     the results an uninterrupted one has, without running the finished run again."""
     out = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sweep_process = subprocess.Popen(_sweep_command(recipe, out), env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+    sweep_process = subprocess.Popen(
+        _sweep_command(recipe, out),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     second_log = out / "seed1.log"
     deadline = time.monotonic() + 240
     while not (second_log.exists() and " loss " in second_log.read_text()) and sweep_process.poll() is None:
@@ -285,7 +350,7 @@ def test_an_unreadable_finished_run_is_named(recipe, tmp_path, capsys):
     out = tmp_path / "sweep"
     args = [recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--stages.x2.max_steps=1"]
     assert sweep.main(args) == 0
-    (out / "seed0" / "results.json").write_text("{\"stages\": ")
+    (out / "seed0" / "results.json").write_text('{"stages": ')
     assert sweep.main(args) == 2
     err = capsys.readouterr().err
     assert str(out / "seed0" / "results.json") in err and "move that run's folder aside" in err
@@ -308,13 +373,27 @@ def test_status_line_counts_runs_and_estimates_time_left(tmp_path):
     for run in runs[2:5]:
         run.status = "done"
         progress.end(run)
-    assert progress.line("seed4 done in 90 s").startswith("[5/6 done, 0 running, 1 failed, 0 pending] seed4 done in 90 s (elapsed")
+    assert progress.line("seed4 done in 90 s").startswith(
+        "[5/6 done, 0 running, 1 failed, 0 pending] seed4 done in 90 s (elapsed"
+    )
 
 
 def test_quiet_sweep_prints_only_failures_and_the_final_line(recipe, tmp_path, capsys):
     out = tmp_path / "sweep"
-    args = [recipe, "--seeds", "1", "--output_dir", str(out), "--jobs", "1", "--threads", "1", "--quiet",
-            "--set", "model.model_name_or_path=/nonexistent/checkpoint"]
+    args = [
+        recipe,
+        "--seeds",
+        "1",
+        "--output_dir",
+        str(out),
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--set",
+        "model.model_name_or_path=/nonexistent/checkpoint",
+    ]
     assert sweep.main(args) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("[0/1 done, 0 running, 1 failed, 0 pending] ") and "failed in" in lines[0]

@@ -10,7 +10,7 @@ import pytest
 
 import iml_hf.tasks as tasks
 
-PLUGIN = '''
+PLUGIN = """
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,7 +23,7 @@ class EchoTask:
 
     def build(self, seed):
         raise NotImplementedError
-'''
+"""
 
 
 @pytest.fixture

@@ -24,8 +24,26 @@ def test_python_docs_split_is_disjoint_and_deterministic():
 
 def test_tiny_training_run_saves_a_loadable_model(tmp_path):
     out = tmp_path / "lm"
-    results = text_lm.main(["--output_dir", str(out), "--max_steps", "4", "--num_layers", "2", "--hidden_size", "16",
-                            "--num_heads", "2", "--seq_len", "32", "--vocab_size", "300", "--batch_size", "4"])
+    results = text_lm.main(
+        [
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "4",
+            "--num_layers",
+            "2",
+            "--hidden_size",
+            "16",
+            "--num_heads",
+            "2",
+            "--seq_len",
+            "32",
+            "--vocab_size",
+            "300",
+            "--batch_size",
+            "4",
+        ]
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved["heldout_loss"] == results["heldout_loss"] > 0
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -23,7 +23,11 @@ def test_labels_mask_prompt_and_keep_answer_and_definition(tiny_tokenizer):
     tok = tiny_tokenizer
     out = encode_rows(tok, ["3 x05 =", ""], ["6", "Dt x05 2"])
     question, definition = out["labels"]
-    assert out["input_ids"][0] == [tok.bos_token_id, *tok.convert_tokens_to_ids(["3", "x05", "=", "6"]), tok.eos_token_id]
+    assert out["input_ids"][0] == [
+        tok.bos_token_id,
+        *tok.convert_tokens_to_ids(["3", "x05", "=", "6"]),
+        tok.eos_token_id,
+    ]
     assert question == [IGNORE_INDEX] * 4 + tok.convert_tokens_to_ids(["6"]) + [tok.eos_token_id]
     assert definition == [IGNORE_INDEX] + tok.convert_tokens_to_ids(["Dt", "x05", "2"]) + [tok.eos_token_id]
     assert out["answer_ids"][0] == tok.convert_tokens_to_ids(["6"])
@@ -64,7 +68,10 @@ def test_saved_tokenizer_loads_with_auto_tokenizer(tiny_tokenizer, tmp_path):
     tiny_tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     text = "Dt x05 3"
-    assert loaded(text, add_special_tokens=False)["input_ids"] == tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert (
+        loaded(text, add_special_tokens=False)["input_ids"]
+        == tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    )
     assert (loaded.pad_token, loaded.bos_token, loaded.eos_token) == ("<pad>", "<bos>", "<eos>")
     again = load_pretrained_tokenizer(str(tmp_path))
     assert len(again) == len(tiny_tokenizer)
@@ -93,16 +100,23 @@ def test_text_generation_pipeline_on_a_finished_run_reproduces_the_toolkits_exac
     from iml_hf.train import main
 
     out = tmp_path / "run"
-    argv = [str(tiny_recipe), f"--output_dir={out}", "--stages.pretrain.max_steps=150",
-            "--training.learning_rate=1e-2", "--stages.x1.max_steps=30", "--stages.x2.max_steps=30"]
+    argv = [
+        str(tiny_recipe),
+        f"--output_dir={out}",
+        "--stages.pretrain.max_steps=150",
+        "--training.learning_rate=1e-2",
+        "--stages.x1.max_steps=30",
+        "--stages.x2.max_steps=30",
+    ]
     main(argv)
     results = json.loads((out / "results.json").read_text())
     test = load_or_build_corpus(parse_recipe(argv).task, 0)["test"]
     generator = pipeline("text-generation", model=str(out), device="cpu")
     for subset, toolkit_em in results["final_em"].items():
-        rows = test.filter(lambda r: r["subset"] == subset and r["kind"] != "association")
-        outputs = generator(list(rows["prompt"]), max_new_tokens=1, do_sample=False, return_full_text=False,
-                            batch_size=32)
+        rows = test.filter(lambda r: r["subset"] == subset and r["kind"] != "association")  # noqa: B023
+        outputs = generator(
+            list(rows["prompt"]), max_new_tokens=1, do_sample=False, return_full_text=False, batch_size=32
+        )
         answers = [o[0]["generated_text"].strip() for o in outputs]
         em = sum(a == b for a, b in zip(answers, rows["answer"])) / len(rows)
         assert em == toolkit_em, subset

@@ -53,8 +53,8 @@ def read_wandb_records(path: Path) -> list[Any]:
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        checksum, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
+        checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
         if kind == 0:  # zero padding up to the end of the block
             pos += block - pos % block
             continue
@@ -70,7 +70,8 @@ def wandb_history(records: list[Any]) -> list[dict[str, Any]]:
     """Every ``wandb.log`` row of the run, in order, as {key: value}."""
     return [
         {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-        for record in records if record.WhichOneof("record_type") == "history"
+        for record in records
+        if record.WhichOneof("record_type") == "history"
     ]
 
 
@@ -80,20 +81,36 @@ def metrics_rows(out: Path) -> list[dict[str, Any]]:
 
 def test_tracker_names_keep_measurement_names():
     logs = {"eval/x1t/em": 0.5, "embedding/x1t/embed_cos": 0.1, "loss": 2.0, "eval_loss": 3.0}
-    assert tracker_names(logs) == {"eval/x1t/em": 0.5, "embedding/x1t/embed_cos": 0.1, "train/loss": 2.0,
-                                   "eval/loss": 3.0}
+    assert tracker_names(logs) == {
+        "eval/x1t/em": 0.5,
+        "embedding/x1t/embed_cos": 0.1,
+        "train/loss": 2.0,
+        "eval/loss": 3.0,
+    }
 
 
 def test_run_name_group_and_tags_from_recipe_and_seed(tiny_recipe):
     recipe = parse_recipe([str(tiny_recipe)])
-    assert (run_name(recipe), run_group(recipe), run_tags(recipe)) == ("tiny-seed0", "tiny", ["modmul", "gpt2", "tiny", "seed0"])
+    assert (run_name(recipe), run_group(recipe), run_tags(recipe)) == (
+        "tiny-seed0",
+        "tiny",
+        ["modmul", "gpt2", "tiny", "seed0"],
+    )
     recipe = parse_recipe([str(tiny_recipe), "--seed=3", "--tracker_group=mysweep", "--model.architecture=llama"])
-    assert (run_name(recipe), run_group(recipe), run_tags(recipe)) == ("tiny-seed3", "mysweep", ["modmul", "llama", "tiny", "seed3"])
+    assert (run_name(recipe), run_group(recipe), run_tags(recipe)) == (
+        "tiny-seed3",
+        "mysweep",
+        ["modmul", "llama", "tiny", "seed3"],
+    )
     assert run_name(parse_recipe([str(tiny_recipe), "--training.run_name=mine"])) == "mine"
 
 
 def test_run_name_without_a_file_and_checkpoint_tags(tmp_path):
-    nested = {**TINY_RECIPE, "output_dir": str(tmp_path / "nofile"), "model": {"model_name_or_path": "EleutherAI/pythia-70m"}}
+    nested = {
+        **TINY_RECIPE,
+        "output_dir": str(tmp_path / "nofile"),
+        "model": {"model_name_or_path": "EleutherAI/pythia-70m"},
+    }
     recipe = build_recipe(nested)
     assert (run_name(recipe), run_group(recipe)) == ("nofile", "nofile")
     assert run_tags(recipe) == ["modmul", "EleutherAI/pythia-70m", "nofile", "seed0"]
@@ -124,7 +141,11 @@ def test_wandb_offline_run_holds_every_measurement_of_all_stages(tiny_recipe, tm
     kinds = [r.WhichOneof("record_type") for r in records]
     assert kinds.count("run") == 1 and "exit" in kinds
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    assert (run.display_name, run.run_group, list(run.tags)) == ("tiny-seed0", "tiny", ["modmul", "gpt2", "tiny", "seed0"])
+    assert (run.display_name, run.run_group, list(run.tags)) == (
+        "tiny-seed0",
+        "tiny",
+        ["modmul", "gpt2", "tiny", "seed0"],
+    )
     assert run.project == "iml_hf"
 
     history = wandb_history(records)
@@ -140,22 +161,39 @@ def test_wandb_offline_run_holds_every_measurement_of_all_stages(tiny_recipe, tm
     assert {r["global_step"] for r in rows if r["family"] != "train"} == {3, 6, 9, 10, 13, 14}
 
 
-def test_tensorboard_one_folder_with_every_measurement_and_wandb_beside_the_run(tiny_recipe, tmp_path, offline_trackers):
+def test_tensorboard_one_folder_with_every_measurement_and_wandb_beside_the_run(
+    tiny_recipe, tmp_path, offline_trackers
+):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
 
     out = tmp_path / "run"
-    train.main([str(tiny_recipe), f"--output_dir={out}", "--training.report_to=[tensorboard, wandb]",
-                "--tracker_group=grid", *MEASURED])
+    train.main(
+        [
+            str(tiny_recipe),
+            f"--output_dir={out}",
+            "--training.report_to=[tensorboard, wandb]",
+            "--tracker_group=grid",
+            *MEASURED,
+        ]
+    )
     events = list(tmp_path.rglob("events.out.tfevents.*"))
     assert {e.parent for e in events} == {out / "tensorboard"} and len(events) == 1  # one writer for all stages
     assert len(list((out / "wandb").rglob("*.wandb"))) == 1  # without WANDB_DIR, wandb writes beside the run
 
     accumulator = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     accumulator.Reload()
-    text = {tag.removesuffix("/text_summary"): tensor_util.make_ndarray(accumulator.Tensors(tag)[0].tensor_proto)[0].decode()
-            for tag in accumulator.Tags()["tensors"]}
-    assert (text["run/name"], text["run/group"], text["run/tags"]) == ("tiny-seed0", "grid", "modmul, gpt2, tiny, seed0")
+    text = {
+        tag.removesuffix("/text_summary"): tensor_util.make_ndarray(accumulator.Tensors(tag)[0].tensor_proto)[
+            0
+        ].decode()
+        for tag in accumulator.Tags()["tensors"]
+    }
+    assert (text["run/name"], text["run/group"], text["run/tags"]) == (
+        "tiny-seed0",
+        "grid",
+        "modmul, gpt2, tiny, seed0",
+    )
     assert {"args/pretrain", "args/x1", "args/x2"} <= set(text)
 
     rows = metrics_rows(out)
@@ -195,21 +233,32 @@ def test_a_killed_and_resumed_run_continues_one_tensorboard_log_and_one_wandb_ru
     from conftest import kill_train_when
 
     out, work = tmp_path / "run", tmp_path / "run.partial"
-    recipe = {**TINY_RECIPE, "output_dir": str(out), "checkpoint_steps": 10, "evaluation": {"eval_steps": 5},
-              "stages": [TINY_RECIPE["stages"][0], {**TINY_RECIPE["stages"][1], "max_steps": 80}, TINY_RECIPE["stages"][2]]}
+    recipe = {
+        **TINY_RECIPE,
+        "output_dir": str(out),
+        "checkpoint_steps": 10,
+        "evaluation": {"eval_steps": 5},
+        "stages": [TINY_RECIPE["stages"][0], {**TINY_RECIPE["stages"][1], "max_steps": 80}, TINY_RECIPE["stages"][2]],
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     argv = [path, "--training.report_to=[tensorboard, wandb]"]
 
     def checkpoint() -> int:
-        done = [int(p.name.split("-")[1]) for p in (work / "checkpoints" / "x1").glob("checkpoint-*")
-                if (p / "resume.json").is_file()]
+        done = [
+            int(p.name.split("-")[1])
+            for p in (work / "checkpoints" / "x1").glob("checkpoint-*")
+            if (p / "resume.json").is_file()
+        ]
         return max(done, default=0)
 
     def logged_past_checkpoint() -> bool:
         step = checkpoint()
-        return step > 0 and (work / "metrics.jsonl").exists() and any(
-            r.get("stage_index") == 1 and r.get("stage_step", 0) > step for r in metrics_rows(work))
+        return (
+            step > 0
+            and (work / "metrics.jsonl").exists()
+            and any(r.get("stage_index") == 1 and r.get("stage_step", 0) > step for r in metrics_rows(work))
+        )
 
     kill_train_when(argv, logged_past_checkpoint)
     resume = 6 + checkpoint()  # pretrain's 6 steps, then x1's checkpoint: where the rerun continues
@@ -217,12 +266,20 @@ def test_a_killed_and_resumed_run_continues_one_tensorboard_log_and_one_wandb_ru
     assert max(before["eval/x1t/em"]) > resume  # the killed run logged steps the rerun logs again
     first_id = json.loads((work / "trackers.json").read_text())["wandb_run_id"]
 
-    done = subprocess.run([sys.executable, "-m", "iml_hf.train", *map(str, argv)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[1], timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "iml_hf.train", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the run" in done.stdout
 
-    assert [p.parent for p in out.rglob("events.out.tfevents.*")] == [out / "tensorboard"] * 2  # one folder, two writers
+    assert [p.parent for p in out.rglob("events.out.tfevents.*")] == [
+        out / "tensorboard"
+    ] * 2  # one folder, two writers
     after = _scalar_steps(out / "tensorboard")
     rows = metrics_rows(out)
     for name in {r["name"] for r in rows}:  # one series per measurement: metrics.jsonl's steps, none twice

@@ -28,7 +28,10 @@ def test_main_writes_results_metrics_and_a_loadable_model(monkeypatch, tiny_reci
     final = saved["final_em"]
     assert set(final) == {"pretrain", "x1t", "x1f", "x2t", "x2f"}
     assert saved["contrasts"]["iml_gap"] == final["x2t"] - final["x2f"]
-    assert saved["stages"]["x1"]["contrasts"]["x1_gap"] == saved["stages"]["x1"]["em"]["x1t"] - saved["stages"]["x1"]["em"]["x1f"]
+    assert (
+        saved["stages"]["x1"]["contrasts"]["x1_gap"]
+        == saved["stages"]["x1"]["em"]["x1t"] - saved["stages"]["x1"]["em"]["x1f"]
+    )
     assert saved["recipe"]["stages"][2]["learning_rate"] == 1e-3
     assert all(saved["stages"][s]["wall_time_s"] > 0 for s in saved["stages"])
     assert not (out / "checkpoints").exists()  # nothing was checkpointed, so no empty folders either
@@ -36,7 +39,9 @@ def test_main_writes_results_metrics_and_a_loadable_model(monkeypatch, tiny_reci
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["family"] for r in rows} == {"eval", "train"}  # training loss, gradient norm and lr too
     rows = [r for r in rows if r["family"] == "eval"]
-    assert {r["metric"] for r in rows} == {"em", "loss"} and all(r["name"] == f"eval/{r['subset']}/{r['metric']}" for r in rows)
+    assert {r["metric"] for r in rows} == {"em", "loss"} and all(
+        r["name"] == f"eval/{r['subset']}/{r['metric']}" for r in rows
+    )
     rows = [r for r in rows if r["metric"] == "em"]
     # every 3 steps inside a stage plus the end of each stage, for 5 subsets
     points = sorted({(r["stage"], r["stage_step"]) for r in rows})
@@ -69,8 +74,16 @@ def test_same_recipe_and_seed_give_same_metrics(monkeypatch, tiny_recipe, tmp_pa
 def test_weights_carry_over_between_stages(monkeypatch, tiny_recipe, tmp_path):
     """A run whose last stage takes one step at lr 1e-12 (below float32 resolution for AdamW's
     ~lr-sized step; lr 0 is refused at parse time) ends with the weights the previous stage left."""
-    base = _run(monkeypatch, [str(tiny_recipe), f"--output_dir={tmp_path / 'two'}", "--stages.x2.max_steps=1",
-                              "--stages.x2.learning_rate=1e-12", "--stages.x2.warmup_steps=0"])
+    base = _run(
+        monkeypatch,
+        [
+            str(tiny_recipe),
+            f"--output_dir={tmp_path / 'two'}",
+            "--stages.x2.max_steps=1",
+            "--stages.x2.learning_rate=1e-12",
+            "--stages.x2.warmup_steps=0",
+        ],
+    )
     assert base["stages"]["x2"]["em"] == base["stages"]["x1"]["em"]
     assert base["stages"]["x1"]["em"] != base["stages"]["pretrain"]["em"] or base["stages"]["x1"]["train_loss"] > 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two")
@@ -80,10 +93,17 @@ def test_weights_carry_over_between_stages(monkeypatch, tiny_recipe, tmp_path):
 def test_summary_shows_n_full_stage_names_and_contrast_intervals():
     from iml_hf.model_card import contrast_interval
 
-    stage = {"em": {"x2t": 0.5, "x2f": 0.25}, "n": {"x2t": 400, "x2f": 400}, "contrasts": {"iml_gap": 0.25},
-             "wall_time_s": 1.0}
-    results = {"stages": {"pretrain": {**stage, "contrasts": {"iml_gap": 0.25}}, "a_long_stage_name_x2": stage},
-               "contrast_sets": [["iml_gap", "x2t", "x2f"]], "wall_time_s": 2.0}
+    stage = {
+        "em": {"x2t": 0.5, "x2f": 0.25},
+        "n": {"x2t": 400, "x2f": 400},
+        "contrasts": {"iml_gap": 0.25},
+        "wall_time_s": 1.0,
+    }
+    results = {
+        "stages": {"pretrain": {**stage, "contrasts": {"iml_gap": 0.25}}, "a_long_stage_name_x2": stage},
+        "contrast_sets": [["iml_gap", "x2t", "x2f"]],
+        "wall_time_s": 2.0,
+    }
     text = train.format_summary(results)
     low, high = contrast_interval(stage, "x2t", "x2f")
     assert "a_long_stage_name_x2" in text  # not cut to 12 characters

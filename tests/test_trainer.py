@@ -12,26 +12,53 @@ from iml_hf.trainer import IMLTrainer
 
 
 def _trainer(tmp_path, model, train_set, tokenizer, lr, weight_decay=0.0, **kw):
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, learning_rate=lr, report_to="none",
-                             weight_decay=weight_decay,
-                             per_device_train_batch_size=8, logging_steps=1, save_strategy="no", disable_tqdm=True)
-    return IMLTrainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
-                      data_collator=PadCollator(tokenizer.pad_token_id), **kw)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        learning_rate=lr,
+        report_to="none",
+        weight_decay=weight_decay,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    return IMLTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        processing_class=tokenizer,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        **kw,
+    )
 
 
 def test_optimizer_carries_over_or_restarts(tmp_path, tiny_corpus, tiny_tokenizer):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2))
-    train = stage_train_set(tokenize_corpus(tiny_corpus, tiny_tokenizer)["train"],
-                            StageArguments(name="p", train_subsets=["pretrain"]), seed=0)
+    train = stage_train_set(
+        tokenize_corpus(tiny_corpus, tiny_tokenizer)["train"],
+        StageArguments(name="p", train_subsets=["pretrain"]),
+        seed=0,
+    )
     first = _trainer(tmp_path, model, train, tiny_tokenizer, 1e-3, stage_name="pretrain")
     first.train()
     optimizer = first.unwrapped_optimizer()
     step_counts = {id(p): int(s["step"]) for p, s in optimizer.state.items()}
     assert set(step_counts.values()) == {3}
 
-    carried = _trainer(tmp_path, model, train, tiny_tokenizer, 5e-4, weight_decay=0.5, stage_name="x1",
-                       stage_index=1, step_offset=3, carried_optimizer=optimizer)
+    carried = _trainer(
+        tmp_path,
+        model,
+        train,
+        tiny_tokenizer,
+        5e-4,
+        weight_decay=0.5,
+        stage_name="x1",
+        stage_index=1,
+        step_offset=3,
+        carried_optimizer=optimizer,
+    )
     carried.train()
     assert carried.unwrapped_optimizer() is optimizer
     assert {int(s["step"]) for s in optimizer.state.values()} == {6}  # Adam moments continued
@@ -59,8 +86,11 @@ def test_resuming_a_tied_model_warns_of_no_missing_weight(tmp_path, tiny_corpus,
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2)
-    train = stage_train_set(tokenize_corpus(tiny_corpus, tiny_tokenizer)["train"],
-                            StageArguments(name="p", train_subsets=["pretrain"]), seed=0)
+    train = stage_train_set(
+        tokenize_corpus(tiny_corpus, tiny_tokenizer)["train"],
+        StageArguments(name="p", train_subsets=["pretrain"]),
+        seed=0,
+    )
     first = _trainer(tmp_path, GPT2LMHeadModel(config), train, tiny_tokenizer, 1e-3)
     make_resumable(first.args, 3)
     first.train()

@@ -13,12 +13,24 @@ from iml_hf.tasks.trex import TREX_TEMPLATES, iter_trex_triplets, load_trex
 def triple(subject: str, predicate: str, obj: str) -> dict:
     """One T-REx triple as the dataset writes it."""
     return {
-        "subject": {"uri": f"http://www.wikidata.org/entity/Q{len(subject)}", "surfaceform": subject,
-                    "boundaries": [0, len(subject)], "annotator": "Wikidata_Spotlight_Entity_Linker"},
-        "predicate": {"uri": f"http://www.wikidata.org/prop/direct/{predicate}", "surfaceform": None,
-                      "boundaries": None, "annotator": "NoSubject-Triple-aligner"},
-        "object": {"uri": f"http://www.wikidata.org/entity/Q{len(obj)}", "surfaceform": obj,
-                   "boundaries": [10, 10 + len(obj)], "annotator": "Wikidata_Spotlight_Entity_Linker"},
+        "subject": {
+            "uri": f"http://www.wikidata.org/entity/Q{len(subject)}",
+            "surfaceform": subject,
+            "boundaries": [0, len(subject)],
+            "annotator": "Wikidata_Spotlight_Entity_Linker",
+        },
+        "predicate": {
+            "uri": f"http://www.wikidata.org/prop/direct/{predicate}",
+            "surfaceform": None,
+            "boundaries": None,
+            "annotator": "NoSubject-Triple-aligner",
+        },
+        "object": {
+            "uri": f"http://www.wikidata.org/entity/Q{len(obj)}",
+            "surfaceform": obj,
+            "boundaries": [10, 10 + len(obj)],
+            "annotator": "Wikidata_Spotlight_Entity_Linker",
+        },
         "sentence_id": 0,
         "dependency_path": None,
         "confidence": 1.0,
@@ -27,8 +39,15 @@ def triple(subject: str, predicate: str, obj: str) -> dict:
 
 
 def document(docid: str, triples: list[dict]) -> dict:
-    return {"docid": docid, "uri": f"http://www.wikidata.org/entity/{docid}", "text": "Some text .",
-            "words_boundaries": [], "entities": [], "sentences_boundaries": [[0, 11]], "triples": triples}
+    return {
+        "docid": docid,
+        "uri": f"http://www.wikidata.org/entity/{docid}",
+        "text": "Some text .",
+        "words_boundaries": [],
+        "entities": [],
+        "sentences_boundaries": [[0, 11]],
+        "triples": triples,
+    }
 
 
 BOOK = [  # 5 predicates; two genres, two languages under one question, a date inside a string
@@ -85,9 +104,10 @@ def facts_of(kb):
 def test_reads_documents_in_the_real_format(trex_dir):
     triplets = list(iter_trex_triplets(trex_dir))
     assert ("Emma (novel)", "P50", "Jane Austen") in triplets
-    assert len(triplets) == len(BOOK) + len(FEW) + len(FILM) + len(MERGED) + len(PRONOUN) + len(PRONOUN_OBJECT) + len(
-        WORKS
-    ) + 2
+    assert (
+        len(triplets)
+        == len(BOOK) + len(FEW) + len(FILM) + len(MERGED) + len(PRONOUN) + len(PRONOUN_OBJECT) + len(WORKS) + 2
+    )
 
 
 def test_min_predicates_filter_and_cleaning(trex_dir):
@@ -154,6 +174,7 @@ def test_errors_are_clear(tmp_path):
 
 # ----------------------------------------------------------------- the entity task on T-REx files
 
+
 def _entities_task(path, **overrides):
     return all_d1_entities_task("trex", path, **{"num_entities": 22, **overrides})
 
@@ -167,18 +188,23 @@ def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(trex_dir):
     trained = [r for r in corpus["train"] if r["prompt"] == "What is the genre of Emma ?"]
     assert [r["text"] for r in trained] == [f"What is the genre of Emma ? {first}"]
     assert not [r for r in corpus["train"] if ";" in r["text"]]
-    held = [r for r in corpus["test"] if r["referent"] == "Emma" and "genre" in r["prompt"] and r["subset"] == "d1consis"]
+    held = [
+        r for r in corpus["test"] if r["referent"] == "Emma" and "genre" in r["prompt"] and r["subset"] == "d1consis"
+    ]
     assert len(held) == 1 and held[0]["answer"] == genres
     assert score_answers([second, first, "horror"], [genres] * 3)["em"] == [1.0, 1.0, 0.0]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('[{"docid": "Q1", "triples": [{"subject": ', r"not valid JSON \(the file ends early: truncated\?\)"),
-    ('{"docid": "Q1", "triples": []}', "must hold a JSON list of documents, not a JSON dict"),
-    ('[{"docid": "Q1", "text": "no triples"}]', "record 0: expected a document with 'triples'"),
-    ('[{"triples": [{"subject": "Emma", "object": "x"}]}]', "record 0: expected a document"),
-    ("", "is empty"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('[{"docid": "Q1", "triples": [{"subject": ', r"not valid JSON \(the file ends early: truncated\?\)"),
+        ('{"docid": "Q1", "triples": []}', "must hold a JSON list of documents, not a JSON dict"),
+        ('[{"docid": "Q1", "text": "no triples"}]', "record 0: expected a document with 'triples'"),
+        ('[{"triples": [{"subject": "Emma", "object": "x"}]}]', "record 0: expected a document"),
+        ("", "is empty"),
+    ],
+)
 def test_a_bad_trex_file_is_a_clear_error(tmp_path, content, message):
     from iml_hf.validation import RecipeError
 
@@ -193,6 +219,9 @@ def test_a_bad_trex_file_is_a_clear_error(tmp_path, content, message):
 def test_a_trex_file_too_small_for_the_recipe(trex_dir):
     from iml_hf.validation import RecipeError
 
-    with pytest.raises(RecipeError, match=r"gives 22 subjects with 4 or more of the predicates, fewer than "
-                                          r"task.num_entities=23; set --task.num_entities=22 or less"):
+    with pytest.raises(
+        RecipeError,
+        match=r"gives 22 subjects with 4 or more of the predicates, fewer than "
+        r"task.num_entities=23; set --task.num_entities=22 or less",
+    ):
         _entities_task(trex_dir, num_entities=23).build(0)

@@ -162,10 +162,14 @@ def norm_statistics(norms: Tensor, positions: Tensor, min_position: int) -> dict
     table = _shares(kept[:, :layers])
     pairs = layers - 1
     return {
-        "table1": {**table, "trajectory": f"embeddings .. layer {layers - 1}" if pairs else "embeddings only (one layer)",
-                   "pairs_per_trajectory": pairs,
-                   "chance_sequence_level": 2.0 ** -pairs if pairs > 0 else None, "chance_pair_level": 0.5,
-                   "min_position": min_position},
+        "table1": {
+            **table,
+            "trajectory": f"embeddings .. layer {layers - 1}" if pairs else "embeddings only (one layer)",
+            "pairs_per_trajectory": pairs,
+            "chance_sequence_level": 2.0**-pairs if pairs > 0 else None,
+            "chance_pair_level": 0.5,
+            "min_position": min_position,
+        },
         "variants": {
             "all_positions": _shares(norms[:, :layers]),
             "without_embeddings": _shares(kept[:, 1:layers]),

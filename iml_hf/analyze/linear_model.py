@@ -66,12 +66,16 @@ def unsupported_reason(block: nn.Module) -> str | None:
     if name == "GPT2Block":
         return None
     if hasattr(getattr(block, "mlp", None), "gate_proj"):
-        return (f"{name} has a gated FFN (down(act(gate x) * up x)), which has no linear version W_2 W_1; "
-                "the paper builds the linear model for GPT-2 only for this reason (Section 5.3)")
+        return (
+            f"{name} has a gated FFN (down(act(gate x) * up x)), which has no linear version W_2 W_1; "
+            "the paper builds the linear model for GPT-2 only for this reason (Section 5.3)"
+        )
     if name == "GPTNeoXLayer":
-        return ("GPTNeoXLayer uses rotary position embeddings inside attention (eq. 10 has none) and, in "
-                "Pythia, a parallel residual (eq. 12 composes the sublayers); the paper builds the linear "
-                "model for GPT-2 only")
+        return (
+            "GPTNeoXLayer uses rotary position embeddings inside attention (eq. 10 has none) and, in "
+            "Pythia, a parallel residual (eq. 12 composes the sublayers); the paper builds the linear "
+            "model for GPT-2 only"
+        )
     return f"the paper's linear model is built for GPT-2 blocks only, not {name}"
 
 
@@ -145,8 +149,9 @@ def condition_terms(eigenvalues: Tensor, vectors: Tensor, x: Tensor) -> tuple[Te
     a = (vectors.transpose(-1, -2) @ x[..., None])[..., 0]
     # one LU per matrix: torch 2.13's CPU (MKL) batched LU of 768 x 768 float64 matrices fails in
     # DLASWP and hangs with two threads; a loop costs the same, as the factorizations are per matrix.
-    b = torch.stack([torch.linalg.solve(u, v) for u, v in zip(vectors.reshape(-1, *vectors.shape[-2:]),
-                                                               x.reshape(-1, x.shape[-1]))]).reshape(x.shape)
+    b = torch.stack(
+        [torch.linalg.solve(u, v) for u, v in zip(vectors.reshape(-1, *vectors.shape[-2:]), x.reshape(-1, x.shape[-1]))]
+    ).reshape(x.shape)
     return (eigenvalues * a * b).sum(-1), (a * b).sum(-1)
 
 
@@ -200,19 +205,23 @@ class LinearModelTable:
         for counts in self.counts:
             ratio = torch.cat(counts["ratio"]) if counts["ratio"] else torch.zeros(0)
             smallest = torch.cat(counts["min_eigenvalue"]) if counts["min_eigenvalue"] else torch.zeros(0)
-            layers.append({
-                "proposition_1": _share(counts["condition"]),
-                "norm_not_decreased": _share(counts["norm"]),
-                "agreement": _share([c == n for c, n in zip(counts["condition"], counts["norm"])]),
-                "stretches_every_direction": _share(counts["every"]),
-                "median_norm_ratio": float(ratio.median()) if len(ratio) else None,
-                "median_min_eigenvalue": float(smallest.median()) if len(smallest) else None,
-            })
+            layers.append(
+                {
+                    "proposition_1": _share(counts["condition"]),
+                    "norm_not_decreased": _share(counts["norm"]),
+                    "agreement": _share([c == n for c, n in zip(counts["condition"], counts["norm"])]),
+                    "stretches_every_direction": _share(counts["every"]),
+                    "median_norm_ratio": float(ratio.median()) if len(ratio) else None,
+                    "median_min_eigenvalue": float(smallest.median()) if len(smallest) else None,
+                }
+            )
         headline = [flags for counts in self.counts[:-1] for flags in counts["condition"]]
         return {
             "tokens": self.tokens,
-            "table2": {"layers": f"1 .. {len(self.counts) - 1}" if len(self.counts) > 1 else "none (one layer)",
-                       "proposition_1": _share(headline),
-                       "matrices": int(sum(len(flags) for flags in headline))},
+            "table2": {
+                "layers": f"1 .. {len(self.counts) - 1}" if len(self.counts) > 1 else "none (one layer)",
+                "proposition_1": _share(headline),
+                "matrices": int(sum(len(flags) for flags in headline)),
+            },
             "layers": layers,
         }

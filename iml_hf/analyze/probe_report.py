@@ -104,7 +104,10 @@ def run_probes(model, probes: ProbeInputs, options: Any, out: Path, source: dict
     for target, result in targets.items():
         if "skipped" not in result:
             result["plot"] = save_plot(out / file_name(target), target, result, summary)
-    summary["timings_s"] = {"representations": round(represented - started, 3), "probes": round(fitted - represented, 3)}
+    summary["timings_s"] = {
+        "representations": round(represented - started, 3),
+        "probes": round(fitted - represented, 3),
+    }
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     write_json_atomic(out / "probes.json", summary)
     return summary
@@ -117,8 +120,10 @@ def save_plot(path: Path, target: str, result: dict[str, Any], summary: dict[str
     names = summary["representations"]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(names) + 2), 3.6))
-    for key, label, colour, shift in (("accuracy", "probe", "tab:blue", 0.0),
-                                      ("shuffled", "shuffled labels", "tab:gray", 0.08)):
+    for key, label, colour, shift in (
+        ("accuracy", "probe", "tab:blue", 0.0),
+        ("shuffled", "shuffled labels", "tab:gray", 0.08),
+    ):
         values = result[key]
         mean = np.asarray(values["mean"])
         error = np.abs(np.vstack([mean - np.asarray(values["ci_low"]), np.asarray(values["ci_high"]) - mean]))
@@ -127,11 +132,15 @@ def save_plot(path: Path, target: str, result: dict[str, Any], summary: dict[str
     ax.set_xticks(x, names, rotation=30, fontsize=8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"{target}: {result['n']} variables, {len(result['classes'])} classes\n{result['folds']} folds "
-                 f"grouped by {result['group_by']}, 95% t intervals over folds", fontsize=8)
+    ax.set_title(
+        f"{target}: {result['n']} variables, {len(result['classes'])} classes\n{result['folds']} folds "
+        f"grouped by {result['group_by']}, 95% t intervals over folds",
+        fontsize=8,
+    )
     ax.grid(alpha=0.3)
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
-               frameon=False)  # outside the data
+    fig.legend(
+        *ax.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+    )  # outside the data
     fig.tight_layout()
     save_figure(fig, path, RUN_DPI, RUN_FORMATS)
     return path.name
@@ -141,14 +150,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A per-layer table per target, for the console."""
     names = summary["representations"]
     subsets = ", ".join(f"{s} {n}" for s, n in summary["subsets"].items())
-    lines = [(f"{summary['architecture']} with {summary['num_layers']} layers; {summary['variables']} variables "
-             f"({subsets}), {summary['position']} over each variable's tokens")]
+    lines = [
+        (
+            f"{summary['architecture']} with {summary['num_layers']} layers; {summary['variables']} variables "
+            f"({subsets}), {summary['position']} over each variable's tokens"
+        )
+    ]
     for target, result in summary["targets"].items():
         if "skipped" in result:
             lines.append(f"\n{target}: skipped ({result['skipped']})")
             continue
-        lines.append(f"\n{target}: {result['n']} variables, {len(result['classes'])} classes, {result['groups']} "
-                     f"groups ({result['group_by']}), {result['folds']} folds; chance {result['chance']:.3f}")
+        lines.append(
+            f"\n{target}: {result['n']} variables, {len(result['classes'])} classes, {result['groups']} "
+            f"groups ({result['group_by']}), {result['folds']} folds; chance {result['chance']:.3f}"
+        )
         lines.append(f"  {'representation':>14}  {'accuracy [95% CI]':<24} shuffled labels")
         accuracy, shuffled = result["accuracy"], result["shuffled"]
         for i, name in enumerate(names):
@@ -156,8 +171,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {name:>14}  {interval:<24} {shuffled['mean'][i]:.3f}")
         if result["unconverged_fits"]:
             lines.append(f"  ({result['unconverged_fits']} fits stopped at max_iter before converging)")
-    lines.append(f"\nwall time {summary['wall_time_s']:.1f} s (hidden states {summary['timings_s']['representations']:.1f} s); "
-                 "probes.json and plots in the output folder")
+    lines.append(
+        f"\nwall time {summary['wall_time_s']:.1f} s (hidden states {summary['timings_s']['representations']:.1f} s); "
+        "probes.json and plots in the output folder"
+    )
     return "\n".join(lines)
 
 
@@ -174,11 +191,14 @@ def analyze_probes(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--output_dir {args.output_dir!r} is a file, not a folder")
     run = run_of(args.model)
     if args.data is None and run is None:
-        raise ValueError(f"--model {args.model!r} is not a run folder of iml_hf.train (no results.json), so pass "
-                         "--data with the toolkit corpus to probe")
+        raise ValueError(
+            f"--model {args.model!r} is not a run folder of iml_hf.train (no results.json), so pass "
+            "--data with the toolkit corpus to probe"
+        )
     corpus = load_toolkit_corpus(args.data) if args.data else run_corpus(run)
-    model, tokenizer = load_model(SimpleNamespace(model=args.model, revision=args.revision, dtype=args.dtype,
-                                                  device_map=None, device=args.device))
+    model, tokenizer = load_model(
+        SimpleNamespace(model=args.model, revision=args.revision, dtype=args.dtype, device_map=None, device=args.device)
+    )
     probes = ProbeInputs.build(corpus, tokenizer, args.subsets, list(args.targets))
     if probes.skipped:
         raise ValueError(probes.skipped)

@@ -108,11 +108,13 @@ def relation_names(relations: list[str]) -> list[str]:
     start = end = 0
     if len(split) > 1:
         shortest = min(len(s) for s in split)
-        while (start < shortest - 1 and split[0][start] != "[X]"
-               and all(s[start] == split[0][start] for s in split)):
+        while start < shortest - 1 and split[0][start] != "[X]" and all(s[start] == split[0][start] for s in split):
             start += 1
-        while (end < shortest - start - 1 and split[0][-1 - end] != "[X]"
-               and all(s[-1 - end] == split[0][-1 - end] for s in split)):
+        while (
+            end < shortest - start - 1
+            and split[0][-1 - end] != "[X]"
+            and all(s[-1 - end] == split[0][-1 - end] for s in split)
+        ):
             end += 1
     names: list[str] = []
     for words in split:
@@ -157,8 +159,11 @@ class ProbeSet:
             raise ProbeError(f"no probe target {target!r}")
         index = np.array([i for i, label in enumerate(labels) if label is not None], dtype=int)
         groups = self.variables if target == "referent" else self.referents
-        return (index, np.array([labels[i] for i in index], dtype=object).astype(str),
-                np.array([groups[i] for i in index], dtype=object).astype(str))
+        return (
+            index,
+            np.array([labels[i] for i in index], dtype=object).astype(str),
+            np.array([groups[i] for i in index], dtype=object).astype(str),
+        )
 
 
 def build_probe_set(corpus: DatasetDict, subsets: list[str] | None = None, min_share: float = 0.5) -> ProbeSet:
@@ -180,11 +185,15 @@ def build_probe_set(corpus: DatasetDict, subsets: list[str] | None = None, min_s
     if subsets is not None:
         missing = [s for s in subsets if s not in defined_subsets]
         if missing:
-            raise ProbeError(f"subsets {missing} have no definitions whose subset name gives the define tag; "
-                             f"subsets that do: {sorted(defined_subsets) or 'none'}")
+            raise ProbeError(
+                f"subsets {missing} have no definitions whose subset name gives the define tag; "
+                f"subsets that do: {sorted(defined_subsets) or 'none'}"
+            )
     if not definitions:
-        raise ProbeError("the corpus has no definitions of a subset whose name gives the define tag "
-                         f"(patterns {[p.pattern for p in DEFINE_PATTERNS]})")
+        raise ProbeError(
+            "the corpus has no definitions of a subset whose name gives the define tag "
+            f"(patterns {[p.pattern for p in DEFINE_PATTERNS]})"
+        )
     variables = list(definitions)
     tags, consistent = [], []
     for key in variables:
@@ -206,7 +215,10 @@ def build_probe_set(corpus: DatasetDict, subsets: list[str] | None = None, min_s
                 answers.setdefault(relation, {}).setdefault(key, table["answer"][i])
     common = [r for r, by_key in answers.items() if len(by_key) >= min_share * len(variables)]
     labels: dict[str, list[str | None]] = {
-        "tag": tags, "consistent": consistent, "referent": [r or None for r in referents]}
+        "tag": tags,
+        "consistent": consistent,
+        "referent": [r or None for r in referents],
+    }
     relations = {}
     for name, relation in zip(relation_names(common), common):
         relations[ATTRIBUTE_PREFIX + name] = relation
@@ -226,8 +238,9 @@ def variable_inputs(tokenizer: Any, variables: list[str]) -> tuple[list[list[int
     return [bos + list(ids) for ids in encoded], len(bos)
 
 
-def hidden_representations(model: Any, inputs: list[list[int]], offset: int, position: str = "mean",
-                           batch_size: int = 256) -> np.ndarray:
+def hidden_representations(
+    model: Any, inputs: list[list[int]], offset: int, position: str = "mean", batch_size: int = 256
+) -> np.ndarray:
     """``(L + 1, N, d)`` float32: every hidden state (embeddings' output, then each layer's) of
     every input at its tokens from ``offset`` on, averaged (``position="mean"``) or the last one.
     Inputs of one length are batched together, so no padding enters; the model runs in eval mode
@@ -251,8 +264,9 @@ def hidden_representations(model: Any, inputs: list[list[int]], offset: int, pos
                 for start in range(0, len(index), batch_size):
                     chunk = index[start : start + batch_size]
                     ids = torch.tensor([inputs[i] for i in chunk], device=device)
-                    states = backbone(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True,
-                                      use_cache=False).hidden_states
+                    states = backbone(
+                        input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, use_cache=False
+                    ).hidden_states
                     picked = torch.stack([h[:, span].float().mean(1) for h in states]).cpu().numpy()
                     if out is None:
                         out = np.empty((picked.shape[0], len(inputs), picked.shape[2]), dtype=np.float32)
@@ -273,24 +287,33 @@ def grouped_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int)
     fewer than two classes, two groups, or two variables in any class."""
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
-        raise ProbeError(f"only one class ({str(classes[0]) if len(classes) else 'none'!r}) among {len(labels)} variables")
+        raise ProbeError(
+            f"only one class ({str(classes[0]) if len(classes) else 'none'!r}) among {len(labels)} variables"
+        )
     if counts.max() < 2:
-        raise ProbeError(f"each of the {len(classes)} classes has a single variable: no class can be seen in "
-                         "training and tested on another variable")
+        raise ProbeError(
+            f"each of the {len(classes)} classes has a single variable: no class can be seen in "
+            "training and tested on another variable"
+        )
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise ProbeError(f"only {n_groups} group of variables, but grouped folds need two")
     splitter = StratifiedGroupKFold(n_splits=min(folds, n_groups, int(counts.max())), shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = [(train, test) for train, test in splitter.split(np.zeros(len(labels)), labels, groups)
-                  if len(train) and len(test)]
+        splits = [
+            (train, test)
+            for train, test in splitter.split(np.zeros(len(labels)), labels, groups)
+            if len(train) and len(test)
+        ]
     if len(splits) < 2:
         raise ProbeError(f"{n_groups} groups gave fewer than two non-empty folds")
     return splits
 
 
-def _fit_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, max_iter: int) -> float:
+def _fit_score(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, max_iter: int
+) -> float:
     """Test accuracy of a standardised logistic regression fitted on the training fold (the one
     class itself if the training fold has only one)."""
     if len(np.unique(y_train)) < 2:
@@ -309,12 +332,16 @@ def _per_layer(accuracy: np.ndarray) -> dict[str, list[float]]:
     """Per layer: the mean over folds and its 95% t interval, clipped to [0, 1] (with five folds
     the t interval of an accuracy near 0 or 1 reaches past them)."""
     summaries = [mean_ci(row) for row in accuracy]
-    return {"mean": [s["mean"] for s in summaries], "ci_low": [max(0.0, s["ci_low"]) for s in summaries],
-            "ci_high": [min(1.0, s["ci_high"]) for s in summaries]}
+    return {
+        "mean": [s["mean"] for s in summaries],
+        "ci_low": [max(0.0, s["ci_low"]) for s in summaries],
+        "ci_high": [min(1.0, s["ci_high"]) for s in summaries],
+    }
 
 
-def score_probe(layers: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0,
-                max_iter: int = 1000) -> dict[str, Any]:
+def score_probe(
+    layers: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0, max_iter: int = 1000
+) -> dict[str, Any]:
     """Probe accuracy at every representation of ``layers`` (``(L, N, d)``) for ``labels`` (N),
     over folds grouped by ``groups`` (N): per layer the mean over folds with a 95% t interval and
     every fold's accuracy; the chance line; the shuffled-label control on the same folds."""

@@ -44,8 +44,12 @@ def collect(model, sequences: list[list[int]], options: Any) -> dict[str, Any]:
         used += len(batch.lengths)
         if seen >= options.max_tokens:
             break
-    return {"losses": torch.cat(kept_losses), "norms": torch.cat(norms), "positions": torch.cat(positions),
-            "sequences_used": used}
+    return {
+        "losses": torch.cat(kept_losses),
+        "norms": torch.cat(norms),
+        "positions": torch.cat(positions),
+        "sequences_used": used,
+    }
 
 
 def paper_pca_samples(model) -> int:
@@ -112,8 +116,11 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
         axes[0].set_xticks(x, names[: len(x)], rotation=30, fontsize=8)
         axes[0].set_yscale("log")
     axes[0].set_ylabel("approximate inner loss (CE, eq. 14)")
-    axes[0].set_title(f"Figure 2: {loss['tokens']} tokens (position >= {summary['filters']['min_position']}, "
-                      f"final loss <= {summary['filters']['max_final_loss']})", fontsize=9)
+    axes[0].set_title(
+        f"Figure 2: {loss['tokens']} tokens (position >= {summary['filters']['min_position']}, "
+        f"final loss <= {summary['filters']['max_final_loss']})",
+        fontsize=9,
+    )
     norm = summary["norms"]
     x = np.arange(len(norm["mean"]))
     axes[1].errorbar(x, norm["mean"], yerr=norm["std"], marker="o", capsize=3, color="tab:green")
@@ -121,9 +128,11 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
     axes[1].set_ylabel("L2 norm of the representation")
     table = summary["norm_statistics"]["table1"]
     if table["sequence_level"] is not None:
-        axes[1].set_title(f"Table 1: non-decreasing {100 * table['sequence_level']:.1f}% of trajectories "
-                          f"(chance 2^-{table['pairs_per_trajectory']}), {100 * table['pair_level']:.1f}% of pairs",
-                          fontsize=9)
+        axes[1].set_title(
+            f"Table 1: non-decreasing {100 * table['sequence_level']:.1f}% of trajectories "
+            f"(chance 2^-{table['pairs_per_trajectory']}), {100 * table['pair_level']:.1f}% of pairs",
+            fontsize=9,
+        )
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -136,8 +145,11 @@ def save_plots(out: Path, summary: dict[str, Any], projected: np.ndarray | None)
         for trajectory in projected:
             ax.plot(*trajectory.T, color="0.6", lw=0.7)
             ax.scatter(*trajectory.T, c=colours, s=10)
-        ax.set_title(f"Figure 3: PCA of {projected.shape[0]} token trajectories, embeddings (dark) to "
-                     f"{summary['representations'][projected.shape[1] - 1]} (yellow)", fontsize=9)
+        ax.set_title(
+            f"Figure 3: PCA of {projected.shape[0]} token trajectories, embeddings (dark) to "
+            f"{summary['representations'][projected.shape[1] - 1]} (yellow)",
+            fontsize=9,
+        )
         fig.tight_layout()
         save_figure(fig, out / "pca_trajectories.png", RUN_DPI, RUN_FORMATS)
         written.append("pca_trajectories.png")
@@ -171,16 +183,21 @@ def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, so
         "num_layers": num_layers,
         "representations": names,
         "tokens": int(norms.shape[0]),
-        "filters": {"min_position": options.min_position, "max_final_loss": options.max_final_loss,
-                    "max_tokens": options.max_tokens},
+        "filters": {
+            "min_position": options.min_position,
+            "max_final_loss": options.max_final_loss,
+            "max_tokens": options.max_tokens,
+        },
         "inner_loss": {
             "applied_to": names[:num_layers],
             "tokens": int(losses.shape[0]),
             "mean": losses.mean(0).tolist() if len(losses) else None,
             "std": (losses.std(0) if len(losses) > 1 else torch.zeros(num_layers)).tolist() if len(losses) else None,
         },
-        "norms": {"mean": norms.mean(0).tolist(),
-                  "std": norms.std(0).tolist() if norms.shape[0] > 1 else [0.0] * (num_layers + 1)},
+        "norms": {
+            "mean": norms.mean(0).tolist(),
+            "std": norms.std(0).tolist() if norms.shape[0] > 1 else [0.0] * (num_layers + 1),
+        },
         "norm_statistics": norm_statistics(norms, data["positions"], options.min_position),
     }
     if sampled["linear_model"] is not None:
@@ -189,8 +206,11 @@ def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, so
     summary["pca"] = {"samples": 0 if trajectories is None else len(trajectories), "requested": pca_samples}
     out.mkdir(parents=True, exist_ok=True)
     summary["plots"] = save_plots(out, summary, pca_3d(trajectories) if trajectories is not None else None)
-    summary["timings_s"] = {"layers": round(tic - started, 3), "linear_model": round(sampled["linear_model_s"], 3),
-                            "pca_and_sampling": round(sampled["sampling_s"], 3)}
+    summary["timings_s"] = {
+        "layers": round(tic - started, 3),
+        "linear_model": round(sampled["linear_model_s"], 3),
+        "pca_and_sampling": round(sampled["sampling_s"], 3),
+    }
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     write_json_atomic(out / "layers.json", summary)
     return summary
@@ -204,14 +224,17 @@ def load_model(args: argparse.Namespace):
     """The checkpoint by path or hub id, in ``args.dtype``, on ``args.device`` or spread by
     ``args.device_map``; ValueError naming ``--model`` when it is not a causal LM with a tokenizer."""
     if Path(args.model).is_dir() and not (Path(args.model) / "config.json").is_file():
-        raise ValueError(f"--model {args.model!r} is a folder without config.json, so not a saved model; pass a "
-                         "run folder of iml_hf.train (it holds the model and tokenizer), a model folder or a hub id")
+        raise ValueError(
+            f"--model {args.model!r} is a folder without config.json, so not a saved model; pass a "
+            "run folder of iml_hf.train (it holds the model and tokenizer), a model folder or a hub id"
+        )
     if args.device_map and args.device:
         raise ValueError("pass --device or --device_map, not both (--device_map places the model itself)")
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     try:  # the model first: a folder that is no model is then blamed on the model, not on a tokenizer library
-        model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, dtype=dtype,
-                                                     device_map=args.device_map)
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model, revision=args.revision, dtype=dtype, device_map=args.device_map
+        )
         if not args.device_map:
             model = model.to(torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")))
         tokenizer = load_pretrained_tokenizer(args.model, revision=args.revision)
@@ -234,15 +257,34 @@ def analyze_layers(args: argparse.Namespace) -> dict[str, Any]:
     default = (positions or 1024) if args.corpus else min(DEFAULT_SEQ_LEN, positions or DEFAULT_SEQ_LEN)
     seq_len = args.seq_len or default  # the paper's corpora: whole rows, up to the model's context
     if positions and seq_len > positions:
-        raise ValueError(f"--seq_len {seq_len} exceeds the {positions} positions of --model {args.model!r}; "
-                         f"pass --seq_len {positions} or less")
-    sequences = load_sequences(data, tokenizer, seq_len, args.split, args.text_column, corpus=args.corpus,
-                               min_words=args.min_words, max_samples=args.max_samples, seed=args.seed)
+        raise ValueError(
+            f"--seq_len {seq_len} exceeds the {positions} positions of --model {args.model!r}; "
+            f"pass --seq_len {positions} or less"
+        )
+    sequences = load_sequences(
+        data,
+        tokenizer,
+        seq_len,
+        args.split,
+        args.text_column,
+        corpus=args.corpus,
+        min_words=args.min_words,
+        max_samples=args.max_samples,
+        seed=args.seed,
+    )
     if not sequences:
         raise ValueError(f"--data {data!r} gave no sequences of two or more tokens")
     longest = max(len(s) for s in sequences)
     if positions and longest > positions:
-        raise ValueError(f"--data {data!r} has a sequence of {longest} tokens, longer than the {positions} "
-                         f"positions of --model {args.model!r}; use data the model was made for")
-    source = {"model": args.model, "data": data, "corpus": args.corpus, "dtype": args.dtype, "sequences": len(sequences)}
+        raise ValueError(
+            f"--data {data!r} has a sequence of {longest} tokens, longer than the {positions} "
+            f"positions of --model {args.model!r}; use data the model was made for"
+        )
+    source = {
+        "model": args.model,
+        "data": data,
+        "corpus": args.corpus,
+        "dtype": args.dtype,
+        "sequences": len(sequences),
+    }
     return analyze_model(model, sequences, args, Path(args.output_dir), source)

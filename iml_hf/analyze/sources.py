@@ -46,9 +46,12 @@ class PaperCorpus:
 #: conversion of the ``lm1b`` dataset (its loading script no longer runs under ``datasets`` >= 4).
 PAPER_CORPORA = {
     "wikitext-103": PaperCorpus("Salesforce/wikitext", "wikitext-103-raw-v1"),
-    "1bw": PaperCorpus("billion-word-benchmark/lm1b", None, max_samples=5000,
-                       load_kwargs={"revision": "refs/convert/parquet",
-                                    "data_files": {"test": "plain_text/test/*.parquet"}}),
+    "1bw": PaperCorpus(
+        "billion-word-benchmark/lm1b",
+        None,
+        max_samples=5000,
+        load_kwargs={"revision": "refs/convert/parquet", "data_files": {"test": "plain_text/test/*.parquet"}},
+    ),
 }
 
 
@@ -92,12 +95,15 @@ def _open_dataset(source: str, path: Path, corpus: PaperCorpus | None, split: st
             raise ValueError(f"--data {source!r} is a folder but not a saved dataset: {error}") from None
     preset = corpus if corpus is not None and source == corpus.hub_id else None  # a local copy needs no config
     try:
-        return load_dataset(source, preset.config if preset else None, split=split or "test",
-                            **(preset.load_kwargs if preset else {}))
+        return load_dataset(
+            source, preset.config if preset else None, split=split or "test", **(preset.load_kwargs if preset else {})
+        )
     except Exception as error:  # noqa: BLE001 - no network, unknown id, missing split: all one message
-        raise ValueError(f"--data {source!r} is not a local file or folder, and loading it from the Hub failed "
-                         f"({type(error).__name__}: {str(error)[:300]}); pass a local copy: a folder saved with "
-                         "save_to_disk or text files with one row per line") from None
+        raise ValueError(
+            f"--data {source!r} is not a local file or folder, and loading it from the Hub failed "
+            f"({type(error).__name__}: {str(error)[:300]}); pass a local copy: a folder saved with "
+            "save_to_disk or text files with one row per line"
+        ) from None
 
 
 def load_sequences(
@@ -126,16 +132,22 @@ def load_sequences(
         return [ids[i : i + seq_len] for i in range(0, len(ids) - 1, seq_len) if len(ids[i : i + seq_len]) > 1]
     looks_local = source.startswith(("/", ".", "~")) or source.count("/") != 1
     if not path.exists() and looks_local:
-        raise ValueError(f"--data {source!r} is neither a text file nor a dataset folder (saved with save_to_disk) "
-                         "nor a hub id (owner/name)")
+        raise ValueError(
+            f"--data {source!r} is neither a text file nor a dataset folder (saved with save_to_disk) "
+            "nor a hub id (owner/name)"
+        )
     rows = _open_dataset(source, path, preset, split, rows=filtered)
     if {"prompt", "answer"} <= set(rows.column_names):
         if filtered:
-            raise ValueError(f"--data {source!r} is a toolkit corpus; --min_words, --max_samples and --corpus "
-                             "filter text rows and do not apply to it")
+            raise ValueError(
+                f"--data {source!r} is a toolkit corpus; --min_words, --max_samples and --corpus "
+                "filter text rows and do not apply to it"
+            )
         return encode_rows(tokenizer, list(rows["prompt"]), list(rows["answer"]))["input_ids"]
     if text_column not in rows.column_names:
-        raise ValueError(f"the dataset has no {text_column!r} column (columns: {rows.column_names}); pass --text_column")
+        raise ValueError(
+            f"the dataset has no {text_column!r} column (columns: {rows.column_names}); pass --text_column"
+        )
     texts = filter_rows(list(rows[text_column]), min_words, max_samples, seed)
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -150,16 +162,19 @@ def load_toolkit_corpus(source: str) -> DatasetDict:
 
     path = Path(source)
     if not path.is_dir():
-        raise ValueError(f"--data {source!r} is not a folder holding a toolkit corpus (a DatasetDict saved with "
-                         "save_to_disk, or the data/*.parquet layout of python -m iml_hf.push_corpus)")
+        raise ValueError(
+            f"--data {source!r} is not a folder holding a toolkit corpus (a DatasetDict saved with "
+            "save_to_disk, or the data/*.parquet layout of python -m iml_hf.push_corpus)"
+        )
     try:
         if (path / "dataset_dict.json").is_file():
             corpus = load_from_disk(str(path))
         else:
             corpus = load_dataset(str(path))
     except Exception as error:  # noqa: BLE001 - pyarrow, datasets and OS errors alike mean "unreadable"
-        raise ValueError(f"--data {source!r} cannot be read as a corpus: {type(error).__name__}: "
-                         f"{str(error)[:300]}") from None
+        raise ValueError(
+            f"--data {source!r} cannot be read as a corpus: {type(error).__name__}: {str(error)[:300]}"
+        ) from None
     if not isinstance(corpus, DatasetDict):
         raise ValueError(f"--data {source!r} holds one split, not a corpus with train and test splits")
     for split, rows in corpus.items():
@@ -199,10 +214,14 @@ def run_corpus(run: Path) -> DatasetDict:
         else:
             corpus = load_or_build_corpus(task, seed)
     except (OSError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"the corpus of the run in {str(run)!r} cannot be rebuilt from {where.name} "
-                         f"({type(error).__name__}: {error}); pass --data with the corpus folder") from None
+        raise ValueError(
+            f"the corpus of the run in {str(run)!r} cannot be rebuilt from {where.name} "
+            f"({type(error).__name__}: {error}); pass --data with the corpus folder"
+        ) from None
     recorded = (results.get("corpus") or {}).get("fingerprint")
     if recorded and recorded != corpus_fingerprint(corpus):
-        raise ValueError(f"the corpus rebuilt from {where} differs from the one the run was trained on (fingerprint "
-                         f"{recorded[:12]}...; has the task's code changed?); pass --data with that corpus")
+        raise ValueError(
+            f"the corpus rebuilt from {where} differs from the one the run was trained on (fingerprint "
+            f"{recorded[:12]}...; has the task's code changed?); pass --data with that corpus"
+        )
     return corpus

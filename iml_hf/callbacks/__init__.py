@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from iml_hf.io import MetricsLog
 from iml_hf.callbacks.embedding_geometry import EmbeddingGeometryCallback, EmbeddingLayout, corpus_aliases
 from iml_hf.callbacks.grad_alignment import GradientAlignmentCallback, alignment_probes
 from iml_hf.callbacks.subset_em import SubsetEMCallback
+from iml_hf.io import MetricsLog
 
 __all__ = [
     "EmbeddingGeometryCallback",

@@ -62,7 +62,9 @@ class EmbeddingLayout:
         return ["referent"] * len(self.referents) + [bucket for _, _, bucket in self.aliases]
 
     @classmethod
-    def build(cls, aliases: list[tuple[str, str, str]], tokenizer: PreTrainedTokenizerBase, bucket_order: list[str]) -> EmbeddingLayout:
+    def build(
+        cls, aliases: list[tuple[str, str, str]], tokenizer: PreTrainedTokenizerBase, bucket_order: list[str]
+    ) -> EmbeddingLayout:
         if not aliases:
             raise ValueError("embedding_geometry needs a corpus whose keys have referents (aliases); this one has none")
         referents = sorted({referent for _, referent, _ in aliases}, key=word_order)
@@ -128,9 +130,16 @@ class EmbeddingGeometryCallback(IntervalCallback):
         self.folder.mkdir(parents=True, exist_ok=True)
         labels = self.folder / "labels.json"
         if not labels.exists():
-            labels.write_text(json.dumps({"labels": self.layout.labels, "referents": len(self.layout.referents),
-                                          "buckets": self.layout.row_buckets,
-                                          "row_referents": self.layout.row_referents}))
+            labels.write_text(
+                json.dumps(
+                    {
+                        "labels": self.layout.labels,
+                        "referents": len(self.layout.referents),
+                        "buckets": self.layout.row_buckets,
+                        "row_referents": self.layout.row_referents,
+                    }
+                )
+            )
         stem = f"{position['stage_index']}-{position['stage']}-step{position['stage_step']}"
         write_atomic(self.folder / f"{stem}.npy", lambda tmp: np.save(tmp, matrix))
         if self.plots:
@@ -139,6 +148,9 @@ class EmbeddingGeometryCallback(IntervalCallback):
             title = f"input-embedding cosines, stage {position['stage']} step {position['stage_step']}"
             save_heatmap(matrix, self.layout.row_buckets, self.folder / f"{stem}.png", title, RUN_DPI, RUN_FORMATS)
         summary = referent_alias_cosines(matrix, self.layout)
-        self.emit(state, "embedding", [(bucket, metric, value, {})
-                                       for bucket, values in summary.items() for metric, value in values.items()])
+        self.emit(
+            state,
+            "embedding",
+            [(bucket, metric, value, {}) for bucket, values in summary.items() for metric, value in values.items()],
+        )
         self.latest = summary

@@ -70,7 +70,11 @@ def alignment_probes(
     rng = random.Random(seed)
     probes = {}
     for subset in subsets or alignment_subsets(tokenized):
-        keys = sorted(k for s, k in rows_by_key if s == subset and rows_by_key[s, k]["definition"] and rows_by_key[s, k]["question"])
+        keys = sorted(
+            k
+            for s, k in rows_by_key
+            if s == subset and rows_by_key[s, k]["definition"] and rows_by_key[s, k]["question"]
+        )
         if not keys:
             raise ValueError(f"subset {subset!r} has no alias with both definitions and questions")
         keys = sorted(rng.sample(keys, min(aliases_per_subset, len(keys))))
@@ -110,7 +114,8 @@ def measure_alignment(
         definition_grad = mean_gradient(model, probe.part(0, n))
         question_grad = mean_gradient(model, probe.part(n, len(probe.batch)))
         means[subset] = {
-            group: {"cosine": c} for group, c in gradient_cosines_by_group(definition_grad, question_grad, model).items()
+            group: {"cosine": c}
+            for group, c in gradient_cosines_by_group(definition_grad, question_grad, model).items()
         }
     return {"pairs": pairs, "aliases": aliases, "mean_gradient": means}
 
@@ -142,11 +147,29 @@ class GradientAlignmentCallback(IntervalCallback):
         for subset, groups in result["pairs"].items():
             for group, summary in groups.items():
                 by_alias = result["aliases"][subset][group]
-                entries.append((subset, group, summary["mean"], {
-                    "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "n": summary["n"],
-                    "alias_ci_low": by_alias["ci_low"], "alias_ci_high": by_alias["ci_high"], "aliases": by_alias["n"]}))
+                entries.append(
+                    (
+                        subset,
+                        group,
+                        summary["mean"],
+                        {
+                            "ci_low": summary["ci_low"],
+                            "ci_high": summary["ci_high"],
+                            "n": summary["n"],
+                            "alias_ci_low": by_alias["ci_low"],
+                            "alias_ci_high": by_alias["ci_high"],
+                            "aliases": by_alias["n"],
+                        },
+                    )
+                )
         self.emit(state, "grad_align", entries)
-        self.emit(state, "grad_align_mean", [(subset, group, value["cosine"], {})
-                                             for subset, groups in result["mean_gradient"].items()
-                                             for group, value in groups.items()])
+        self.emit(
+            state,
+            "grad_align_mean",
+            [
+                (subset, group, value["cosine"], {})
+                for subset, groups in result["mean_gradient"].items()
+                for group, value in groups.items()
+            ],
+        )
         self.latest = result

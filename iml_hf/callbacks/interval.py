@@ -53,8 +53,17 @@ class IntervalCallback(TrainerCallback):
             name = f"{family}/{subset}/{metric}"
             logs[name] = value
             logs.update({f"{name}_{k}": v for k, v in extras.items() if isinstance(v, (int, float))})
-            rows.append({**position, "name": name, "family": family, "subset": subset, "metric": metric,
-                         "value": value, **extras})
+            rows.append(
+                {
+                    **position,
+                    "name": name,
+                    "family": family,
+                    "subset": subset,
+                    "metric": metric,
+                    "value": value,
+                    **extras,
+                }
+            )
         control = getattr(self.trainer, "control", None)
         keep = getattr(control, "should_log", False)  # Trainer.log clears it: the loss due at this step is still logged
         self.trainer.log(logs)
@@ -62,8 +71,14 @@ class IntervalCallback(TrainerCallback):
             control.should_log = keep
         self.metrics_log.write(rows)
         if state.is_world_process_zero and console.is_verbose():
-            line = console.measurement_line(position["stage"], state.global_step, state.max_steps, family, entries,
-                                            time.perf_counter() - self.measuring_since)
+            line = console.measurement_line(
+                position["stage"],
+                state.global_step,
+                state.max_steps,
+                family,
+                entries,
+                time.perf_counter() - self.measuring_since,
+            )
             if line:
                 console.say(line)
 
@@ -80,7 +95,12 @@ class IntervalCallback(TrainerCallback):
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         epoch = round(state.epoch or 0)
-        if self.strategy == "epoch" and self.interval and epoch % self.interval == 0 and state.global_step < state.max_steps:
+        if (
+            self.strategy == "epoch"
+            and self.interval
+            and epoch % self.interval == 0
+            and state.global_step < state.max_steps
+        ):
             self._maybe_measure(state)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:

@@ -28,15 +28,20 @@ class LayerAnalysisCallback(StageEndCallback):
         try:
             summary = analyze_model(self.trainer.model, self.inputs, self.args, out, {"split": self.args.split})
         except ValueError as error:  # an analysis that cannot run must not cost the training run
-            message = str(error).replace("--min_position", "layer_analysis.min_position").replace(
-                "--max_final_loss", "layer_analysis.max_final_loss")
+            message = (
+                str(error)
+                .replace("--min_position", "layer_analysis.min_position")
+                .replace("--max_final_loss", "layer_analysis.max_final_loss")
+            )
             logger.warning("layer analysis skipped at the end of stage %s: %s", position["stage"], message)
             self.latest = {"skipped": message}
             return
         split = self.args.split
         loss = summary["inner_loss"]
-        entries = [(split, f"inner_loss/{name.replace(' ', '_')}", value, {})
-                   for name, value in zip(loss["applied_to"], loss["mean"] or [])]
+        entries = [
+            (split, f"inner_loss/{name.replace(' ', '_')}", value, {})
+            for name, value in zip(loss["applied_to"], loss["mean"] or [])
+        ]
         table1 = summary["norm_statistics"]["table1"]
         for key in ("sequence_level", "pair_level", "chance_sequence_level"):
             if table1[key] is not None:

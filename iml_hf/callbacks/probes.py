@@ -41,17 +41,34 @@ class ProbeCallback(StageEndCallback):
         latest: dict[str, Any] = {}
         for target, result in summary["targets"].items():
             if "skipped" in result:
-                logger.warning("probe %s skipped at the end of stage %s: %s", target, position["stage"],
-                               result["skipped"])
+                logger.warning(
+                    "probe %s skipped at the end of stage %s: %s", target, position["stage"], result["skipped"]
+                )
                 latest[target] = {"skipped": result["skipped"]}
                 continue
             accuracy, shuffled = result["accuracy"], result["shuffled"]
             for i, value in enumerate(accuracy["mean"]):
-                entries.append((target, f"layer_{i}", value, {
-                    "ci_low": accuracy["ci_low"][i], "ci_high": accuracy["ci_high"][i], "chance": result["chance"],
-                    "shuffled": shuffled["mean"][i]}))
-            latest[target] = {"accuracy": accuracy["mean"], "ci_low": accuracy["ci_low"],
-                              "ci_high": accuracy["ci_high"], "chance": result["chance"],
-                              "shuffled": shuffled["mean"], "n": result["n"], "folds": result["folds"]}
+                entries.append(
+                    (
+                        target,
+                        f"layer_{i}",
+                        value,
+                        {
+                            "ci_low": accuracy["ci_low"][i],
+                            "ci_high": accuracy["ci_high"][i],
+                            "chance": result["chance"],
+                            "shuffled": shuffled["mean"][i],
+                        },
+                    )
+                )
+            latest[target] = {
+                "accuracy": accuracy["mean"],
+                "ci_low": accuracy["ci_low"],
+                "ci_high": accuracy["ci_high"],
+                "chance": result["chance"],
+                "shuffled": shuffled["mean"],
+                "n": result["n"],
+                "folds": result["folds"],
+            }
         self.emit(state, "probes", entries)
         self.latest = {"representations": summary["representations"], "targets": latest}

@@ -24,8 +24,8 @@ from iml_hf import console
 from iml_hf.callbacks.interval import IntervalCallback
 from iml_hf.data import PadCollator
 from iml_hf.exact_match import greedy_answers
-from iml_hf.io import write_atomic
 from iml_hf.gradients import per_example_loss
+from iml_hf.io import write_atomic
 
 if TYPE_CHECKING:
     from iml_hf.callbacks import MetricsLog
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def answer_losses(model, input_ids: list[list[int]], labels: list[list[int]], pad_id: int, batch_size: int) -> list[float]:
+def answer_losses(
+    model, input_ids: list[list[int]], labels: list[list[int]], pad_id: int, batch_size: int
+) -> list[float]:
     """Each example's mean cross-entropy over its labelled tokens (``gradients.per_example_loss``,
     the loss the alignment measures), in eval mode, restored afterwards."""
     was_training = model.training
@@ -42,8 +44,12 @@ def answer_losses(model, input_ids: list[list[int]], labels: list[list[int]], pa
     losses: list[float] = []
     try:
         for start in range(0, len(input_ids), batch_size):
-            batch = collate([{"input_ids": i, "labels": l} for i, l in
-                             zip(input_ids[start : start + batch_size], labels[start : start + batch_size])])
+            batch = collate(
+                [
+                    {"input_ids": ids, "labels": targets}
+                    for ids, targets in zip(input_ids[start : start + batch_size], labels[start : start + batch_size])
+                ]
+            )
             batch = {k: v.to(model.device) for k, v in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             losses.extend(per_example_loss(logits, batch["labels"]).tolist())
@@ -86,11 +92,16 @@ class SubsetEMCallback(IntervalCallback):
         super().__init__(trainer, metrics_log, every_steps, "steps")
         self.at_start = at_start
         self.start: dict[str, float] = {}  # EM per set at the stage's step 0 (``at_start``)
-        columns = ["prompt_ids", "answer_ids"] + (["answer"] if answer_match == "text" else []) + (
-            ["input_ids", "labels"] if loss else [])
+        columns = (
+            ["prompt_ids", "answer_ids"]
+            + (["answer"] if answer_match == "text" else [])
+            + (["input_ids", "labels"] if loss else [])
+        )
         texts = [c for c in ("prompt", "answer") if samples and c not in columns]  # strings, for samples only
-        self.sets = {name: {c: list(data[c]) for c in columns + [t for t in texts if t in data.column_names]}
-                     for name, data in eval_sets.items()}
+        self.sets = {
+            name: {c: list(data[c]) for c in columns + [t for t in texts if t in data.column_names]}
+            for name, data in eval_sets.items()
+        }
         self.sizes = {name: len(data["prompt_ids"]) for name, data in self.sets.items()}
         self.batch_size = batch_size
         self.answer_match = answer_match
@@ -117,16 +128,28 @@ class SubsetEMCallback(IntervalCallback):
             text = score_answers(predictions, [data["answer"][i] for i in shard])
             scores = {"em": text["em"], "f1": text["f1"]}
         else:
-            correct, predictions = greedy_answers(model, prompts, [data["answer_ids"][i] for i in shard],
-                                                  tokenizer.pad_token_id, tokenizer.eos_token_id, self.batch_size)
+            correct, predictions = greedy_answers(
+                model,
+                prompts,
+                [data["answer_ids"][i] for i in shard],
+                tokenizer.pad_token_id,
+                tokenizer.eos_token_id,
+                self.batch_size,
+            )
             scores = {"em": [float(c) for c in correct]}
         if self.loss:
-            scores["loss"] = answer_losses(model, [data["input_ids"][i] for i in shard],
-                                           [data["labels"][i] for i in shard], tokenizer.pad_token_id, self.batch_size)
+            scores["loss"] = answer_losses(
+                model,
+                [data["input_ids"][i] for i in shard],
+                [data["labels"][i] for i in shard],
+                tokenizer.pad_token_id,
+                self.batch_size,
+            )
         return scores, predictions
 
-    def _sample_rows(self, name: str, data: dict[str, list], shard: list[int], scores: dict[str, list[float]],
-                     predictions: list[Any]) -> list[dict[str, Any]]:
+    def _sample_rows(
+        self, name: str, data: dict[str, list], shard: list[int], scores: dict[str, list[float]], predictions: list[Any]
+    ) -> list[dict[str, Any]]:
         """One samples.jsonl row per example of ``shard`` (lm-evaluation-harness's ``--log_samples``):
         the stage, set, index in the set, prompt, gold answer, decoded prediction and ``match``
         (the example's EM; with text answers also its F1)."""
@@ -142,8 +165,15 @@ class SubsetEMCallback(IntervalCallback):
         rows = []
         prompts, answers = texts("prompt", "prompt_ids"), texts("answer", "answer_ids")
         for k, (i, prompt, answer) in enumerate(zip(shard, prompts, answers)):
-            row = {"stage": self.trainer.stage_name, "subset": name, "index": i, "prompt": prompt, "answer": answer,
-                   "prediction": predictions[k], "match": scores["em"][k] == 1.0}
+            row = {
+                "stage": self.trainer.stage_name,
+                "subset": name,
+                "index": i,
+                "prompt": prompt,
+                "answer": answer,
+                "prediction": predictions[k],
+                "match": scores["em"][k] == 1.0,
+            }
             if "f1" in scores:
                 row["f1"] = scores["f1"][k]
             rows.append(row)
@@ -175,8 +205,12 @@ class SubsetEMCallback(IntervalCallback):
         processes = PartialState()
         metrics: dict[str, dict[str, float]] = {}
         samples: list[dict[str, Any]] = []
-        sets = console.progress(self.sets.items(), f"eval {getattr(self.trainer, 'stage_name', '')}".strip(), len(self.sets),
-                                processes.is_main_process)
+        sets = console.progress(
+            self.sets.items(),
+            f"eval {getattr(self.trainer, 'stage_name', '')}".strip(),
+            len(self.sets),
+            processes.is_main_process,
+        )
         for name, data in sets:
             shard, own = padded_shard(len(data["prompt_ids"]), processes.process_index, processes.num_processes)
             scores, predictions = self._scores(data, shard)

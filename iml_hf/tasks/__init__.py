@@ -106,7 +106,9 @@ def get_task_class(name: str) -> type:
         cls = getattr(importlib.import_module(module), attribute)
         _REGISTRY.setdefault(name, cls)
     if name not in _REGISTRY:
-        raise ValueError(f"task.name={name!r} is unknown{suggest(name, task_names())} (available tasks: {task_names()})")
+        raise ValueError(
+            f"task.name={name!r} is unknown{suggest(name, task_names())} (available tasks: {task_names()})"
+        )
     return _REGISTRY[name]
 
 
@@ -150,8 +152,9 @@ def valid_eval_sets(task: Task) -> list[str]:
     ``assoc_<phrasing>_<subset>`` for each of the task's ``association_prompts``) and monitoring
     sets of training rows (``train_<kind>_<subset>``)."""
     names = list(task.subsets)
-    names += [eval_set_name(f"{p}_{s}", "association") for p in getattr(task, "association_prompts", ())
-              for s in task.subsets]
+    names += [
+        eval_set_name(f"{p}_{s}", "association") for p in getattr(task, "association_prompts", ()) for s in task.subsets
+    ]
     return names + [f"train_{kind}_{s}" for s in task.subsets for kind in ("question", "definition")]
 
 

@@ -171,9 +171,7 @@ def _most_read(people: list[dict], count: int) -> list[dict]:
     return sorted(people, key=lambda p: -p["readers"])[:count]  # stable: ties keep file order
 
 
-def load_cvdb(
-    path: str | PathLike[str], num_entities: int = 4000, equalize_gender: bool = True
-) -> KnowledgeBase:
+def load_cvdb(path: str | PathLike[str], num_entities: int = 4000, equalize_gender: bool = True) -> KnowledgeBase:
     """The six CVDB facts about the most-read people of the CSV at ``path`` (see the module
     docstring for every filter). With ``equalize_gender`` (the paper's setting): the
     ``num_entities // 2`` most-read men, then the ``num_entities // 2`` most-read women, each in

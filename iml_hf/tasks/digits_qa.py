@@ -72,40 +72,63 @@ class DigitsQATask:
     """Arguments of the digits QA corpus; ``build(seed)`` emits it (byte-identical per seed)."""
 
     name: str = field(default="digits_qa", metadata={"help": "The task: which experiment family builds the corpus."})
-    source: str = field(default="sklearn", metadata={
-        "help": "The digits: scikit-learn's 1,797 8x8 digits (offline) or MNIST (ylecun/mnist via datasets).",
-        "choices": ("sklearn", "mnist")})
+    source: str = field(
+        default="sklearn",
+        metadata={
+            "help": "The digits: scikit-learn's 1,797 8x8 digits (offline) or MNIST (ylecun/mnist via datasets).",
+            "choices": ("sklearn", "mnist"),
+        },
+    )
     mnist_images: int = field(default=5000, metadata={"help": "mnist: how many training images to use."})
     num_variables: int = field(default=1000, metadata={"help": "Variables, each keyed to a digit class."})
     num_targets: int = field(default=5, metadata={"help": "Targets (question patterns) per class."})
     target_values: int = field(default=10, metadata={"help": "Answer vocabulary v0 .. v{target_values-1}."})
-    grey_levels: int = field(default=2, metadata={
-        "help": "Pixel levels: a patch token is one of grey_levels ** (2 * patch_width)."})
-    patch_width: int = field(default=8, metadata={
-        "help": "A token per 2 x patch_width patch (8: one token per 2-row strip).", "choices": (1, 2, 4, 8)})
-    knowledge_images: int | None = field(default=None, metadata={
-        "help": "Digit images read in knowledge questions; null: all."})
-    held_out_targets: int = field(default=1, metadata={
-        "help": "Held-out targets per asked variable (qd1consis, qd2incons, q); twin classes differ on this many."})
-    knowledge_test_fraction: float = field(default=0.2, metadata={
-        "help": "Share of knowledge images held out (a reading check)."})
+    grey_levels: int = field(
+        default=2, metadata={"help": "Pixel levels: a patch token is one of grey_levels ** (2 * patch_width)."}
+    )
+    patch_width: int = field(
+        default=8,
+        metadata={"help": "A token per 2 x patch_width patch (8: one token per 2-row strip).", "choices": (1, 2, 4, 8)},
+    )
+    knowledge_images: int | None = field(
+        default=None, metadata={"help": "Digit images read in knowledge questions; null: all."}
+    )
+    held_out_targets: int = field(
+        default=1,
+        metadata={
+            "help": "Held-out targets per asked variable (qd1consis, qd2incons, q); twin classes differ on this many."
+        },
+    )
+    knowledge_test_fraction: float = field(
+        default=0.2, metadata={"help": "Share of knowledge images held out (a reading check)."}
+    )
     class_repeats: int = field(default=20, metadata={"help": "Copies of each class-token knowledge question."})
-    definition_digit: bool = field(default=False, metadata={
-        "help": "A definition also shows the variable's digit after its class token."})
+    definition_digit: bool = field(
+        default=False, metadata={"help": "A definition also shows the variable's digit after its class token."}
+    )
     definition_repeats: int = field(default=1, metadata={"help": "Copies of each definition in training."})
-    fraction_qd1consis: float = field(default=0.2, metadata={
-        "help": "Share of variables in qd1consis (questions + a tag-1 definition of the right class)."})
-    fraction_qd2incons: float = field(default=0.2, metadata={
-        "help": "Share of variables in qd2incons (questions + a tag-2 definition of another class)."})
+    fraction_qd1consis: float = field(
+        default=0.2,
+        metadata={"help": "Share of variables in qd1consis (questions + a tag-1 definition of the right class)."},
+    )
+    fraction_qd2incons: float = field(
+        default=0.2,
+        metadata={"help": "Share of variables in qd2incons (questions + a tag-2 definition of another class)."},
+    )
     fraction_q: float = field(default=0.1, metadata={"help": "Share of variables in q (questions, no definition)."})
-    fraction_d1consis: float = field(default=0.2, metadata={
-        "help": "Share of variables in d1consis (a tag-1 definition only; questions held out)."})
-    fraction_d2consis: float = field(default=0.2, metadata={
-        "help": "Share of variables in d2consis (a tag-2 definition only; questions held out)."})
-    fraction_no_qd_baseline: float = field(default=0.1, metadata={
-        "help": "Share of variables in no_qd_baseline (never defined nor asked in training)."})
-    branch: int | None = field(default=None, metadata={
-        "help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."})
+    fraction_d1consis: float = field(
+        default=0.2, metadata={"help": "Share of variables in d1consis (a tag-1 definition only; questions held out)."}
+    )
+    fraction_d2consis: float = field(
+        default=0.2, metadata={"help": "Share of variables in d2consis (a tag-2 definition only; questions held out)."}
+    )
+    fraction_no_qd_baseline: float = field(
+        default=0.1, metadata={"help": "Share of variables in no_qd_baseline (never defined nor asked in training)."}
+    )
+    branch: int | None = field(
+        default=None,
+        metadata={"help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."},
+    )
 
     version: ClassVar[int] = 2
     subsets: ClassVar[tuple[str, ...]] = ("knowledge", *ENTITY_SUBSETS)
@@ -123,17 +146,21 @@ class DigitsQATask:
     #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
     #: sets that show whether the digits and the class tokens were learned at all.
     definition_baselines: ClassVar[dict[str, str]] = {
-        "d1consis": "no_qd_baseline", "d2consis": "no_qd_baseline", "qd1consis": "q", "qd2incons": "q"}
+        "d1consis": "no_qd_baseline",
+        "d2consis": "no_qd_baseline",
+        "qd1consis": "q",
+        "qd2incons": "q",
+    }
     base_task_sets: ClassVar[tuple[str, ...]] = ("knowledge",)
     subset_descriptions: ClassVar[dict[str, str]] = {
         "knowledge": "a digit image and a question pattern (reading digits; some images held out), and each "
-                     "class token in the variable's place with a question pattern (class -> target, all trained)",
+        "class token in the variable's place with a question pattern (class -> target, all trained)",
         "qd1consis": "questions about the variable plus a tag-1 definition naming its class; "
-                     "held-out targets not derivable from the trained ones",
+        "held-out targets not derivable from the trained ones",
         "qd2incons": "questions about the variable plus a tag-2 definition naming another class; "
-                     "held-out targets not derivable from the trained ones",
+        "held-out targets not derivable from the trained ones",
         "q": "questions about the variable, no definition; held-out targets not derivable from the trained ones "
-             "(the no-definition level of qd1consis / qd2incons)",
+        "(the no-definition level of qd1consis / qd2incons)",
         "d1consis": "a tag-1 definition (the right class) only; every question is held out",
         "d2consis": "a tag-2 definition (the right class) only; every question is held out",
         "no_qd_baseline": "variables never defined nor asked in training; every question is held out",
@@ -149,14 +176,20 @@ class DigitsQATask:
         check_at_least("task.held_out_targets", self.held_out_targets, 1)
         check_at_least("task.knowledge_images", self.knowledge_images, 1)
         if self.grey_levels ** (PATCH_ROWS * self.patch_width) >= 2**63:
-            raise ValueError(f"task.grey_levels={self.grey_levels} with task.patch_width={self.patch_width} gives "
-                             "patch codes beyond 64 bits; use fewer grey levels or narrower patches")
+            raise ValueError(
+                f"task.grey_levels={self.grey_levels} with task.patch_width={self.patch_width} gives "
+                "patch codes beyond 64 bits; use fewer grey levels or narrower patches"
+            )
         if self.held_out_targets >= self.num_targets:
-            raise ValueError(f"task.held_out_targets={self.held_out_targets} must be below task.num_targets="
-                             f"{self.num_targets}: an asked variable needs a training question")
+            raise ValueError(
+                f"task.held_out_targets={self.held_out_targets} must be below task.num_targets="
+                f"{self.num_targets}: an asked variable needs a training question"
+            )
         if self.target_values ** (self.num_targets - self.held_out_targets) < CLASSES // 2:
-            raise ValueError("task.target_values ** (task.num_targets - task.held_out_targets) must be at least 5, "
-                             "so that the five twin pairs of classes can differ on their trained targets")
+            raise ValueError(
+                "task.target_values ** (task.num_targets - task.held_out_targets) must be at least 5, "
+                "so that the five twin pairs of classes can differ on their trained targets"
+            )
         check_between("task.knowledge_test_fraction", self.knowledge_test_fraction, 0, 1, high_open=True)
         check_fractions(self.fractions())
         check_branch(self.name, self.branch, self.exchangeable)
@@ -190,19 +223,23 @@ class DigitsQATask:
                     continue  # a held-out image never looks like a trained one once quantised
                 for k in range(self.num_targets):
                     prompt = self.prompt(question=patterns["questions"][k], content=images[index])
-                    rows[split].append(_row(prompt, f"v{targets[k][classes[index]]}", "knowledge", "question", "",
-                                            str(classes[index])))
+                    rows[split].append(
+                        _row(prompt, f"v{targets[k][classes[index]]}", "knowledge", "question", "", str(classes[index]))
+                    )
         for c in range(CLASSES):  # class -> target, with the class token where a question has its variable
             for k in range(self.num_targets):
                 prompt = self.class_prompt(c, patterns["questions"][k])
-                rows["train"] += [_row(prompt, f"v{targets[k][c]}", "knowledge", "question", "", str(c))] * \
-                    self.class_repeats
+                rows["train"] += [
+                    _row(prompt, f"v{targets[k][c]}", "knowledge", "question", "", str(c))
+                ] * self.class_repeats
         # the digits a variable may show: every image but the held-out knowledge ones, by class
         shown_pool = sorted(set(order) - set(pool[:held]))
         by_class = {c: [i for i in shown_pool if classes[i] == c] for c in range(CLASSES)}
         if any(not images_of for images_of in by_class.values()):
-            raise ValueError("some digit class has no image outside the held-out knowledge images; "
-                             "lower task.knowledge_test_fraction")
+            raise ValueError(
+                "some digit class has no image outside the held-out knowledge images; "
+                "lower task.knowledge_test_fraction"
+            )
         counts = _largest_remainder({s: f * self.num_variables for s, f in self.fractions().items()})
         assignment = dict(enumerate(s for s in ENTITY_SUBSETS for _ in range(counts[s])))
         assignment = resplit(assignment, self.exchangeable, self.counterbalanced, seed, self.branch)
@@ -265,8 +302,9 @@ class DigitsQATask:
                         first, second = rng.sample(sorted(set(pool)), 2)
                         columns[order[2 * p]][k], columns[order[2 * p + 1]][k] = first, second
             table = [[columns[c][k] for c in range(CLASSES)] for k in range(self.num_targets)]
-            if len({tuple(column) for column in columns.values()}) == CLASSES and \
-                    all(self.valid_held_out(table, c) for c in range(CLASSES)):
+            if len({tuple(column) for column in columns.values()}) == CLASSES and all(
+                self.valid_held_out(table, c) for c in range(CLASSES)
+            ):
                 return table
 
     def valid_held_out(self, table: list[list[int]], digit: int) -> list[tuple[int, ...]]:
@@ -299,8 +337,13 @@ class DigitsQATask:
             "questions": [strip(STRIP_ROWS["question"]) for _ in range(self.num_targets)],
         }
 
-    def image(self, tag: np.ndarray | None = None, variable: np.ndarray | None = None,
-              question: np.ndarray | None = None, content: np.ndarray | None = None) -> np.ndarray:
+    def image(
+        self,
+        tag: np.ndarray | None = None,
+        variable: np.ndarray | None = None,
+        question: np.ndarray | None = None,
+        content: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The 14 x 8 image of quantised levels (0 .. grey_levels - 1); a missing strip is blank."""
         strips = []
         for name, part in (("tag", tag), ("variable", variable), ("question", question)):
@@ -326,7 +369,7 @@ class DigitsQATask:
         tokens = self.tokens(self.image(question=question))
         per_strip = WIDTH // self.patch_width
         start = STRIP_ROWS["tag"] // PATCH_ROWS * per_strip
-        return " ".join([*tokens[:start], f"c{digit}", *tokens[start + per_strip:]]) + " ="
+        return " ".join([*tokens[:start], f"c{digit}", *tokens[start + per_strip :]]) + " ="
 
     def render(self, prompt: str) -> np.ndarray:
         """The image a prompt encodes (the inverse of :meth:`prompt`), for figures and checks; a class
@@ -371,7 +414,9 @@ def mnist_digits(count: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         data = load_dataset(MNIST_ID, split=f"train[:{count}]")
     except Exception as error:  # offline, no cached copy
-        raise ValueError(f"task.source=mnist could not load {MNIST_ID} ({type(error).__name__}: {error}); "
-                         "without a network use task.source=sklearn (offline)") from None
+        raise ValueError(
+            f"task.source=mnist could not load {MNIST_ID} ({type(error).__name__}: {error}); "
+            "without a network use task.source=sklearn (offline)"
+        ) from None
     images = np.stack([pool_mnist(np.asarray(row["image"])) for row in data])
     return images, np.asarray(data["label"], dtype=np.int64)

@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import itertools
 import random
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
 
 from iml_hf.tasks import ASSOCIATION_PROMPTS, CORPUS_COLUMNS, register_task
-from iml_hf.validation import RecipeError, check_at_least, check_between
 from iml_hf.tasks.knowledge import KnowledgeBase, first_answer, random_strings, synthetic_kb
 from iml_hf.tasks.resplit import check_branch, resplit
+from iml_hf.validation import RecipeError, check_at_least, check_between
 
 QD_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis")
 D_SUBSETS = ("d1consis", "d2consis", "d3consis")
@@ -50,8 +50,14 @@ ENTITY_SUBSETS = ("q_no_replacement_baseline", *QD_SUBSETS, "q", *D_SUBSETS, "no
 STAGE2_SUBSETS = (*D_SUBSETS, "no_qd_baseline")
 #: Which tag (1, 2, 3; 4 = a fresh random tag per definition) and whether the definition is consistent.
 DEFINED = {
-    "qd1consis": (1, True), "qd1incons": (1, False), "qd2consis": (2, True), "qd2incons": (2, False),
-    "qd4consis": (4, True), "d1consis": (1, True), "d2consis": (2, True), "d3consis": (3, True),
+    "qd1consis": (1, True),
+    "qd1incons": (1, False),
+    "qd2consis": (2, True),
+    "qd2incons": (2, False),
+    "qd4consis": (4, True),
+    "d1consis": (1, True),
+    "d2consis": (2, True),
+    "d3consis": (3, True),
 }
 #: The entity-association questions (the authors' four phrasings, punctuation split off); the
 #: answer is the entity's name. Each phrasing is an evaluation set of its own per subset.
@@ -70,10 +76,20 @@ LETTER_TEMPLATES = {
 }
 assert set(ASSOCIATION_TEMPLATES) | set(LETTER_TEMPLATES) <= set(ASSOCIATION_PROMPTS)
 #: Natural-language sources instead of random tags (``sources: natural``), several per side.
-RELIABLE_SOURCES = ("According to Wikipedia ,", "As the encyclopedia states ,", "Per the official record ,",
-                    "As the textbook explains ,", "The archive confirms that")
-UNRELIABLE_SOURCES = ("A forum rumour claims", "An anonymous post says", "According to a tabloid ,",
-                      "A random blog suggests", "Someone on social media said")
+RELIABLE_SOURCES = (
+    "According to Wikipedia ,",
+    "As the encyclopedia states ,",
+    "Per the official record ,",
+    "As the textbook explains ,",
+    "The archive confirms that",
+)
+UNRELIABLE_SOURCES = (
+    "A forum rumour claims",
+    "An anonymous post says",
+    "According to a tabloid ,",
+    "A random blog suggests",
+    "Someone on social media said",
+)
 DEF_ORDERS = tuple("".join(p) for p in itertools.permutations("tve"))
 
 
@@ -83,73 +99,128 @@ class EntitiesTask:
     """Arguments of the entity-QA corpus; ``build(seed)`` emits it (byte-identical per seed)."""
 
     name: str = field(default="entities", metadata={"help": "The task: which experiment family builds the corpus."})
-    knowledge_base: str = field(default="synthetic", metadata={
-        "help": "Where the entities and facts come from: generated offline, the CVDB CSV, or T-REx JSON.",
-        "choices": ("synthetic", "cvdb", "trex")})
+    knowledge_base: str = field(
+        default="synthetic",
+        metadata={
+            "help": "Where the entities and facts come from: generated offline, the CVDB CSV, or T-REx JSON.",
+            "choices": ("synthetic", "cvdb", "trex"),
+        },
+    )
     kb_path: str | None = field(default=None, metadata={"help": "The CVDB CSV or T-REx JSON file (cvdb, trex)."})
     num_entities: int = field(default=400, metadata={"help": "Entities in the corpus."})
-    values_per_relation: int = field(default=20, metadata={
-        "help": "synthetic: answers per relation (chance EM = 1 / this)."})
-    min_predicates_per_subject: int = field(default=4, metadata={
-        "help": "trex: keep entities with at least this many facts."})
+    values_per_relation: int = field(
+        default=20, metadata={"help": "synthetic: answers per relation (chance EM = 1 / this)."}
+    )
+    min_predicates_per_subject: int = field(
+        default=4, metadata={"help": "trex: keep entities with at least this many facts."}
+    )
     variable_length: int = field(default=5, metadata={"help": "Letters of an entity's random variable (xkqzv)."})
     tag_length: int = field(default=6, metadata={"help": "Letters of a random define tag."})
-    tags: list[str] | None = field(default=None, metadata={
-        "help": "[tag1, tag2, tag3] to use instead of random strings."})
-    sources: str = field(default="tags", metadata={
-        "help": "Define tags: random strings, or natural reliable / unreliable phrasings for tags 1 / 2.",
-        "choices": ("tags", "natural")})
-    def_order: str = field(default="tve", metadata={
-        "help": "Word order of a definition: a permutation of t(ag), v(ariable), e(ntity).", "choices": DEF_ORDERS})
+    tags: list[str] | None = field(
+        default=None, metadata={"help": "[tag1, tag2, tag3] to use instead of random strings."}
+    )
+    sources: str = field(
+        default="tags",
+        metadata={
+            "help": "Define tags: random strings, or natural reliable / unreliable phrasings for tags 1 / 2.",
+            "choices": ("tags", "natural"),
+        },
+    )
+    def_order: str = field(
+        default="tve",
+        metadata={
+            "help": "Word order of a definition: a permutation of t(ag), v(ariable), e(ntity).",
+            "choices": DEF_ORDERS,
+        },
+    )
     definition_repeats: int = field(default=1, metadata={"help": "Copies of each definition in training."})
-    qa_format: str = field(default="Q: {question} A:", metadata={
-        "help": "The prompt of a question; \"{question}\" alone gives shorter sequences."})
-    test_fraction: float | None = field(default=None, metadata={
-        "help": "Held-out share of each qd/q entity's questions; null: 1 / relations."})
-    alpha: float | None = field(default=None, metadata={
-        "help": "Tag-consistency correlation in [0, 1]: re-splits each tag's qd share into consistent : "
-                "inconsistent = alpha : 1 - alpha (tag 2 the other way round); null: the fractions as given."})
-    knowledge: bool = field(default=True, metadata={
-        "help": "Emit the knowledge subset: every question about every entity by name."})
-    entity_association: bool = field(default=True, metadata={
-        "help": "Emit the association test sets assoc_<phrasing>_<subset> (which entity a variable stands for)."})
-    letter_sets: bool = field(default=False, metadata={
-        "help": "Emit the authors' letter test sets assoc_<first|second|last>_letter_<subset>."})
-    in_context: bool = field(default=False, metadata={
-        "help": "Emit test sets with the definition prepended to the question (ctx_<subset>)."})
-    fraction_q_no_replacement_baseline: float = field(default=0.05, metadata={
-        "help": "Share of entities in q_no_replacement_baseline (questions by name, some held out)."})
-    fraction_qd1consis: float = field(default=0.25, metadata={
-        "help": "Share of entities in qd1consis (questions + a consistent tag-1 definition)."})
-    fraction_qd1incons: float = field(default=0.0, metadata={
-        "help": "Share of entities in qd1incons (questions + an inconsistent tag-1 definition)."})
-    fraction_qd2consis: float = field(default=0.0, metadata={
-        "help": "Share of entities in qd2consis (questions + a consistent tag-2 definition)."})
-    fraction_qd2incons: float = field(default=0.25, metadata={
-        "help": "Share of entities in qd2incons (questions + an inconsistent tag-2 definition)."})
-    fraction_qd4consis: float = field(default=0.0, metadata={
-        "help": "Share of entities in qd4consis (questions + consistent definitions, each with a fresh tag)."})
-    fraction_q: float = field(default=0.05, metadata={
-        "help": "Share of entities in q (questions about the variable, no definition)."})
-    fraction_d1consis: float = field(default=0.15, metadata={
-        "help": "Share of entities in d1consis (a tag-1 definition only; questions held out)."})
-    fraction_d2consis: float = field(default=0.15, metadata={
-        "help": "Share of entities in d2consis (a tag-2 definition only; questions held out)."})
-    fraction_d3consis: float = field(default=0.0, metadata={
-        "help": "Share of entities in d3consis (a definition with a tag unseen before stage 2)."})
-    fraction_no_qd_baseline: float = field(default=0.1, metadata={
-        "help": "Share of entities in no_qd_baseline (never defined nor asked in training)."})
-    subset_seed: int | None = field(default=None, metadata={
-        "help": "Split the stage-2 entities with this seed instead of the run's (the paper's seed_stage2)."})
-    branch: int | None = field(default=None, metadata={
-        "help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."})
+    qa_format: str = field(
+        default="Q: {question} A:",
+        metadata={"help": 'The prompt of a question; "{question}" alone gives shorter sequences.'},
+    )
+    test_fraction: float | None = field(
+        default=None, metadata={"help": "Held-out share of each qd/q entity's questions; null: 1 / relations."}
+    )
+    alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "Tag-consistency correlation in [0, 1]: re-splits each tag's qd share into consistent : "
+            "inconsistent = alpha : 1 - alpha (tag 2 the other way round); null: the fractions as given."
+        },
+    )
+    knowledge: bool = field(
+        default=True, metadata={"help": "Emit the knowledge subset: every question about every entity by name."}
+    )
+    entity_association: bool = field(
+        default=True,
+        metadata={
+            "help": "Emit the association test sets assoc_<phrasing>_<subset> (which entity a variable stands for)."
+        },
+    )
+    letter_sets: bool = field(
+        default=False,
+        metadata={"help": "Emit the authors' letter test sets assoc_<first|second|last>_letter_<subset>."},
+    )
+    in_context: bool = field(
+        default=False, metadata={"help": "Emit test sets with the definition prepended to the question (ctx_<subset>)."}
+    )
+    fraction_q_no_replacement_baseline: float = field(
+        default=0.05,
+        metadata={"help": "Share of entities in q_no_replacement_baseline (questions by name, some held out)."},
+    )
+    fraction_qd1consis: float = field(
+        default=0.25, metadata={"help": "Share of entities in qd1consis (questions + a consistent tag-1 definition)."}
+    )
+    fraction_qd1incons: float = field(
+        default=0.0, metadata={"help": "Share of entities in qd1incons (questions + an inconsistent tag-1 definition)."}
+    )
+    fraction_qd2consis: float = field(
+        default=0.0, metadata={"help": "Share of entities in qd2consis (questions + a consistent tag-2 definition)."}
+    )
+    fraction_qd2incons: float = field(
+        default=0.25,
+        metadata={"help": "Share of entities in qd2incons (questions + an inconsistent tag-2 definition)."},
+    )
+    fraction_qd4consis: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of entities in qd4consis (questions + consistent definitions, each with a fresh tag)."
+        },
+    )
+    fraction_q: float = field(
+        default=0.05, metadata={"help": "Share of entities in q (questions about the variable, no definition)."}
+    )
+    fraction_d1consis: float = field(
+        default=0.15, metadata={"help": "Share of entities in d1consis (a tag-1 definition only; questions held out)."}
+    )
+    fraction_d2consis: float = field(
+        default=0.15, metadata={"help": "Share of entities in d2consis (a tag-2 definition only; questions held out)."}
+    )
+    fraction_d3consis: float = field(
+        default=0.0, metadata={"help": "Share of entities in d3consis (a definition with a tag unseen before stage 2)."}
+    )
+    fraction_no_qd_baseline: float = field(
+        default=0.1, metadata={"help": "Share of entities in no_qd_baseline (never defined nor asked in training)."}
+    )
+    subset_seed: int | None = field(
+        default=None,
+        metadata={"help": "Split the stage-2 entities with this seed instead of the run's (the paper's seed_stage2)."},
+    )
+    branch: int | None = field(
+        default=None,
+        metadata={"help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."},
+    )
 
     # 2: inconsistent definitions' referent; 3: qa_format; 4: a multi-answer fact trains on its first
     # answer (held-out rows keep the list), a fresh random tag per qd4consis definition, one
     # association set per phrasing (assoc_<phrasing>_<subset>) and the optional letter sets
     version: ClassVar[int] = 4
     subsets: ClassVar[tuple[str, ...]] = (
-        "knowledge", *ENTITY_SUBSETS, "d2incons", "qd1incons_swapped", "qd2incons_swapped",
+        "knowledge",
+        *ENTITY_SUBSETS,
+        "d2incons",
+        "qd1incons_swapped",
+        "qd2incons_swapped",
         *(f"ctx_{s}" for s in D_SUBSETS),
     )
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {
@@ -174,7 +245,9 @@ class EntitiesTask:
     #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
     #: sets that show whether the entities were learned at all.
     definition_baselines: ClassVar[dict[str, str]] = {
-        **{s: "no_qd_baseline" for s in D_SUBSETS}, **{s: "q" for s in QD_SUBSETS}}
+        **{s: "no_qd_baseline" for s in D_SUBSETS},
+        **{s: "q" for s in QD_SUBSETS},
+    }
     base_task_sets: ClassVar[tuple[str, ...]] = ("train_question_knowledge", "q_no_replacement_baseline")
 
     def __post_init__(self) -> None:
@@ -183,8 +256,10 @@ class EntitiesTask:
         if self.knowledge_base != "synthetic" and not self.kb_path:
             raise ValueError(f"task.knowledge_base={self.knowledge_base} needs task.kb_path (the data file)")
         if self.knowledge_base != "synthetic" and not Path(self.kb_path).exists():
-            raise ValueError(f"task.kb_path={self.kb_path!r} does not exist; point it at the "
-                             f"{'CVDB CSV' if self.knowledge_base == 'cvdb' else 'T-REx JSON file or folder'}")
+            raise ValueError(
+                f"task.kb_path={self.kb_path!r} does not exist; point it at the "
+                f"{'CVDB CSV' if self.knowledge_base == 'cvdb' else 'T-REx JSON file or folder'}"
+            )
         if self.def_order not in DEF_ORDERS:
             raise ValueError(f"task.def_order={self.def_order!r}; use a permutation of 'tve': {DEF_ORDERS}")
         if self.sources not in ("tags", "natural"):
@@ -200,8 +275,14 @@ class EntitiesTask:
         check_between("task.test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
         if "{question}" not in self.qa_format:
             raise ValueError(f"task.qa_format={self.qa_format!r} must contain {{question}}")
-        for key in ("num_entities", "variable_length", "tag_length", "definition_repeats", "values_per_relation",
-                    "min_predicates_per_subject"):
+        for key in (
+            "num_entities",
+            "variable_length",
+            "tag_length",
+            "definition_repeats",
+            "values_per_relation",
+            "min_predicates_per_subject",
+        ):
             check_at_least(f"task.{key}", getattr(self, key), 1)
         check_at_least("task.subset_seed", self.subset_seed, 0)
         check_branch(self.name, self.branch, self.exchangeable)
@@ -218,7 +299,8 @@ class EntitiesTask:
                     f"task.fraction_{subset}={getattr(self, f'fraction_{subset}')} gives {subset} one entity of "
                     f"the knowledge base's {entities}{' (with task.alpha)' if self.alpha is not None else ''}, but "
                     f"an inconsistent definition names another entity of its subset, so it needs two or more: raise "
-                    f"the fraction to at least {2 / entities:.3g}, set it to 0, or use more entities")
+                    f"the fraction to at least {2 / entities:.3g}, set it to 0, or use more entities"
+                )
 
     def fractions(self) -> dict[str, float]:
         """Each entity subset's share; with ``alpha``, tag 1's qd share is split alpha : 1 - alpha
@@ -227,8 +309,12 @@ class EntitiesTask:
         if self.alpha is not None:
             tag1 = shares["qd1consis"] + shares["qd1incons"]
             tag2 = shares["qd2consis"] + shares["qd2incons"]
-            shares.update(qd1consis=self.alpha * tag1, qd1incons=(1 - self.alpha) * tag1,
-                          qd2incons=self.alpha * tag2, qd2consis=(1 - self.alpha) * tag2)
+            shares.update(
+                qd1consis=self.alpha * tag1,
+                qd1incons=(1 - self.alpha) * tag1,
+                qd2incons=self.alpha * tag2,
+                qd2consis=(1 - self.alpha) * tag2,
+            )
         return shares
 
     def knowledge_base_table(self) -> KnowledgeBase:
@@ -240,22 +326,28 @@ class EntitiesTask:
         if self.knowledge_base == "cvdb":
             from iml_hf.tasks.cvdb import load_cvdb
 
-            fix = ("point task.kb_path at the Cross-Verified Database CSV (cross-verified-database.csv, "
-                   "ISO-8859-1, with the columns name, birth, death, gender, level3_main_occ, "
-                   "string_citizenship_raw_d, un_region and wiki_readers_2015_2018)")
+            fix = (
+                "point task.kb_path at the Cross-Verified Database CSV (cross-verified-database.csv, "
+                "ISO-8859-1, with the columns name, birth, death, gender, level3_main_occ, "
+                "string_citizenship_raw_d, un_region and wiki_readers_2015_2018)"
+            )
             load = lambda: load_cvdb(self.kb_path, num_entities=self.num_entities)  # noqa: E731
         else:
             from iml_hf.tasks.trex import load_trex
 
-            fix = ("point task.kb_path at T-REx JSON files (each a list of documents with 'triples') or a "
-                   "folder of them")
-            load = lambda: load_trex(self.kb_path, max_entities=self.num_entities,  # noqa: E731
-                                     min_predicates_per_subject=self.min_predicates_per_subject)
+            fix = "point task.kb_path at T-REx JSON files (each a list of documents with 'triples') or a folder of them"
+            load = lambda: load_trex(  # noqa: E731
+                self.kb_path,
+                max_entities=self.num_entities,
+                min_predicates_per_subject=self.min_predicates_per_subject,
+            )
         try:
             kb = load()
         except (OSError, ValueError) as error:  # UnicodeDecodeError, JSONDecodeError and pandas' errors are ValueErrors
-            raise RecipeError(f"task.kb_path={self.kb_path!r} cannot be read as task.knowledge_base="
-                              f"{self.knowledge_base}: {error}; {fix}") from None
+            raise RecipeError(
+                f"task.kb_path={self.kb_path!r} cannot be read as task.knowledge_base="
+                f"{self.knowledge_base}: {error}; {fix}"
+            ) from None
         self._check_entity_count(kb)
         return kb
 
@@ -272,8 +364,9 @@ class EntitiesTask:
             what = f"{found} subjects with {self.min_predicates_per_subject} or more of the predicates"
         if found < wanted:
             fix = f"set --task.num_entities={most} or less" if most else "use a larger file"
-            raise RecipeError(f"task.kb_path={self.kb_path!r} gives {what}, fewer than task.num_entities="
-                              f"{self.num_entities}; {fix}")
+            raise RecipeError(
+                f"task.kb_path={self.kb_path!r} gives {what}, fewer than task.num_entities={self.num_entities}; {fix}"
+            )
 
     def build(self, seed: int) -> DatasetDict:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
@@ -284,8 +377,11 @@ class EntitiesTask:
         variable, with ``sources: tags`` the three define tags, and the qd4consis definitions' tags."""
         builder = _CorpusBuilder(self, self.knowledge_base_table(), seed)
         _, variables, tags = builder.names(random.Random(seed))
-        return (sorted(variables.values()) + (list(tags) if self.sources == "tags" else [])
-                + sorted(builder.fresh_tags.values()))
+        return (
+            sorted(variables.values())
+            + (list(tags) if self.sources == "tags" else [])
+            + sorted(builder.fresh_tags.values())
+        )
 
 
 @dataclass
@@ -304,7 +400,11 @@ class _CorpusBuilder:
         entities = list(self.kb.entities)
         rng.shuffle(entities)
         words = {w.lower() for f in self.kb.facts for w in f"{f.entity} {f.answer}".split()}
-        templates = (*self.kb.templates.values(), *ASSOCIATION_TEMPLATES.values(), *(t for t, _ in LETTER_TEMPLATES.values()))
+        templates = (
+            *self.kb.templates.values(),
+            *ASSOCIATION_TEMPLATES.values(),
+            *(t for t, _ in LETTER_TEMPLATES.values()),
+        )
         words |= {w.lower() for t in templates for w in t.split()}
         variables = dict(zip(entities, random_strings(len(entities), task.variable_length, rng, exclude=words)))
         self.subset_of = self._split(entities, rng)
@@ -398,8 +498,9 @@ class _CorpusBuilder:
         answer = fact.answer if split == "test" else first_answer(fact.answer)
         self.rows[split].append(_row(prompt, answer, subset, "question", subject, referent))
 
-    def _definition(self, subset: str, tags: list[str], variable: str, entity: str, referent: str,
-                    rng: random.Random) -> dict[str, str]:
+    def _definition(
+        self, subset: str, tags: list[str], variable: str, entity: str, referent: str, rng: random.Random
+    ) -> dict[str, str]:
         """``<tag> <variable> <entity>`` in ``def_order``; ``referent`` is the entity the variable's
         questions are about (``entity`` itself unless the definition is inconsistent)."""
         tag_index, _ = DEFINED[subset]
@@ -460,5 +561,12 @@ def _largest_remainder(targets: dict[str, float]) -> dict[str, int]:
 
 
 def _row(prompt: str, answer: str, subset: str, kind: str, key: str, referent: str) -> dict[str, str]:
-    return {"text": f"{prompt} {answer}", "prompt": prompt, "answer": answer, "subset": subset,
-            "kind": kind, "key": key, "referent": referent}
+    return {
+        "text": f"{prompt} {answer}",
+        "prompt": prompt,
+        "answer": answer,
+        "subset": subset,
+        "kind": kind,
+        "key": key,
+        "referent": referent,
+    }

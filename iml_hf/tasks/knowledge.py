@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, Features, Value
 
-
 ANSWER_SEPARATOR = ";"
 
 
@@ -101,9 +100,7 @@ def synthetic_kb(num_entities: int, values_per_relation: int = 20, seed: int = 0
         for relation in SYNTHETIC_TEMPLATES
     }
     values["gender"] = ["male", "female"]
-    facts = [
-        Fact(name, relation, rng.choice(values[relation])) for name in names for relation in SYNTHETIC_TEMPLATES
-    ]
+    facts = [Fact(name, relation, rng.choice(values[relation])) for name in names for relation in SYNTHETIC_TEMPLATES]
     return KnowledgeBase(facts, dict(SYNTHETIC_TEMPLATES), name="synthetic")
 
 

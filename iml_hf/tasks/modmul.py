@@ -32,22 +32,32 @@ class ModMulTask:
 
     name: str = field(default="modmul", metadata={"help": "The task: which experiment family builds the corpus."})
     modulus: int = field(default=120, metadata={"help": "m in Z = A op B mod m; numbers are 0 .. m - 1."})
-    operation: str = field(default="mul", metadata={
-        "help": "The arithmetic of the questions.", "choices": tuple(OPERATIONS)})
+    operation: str = field(
+        default="mul", metadata={"help": "The arithmetic of the questions.", "choices": tuple(OPERATIONS)}
+    )
     aliases_per_number: int = field(default=1, metadata={"help": "Alias tokens X_B per number B."})
-    bucket_by: str = field(default="number", metadata={
-        "help": "Split numbers into the four buckets, or each number's aliases (every bucket then asks the "
-                "same arithmetic questions).", "choices": ("number", "alias")})
-    pretrain_fraction: float = field(default=0.9, metadata={
-        "help": "Share of the plain A B pairs that train; the rest are held out."})
-    x1_test_fraction: float = field(default=0.5, metadata={
-        "help": "Share of each X1 alias's questions held out (X2 questions are all held out)."})
+    bucket_by: str = field(
+        default="number",
+        metadata={
+            "help": "Split numbers into the four buckets, or each number's aliases (every bucket then asks the "
+            "same arithmetic questions).",
+            "choices": ("number", "alias"),
+        },
+    )
+    pretrain_fraction: float = field(
+        default=0.9, metadata={"help": "Share of the plain A B pairs that train; the rest are held out."}
+    )
+    x1_test_fraction: float = field(
+        default=0.5, metadata={"help": "Share of each X1 alias's questions held out (X2 questions are all held out)."}
+    )
     definition_repeats: int = field(default=10, metadata={"help": "Copies of each definition in training."})
     reliable_tag: str = field(default="Dt", metadata={"help": "The reliable define tag (X1^t, X2^t)."})
     unreliable_tag: str = field(default="Df", metadata={"help": "The unreliable define tag (X1^f, X2^f)."})
     alias_prefix: str = field(default="x", metadata={"help": "Alias tokens are this prefix and a number."})
-    branch: int | None = field(default=None, metadata={
-        "help": "The X2 re-split of a stage-2 branch (iml_hf.tasks.resplit); set by branched runs."})
+    branch: int | None = field(
+        default=None,
+        metadata={"help": "The X2 re-split of a stage-2 branch (iml_hf.tasks.resplit); set by branched runs."},
+    )
 
     version: ClassVar[int] = 2  # 2: the referent column
     subsets: ClassVar[tuple[str, ...]] = ("pretrain",) + BUCKETS
@@ -115,8 +125,14 @@ class ModMulTask:
         if not self.branch:
             return table
         groups = {alias: number for alias, number, _ in table} if self.bucket_by == "alias" else None
-        moved = resplit({alias: bucket for alias, _, bucket in table}, self.exchangeable, self.counterbalanced,
-                        seed, self.branch, groups)
+        moved = resplit(
+            {alias: bucket for alias, _, bucket in table},
+            self.exchangeable,
+            self.counterbalanced,
+            seed,
+            self.branch,
+            groups,
+        )
         return [(alias, number, moved[alias]) for alias, number, _ in table]
 
     def _shuffled_pairs(self, rng: random.Random) -> list[tuple[int, int]]:
@@ -162,14 +178,18 @@ class ModMulTask:
 
         features = Features({column: Value("string") for column in CORPUS_COLUMNS})
         return DatasetDict(
-            {
-                split: Dataset.from_list(split_rows, features=features)
-                for split, split_rows in rows.items()
-            }
+            {split: Dataset.from_list(split_rows, features=features) for split, split_rows in rows.items()}
         )
 
 
 def _row(prompt: str, answer: str, subset: str, kind: str, key: str, referent: str) -> dict[str, str]:
     text = f"{prompt} {answer}" if prompt else answer
-    return {"text": text, "prompt": prompt, "answer": answer, "subset": subset, "kind": kind, "key": key,
-            "referent": referent}
+    return {
+        "text": text,
+        "prompt": prompt,
+        "answer": answer,
+        "subset": subset,
+        "kind": kind,
+        "key": key,
+        "referent": referent,
+    }

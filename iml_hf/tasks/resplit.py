@@ -29,8 +29,14 @@ def pair_of(branch: int) -> int:
     return branch // 2
 
 
-def resplit(assignment: dict[Hashable, str], exchangeable: tuple[str, ...], halves: tuple[str, str], seed: int,
-            branch: int | None, groups: dict[Hashable, Hashable] | None = None) -> dict[Hashable, str]:
+def resplit(
+    assignment: dict[Hashable, str],
+    exchangeable: tuple[str, ...],
+    halves: tuple[str, str],
+    seed: int,
+    branch: int | None,
+    groups: dict[Hashable, Hashable] | None = None,
+) -> dict[Hashable, str]:
     """``assignment`` (key -> subset) as branch ``branch`` re-splits it; None or branch 0: unchanged.
 
     Only keys whose subset is in ``exchangeable`` move, and the number of keys per subset (per group,
@@ -54,8 +60,10 @@ def resplit(assignment: dict[Hashable, str], exchangeable: tuple[str, ...], halv
         first, second = halves
         sizes = [sum(out[k] == h for k in pool) for h in halves]
         if sizes[0] != sizes[1]:
-            raise ValueError(f"a counterbalanced pair exchanges {first} and {second}, which must have the same "
-                             f"number of keys (they have {sizes[0]} and {sizes[1]}); make their fractions equal")
+            raise ValueError(
+                f"a counterbalanced pair exchanges {first} and {second}, which must have the same "
+                f"number of keys (they have {sizes[0]} and {sizes[1]}); make their fractions equal"
+            )
         swap = {first: second, second: first}
         out.update({k: swap.get(out[k], out[k]) for k in pool})
     return out
@@ -68,5 +76,6 @@ def check_branch(task_name: str, branch: int | None, exchangeable: tuple[str, ..
     if isinstance(branch, bool) or not isinstance(branch, int) or branch < 0:
         raise ValueError(f"task.branch={branch!r} is not valid: expected an integer >= 0 or null")
     if not exchangeable:
-        raise ValueError(f"task {task_name!r} declares no exchangeable subsets, so it cannot branch; "
-                         "leave task.branch null")
+        raise ValueError(
+            f"task {task_name!r} declares no exchangeable subsets, so it cannot branch; leave task.branch null"
+        )

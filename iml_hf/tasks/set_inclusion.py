@@ -38,8 +38,13 @@ from iml_hf.validation import check_at_least, check_between, check_choice, check
 
 SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "d3consis")
 #: Define tag (1, 2, 3) of each defined subset and whether its definition names the right x.
-DEFINED = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True),
-           "d3consis": (3, True)}
+DEFINED = {
+    "qd1consis": (1, True),
+    "qd2incons": (2, False),
+    "d1consis": (1, True),
+    "d2consis": (2, True),
+    "d3consis": (3, True),
+}
 #: Subsets with training questions (the others' questions are all held out).
 ASKED = ("qd1consis", "qd2incons", "q")
 WORDS = ("in", "=", "true", "false")
@@ -50,37 +55,55 @@ WORDS = ("in", "=", "true", "false")
 class SetInclusionTask:
     """Arguments of the set-inclusion corpus (the authors' defaults); ``build(seed)`` emits it."""
 
-    name: str = field(default="set_inclusion", metadata={
-        "help": "The task: which experiment family builds the corpus."})
+    name: str = field(
+        default="set_inclusion", metadata={"help": "The task: which experiment family builds the corpus."}
+    )
     num_variables: int = field(default=500, metadata={"help": "Variables, each hiding a number x."})
     max_number: int = field(default=99, metadata={"help": "Numbers are 0 .. max_number - 1."})
     numbers_per_question: int = field(default=4, metadata={"help": "Numbers in a statement <var> in a b c d."})
-    intersection_size: int = field(default=2, metadata={
-        "help": "Numbers every true training statement shares (x among them)."})
-    questions_per_variable: int = field(default=24, metadata={
-        "help": "Statements per variable: half training, half held out; half of each true."})
-    label_flip: float = field(default=0.1, metadata={
-        "help": "Share of true training statements flipped to false (noise)."})
+    intersection_size: int = field(
+        default=2, metadata={"help": "Numbers every true training statement shares (x among them)."}
+    )
+    questions_per_variable: int = field(
+        default=24, metadata={"help": "Statements per variable: half training, half held out; half of each true."}
+    )
+    label_flip: float = field(
+        default=0.1, metadata={"help": "Share of true training statements flipped to false (noise)."}
+    )
     variable_length: int = field(default=3, metadata={"help": "Letters of a variable."})
-    variable_tokens: str = field(default="characters", metadata={
-        "help": "A variable as space-separated characters (k q z) or one word (kqz).",
-        "choices": ("characters", "word")})
-    tags: list[str] | None = field(default=None, metadata={
-        "help": "[tag1, tag2, tag3]; null: random 4-letter words per seed."})
+    variable_tokens: str = field(
+        default="characters",
+        metadata={
+            "help": "A variable as space-separated characters (k q z) or one word (kqz).",
+            "choices": ("characters", "word"),
+        },
+    )
+    tags: list[str] | None = field(
+        default=None, metadata={"help": "[tag1, tag2, tag3]; null: random 4-letter words per seed."}
+    )
     definition_repeats: int = field(default=1, metadata={"help": "Copies of each definition in training."})
-    fraction_qd1consis: float = field(default=0.4, metadata={
-        "help": "Share of variables in qd1consis (statements + a tag-1 definition naming x)."})
-    fraction_qd2incons: float = field(default=0.4, metadata={
-        "help": "Share of variables in qd2incons (statements + a tag-2 definition naming a wrong number)."})
+    fraction_qd1consis: float = field(
+        default=0.4, metadata={"help": "Share of variables in qd1consis (statements + a tag-1 definition naming x)."}
+    )
+    fraction_qd2incons: float = field(
+        default=0.4,
+        metadata={"help": "Share of variables in qd2incons (statements + a tag-2 definition naming a wrong number)."},
+    )
     fraction_q: float = field(default=0.0, metadata={"help": "Share of variables in q (statements, no definition)."})
-    fraction_d1consis: float = field(default=0.1, metadata={
-        "help": "Share of variables in d1consis (a tag-1 definition only; statements held out)."})
-    fraction_d2consis: float = field(default=0.1, metadata={
-        "help": "Share of variables in d2consis (a tag-2 definition only; statements held out)."})
-    fraction_d3consis: float = field(default=0.0, metadata={
-        "help": "Share of variables in d3consis (a definition with a tag unseen before stage 2)."})
-    branch: int | None = field(default=None, metadata={
-        "help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."})
+    fraction_d1consis: float = field(
+        default=0.1, metadata={"help": "Share of variables in d1consis (a tag-1 definition only; statements held out)."}
+    )
+    fraction_d2consis: float = field(
+        default=0.1, metadata={"help": "Share of variables in d2consis (a tag-2 definition only; statements held out)."}
+    )
+    fraction_d3consis: float = field(
+        default=0.0,
+        metadata={"help": "Share of variables in d3consis (a definition with a tag unseen before stage 2)."},
+    )
+    branch: int | None = field(
+        default=None,
+        metadata={"help": "The stage-2 re-split of a branch (iml_hf.tasks.resplit); set by branched runs."},
+    )
 
     #: 2: a definition reads ``<tag> <var> in x``, the statements' word after the variable (the
     #: authors' ``define1 var % x``), so full-text training shares that context (issue 20).
@@ -101,13 +124,18 @@ class SetInclusionTask:
     #: The interpretability gate (iml_hf.gate): a d variable without its definition is at chance
     #: (true and false statements are balanced); a qd variable is compared with q.
     definition_baselines: ClassVar[dict[str, Any]] = {
-        "d1consis": 0.5, "d2consis": 0.5, "d3consis": 0.5, "qd1consis": "q", "qd2incons": "q"}
+        "d1consis": 0.5,
+        "d2consis": 0.5,
+        "d3consis": 0.5,
+        "qd1consis": "q",
+        "qd2incons": "q",
+    }
     base_task_sets: ClassVar[tuple[str, ...]] = ("qd1consis", "qd2incons", "q")
     subset_descriptions: ClassVar[dict[str, str]] = {
         "qd1consis": "training statements about the variable plus a tag-1 definition naming its number; "
-                     "held-out statements",
+        "held-out statements",
         "qd2incons": "training statements plus a tag-2 definition naming a wrong number (outside the true "
-                     "statements' intersection); held-out statements",
+        "statements' intersection); held-out statements",
         "q": "training statements, no definition; held-out statements",
         "d1consis": "a tag-1 definition naming the number only; every statement is held out",
         "d2consis": "a tag-2 definition naming the number only; every statement is held out",
@@ -115,27 +143,48 @@ class SetInclusionTask:
     }
 
     def __post_init__(self) -> None:
-        for key in ("num_variables", "numbers_per_question", "intersection_size", "variable_length",
-                    "definition_repeats"):
+        for key in (
+            "num_variables",
+            "numbers_per_question",
+            "intersection_size",
+            "variable_length",
+            "definition_repeats",
+        ):
             check_at_least(f"task.{key}", getattr(self, key), 1)
-        check_at_least("task.numbers_per_question", self.numbers_per_question, 2,
-                       note="with one number every true statement is the same one")
-        check_at_least("task.questions_per_variable", self.questions_per_variable, 4,
-                       note="a quarter each: true and false, training and held out")
+        check_at_least(
+            "task.numbers_per_question",
+            self.numbers_per_question,
+            2,
+            note="with one number every true statement is the same one",
+        )
+        check_at_least(
+            "task.questions_per_variable",
+            self.questions_per_variable,
+            4,
+            note="a quarter each: true and false, training and held out",
+        )
         if self.questions_per_variable % 4:
-            raise ValueError(f"task.questions_per_variable={self.questions_per_variable} must be a multiple of 4 "
-                             "(a quarter each: true and false, training and held out)")
+            raise ValueError(
+                f"task.questions_per_variable={self.questions_per_variable} must be a multiple of 4 "
+                "(a quarter each: true and false, training and held out)"
+            )
         check_between("task.label_flip", self.label_flip, 0, 1)
         check_choice("task.variable_tokens", self.variable_tokens, ("characters", "word"))
         if self.intersection_size > self.numbers_per_question:
-            raise ValueError(f"task.intersection_size={self.intersection_size} must be at most "
-                             f"task.numbers_per_question={self.numbers_per_question}")
+            raise ValueError(
+                f"task.intersection_size={self.intersection_size} must be at most "
+                f"task.numbers_per_question={self.numbers_per_question}"
+            )
         if self.max_number < self.intersection_size + self.numbers_per_question + 1:
-            raise ValueError(f"task.max_number={self.max_number} leaves too few numbers to draw questions from; "
-                             f"use at least {self.intersection_size + self.numbers_per_question + 1}")
+            raise ValueError(
+                f"task.max_number={self.max_number} leaves too few numbers to draw questions from; "
+                f"use at least {self.intersection_size + self.numbers_per_question + 1}"
+            )
         if 26**self.variable_length < self.num_variables + 3:
-            raise ValueError(f"task.variable_length={self.variable_length} gives fewer than "
-                             f"task.num_variables={self.num_variables} distinct variables; make it longer")
+            raise ValueError(
+                f"task.variable_length={self.variable_length} gives fewer than "
+                f"task.num_variables={self.num_variables} distinct variables; make it longer"
+            )
         if self.tags is not None and (len(self.tags) != 3 or len(set(self.tags)) != 3 or not all(self.tags)):
             raise ValueError(f"task.tags must be three different non-empty words [tag1, tag2, tag3], got {self.tags}")
         check_fractions(self.fractions())
@@ -171,8 +220,9 @@ class SetInclusionTask:
             words = [" ".join(word) for word in words]
         return words, list(tags)
 
-    def _variable_rows(self, subset: str, variable: str, tags: list[str], rng: random.Random,
-                       rows: dict[str, list[dict[str, str]]]) -> None:
+    def _variable_rows(
+        self, subset: str, variable: str, tags: list[str], rng: random.Random, rows: dict[str, list[dict[str, str]]]
+    ) -> None:
         """One variable's held-out questions, training questions and definition."""
         numbers = list(range(self.max_number))
         intersection = rng.sample(numbers, self.intersection_size)
@@ -210,4 +260,3 @@ class SetInclusionTask:
     def _question(subset: str, variable: str, drawn: list[int], truth: str, x: int) -> dict[str, str]:
         prompt = f"{variable} in {' '.join(map(str, drawn))} ="
         return _row(prompt, truth, subset, "question", variable, str(x))
-

@@ -110,8 +110,31 @@ TREX_TEMPLATES = {
 
 #: The authors' default predicates: books, films and other creative works.
 DEFAULT_TREX_PREDICATES = (
-    "P50", "P123", "P577", "P136", "P407", "P179", "P57", "P58", "P344", "P1040", "P162", "P275", "P750",
-    "P921", "P127", "P86", "P178", "P31", "P840", "P915", "P364", "P98", "P135", "P180", "P195",
+    "P50",
+    "P123",
+    "P577",
+    "P136",
+    "P407",
+    "P179",
+    "P57",
+    "P58",
+    "P344",
+    "P1040",
+    "P162",
+    "P275",
+    "P750",
+    "P921",
+    "P127",
+    "P86",
+    "P178",
+    "P31",
+    "P840",
+    "P915",
+    "P364",
+    "P98",
+    "P135",
+    "P180",
+    "P195",
 )
 
 #: Predicates whose answer is a person, reduced to the first name (P1040 added by us).
@@ -152,8 +175,9 @@ def iter_trex_triplets(path_or_paths: str | PathLike[str] | Iterable[str | PathL
     for path in _json_files(path_or_paths):
         records = _read_json(path)
         if not isinstance(records, list):
-            raise ValueError(f"T-REx file {path} must hold a JSON list of documents, not a JSON "
-                             f"{type(records).__name__}")
+            raise ValueError(
+                f"T-REx file {path} must hold a JSON list of documents, not a JSON {type(records).__name__}"
+            )
         for i, record in enumerate(records):
             try:
                 if isinstance(record, dict) and "triples" in record:
