@@ -50,11 +50,6 @@ def repo_id_problem(value: str) -> str | None:
     return None
 
 
-def valid_repo_id(value: str) -> bool:
-    """Whether ``value`` is a Hub repo id: ``name`` or ``namespace/name``."""
-    return repo_id_problem(value) is None
-
-
 def hub_repo_id(recipe: Recipe) -> str:
     """``hub_model_id``, or the tracker run name (``iml_hf.trackers.run_name``: ``<recipe stem>-seed<S>``
     unless ``training.run_name`` says otherwise); the Hub puts a bare name under the token's user."""

@@ -36,11 +36,9 @@ from iml_hf.args import (
 from iml_hf.branching import check_branches
 from iml_hf.hub import check_hub_keys, check_hub_repo_id
 from iml_hf.measurements import MEASUREMENTS
-from iml_hf.resolved import configuration, flatten_resolved  # noqa: F401  (re-exported)
 from iml_hf.tasks import Task, make_task, task_registry, valid_eval_sets
-from iml_hf.validation import (  # noqa: F401  (RecipeError and _coerce re-exported)
+from iml_hf.validation import (  # noqa: F401  (RecipeError re-exported: the parser's error)
     RecipeError,
-    _coerce,
     check_sequence_lengths,
     check_stages,
     check_training_value,
