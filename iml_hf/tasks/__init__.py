@@ -33,6 +33,23 @@ from iml_hf.validation import suggest  # noqa: F401  (re-exported)
 #: referent: what the key truly stands for (the number or entity whose questions it takes; "" if none).
 CORPUS_COLUMNS = ("text", "prompt", "answer", "subset", "kind", "key", "referent")
 KINDS = ("question", "definition", "pair", "association")
+
+
+def corpus_row(prompt: str, answer: str, subset: str, kind: str, key: str = "", referent: str = "") -> dict[str, str]:
+    """One corpus row in the shared schema; ``text`` is ``prompt + " " + answer``, or the answer
+    alone for a row without a prompt (a definition trained on all of its tokens)."""
+    text = f"{prompt} {answer}" if prompt else answer
+    return {
+        "text": text,
+        "prompt": prompt,
+        "answer": answer,
+        "subset": subset,
+        "kind": kind,
+        "key": key,
+        "referent": referent,
+    }
+
+
 #: Phrasings of association questions: a task's association rows have the subset
 #: ``<phrasing>_<subset>`` and form the evaluation set ``assoc_<phrasing>_<subset>``.
 ASSOCIATION_PROMPTS = ("who", "meaning", "stand_for", "name", "first_letter", "second_letter", "last_letter")

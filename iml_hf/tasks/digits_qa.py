@@ -51,8 +51,8 @@ from typing import ClassVar
 import numpy as np
 from datasets import DatasetDict
 
-from iml_hf.tasks import register_task, string_table
-from iml_hf.tasks.entities import _largest_remainder, _row
+from iml_hf.tasks import corpus_row, register_task, string_table
+from iml_hf.tasks.entities import _largest_remainder
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
@@ -224,13 +224,15 @@ class DigitsQATask:
                 for k in range(self.num_targets):
                     prompt = self.prompt(question=patterns["questions"][k], content=images[index])
                     rows[split].append(
-                        _row(prompt, f"v{targets[k][classes[index]]}", "knowledge", "question", "", str(classes[index]))
+                        corpus_row(
+                            prompt, f"v{targets[k][classes[index]]}", "knowledge", "question", "", str(classes[index])
+                        )
                     )
         for c in range(CLASSES):  # class -> target, with the class token where a question has its variable
             for k in range(self.num_targets):
                 prompt = self.class_prompt(c, patterns["questions"][k])
                 rows["train"] += [
-                    _row(prompt, f"v{targets[k][c]}", "knowledge", "question", "", str(c))
+                    corpus_row(prompt, f"v{targets[k][c]}", "knowledge", "question", "", str(c))
                 ] * self.class_repeats
         # the digits a variable may show: every image but the held-out knowledge ones, by class
         shown_pool = sorted(set(order) - set(pool[:held]))
@@ -255,13 +257,15 @@ class DigitsQATask:
             for k in range(self.num_targets):
                 split = "test" if k in asked else "train"
                 prompt = self.prompt(variable=variable, question=patterns["questions"][k])
-                rows[split].append(_row(prompt, f"v{targets[k][digit]}", subset, "question", key, str(digit)))
+                rows[split].append(corpus_row(prompt, f"v{targets[k][digit]}", subset, "question", key, str(digit)))
             if subset in DEFINED:
                 tag, consistent = DEFINED[subset]
                 named, shown = (digit, index) if consistent else (other, other_index)
                 prompt = self.prompt(tag=patterns["tags"][tag - 1], variable=variable)
                 answer = self.definition_answer(named, images[shown])
-                rows["train"] += [_row(prompt, answer, subset, "definition", key, str(digit))] * self.definition_repeats
+                rows["train"] += [
+                    corpus_row(prompt, answer, subset, "definition", key, str(digit))
+                ] * self.definition_repeats
         return DatasetDict({split: string_table(r) for split, r in rows.items()})
 
     def definition_answer(self, named: int, digit: np.ndarray) -> str:

@@ -37,7 +37,7 @@ from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
 
-from iml_hf.tasks import ASSOCIATION_PROMPTS, CORPUS_COLUMNS, register_task
+from iml_hf.tasks import ASSOCIATION_PROMPTS, CORPUS_COLUMNS, corpus_row, register_task
 from iml_hf.tasks.knowledge import KnowledgeBase, first_answer, random_strings, synthetic_kb
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.validation import RecipeError, check_at_least, check_between
@@ -496,7 +496,7 @@ class _CorpusBuilder:
         if context:
             prompt = f"{context} {prompt}"
         answer = fact.answer if split == "test" else first_answer(fact.answer)
-        self.rows[split].append(_row(prompt, answer, subset, "question", subject, referent))
+        self.rows[split].append(corpus_row(prompt, answer, subset, "question", subject, referent))
 
     def _definition(
         self, subset: str, tags: list[str], variable: str, entity: str, referent: str, rng: random.Random
@@ -513,7 +513,7 @@ class _CorpusBuilder:
         words = {"t": tag, "v": variable, "e": entity}
         parts = [words[k] for k in self.task.def_order]
         # the first two parts are the prompt of the monitoring EM; training sees the whole definition
-        return _row(f"{parts[0]} {parts[1]}", parts[2], subset, "definition", variable, referent)
+        return corpus_row(f"{parts[0]} {parts[1]}", parts[2], subset, "definition", variable, referent)
 
     def _swapped_tests(self, entities: list[str], variables: dict[str, str], facts, rng: random.Random) -> None:
         """``d2incons``: each d2consis variable's questions asked about its partner's variable."""
@@ -534,7 +534,7 @@ class _CorpusBuilder:
             questions |= {name: (template, letters[i]) for name, (template, i) in LETTER_TEMPLATES.items()}
         for name, (template, answer) in questions.items():
             prompt = self.task.qa_format.format(question=template.replace("[X]", variable))
-            self.rows["test"].append(_row(prompt, answer, f"{name}_{subset}", "association", variable, entity))
+            self.rows["test"].append(corpus_row(prompt, answer, f"{name}_{subset}", "association", variable, entity))
 
 
 def _derange(entities: list[str], variables: dict[str, str], rng: random.Random) -> dict[str, str]:
@@ -558,15 +558,3 @@ def _largest_remainder(targets: dict[str, float]) -> dict[str, int]:
     for key in sorted(targets, key=lambda k: floors[k] - targets[k])[:missing]:
         floors[key] += 1
     return floors
-
-
-def _row(prompt: str, answer: str, subset: str, kind: str, key: str, referent: str) -> dict[str, str]:
-    return {
-        "text": f"{prompt} {answer}",
-        "prompt": prompt,
-        "answer": answer,
-        "subset": subset,
-        "kind": kind,
-        "key": key,
-        "referent": referent,
-    }

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
 
-from iml_hf.tasks import CORPUS_COLUMNS, register_task
+from iml_hf.tasks import CORPUS_COLUMNS, corpus_row, register_task
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.validation import check_at_least, check_between
 
@@ -156,7 +156,7 @@ class ModMulTask:
         n_train = round(self.pretrain_fraction * len(pairs))
         for i, (a, b) in enumerate(pairs):
             split = "train" if i < n_train else "test"
-            rows[split].append(_row(f"{a} {b} =", str(self.answer(a, b)), "pretrain", "pair", "", ""))
+            rows[split].append(corpus_row(f"{a} {b} =", str(self.answer(a, b)), "pretrain", "pair", "", ""))
 
         table = self.branch_table(self.alias_table(rng), seed)  # re-split apart from ``rng``: earlier rows stay
         for bucket in BUCKETS:
@@ -165,7 +165,7 @@ class ModMulTask:
                 stated = number
                 if bucket == "x1f":  # an unreliable definition that contradicts the questions
                     stated = rng.choice([n for n in range(m) if n != number])
-                definition = _row("", f"{tag} {alias} {stated}", bucket, "definition", alias, str(number))
+                definition = corpus_row("", f"{tag} {alias} {stated}", bucket, "definition", alias, str(number))
                 rows["train"].extend([definition] * self.definition_repeats)
                 firsts = list(range(m))
                 rng.shuffle(firsts)
@@ -173,23 +173,12 @@ class ModMulTask:
                 for i, a in enumerate(firsts):
                     split = "test" if i < n_test else "train"
                     rows[split].append(
-                        _row(f"{a} {alias} =", str(self.answer(a, number)), bucket, "question", alias, str(number))
+                        corpus_row(
+                            f"{a} {alias} =", str(self.answer(a, number)), bucket, "question", alias, str(number)
+                        )
                     )
 
         features = Features({column: Value("string") for column in CORPUS_COLUMNS})
         return DatasetDict(
             {split: Dataset.from_list(split_rows, features=features) for split, split_rows in rows.items()}
         )
-
-
-def _row(prompt: str, answer: str, subset: str, kind: str, key: str, referent: str) -> dict[str, str]:
-    text = f"{prompt} {answer}" if prompt else answer
-    return {
-        "text": text,
-        "prompt": prompt,
-        "answer": answer,
-        "subset": subset,
-        "kind": kind,
-        "key": key,
-        "referent": referent,
-    }

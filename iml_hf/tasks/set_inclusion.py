@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 
 from datasets import DatasetDict
 
-from iml_hf.tasks import register_task, string_table
-from iml_hf.tasks.entities import _largest_remainder, _row
+from iml_hf.tasks import corpus_row, register_task, string_table
+from iml_hf.tasks.entities import _largest_remainder
 from iml_hf.tasks.knowledge import random_strings
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
@@ -253,10 +253,12 @@ class SetInclusionTask:
         if subset in DEFINED:
             tag_index, consistent = DEFINED[subset]
             stated = x if consistent else rng.choice(outside)
-            row = _row(f"{tags[tag_index - 1]} {variable} in", str(stated), subset, "definition", variable, str(x))
+            row = corpus_row(
+                f"{tags[tag_index - 1]} {variable} in", str(stated), subset, "definition", variable, str(x)
+            )
             rows["train"] += [row] * self.definition_repeats
 
     @staticmethod
     def _question(subset: str, variable: str, drawn: list[int], truth: str, x: int) -> dict[str, str]:
         prompt = f"{variable} in {' '.join(map(str, drawn))} ="
-        return _row(prompt, truth, subset, "question", variable, str(x))
+        return corpus_row(prompt, truth, subset, "question", variable, str(x))
