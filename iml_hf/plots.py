@@ -88,6 +88,18 @@ def _band(
     ax.fill_between(xs, low, high, alpha=0.15, color=style.get("color"), lw=0)
 
 
+def _role_band(ax, points: dict[int, list[float]], confidence: float, style: Any) -> None:
+    """``_band`` of one evaluation set in its role's colour, line style, marker and legend label."""
+    _band(
+        ax,
+        sorted(points),
+        points,
+        confidence,
+        {"color": style.colour, "ls": style.linestyle, "marker": style.marker},
+        style.label,
+    )
+
+
 def _styles(names: list[str], task: type | None) -> dict[str, Any]:
     others = [n for n in names if set_style(n, task, []).role is None]
     return {n: set_style(n, task, others) for n in names}
@@ -133,15 +145,7 @@ def stage_figure(
             points = em[stage].get(name)
             if not points:
                 continue
-            style = styles[name]
-            _band(
-                ax,
-                sorted(points),
-                points,
-                confidence,
-                {"color": style.colour, "ls": style.linestyle, "marker": style.marker},
-                style.label,
-            )
+            _role_band(ax, points, confidence, styles[name])
         for level, words in chance:
             ax.axhline(level, color="#555555", ls=(0, (1, 2)), lw=1, label=words)
         ax.set_title(f"{stage} (stage {column + 1} of {len(stages)})")
@@ -176,15 +180,7 @@ def _draw(
     ax, series: Series, boundaries: list[tuple[int, str]], ylabel: str, confidence: float, styles: dict[str, Any]
 ) -> None:
     for name, points in series.items():
-        style = styles[name]
-        _band(
-            ax,
-            sorted(points),
-            points,
-            confidence,
-            {"color": style.colour, "ls": style.linestyle, "marker": style.marker},
-            style.label,
-        )
+        _role_band(ax, points, confidence, styles[name])
     top = ax.get_ylim()[1]
     start = 0
     for end, stage in boundaries:
