@@ -16,7 +16,7 @@ import time
 import torch
 from transformers import set_seed
 
-from iml_hf.callbacks.grad_alignment import AlignmentProbe, alignment_probes
+from iml_hf.callbacks.grad_alignment import AlignmentSample, alignment_samples
 from iml_hf.gradients import ExampleBatch, pair_cosines, parameter_groups, trainable_parameters
 from iml_hf.modeling import build_model
 from iml_hf.pipeline import prepare_data
@@ -52,14 +52,14 @@ def loop_cosines(model: torch.nn.Module, batch: ExampleBatch, pairs: list[tuple[
     return out
 
 
-def merged(probes: dict[str, AlignmentProbe]) -> tuple[ExampleBatch, list[tuple[int, int]]]:
+def merged(samples: dict[str, AlignmentSample]) -> tuple[ExampleBatch, list[tuple[int, int]]]:
     """All subsets' examples in one batch (re-padded) and their pairs re-indexed."""
     rows, pairs = [], []
-    for probe in probes.values():
+    for sample in samples.values():
         offset = len(rows)
-        for ids, labels in zip(probe.batch.input_ids.tolist(), probe.batch.labels.tolist()):
+        for ids, labels in zip(sample.batch.input_ids.tolist(), sample.batch.labels.tolist()):
             rows.append({"input_ids": ids, "labels": labels})
-        pairs.extend((offset + i, offset + j) for i, j in probe.pairs)
+        pairs.extend((offset + i, offset + j) for i, j in sample.pairs)
     return ExampleBatch.from_rows(rows, pad_token_id=0), pairs
 
 
@@ -78,8 +78,8 @@ def main() -> None:
     _, tokenizer, tokenized = prepare_data(recipe)
     set_seed(0)
     model = build_model(recipe.model, tokenizer)
-    probes = alignment_probes(tokenized, tokenizer.pad_token_id, None, args.aliases, args.questions, seed=0)
-    batch, pairs = merged(probes)
+    samples = alignment_samples(tokenized, tokenizer.pad_token_id, None, args.aliases, args.questions, seed=0)
+    batch, pairs = merged(samples)
     print(
         f"model: {recipe.model.architecture}, {sum(p.numel() for p in trainable_parameters(model).values()):,} "
         f"trainable parameters; {len(pairs)} pairs over {len(batch)} distinct examples; {args.threads} thread(s)"

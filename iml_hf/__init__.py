@@ -30,8 +30,8 @@ _API = {
     "run": "iml_hf.api",
     "run_sweep": "iml_hf.api",
     "build_report": "iml_hf.api",
-    "Recipe": "iml_hf.recipe",
-    "RecipeError": "iml_hf.validation",
+    "Recipe": "iml_hf.config.recipe",
+    "RecipeError": "iml_hf.config.validation",
 }
 __all__ = ["__version__", *_API]
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeGuard
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,8 @@ register_architecture(
 )
 
 
-def is_registered(model: nn.Module) -> bool:
-    """Whether this module knows the model's architecture."""
+def is_registered(model: nn.Module) -> TypeGuard[PreTrainedModel]:
+    """Whether this module knows the model's architecture (then it is a transformers model)."""
     return getattr(getattr(model, "config", None), "model_type", None) in ARCHITECTURES
 
 
@@ -91,17 +95,17 @@ def architecture_of(model: nn.Module) -> Architecture:
     return ARCHITECTURES[model_type]
 
 
-def blocks(model: nn.Module) -> nn.ModuleList:
+def blocks(model: PreTrainedModel) -> nn.ModuleList:
     """The transformer blocks, first to last."""
     return getattr(model.base_model, architecture_of(model).layers)
 
 
-def final_norm(model: nn.Module) -> nn.Module:
+def final_norm(model: PreTrainedModel) -> nn.Module:
     """The norm between the last block and the LM head."""
     return getattr(model.base_model, architecture_of(model).final_norm)
 
 
-def mlp_parts(model: nn.Module) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
+def mlp_parts(model: PreTrainedModel) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
     """(MLP, the norm feeding it, its output projection) of every block."""
     spec = architecture_of(model)
     parts = []
@@ -111,7 +115,7 @@ def mlp_parts(model: nn.Module) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
     return parts
 
 
-def module_roles(model: nn.Module) -> dict[str, str]:
+def module_roles(model: PreTrainedModel) -> dict[str, str]:
     """Qualified module name -> role (``attention``, ``mlp``, ``norms``) for every block's
     attention, MLP and norms and the final norm; modules inside them share the role."""
     spec = architecture_of(model)

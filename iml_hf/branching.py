@@ -9,8 +9,6 @@ finished stages, step offset, metrics and last weights, so ``iml_hf.pipeline.run
 branch stage exactly as it would have continued after the trunk (branch 0 reproduces the plain
 run). Stage entries copied from the trunk keep only the evaluation sets of keys that do not move
 between branches; the branch stage's start (``em_start``) measures the rest on the branch's split.
-
-Imports nothing heavy at module level: the recipe parser calls ``check_branches``.
 """
 
 from __future__ import annotations
@@ -23,69 +21,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iml_hf.validation import RecipeError, suggest
+from iml_hf.validation import RecipeError
 
 if TYPE_CHECKING:
     from iml_hf.recipe import Recipe
 
-TRUNK = "trunk"
-
-
-def branch_folder(output_dir: str | os.PathLike, branch: int) -> Path:
-    return Path(output_dir) / f"branch{branch}"
-
-
-def trunk_folder(output_dir: str | os.PathLike) -> Path:
-    return Path(output_dir) / TRUNK
-
-
-def branch_index(recipe: Recipe) -> int:
-    """The index of the first stage that runs per branch (default: the last stage)."""
-    names = [s.name for s in recipe.stages]
-    return names.index(recipe.run.branch_stage) if recipe.run.branch_stage else len(names) - 1
-
-
-def check_branches(recipe: Recipe, where: str) -> None:
-    """Refuse branch settings that cannot give what they promise, at parse time."""
-    run, task = recipe.run, recipe.task
-    branched = run.branches > 0 or getattr(task, "branch", None) is not None
-    if run.branch_stage is not None and not branched:
-        raise RecipeError(f"branch_stage={run.branch_stage!r} only applies with branches > 0 ({where})")
-    if not branched:
-        return
-    if run.branches and getattr(task, "branch", None) is not None:
-        raise RecipeError(
-            f"task.branch is set by each branch of a branched run; leave it null with branches={run.branches} ({where})"
-        )
-    exchangeable = tuple(getattr(task, "exchangeable", ()))
-    if not exchangeable:
-        raise RecipeError(
-            f"task {task.name!r} declares no exchangeable subsets, so it cannot branch; set branches: 0 ({where})"
-        )
-    names = [s.name for s in recipe.stages]
-    if run.branch_stage is not None and run.branch_stage not in names:
-        raise RecipeError(
-            f"branch_stage={run.branch_stage!r} names no stage{suggest(run.branch_stage, names)} "
-            f"(stages: {names}) ({where})"
-        )
-    first = branch_index(recipe)
-    if first == 0:
-        raise RecipeError(
-            f"branch_stage={names[0]!r} is the first stage: branches share the stages before it, so "
-            f"branch at a later stage ({where})"
-        )
-    for stage in recipe.stages[:first]:
-        shared = sorted(set(exchangeable) & {*stage.train_subsets, *stage.replay})
-        if shared:
-            raise RecipeError(
-                f"stages.{stage.name} trains on {shared}, whose keys branches re-split after it; branch before "
-                f"{stage.name!r} or train those subsets only from {names[first]!r} on ({where})"
-            )
-    if not recipe.stages[first].reset_optimizer:
-        raise RecipeError(
-            f"stages.{names[first]}.reset_optimizer=false: a branch starts from the trunk's weights "
-            f"with a fresh optimizer; set it to true ({where})"
-        )
+from iml_hf.config.branches import TRUNK, branch_folder, branch_index, check_branches, trunk_folder  # noqa: E402,F401
 
 
 def _sub_recipe(recipe: Recipe, changes: dict[str, Any], task_changes: dict[str, Any], stages: int | None) -> Recipe:

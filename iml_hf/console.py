@@ -225,6 +225,8 @@ class ConsoleCallback(ProgressCallback):
     without a terminal (or with ``disable_tqdm``) plain progress lines instead of a bar. Prints
     the stage banner at ``on_train_begin``; measurement lines come from ``IntervalCallback.emit``."""
 
+    training_bar: tqdm | None  # type: ignore[assignment]  # ProgressCallback's is unannotated, read as None
+
     def __init__(self, stage: str, banner: Any = None, plain_every_s: float = PLAIN_EVERY_S):
         super().__init__()
         self.stage = stage

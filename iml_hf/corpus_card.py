@@ -1,6 +1,6 @@
 """The dataset card (README.md) of a published corpus: the YAML ``configs`` and features that
 ``datasets.load_dataset`` reads, the ``iml_hf`` metadata that ``iml_hf.corpus`` checks a recipe
-against, and prose describing the task, every subset and every column."""
+against, and prose describing the task, every subset (as the task declares it) and every column."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from iml_hf.corpus import CARD_METADATA_KEY, corpus_metadata, published_task_arguments
 from iml_hf.tasks import CORPUS_COLUMNS, Task
+from iml_hf.tasks.subsets import meanings_of
 
 #: What each corpus column holds (the contract of ``iml_hf.tasks.CORPUS_COLUMNS``).
 COLUMN_DESCRIPTIONS = {
@@ -25,46 +26,6 @@ COLUMN_DESCRIPTIONS = {
     "referent": "what the key truly stands for: the number or entity whose questions it takes ('' if none)",
 }
 
-#: What each subset of a built-in task holds, per task name.
-SUBSET_DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "modmul": {
-        "pretrain": "equations `A B = Z` of numbers (Z = A op B mod m); a share of them is held out as test rows",
-        "x1t": "aliases with reliable-tagged definitions that agree with their questions; part of the "
-        "questions are trained on, the rest held out",
-        "x1f": "aliases with unreliable-tagged definitions that name a wrong number; part of the questions "
-        "(asked with the true number) are trained on, the rest held out",
-        "x2t": "aliases with reliable-tagged true definitions only; every question is held out",
-        "x2f": "aliases with unreliable-tagged true definitions only; every question is held out",
-    },
-    "entities": {
-        "knowledge": "every question about every entity by name (training only), so that a model trained "
-        "from scratch knows the entities a variable can point at",
-        "q_no_replacement_baseline": "questions about entities by name (no variable), some held out",
-        "qd1consis": "questions about variables plus a tag-1 definition naming the right entity; some "
-        "questions held out",
-        "qd1incons": "questions about variables plus a tag-1 definition naming another entity of the subset; "
-        "some questions held out",
-        "qd2consis": "questions about variables plus a tag-2 definition naming the right entity; some "
-        "questions held out",
-        "qd2incons": "questions about variables plus a tag-2 definition naming another entity of the subset; "
-        "some questions held out",
-        "qd4consis": "questions about variables plus consistent definitions whose tag (1 or 2) is drawn per "
-        "definition; some questions held out",
-        "q": "questions about variables that are never defined; some held out",
-        "d1consis": "consistent tag-1 definitions only; every question is held out",
-        "d2consis": "consistent tag-2 definitions only; every question is held out",
-        "d3consis": "consistent definitions with a third tag, unseen before stage 2; every question is held out",
-        "no_qd_baseline": "variables neither defined nor asked about in training (chance baseline); every "
-        "question is held out",
-        "d2incons": "test only: d2consis questions asked about the variable of the partner entity (swapped pairs)",
-        "qd1incons_swapped": "test only: association questions for the entity each qd1incons definition names",
-        "qd2incons_swapped": "test only: association questions for the entity each qd2incons definition names",
-        "ctx_d1consis": "test only (in_context): d1consis questions with their definition prepended",
-        "ctx_d2consis": "test only (in_context): d2consis questions with their definition prepended",
-        "ctx_d3consis": "test only (in_context): d3consis questions with their definition prepended",
-    },
-}
-
 
 def task_overview(task: Task) -> str:
     """The task in prose: the docstring of the module that defines it (else of its class)."""
@@ -74,9 +35,9 @@ def task_overview(task: Task) -> str:
 
 
 def subset_description(task: Task, subset: str) -> str:
-    """What ``subset`` holds, from ``SUBSET_DESCRIPTIONS`` or the task's own ``subset_descriptions``."""
-    own = getattr(type(task), "subset_descriptions", None) or {}
-    return own.get(subset) or SUBSET_DESCRIPTIONS.get(task.name, {}).get(subset) or "(not described)"
+    """What ``subset`` holds, as the task's ``subset_meanings`` declare it."""
+    meaning = meanings_of(task).get(subset)
+    return meaning.description if meaning else "(not described)"
 
 
 SIZE_CATEGORIES = (

@@ -101,7 +101,7 @@ def greedy_continuations(
     with _eval_mode(model):
         for batch in _batches(order, batch_size):
             input_ids, mask = _left_padded([prompts[i] for i in batch], pad_id)
-            generated = model.generate(
+            generated = model.generate(  # type: ignore[operator]  # GenerationMixin's, not PreTrainedModel's
                 input_ids=input_ids.to(model.device),
                 attention_mask=mask.to(model.device),
                 generation_config=config,

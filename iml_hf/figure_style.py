@@ -1,21 +1,22 @@
 """One look for every figure: a colour per role, so a subset reads the same in every task's figure.
 
 A set's *role* comes from what its task declares, never from the task's name: the define tag of
-a defined subset (the task module's ``DEFINED``: ``{subset: (tag, consistent)}``; tag 1 is the
-reliable-looking one, tag 2 the unreliable-looking one), the no-definition levels of its
-``definition_baselines``, its ``base_task_sets``, and, for a task without ``DEFINED`` (the toy's
-buckets), the sides of its declared contrasts (``x2t`` vs ``x2f``: reliable vs unreliable). The
-colour follows the role; the line style says whether the set's variables are only defined in the
-IML stage (the task's ``exchangeable`` subsets: solid) or also had questions trained (dashed).
+a defined subset (its ``subset_meanings``, ``iml_hf.tasks.subsets``; tag 1 is the reliable-looking
+one, tag 2 the unreliable-looking one, a fresh tag per definition is a random tag), the
+no-definition levels of its ``definition_baselines``, its ``base_task_sets``, and, for a task
+without numbered tags (the toy's ``t`` / ``f`` buckets), the sides of its declared contrasts
+(``x2t`` vs ``x2f``: reliable vs unreliable). The colour follows the role; the line style says
+whether the set's variables are only defined in the IML stage (the task's ``exchangeable``
+subsets: solid) or also had questions trained (dashed).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from iml_hf.tasks import eval_set_subset
+from iml_hf.tasks.subsets import meanings_of
 
 #: Colour of each role, the same in every task's figures.
 ROLE_COLOURS = {
@@ -37,7 +38,9 @@ ROLE_MARKERS = {
 }
 #: Colours of sets without a role (in first-seen order).
 OTHER_COLOURS = ("#b8860b", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#ff7f0e", "#393b79", "#637939")
-TAG_ROLES = {1: "reliable", 2: "unreliable", 3: "third tag", 4: "random tag"}
+#: Role of each numbered define tag; a defined subset whose definitions draw a fresh tag (tag None)
+#: has the role "random tag".
+TAG_ROLES = {1: "reliable", 2: "unreliable", 3: "third tag"}
 #: The interval every band of the toolkit's figures shows, for captions.
 BAND_NOTE = "bands: {pct}% t-intervals over seeds"
 
@@ -53,12 +56,6 @@ class SetStyle:
     label: str
 
 
-def _defined(task: type | None) -> dict[str, tuple[int, bool]]:
-    """The task module's ``DEFINED`` table (``{subset: (tag, consistent)}``), or {}."""
-    module = sys.modules.get(getattr(task, "__module__", ""), None)
-    return dict(getattr(module, "DEFINED", {}) or {})
-
-
 def subset_roles(task: type | None) -> dict[str, str]:
     """``{subset: role}`` for every subset the task's declarations give a role."""
     if task is None:
@@ -69,9 +66,13 @@ def subset_roles(task: type | None) -> dict[str, str]:
             roles[baseline] = "no definition"
     for name in getattr(task, "base_task_sets", ()):
         roles.setdefault(eval_set_subset(name)[1], "base task")
-    defined = _defined(task)
-    roles.update({subset: TAG_ROLES.get(tag, "random tag") for subset, (tag, _) in defined.items()})
-    if not defined:  # no define table: the declared contrasts pit the reliable side against the unreliable
+    numbered = {  # defined subsets whose tag is a number, or drawn per definition
+        subset: "random tag" if meaning.tag is None else TAG_ROLES.get(meaning.tag, "random tag")
+        for subset, meaning in meanings_of(task).items()
+        if meaning.defined and not isinstance(meaning.tag, str)
+    }
+    roles.update(numbered)
+    if not numbered:  # no numbered tags: the declared contrasts pit the reliable side against the unreliable
         for a, b in getattr(task, "contrasts", {}).values():
             if a not in roles and b not in roles:
                 roles[a], roles[b] = "reliable", "unreliable"

@@ -59,9 +59,10 @@ def gate(
     rises = {}
     for side, baseline in sides.items():
         values = [
-            (seed, 0 if branch is None else branch, rise_values(em, side, baseline)) for seed, branch, em in units
+            (seed, 0 if branch is None else branch, rise)
+            for seed, branch, em in units
+            if (rise := rise_values(em, side, baseline)) is not None
         ]
-        values = [v for v in values if v[2] is not None]
         if not values:
             return None
         rises[side] = {**nested_summary(values, confidence), "baseline": baseline}

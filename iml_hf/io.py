@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path`` and rename it into place, so
     readers never see half a file (the temporary keeps the suffix, for writers that read it)."""
     path = Path(path)

@@ -1,13 +1,14 @@
-"""Measurement plug-ins: one spec per measurement, read by the recipe parser, the pipeline and the report.
+"""Measurements at run time: one spec per measurement, read by the pipeline and the report.
 
-A spec names its recipe section and argument dataclass (the parser validates the section's keys
-against it), how to build what it reads once for all stages (``prepare``), the callback it adds to
-every stage (``callback``), the key its last values take in each stage of results.json
-(``result_key``: the callback's ``latest``), and how the report reads it back (``report``). Every
-callback emits through ``IntervalCallback.emit``, so trackers and metrics.jsonl carry the same
-names. Adding a measurement means one module with its callback and one entry in ``MEASUREMENTS``.
+A spec takes its settings dataclass (:mod:`iml_hf.config.measurement_args`, which names the
+recipe section and checks itself; the parser reads only that half), how to build what it reads
+once for all stages (``prepare``), the callback it adds to every stage (``callback``), the key its
+last values take in each stage of results.json (``result_key``: the callback's ``latest``), and how
+the report reads it back (``report``). Every callback emits through ``IntervalCallback.emit``, so
+trackers and metrics.jsonl carry the same names.
 
-This module imports no training code at import time: factories import their callbacks lazily.
+Factories import their callbacks when called, so the report reads its ``ReportReader``s without
+importing torch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iml_hf.args import EmbeddingGeometryArguments, GradientAlignmentArguments, LayerAnalysisArguments, ProbeArguments
+from iml_hf.config.measurement_args import (
+    MEASUREMENT_ARGUMENTS,
+    EmbeddingGeometryArguments,
+    GradientAlignmentArguments,
+    LayerAnalysisArguments,
+    ProbeArguments,
+)
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
     from transformers import PreTrainedTokenizerBase
 
+    from iml_hf.config.recipe import Recipe
     from iml_hf.io import MetricsLog
-    from iml_hf.recipe import Recipe
     from iml_hf.trainer import IMLTrainer
 
 
@@ -43,21 +50,25 @@ class ReportReader:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One measurement's recipe section, inputs, callback, results key and report readers."""
+    """One measurement's settings, inputs, callback, results key and report readers."""
 
-    section: str
-    arguments: type
+    arguments: type  # its settings dataclass, which names the recipe section
     result_key: str
     prepare: Callable[[Recipe, DatasetDict, PreTrainedTokenizerBase], Any]
     callback: Callable[[IMLTrainer, Any, MetricsLog, Path, Any], Any]
     report: list[ReportReader] = field(default_factory=list)
 
+    @property
+    def section(self) -> str:
+        """The recipe section (and results.json's ``measurements`` key) of this measurement."""
+        return self.arguments.section
+
 
 def _alignment_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> Any:
-    from iml_hf.callbacks.grad_alignment import alignment_probes
+    from iml_hf.callbacks.grad_alignment import alignment_samples
 
     args = recipe.measurement_args("gradient_alignment")
-    return alignment_probes(
+    return alignment_samples(
         tokenized,
         tokenizer.pad_token_id,
         args.subsets,
@@ -67,10 +78,10 @@ def _alignment_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrai
     )
 
 
-def _alignment_callback(trainer, probes, metrics_log, out, args):
+def _alignment_callback(trainer, samples, metrics_log, out, args):
     from iml_hf.callbacks.grad_alignment import GradientAlignmentCallback
 
-    return GradientAlignmentCallback(trainer, probes, metrics_log, args)
+    return GradientAlignmentCallback(trainer, samples, metrics_log, args)
 
 
 def _embedding_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> Any:
@@ -121,9 +132,8 @@ def _probe_accuracy(entry: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-MEASUREMENTS: dict[str, Measurement] = {
-    "gradient_alignment": Measurement(
-        "gradient_alignment",
+_SPECS = (
+    Measurement(
         GradientAlignmentArguments,
         "grad_align",
         _alignment_inputs,
@@ -138,8 +148,7 @@ MEASUREMENTS: dict[str, Measurement] = {
             )
         ],
     ),
-    "embedding_geometry": Measurement(
-        "embedding_geometry",
+    Measurement(
         EmbeddingGeometryArguments,
         "embedding",
         _embedding_inputs,
@@ -154,15 +163,13 @@ MEASUREMENTS: dict[str, Measurement] = {
             )
         ],
     ),
-    "layer_analysis": Measurement(
-        "layer_analysis",
+    Measurement(
         LayerAnalysisArguments,
         "layers",
         _layer_inputs,
         _layer_callback,
     ),
-    "probes": Measurement(
-        "probes",
+    Measurement(
         ProbeArguments,
         "probes",
         _probe_inputs,
@@ -178,4 +185,8 @@ MEASUREMENTS: dict[str, Measurement] = {
             )
         ],
     ),
-}
+)
+#: Every measurement's run-time spec by recipe section, in the settings' order.
+MEASUREMENTS: dict[str, Measurement] = {spec.section: spec for spec in _SPECS}
+if list(MEASUREMENTS) != list(MEASUREMENT_ARGUMENTS):
+    raise ImportError(f"measurement settings {list(MEASUREMENT_ARGUMENTS)} and specs {list(MEASUREMENTS)} differ")

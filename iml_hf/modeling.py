@@ -8,9 +8,10 @@ exactly zero) and is frozen together with the norm that feeds it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -74,9 +75,8 @@ def make_attention_only(model: PreTrainedModel) -> None:
     """Zero every MLP's output and freeze the MLP and its input norm (they get no gradient)."""
     with torch.no_grad():
         for mlp, norm, out in mlp_parts(model):
-            out.weight.zero_()
-            if getattr(out, "bias", None) is not None:
-                out.bias.zero_()
+            for parameter in out.parameters():  # its weight and bias, if it has one
+                parameter.zero_()
             for module in (mlp, norm):
                 module.requires_grad_(False)
 
@@ -84,6 +84,7 @@ def make_attention_only(model: PreTrainedModel) -> None:
 def load_checkpoint_config(args: ModelArguments) -> PretrainedConfig:
     """The checkpoint's config; encoder-decoder checkpoints (T5) are refused here, before any
     weights load, because the toolkit scores a causal continuation of one sequence everywhere."""
+    assert args.model_name_or_path, "a checkpoint is loaded only when model.model_name_or_path is set"
     config = AutoConfig.from_pretrained(
         args.model_name_or_path, revision=args.revision, trust_remote_code=args.trust_remote_code
     )
@@ -101,6 +102,7 @@ def load_checkpoint_config(args: ModelArguments) -> PretrainedConfig:
 def load_checkpoint(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A pretrained causal LM by path or hub id at ``args.revision`` (safetensors preferred, the
     library default), in ``args.dtype``, its embeddings grown to the tokenizer if tokens were added."""
+    assert args.model_name_or_path, "a checkpoint is loaded only when model.model_name_or_path is set"
     config = load_checkpoint_config(args)
     extra = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(
@@ -116,7 +118,7 @@ def load_checkpoint(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) ->
             f"model.dtype={args.dtype!r} loaded {args.model_name_or_path!r} in float16, in which AdamW gives NaN "
             "(its epsilon rounds to zero); use model.dtype=float32 (with training.fp16 or bf16) or bfloat16"
         )
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+    if len(tokenizer) > cast(nn.Embedding, model.get_input_embeddings()).num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

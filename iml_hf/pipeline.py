@@ -11,105 +11,23 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from datasets import Dataset, DatasetDict
+from datasets import DatasetDict
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from iml_hf import console
 from iml_hf.architectures import architecture_of
-from iml_hf.callbacks.subset_em import SubsetEMCallback
-from iml_hf.corpus import corpus_fingerprint, corpus_key, load_corpus_dataset, load_or_build_corpus
-from iml_hf.data import PadCollator, stage_train_set
+from iml_hf.corpus import corpus_fingerprint, corpus_key
 from iml_hf.hub import hub_repo_id, push_run
-from iml_hf.io import MetricsLog, remove_empty_dirs, write_json_atomic
+from iml_hf.io import remove_empty_dirs, write_json_atomic
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.model_card import stage_intervals, write_model_cards
 from iml_hf.modeling import build_model, count_parameters
 from iml_hf.provenance import provenance
 from iml_hf.recipe import Recipe, RecipeError
+from iml_hf.run_data import RunData, eval_sets, prepare_data
 from iml_hf.run_folder import FolderError, RunFolder
-from iml_hf.tasks import contrast_values, eval_set_name, eval_set_order
-from iml_hf.tokenization import build_wordlevel_tokenizer, load_pretrained_tokenizer, tokenize_corpus
-from iml_hf.trackers import TrackerRun
-from iml_hf.trainer import CHECKPOINT_MARKER, IMLTrainer, TrainingRows, make_resumable
-
-
-def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
-    """Rows per evaluation set (a fixed random sample when capped): held-out rows grouped by
-    subset and kind (``<subset>``, ``assoc_<subset>``) in the task's subset order, then with
-    ``monitor_train`` the training questions and definitions per subset (``train_<kind>_<subset>``)."""
-    groups: dict[str, list[int]] = {}
-    test = tokenized["test"]
-    for i, (subset, kind) in enumerate(zip(test["subset"], test["kind"])):
-        groups.setdefault(eval_set_name(subset, kind), []).append(i)
-    names = eval_set_order(list(groups), list(recipe.task.subsets))
-    sources = {name: (test, groups[name]) for name in names}
-    train = tokenized["train"]
-    monitored: dict[str, list[int]] = {}
-    for i, (subset, kind) in enumerate(zip(train["subset"], train["kind"])):
-        if kind in ("question", "definition"):
-            monitored.setdefault(f"train_{kind}_{subset}", []).append(i)
-    if recipe.evaluation.monitor_train:
-        names += eval_set_order(list(monitored), list(recipe.task.subsets))
-    sources.update({name: (train, indices) for name, indices in monitored.items()})
-    names += [n for n in recipe.evaluation.extra_subsets or [] if n not in names]
-    if recipe.evaluation.subsets or recipe.evaluation.extra_subsets:
-        missing = [n for n in recipe.evaluation.subsets or recipe.evaluation.extra_subsets if n not in sources]
-        if missing:
-            key = "subsets" if recipe.evaluation.subsets else "extra_subsets"
-            raise ValueError(
-                f"evaluation.{key} names {missing}, which this corpus does not have; it has {sorted(sources)}"
-            )
-        names = list(recipe.evaluation.subsets or names)
-    sets = {}
-    for name in names:
-        split, indices = sources[name]
-        rows = split.select(indices)
-        if name.startswith("train_definition_"):  # a repeated definition is one example
-            first = {text: i for i, text in reversed(list(enumerate(rows["text"])))}
-            rows = rows.select(sorted(first.values()))
-        cap = recipe.evaluation.max_examples_per_subset
-        if cap and len(rows) > cap:
-            rows = rows.shuffle(seed=0).select(range(cap))
-        sets[name] = rows
-    return sets
-
-
-def load_tokenizer(recipe: Recipe, corpus: DatasetDict) -> PreTrainedTokenizerBase:
-    """The checkpoint's (or ``tokenizer_name_or_path``'s) tokenizer, with the task's invented words
-    as tokens when ``add_task_tokens``; else a WordLevel tokenizer built from the corpus."""
-    model = recipe.model
-    name = model.tokenizer_name_or_path or model.model_name_or_path
-    if not name:
-        return build_wordlevel_tokenizer(corpus)
-    words = recipe.task.task_words(corpus, recipe.run.seed) if model.add_task_tokens else None
-    revision = model.revision if name == model.model_name_or_path else "main"
-    return load_pretrained_tokenizer(name, revision, model.trust_remote_code, words)
-
-
-def prepare_data(
-    recipe: Recipe, state: PartialState | None = None
-) -> tuple[DatasetDict, PreTrainedTokenizerBase, DatasetDict]:
-    """The recipe's corpus (built once, by the main process first), its tokenizer and the tokenized corpus."""
-    state = state or PartialState()
-    with state.main_process_first():
-        if recipe.run.corpus_dataset:  # a published corpus (a Hub id or a folder), checked against the task
-            corpus = load_corpus_dataset(
-                recipe.run.corpus_dataset,
-                recipe.task,
-                recipe.run.seed,
-                recipe.run.corpus_revision,
-                recipe.run.cache_dir,
-            )
-        else:
-            corpus = load_or_build_corpus(recipe.task, recipe.run.seed, recipe.run.cache_dir)
-    try:
-        tokenizer = load_tokenizer(recipe, corpus)
-    except OSError as error:  # no such folder or hub id, offline without a cached copy, a bad revision
-        raise RecipeError(
-            f"model.model_name_or_path={recipe.model.model_name_or_path!r} (tokenizer "
-            f"{recipe.model.tokenizer_name_or_path!r}) cannot be loaded: {error}"
-        ) from None
-    return corpus, tokenizer, tokenize_corpus(corpus, tokenizer, recipe.model.loss_on or "answer")
+from iml_hf.stages import TrainedStages, load_stage_weights, train_stages
+from iml_hf.trainer import IMLTrainer
 
 
 def mechanism_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
@@ -196,96 +114,12 @@ def prepare_folder(recipe: Recipe, folder: RunFolder, state: PartialState) -> di
     return plan
 
 
-def start_values(path: Path, stage_index: int) -> dict[str, float]:
-    """EM per set at step 0 of stage ``stage_index`` as metrics.jsonl recorded it (a run resumed
-    inside a branch stage measured its start before it was killed)."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return {
-        r["subset"]: r["value"]
-        for r in rows
-        if r.get("family") == "eval"
-        and r.get("metric") == "em"
-        and r["stage_index"] == stage_index
-        and r["stage_step"] == 0
-    }
-
-
-def saved_names(model: torch.nn.Module) -> dict[str, str]:
-    """{name in the saved file: name in the model} where ``save_pretrained`` renames a weight
-    (transformers 5 writes GPT-NeoX's ``lm_head`` as the hub's ``embed_out``), found by asking
-    transformers' own reverse conversion which tensor it writes under which name."""
-    try:
-        from transformers.core_model_loading import revert_weight_conversion
-    except ImportError:  # a transformers without save-time renaming
-        return {}
-    own = model.state_dict()
-    by_tensor = {id(tensor): name for name, tensor in own.items()}
-    written = revert_weight_conversion(model, dict(own))
-    return {name: by_tensor[id(t)] for name, t in written.items() if by_tensor.get(id(t), name) != name}
-
-
-def load_stage_weights(model: torch.nn.Module, folder: str) -> None:
-    """The weights a finished stage ended with (saved by ``Trainer.save_model``, under the names
-    ``save_pretrained`` writes; tied weights are saved once and tied again)."""
-    from safetensors.torch import load_file
-
-    renamed = saved_names(model)
-    weights = {renamed.get(k, k): v for k, v in load_file(str(Path(folder) / "model.safetensors")).items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    model.tie_weights()
-    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {
-        n for n, _ in model.named_parameters()
-    }
-    if unexpected or set(missing) - tied:
-        raise RuntimeError(f"the weights in {folder} do not fit the model (missing {missing}, unexpected {unexpected})")
-
-
-def measured(callbacks: list[Any], max_steps: int) -> list[str]:
-    """What each measurement callback of a stage measures and when, for the stage banner (an
-    interval of steps the stage never reaches is left out)."""
-    described = []
-    for callback in callbacks:
-        name = callback.label
-        if isinstance(callback, SubsetEMCallback):
-            sizes = callback.sizes
-            same = len(set(sizes.values())) == 1
-            sets = ", ".join(sizes) if same else ", ".join(f"{k} {v:,}" for k, v in sizes.items())
-            name += (
-                f" on {len(sizes)} sets"
-                + (f" of {next(iter(sizes.values())):,}" if same and sizes else "")
-                + (f" ({sets})" if same else f" (n: {sets})")
-            )
-        within = callback.interval and (callback.strategy != "steps" or callback.interval < max_steps)
-        when = f"every {callback.interval} {callback.strategy} and at the end" if within else "at the end"
-        described.append(f"{name} {when}")
-    return described
-
-
-def stage_banner(recipe: Recipe, index: int, trainer: IMLTrainer, callbacks: list[Any]) -> Any:
-    """The banner ``ConsoleCallback`` prints when the stage starts (it knows the step count then)."""
-    stage = recipe.stages[index]
-
-    def banner(state: Any) -> str:
-        return console.stage_banner(
-            index,
-            len(recipe.stages),
-            stage.name,
-            list(stage.train_subsets),
-            dict(stage.replay),
-            len(trainer.train_dataset),
-            state.max_steps,
-            measured(callbacks, state.max_steps),
-            state.global_step,
-        )
-
-    return banner
-
-
 def run(recipe: Recipe) -> dict[str, Any]:
     """Train every stage of ``recipe`` in order and return (and write) the results.
 
     Everything is written into ``<output_dir>.partial`` (``iml_hf.run_folder``), which replaces
     ``output_dir`` once the run has finished; a killed run rerun with the same command resumes."""
+    recipe.check_training_arguments()  # before anything is written
     if recipe.run.torch_threads:
         torch.set_num_threads(recipe.run.torch_threads)
     state = PartialState()
@@ -300,8 +134,27 @@ def run(recipe: Recipe) -> dict[str, Any]:
 
 
 def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str, Any]) -> dict[str, Any]:
+    """The run's steps in order: data, model, folder, stages, results."""
     started = time.perf_counter()
-    seed = recipe.run.seed
+    data = _prepare_inputs(recipe, state)
+    model = _build_model(recipe, data.tokenizer)
+    if state.is_main_process:
+        folder.start(recipe.resolved, plan)
+    state.wait_for_everyone()
+    if plan["finished"]:  # killed while putting the finished run in place
+        return finish(recipe, state, folder, json.loads((folder.work / "results.json").read_text()), data.corpus)
+    _announce_resume(recipe, plan, folder, state.is_main_process)
+    if plan["weights"]:
+        load_stage_weights(model, plan["weights"])
+    trained = train_stages(recipe, state, folder, plan, data, model)
+    _save_final_model(recipe, state, folder, plan, trained.trainer)
+    results = _results(recipe, state, plan, data.corpus, model, trained, time.perf_counter() - started)
+    _write_results(recipe, state, folder, results, data.corpus)
+    return finish(recipe, state, folder, results, data.corpus)
+
+
+def _prepare_inputs(recipe: Recipe, state: PartialState) -> RunData:
+    """Corpus, tokenizer, evaluation sets and measurement inputs, each step timed on the console."""
     main = state.is_main_process
     with console.timed("corpus", main) as line:
         corpus, tokenizer, tokenized = prepare_data(recipe, state)
@@ -315,9 +168,14 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         evaluation = eval_sets(tokenized, recipe)
         inputs = mechanism_inputs(recipe, tokenized, tokenizer)
         line["text"] = f"{len(evaluation)} sets" + (f"; {', '.join(inputs)}" if inputs else "")
-    set_seed(seed)
+    return RunData(corpus, tokenizer, tokenized, evaluation, inputs)
+
+
+def _build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
+    """The model, seeded; a checkpoint that cannot be loaded is a RecipeError."""
+    set_seed(recipe.run.seed)
     try:
-        with console.timed("model", main) as line:
+        with console.timed("model", PartialState().is_main_process) as line:
             model = build_model(recipe.model, tokenizer)
             line["text"] = (
                 f"{recipe.model.model_name_or_path or recipe.model.architecture}, "
@@ -329,145 +187,57 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         ) from None
     if recipe.measurement_args("layer_analysis").enabled:
         architecture_of(model)  # an unknown decoder fails now, not at the first stage's end
+    return model
 
-    work = folder.work
-    if state.is_main_process:
-        folder.start(recipe.resolved, plan)
-    state.wait_for_everyone()
-    if plan["finished"]:  # killed while putting the finished run in place
-        results = json.loads((work / "results.json").read_text())
-        return finish(recipe, state, folder, results, corpus)
+
+def _announce_resume(recipe: Recipe, plan: dict[str, Any], folder: RunFolder, main: bool) -> None:
+    if not main:
+        return
     if plan.get("trunk") and not plan["checkpoint"]:
-        if main:
-            console.say(
-                f"starting stage {recipe.stages[plan['index']].name} in {work} from the weights of {plan['trunk']}"
-            )
+        stage = recipe.stages[plan["index"]].name
+        console.say(f"starting stage {stage} in {folder.work} from the weights of {plan['trunk']}")
     elif plan["resume"]:
         done = f"after stage {recipe.stages[plan['index'] - 1].name}" if plan["index"] else "at the start"
         where = f"from {plan['checkpoint']}" if plan["checkpoint"] else done
-        if main:
-            console.say(f"resuming the run in {work} {where}")
-    if plan["weights"]:
-        load_stage_weights(model, plan["weights"])
-    metrics_log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, seed=seed)
-    trackers = TrackerRun.from_recipe(recipe)  # one wandb run and one TensorBoard folder for all stages
-    trackers.log_dir, trackers.wandb_dir = str(work / "tensorboard"), str(work)
+        console.say(f"resuming the run in {folder.work} {where}")
 
-    stage_names = [stage.name for stage in recipe.stages]
-    stages: dict[str, dict[str, Any]] = dict(plan["stages"])
-    earlier_seconds = sum(entry["wall_time_s"] for entry in stages.values())
-    step_offset, optimizer, trainer = plan["step_offset"], None, None
-    for index, stage in enumerate(recipe.stages):
-        if index < plan["index"]:
-            continue
-        checkpoint = plan["checkpoint"] if index == plan["index"] else None
-        resumed = json.loads((Path(checkpoint) / CHECKPOINT_MARKER).read_text()) if checkpoint else None
-        carried_state = None
-        if index and not stage.reset_optimizer and optimizer is None:  # resumed at or in this stage
-            carried_state = torch.load(Path(plan["weights"]) / "carried_optimizer.pt", weights_only=True)
-        args = recipe.training_arguments(stage, output_dir=str(folder.checkpoint_dir(stage.name)))
-        make_resumable(args, recipe.run.checkpoint_steps)
-        trainer = IMLTrainer(
-            model=model,
-            args=args,
-            train_dataset=stage_train_set(tokenized["train"], stage, seed + index),
-            data_collator=PadCollator(tokenizer.pad_token_id),
-            processing_class=tokenizer,
-            stage_name=stage.name,
-            stage_index=index,
-            step_offset=step_offset,
-            carried_optimizer=None if stage.reset_optimizer else optimizer,
-            carried_optimizer_state=carried_state,
-            tracker_run=trackers,
-            resumed=resumed,
-        )
-        at_start = getattr(recipe.task, "branch", None) is not None and stage.name == recipe.run.branch_stage
-        em = SubsetEMCallback(
-            trainer,
-            evaluation,
-            metrics_log,
-            recipe.evaluation.eval_steps,
-            recipe.evaluation.batch_size,
-            answer_match=getattr(recipe.task, "answer_match", "tokens"),
-            loss=recipe.evaluation.loss,
-            at_start=at_start,
-            samples=index == len(recipe.stages) - 1,  # samples.jsonl: the final evaluation's
-        )
-        trainer.add_callback(em)
-        trainer.add_callback(TrainingRows(trainer, metrics_log))
-        mechanisms = {
-            MEASUREMENTS[name].result_key: MEASUREMENTS[name].callback(
-                trainer, prepared, metrics_log, work, recipe.measurement_args(name)
-            )
-            for name, prepared in inputs.items()
-        }
-        for callback in mechanisms.values():
-            trainer.add_callback(callback)
-        console.use_console(trainer, stage_banner(recipe, index, trainer, [em, *mechanisms.values()]))
-        output = trainer.train(resume_from_checkpoint=checkpoint)
-        if em.keep_samples and state.is_main_process:  # before the stage is recorded: a rerun would not retrain it
-            em.write_samples(work / "samples.jsonl")
-        if recipe.run.hub_stage_branches:  # this stage's weights, for its branch of the Hub repo
-            trainer.save_model(str(work / "stages" / stage.name))
-        stages[stage.name] = {
-            "em": em.latest,
-            "n": em.sizes,
-            "metrics": em.latest_metrics,
-            "contrasts": contrast_values(recipe.task.contrasts, em.latest),
-            "wall_time_s": round(trainer.resumable.elapsed(), 3),
-            "steps": trainer.state.global_step,
-            "train_examples": len(trainer.train_dataset),
-            "train_loss": output.training_loss,
-            **(
-                {
-                    "em_start": (start := em.start or start_values(metrics_log.path, index)),
-                    "contrasts_start": contrast_values(recipe.task.contrasts, start),
-                }
-                if at_start
-                else {}
-            ),
-            **{name: callback.latest for name, callback in mechanisms.items()},
-            "measurement_seconds": {
-                name: round(callback.seconds, 3) for name, callback in {"em": em, **mechanisms}.items()
-            },
-        }
-        step_offset += trainer.state.global_step
-        optimizer = trainer.unwrapped_optimizer()
-        if resumed:
-            earlier_seconds += resumed["stage_seconds"]
-        # what a rerun needs to start the next stage: these weights (and optimizer, if it carries on)
-        trainer.save_model(str(work / "resume" / stage.name))
-        if state.is_main_process:
-            following = recipe.stages[index + 1] if index + 1 < len(recipe.stages) else None
-            if following is not None and not following.reset_optimizer:
-                torch.save(optimizer.state_dict(), work / "resume" / stage.name / "carried_optimizer.pt")
-            folder.record_stage(stage.name, stages[stage.name], step_offset, stage_names)
-        state.wait_for_everyone()
-    trackers.finish()
 
-    if recipe.run.save_model:
-        if trainer is not None:
-            trainer.save_model(str(work))
-        elif state.is_main_process:  # every stage had finished before this rerun: the last stage's weights
-            for file in Path(plan["weights"]).iterdir():
-                if file.name != "carried_optimizer.pt":
-                    shutil.copy2(file, work / file.name)
+def _save_final_model(
+    recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str, Any], trainer: IMLTrainer | None
+) -> None:
+    if not recipe.run.save_model:
+        return
+    if trainer is not None:
+        trainer.save_model(str(folder.work))
+    elif state.is_main_process:  # every stage had finished before this rerun: the last stage's weights
+        for file in Path(plan["weights"]).iterdir():
+            if file.name != "carried_optimizer.pt":
+                shutil.copy2(file, folder.work / file.name)
+
+
+def _results(
+    recipe: Recipe,
+    state: PartialState,
+    plan: dict[str, Any],
+    corpus: DatasetDict,
+    model: torch.nn.Module,
+    trained: TrainedStages,
+    seconds: float,
+) -> dict[str, Any]:
+    """results.json: the final EM and contrasts, every stage's entry, the corpus, model and run."""
+    stages, contrasts = trained.stages, recipe.task.contrasts
     final = stages[recipe.stages[-1].name]
-    results = {
+    branch = getattr(recipe.task, "branch", None)
+    return {
         "final_em": final["em"],
         "contrasts": final["contrasts"],
-        "intervals": stage_intervals(
-            final, recipe.task.contrasts
-        ),  # this run's 95% Wilson (EM) and Newcombe (contrasts)
-        "contrast_sets": [[name, *pair] for name, pair in recipe.task.contrasts.items()],  # a list: keeps the order
+        "intervals": stage_intervals(final, contrasts),  # this run's 95% Wilson (EM) and Newcombe (contrasts)
+        "contrast_sets": [[name, *pair] for name, pair in contrasts.items()],  # a list: keeps the order
         "subsets": list(recipe.task.subsets),
-        "stages": {
-            name: {**entry, "intervals": stage_intervals(entry, recipe.task.contrasts)}
-            for name, entry in stages.items()
-        },
-        "wall_time_s": round(time.perf_counter() - started + earlier_seconds, 3),
+        "stages": {name: {**entry, "intervals": stage_intervals(entry, contrasts)} for name, entry in stages.items()},
+        "wall_time_s": round(seconds + trained.earlier_seconds, 3),
         "corpus": {
-            "cache_key": corpus_key(recipe.task, seed),
+            "cache_key": corpus_key(recipe.task, recipe.run.seed),
             "fingerprint": corpus_fingerprint(corpus),
             "rows": {split: len(rows) for split, rows in corpus.items()},
         },
@@ -476,28 +246,40 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
         **(
             {
                 "branch": {
-                    "index": recipe.task.branch,
-                    "pair": recipe.task.branch // 2,
+                    "index": branch,
+                    "pair": branch // 2,
                     "stage": recipe.run.branch_stage,
                     "trunk": plan.get("trunk"),
                 }
             }
-            if getattr(recipe.task, "branch", None) is not None
+            if branch is not None
             else {}
         ),
         "processes": state.num_processes,  # the global batch is per_device_train_batch_size x processes x accumulation
         "recipe": recipe.resolved,
         "provenance": provenance(),  # versions, git commit, date, command line (no host, user or secret)
     }
-    if state.is_main_process:
-        shutil.rmtree(work / "resume", ignore_errors=True)
-        if recipe.run.checkpoint_steps:
-            shutil.rmtree(work / "checkpoints", ignore_errors=True)
-        remove_empty_dirs(work / "checkpoints")
-        example = next(((row["prompt"], row["answer"]) for row in corpus["test"] if row["prompt"]), None)
-        write_model_cards(work, results, hub_repo_id(recipe) if recipe.run.push_to_hub else None, example)
-        write_json_atomic(work / "results.json", results)  # last: a work folder with it is a finished run
-    return finish(recipe, state, folder, results, corpus)
+
+
+def _write_results(
+    recipe: Recipe, state: PartialState, folder: RunFolder, results: dict[str, Any], corpus: DatasetDict
+) -> None:
+    """Clear the resume files, write the model cards and, last, results.json (a work folder with it
+    is a finished run)."""
+    if not state.is_main_process:
+        return
+    work = folder.work
+    shutil.rmtree(work / "resume", ignore_errors=True)
+    if recipe.run.checkpoint_steps:
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    remove_empty_dirs(work / "checkpoints")
+    write_model_cards(work, results, hub_repo_id(recipe) if recipe.run.push_to_hub else None, _example(corpus))
+    write_json_atomic(work / "results.json", results)
+
+
+def _example(corpus: DatasetDict) -> tuple[str, str] | None:
+    """A held-out (prompt, answer) for the model card's usage example."""
+    return next(((row["prompt"], row["answer"]) for row in corpus["test"] if row["prompt"]), None)
 
 
 def finish(
@@ -509,7 +291,6 @@ def finish(
         folder.finish(keep_checkpoints=not recipe.run.checkpoint_steps)
         folder.release(remove=True)
         if recipe.run.push_to_hub:  # once, after results.json and the card exist
-            example = next(((row["prompt"], row["answer"]) for row in corpus["test"] if row["prompt"]), None)
-            print(f"pushed the run to https://huggingface.co/{push_run(folder.out, recipe, results, example)}")
+            print(f"pushed the run to https://huggingface.co/{push_run(folder.out, recipe, results, _example(corpus))}")
     state.wait_for_everyone()
     return results

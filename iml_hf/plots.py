@@ -8,6 +8,7 @@ outside the data area.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,7 @@ def save_figure(fig, path: Path, dpi: int = DEFAULT_DPI, formats: Sequence[str] 
             target = stem.with_name(f"{stem.name}.{fmt}")
             write_atomic(
                 target,
-                lambda tmp, fmt=fmt: fig.savefig(
-                    tmp, format=fmt, dpi=dpi, bbox_inches=bbox, metadata=_METADATA.get(fmt, {})
-                ),
+                functools.partial(fig.savefig, format=fmt, dpi=dpi, bbox_inches=bbox, metadata=_METADATA.get(fmt, {})),
             )
     finally:
         plt.close(fig)

@@ -54,6 +54,11 @@ def upload_corpus(api: HfApi, folder: Path, repo_id: str, revision: str | None, 
     return getattr(info, "oid", None)
 
 
+def _new_folder() -> Path:
+    """A new temporary folder to stage the corpus in."""
+    return Path(tempfile.mkdtemp(prefix="iml_hf-corpus-"))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[1], allow_abbrev=False, add_help=False
@@ -81,7 +86,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None, api: HfApi | None = None) -> dict[str, str | None]:
     """Parse, build the corpus, stage it and (unless ``--dry_run``) upload it; returns the repo id,
     the commit and the staged folder (None once removed)."""
-    from iml_hf.hub import repo_id_problem
+    from iml_hf.config.hub_keys import repo_id_problem
 
     argv = sys.argv[1:] if argv is None else argv
     options, rest = parse_args(argv)
@@ -112,17 +117,17 @@ def main(argv: list[str] | None = None, api: HfApi | None = None) -> dict[str, s
     datasets.disable_progress_bars()
     task, seed = recipe.task, recipe.run.seed
     corpus = load_or_build_corpus(task, seed, recipe.run.cache_dir)
-    private = recipe.run.hub_private if options.private is None else options.private
-    if not options.dry_run:
-        api = api or HfApi()
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        repo_id = getattr(url, "repo_id", None) or repo_id
-    folder = staging or Path(tempfile.mkdtemp(prefix="iml_hf-corpus-"))
-    stage_corpus(corpus, task, seed, folder, repo_id, options.revision)
     key = corpus_key(task, seed)
     if options.dry_run:
+        folder = stage_corpus(corpus, task, seed, staging or _new_folder(), repo_id, options.revision)
         print(f"staged the corpus {key} in {folder} (dry run: nothing uploaded)")
         return {"repo_id": repo_id, "commit": None, "folder": str(folder)}
+    assert repo_id, "checked with the options above: an upload names its repo"
+    private = recipe.run.hub_private if options.private is None else options.private
+    api = api or HfApi()
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    repo_id = getattr(url, "repo_id", None) or repo_id
+    folder = stage_corpus(corpus, task, seed, staging or _new_folder(), repo_id, options.revision)
     try:
         commit = upload_corpus(api, folder, repo_id, options.revision, f"iml_hf corpus {key} (seed {seed})")
     finally:

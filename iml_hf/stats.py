@@ -29,8 +29,9 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, floa
     if len(x) < 2 or np.all(x == x[0]):
         low = high = mean if len(x) >= 2 else math.nan
     else:
-        low, high = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
-    return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "n": int(len(x))}
+        interval = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+        low, high = float(interval.low), float(interval.high)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": int(len(x))}
 
 
 def paired_greater(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> dict[str, float]:

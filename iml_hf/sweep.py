@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from iml_hf import console
+from iml_hf.config.run_names import format_value, sweep_run_folder
 from iml_hf.io import write_json_atomic
 from iml_hf.recipe import RecipeError, parse_recipe
 from iml_hf.resolved import configuration, configuration_defaults, same_configuration
@@ -196,17 +197,6 @@ def parse_slurm(text: str) -> tuple[str, Any]:
     return key.strip(), int(value) if value.strip().isdigit() else value.strip()
 
 
-def _format(value: Any) -> str:
-    """A value as the command line (YAML) reads it back: null, true, 0.001, [1, 2], text."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def run_name(overrides: dict[str, Any], seed: int) -> str:
-    """``key=value,key=value/seed<S>`` (or ``seed<S>`` without overrides); safe as a path."""
-    combination = ",".join(f"{k}={_format(v)}".replace("/", "_").replace(" ", "") for k, v in overrides.items())
-    return f"{combination}/seed{seed}" if combination else f"seed{seed}"
-
-
 def plan(
     recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[Any]], extra: list[str], threads: int
 ) -> list[SweepRun]:
@@ -216,14 +206,14 @@ def plan(
     for combination in itertools.product(*(sets[k] for k in keys)):
         overrides = dict(zip(keys, combination))
         for seed in seeds:
-            name = run_name(overrides, seed)
+            name = sweep_run_folder(overrides, seed)
             if name in names:
                 raise RecipeError(
                     f"two runs of the grid would share the folder {name!r}; make the --set values distinct"
                 )
             names.add(name)
             out = str(Path(output_dir) / name)
-            flags = [f"--{k}={_format(v)}" for k, v in overrides.items()]
+            flags = [f"--{k}={format_value(v)}" for k, v in overrides.items()]
             group = f"--tracker_group={Path(output_dir).resolve().name}"  # before extra: a given group wins
             argv = [
                 recipe,

@@ -13,6 +13,8 @@ held-out rows keep answer-only labels, so held-out answer losses mean the same i
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from datasets import DatasetDict
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -21,6 +23,7 @@ from iml_hf.args import LOSS_MODES
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
 IGNORE_INDEX = -100
+_Tokenizer = TypeVar("_Tokenizer", bound=PreTrainedTokenizerBase)
 
 
 def word_order(word: str) -> tuple[int, int, str]:
@@ -28,7 +31,7 @@ def word_order(word: str) -> tuple[int, int, str]:
     return (0, int(word), "") if word.isdigit() else (1, 0, word)
 
 
-def encode_like_training(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+def encode_like_training(tokenizer: _Tokenizer) -> _Tokenizer:
     """Make a plain ``tokenizer(text)`` start with BOS, as every training row does, through the
     tokenizer's post-processor (so the saved tokenizer does it too and ``pipeline`` sees what
     training saw), and pad on the left, as generation needs. The corpus is encoded without it."""

@@ -28,6 +28,7 @@ from transformers import Trainer, TrainerControl, TrainerState, TrainingArgument
 from transformers.integrations import TensorBoardCallback, WandbCallback, rewrite_logs
 from transformers.utils import logging
 
+from iml_hf.config.run_names import recipe_stem, run_name
 from iml_hf.io import write_json_atomic
 
 if TYPE_CHECKING:
@@ -48,19 +49,6 @@ def tracker_names(logs: dict[str, Any]) -> dict[str, Any]:
     equals the metrics.jsonl ``name``; the Trainer's own keys get the stock ``train/``/``eval/`` prefix."""
     named = {key: value for key, value in logs.items() if "/" in key}
     return {**rewrite_logs({k: v for k, v in logs.items() if "/" not in k}), **named}
-
-
-def recipe_stem(recipe: Recipe) -> str:
-    """The recipe file's stem (``toy`` for recipes/toy.yaml), or the output folder's name without a file."""
-    return Path(recipe.source).stem if recipe.source else Path(recipe.run.output_dir).name
-
-
-def run_name(recipe: Recipe) -> str:
-    """``training.run_name`` if the recipe sets one, else ``<recipe stem>-seed<seed>`` (the output
-    folder's name for a recipe given on the command line only)."""
-    if recipe.training.get("run_name"):
-        return str(recipe.training["run_name"])
-    return f"{recipe_stem(recipe)}-seed{recipe.run.seed}" if recipe.source else Path(recipe.run.output_dir).name
 
 
 def run_group(recipe: Recipe) -> str:

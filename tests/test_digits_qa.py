@@ -9,7 +9,10 @@ import pytest
 
 from iml_hf.corpus import corpus_fingerprint
 from iml_hf.tasks import digits_qa
-from iml_hf.tasks.digits_qa import DEFINED, STRIP_ROWS, DigitsQATask, quantise, sklearn_digits
+from iml_hf.tasks.digits_qa import STRIP_ROWS, DigitsQATask, quantise, sklearn_digits
+
+#: Each defined subset's (tag, consistent), as the task declares it.
+DEFINED = {s: (m.tag, m.consistent) for s, m in DigitsQATask.subset_meanings.items() if m.defined}
 
 SMALL = dict(
     num_variables=60,

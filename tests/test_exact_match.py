@@ -9,8 +9,9 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, TrainingArguments
 
-from iml_hf.callbacks import MetricsLog, SubsetEMCallback
+from iml_hf.callbacks.subset_em import SubsetEMCallback
 from iml_hf.exact_match import exact_match, greedy_answers
+from iml_hf.io import MetricsLog
 from iml_hf.trainer import IMLTrainer
 
 PAD, EOS = 0, 3

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import TINY_RECIPE, build_tiny_model, loop_gradients, run_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iml_hf.callbacks.grad_alignment import alignment_probes, measure_alignment
+from iml_hf.callbacks.grad_alignment import alignment_samples, measure_alignment
 from iml_hf.corpus import load_or_build_corpus
 from iml_hf.recipe import parse_recipe
 from iml_hf.stats import mean_ci
@@ -22,46 +22,46 @@ def tokenized(tiny_corpus, tiny_tokenizer):
     return tokenize_corpus(tiny_corpus, tiny_tokenizer)
 
 
-def test_probes_pair_each_definition_with_questions_about_its_alias(tokenized, tiny_tokenizer):
-    probes = alignment_probes(
+def test_samples_pair_each_definition_with_questions_about_its_alias(tokenized, tiny_tokenizer):
+    samples = alignment_samples(
         tokenized, tiny_tokenizer.pad_token_id, None, aliases_per_subset=3, questions_per_alias=2, seed=5
     )
-    assert list(probes) == ["x1t", "x1f", "x2t", "x2f"]
+    assert list(samples) == ["x1t", "x1f", "x2t", "x2f"]
     train_texts = set(tokenized["train"]["text"])
-    for subset, probe in probes.items():
-        n = probe.num_definitions
-        assert n == 3 and len(probe.pairs) == 6 and len(probe.batch) == 9
-        assert all(r["kind"] == "definition" and r["subset"] == subset for r in probe.rows[:n])
-        assert all(r["kind"] == "question" and r["subset"] == subset for r in probe.rows[n:])
-        for d, q in probe.pairs:
-            assert d < n <= q and probe.rows[d]["key"] == probe.rows[q]["key"]
+    for subset, sample in samples.items():
+        n = sample.num_definitions
+        assert n == 3 and len(sample.pairs) == 6 and len(sample.batch) == 9
+        assert all(r["kind"] == "definition" and r["subset"] == subset for r in sample.rows[:n])
+        assert all(r["kind"] == "question" and r["subset"] == subset for r in sample.rows[n:])
+        for d, q in sample.pairs:
+            assert d < n <= q and sample.rows[d]["key"] == sample.rows[q]["key"]
         if subset.startswith("x2"):  # X2 questions are never trained on: all come from the test split
-            assert not train_texts & {r["text"] for r in probe.rows[n:]}
+            assert not train_texts & {r["text"] for r in sample.rows[n:]}
         assert torch.equal(
-            probe.batch.input_ids[0, : len(probe.rows[0]["input_ids"])], torch.tensor(probe.rows[0]["input_ids"])
+            sample.batch.input_ids[0, : len(sample.rows[0]["input_ids"])], torch.tensor(sample.rows[0]["input_ids"])
         )
-    again = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, None, 3, 2, seed=5)
-    assert all(torch.equal(again[s].batch.input_ids, probes[s].batch.input_ids) for s in probes)
-    other = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, ["x2t"], 3, 2, seed=6)
+    again = alignment_samples(tokenized, tiny_tokenizer.pad_token_id, None, 3, 2, seed=5)
+    assert all(torch.equal(again[s].batch.input_ids, samples[s].batch.input_ids) for s in samples)
+    other = alignment_samples(tokenized, tiny_tokenizer.pad_token_id, ["x2t"], 3, 2, seed=6)
     assert list(other) == ["x2t"]
 
 
-def _independent(model, probe) -> tuple[list[float], float]:
+def _independent(model, sample) -> tuple[list[float], float]:
     """Pair cosines and the mean-gradient cosine from the batch-size-1 loop."""
-    grads = loop_gradients(model, probe.batch)
+    grads = loop_gradients(model, sample.batch)
     flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)
-    pairs = [F.cosine_similarity(flat[d], flat[q], dim=0).item() for d, q in probe.pairs]
-    n = probe.num_definitions
+    pairs = [F.cosine_similarity(flat[d], flat[q], dim=0).item() for d, q in sample.pairs]
+    n = sample.num_definitions
     mean = F.cosine_similarity(flat[:n].mean(0), flat[n:].mean(0), dim=0).item()
     return pairs, mean
 
 
 def test_measure_alignment_matches_loop(tokenized, tiny_tokenizer):
     model = build_tiny_model(tiny_tokenizer, architecture="llama")
-    probes = alignment_probes(tokenized, tiny_tokenizer.pad_token_id, None, 3, 2, seed=0)
-    result = measure_alignment(model, probes)
-    for subset, probe in probes.items():
-        pairs, mean = _independent(model, probe)
+    samples = alignment_samples(tokenized, tiny_tokenizer.pad_token_id, None, 3, 2, seed=0)
+    result = measure_alignment(model, samples)
+    for subset, sample in samples.items():
+        pairs, mean = _independent(model, sample)
         summary = result["pairs"][subset]["all"]
         expected = mean_ci(pairs)
         assert summary["n"] == len(pairs) == 6
@@ -99,9 +99,9 @@ def test_callback_logs_every_subset_and_group_through_all_stages(monkeypatch, tm
     tokenizer = AutoTokenizer.from_pretrained(out)
     parsed = parse_recipe([str(path)])
     corpus = load_or_build_corpus(parsed.task, 0)
-    probes = alignment_probes(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
-    for subset, probe in probes.items():
-        pairs, mean = _independent(model, probe)
+    samples = alignment_samples(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
+    for subset, sample in samples.items():
+        pairs, mean = _independent(model, sample)
         logged = next(
             r
             for r in align
@@ -147,9 +147,9 @@ def test_measurements_stay_float32_and_exact_under_bf16_mixed_precision(monkeypa
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     corpus = load_or_build_corpus(parse_recipe([str(path)]).task, 0)
-    probes = alignment_probes(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
-    for subset, probe in probes.items():
-        pairs, _ = _independent(model, probe)
+    samples = alignment_samples(tokenize_corpus(corpus, tokenizer), tokenizer.pad_token_id, None, 3, 2, seed=0)
+    for subset, sample in samples.items():
+        pairs, _ = _independent(model, sample)
         logged = results["stages"]["x1"]["grad_align"]["pairs"][subset]["all"]["mean"]
         assert logged == pytest.approx(sum(pairs) / len(pairs), abs=1e-5)
     assert "inner_loss" in results["stages"]["x1"]["layers"]

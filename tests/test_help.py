@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from iml_hf.args import StageArguments
-from iml_hf.cli_help import markdown
+from iml_hf.config.help import markdown
 from iml_hf.measurements import MEASUREMENTS
 from iml_hf.recipe import SECTION_CLASSES, RecipeError, RunArguments, parse_recipe
 from iml_hf.tasks import get_task_class
@@ -202,7 +202,7 @@ def test_every_field_has_a_description():
 def test_recipe_key_reference_is_in_sync():
     reference = ROOT / "docs" / "recipe-keys.md"
     assert reference.read_text() == markdown(), (
-        "docs/recipe-keys.md is out of date: python -m iml_hf.cli_help --markdown > docs/recipe-keys.md"
+        "docs/recipe-keys.md is out of date: python -m iml_hf.config.help --markdown > docs/recipe-keys.md"
     )
     text = reference.read_text()
     assert "| `model.num_layers` | an integer | `1` | Transformer blocks of a model from scratch. |" in text

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_RECIPE, build_tiny_model, run_recipe
+from datasets import DatasetDict
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from iml_hf import tasks
 from iml_hf.analyze.__main__ import main
 from iml_hf.analyze.probe_report import ProbeInputs, run_probes
 from iml_hf.analyze.probes import (
     ProbeError,
     build_probe_set,
-    definition_labels,
+    declared_labels,
     grouped_folds,
     hidden_representations,
     relation_of,
@@ -27,7 +29,9 @@ from iml_hf.analyze.probes import (
 from iml_hf.args import ProbeArguments
 from iml_hf.corpus import corpus_fingerprint
 from iml_hf.recipe import RecipeError, build_recipe
+from iml_hf.tasks import corpus_row, string_table
 from iml_hf.tasks.entities import EntitiesTask
+from iml_hf.tasks.subsets import SubsetMeaning
 from iml_hf.tokenization import build_wordlevel_tokenizer
 
 ENTITIES = {
@@ -93,10 +97,11 @@ def test_grouped_folds_never_put_one_referent_on_both_sides():
         grouped_folds(np.array(["a", "b", "a", "b"]), np.array(["g"] * 4), 5, 0)
 
 
-def test_subset_names_give_tag_and_consistency():
-    assert definition_labels("qd1consis") == ("1", True) and definition_labels("qd2incons") == ("2", False)
-    assert definition_labels("d3consis") == ("3", True) and definition_labels("qd4consis") == (None, True)
-    assert definition_labels("x1f") == ("f", None) and definition_labels("no_qd_baseline") is None
+def test_the_tasks_declarations_give_tag_and_consistency():
+    labels = declared_labels()
+    assert labels["qd1consis"] == ("1", True) and labels["qd2incons"] == ("2", False)
+    assert labels["d3consis"] == ("3", True) and labels["qd4consis"] == (None, True)
+    assert labels["x1f"] == ("f", False) and "no_qd_baseline" not in labels
     assert relation_of("Q: When was k q z born ? A:", "k q z") == "Q: When was [X] born ? A:"
     assert relation_of("Q: When was kqz born ? A:", "k q z") is None
 
@@ -153,7 +158,7 @@ def test_labels_match_the_entities_corpus(entities_corpus):
         probe_set.expand(["attribute/shoe_size"])
 
 
-def test_toy_task_tags_and_consistency_come_from_names_and_definitions(tiny_corpus):
+def test_toy_task_tags_and_consistency_come_from_its_declaration(tiny_corpus):
     probe_set = build_probe_set(tiny_corpus)
     seen = {(s, t, c) for s, t, c in zip(probe_set.subsets, probe_set.labels["tag"], probe_set.labels["consistent"])}
     assert seen == {
@@ -162,6 +167,46 @@ def test_toy_task_tags_and_consistency_come_from_names_and_definitions(tiny_corp
         ("x2t", "t", "consistent"),
         ("x2f", "f", "consistent"),
     }
+
+
+class _AnyNamesTask:
+    """A task whose subset names say nothing: its declaration alone gives the probe labels."""
+
+    name = "any_names"
+    subset_meanings = {
+        "trusted": SubsetMeaning("tag-1 definitions that hold", tag=1, consistent=True, stage="2"),
+        "doubted": SubsetMeaning("tag-2 definitions that mislead", tag=2, consistent=False, stage="1"),
+        "plain": SubsetMeaning("questions, no definition", stage="1"),
+    }
+
+
+def _any_names_corpus() -> DatasetDict:
+    rows = []
+    for i in range(12):
+        subset = ("trusted", "doubted", "plain")[i % 3]
+        key, number = f"v{i}", str(i % 4)
+        if subset != "plain":
+            rows.append(corpus_row("", f"tag{subset} {key} {number}", subset, "definition", key, number))
+        rows.append(corpus_row(f"{key} plus 1 =", str(int(number) + 1), subset, "question", key, number))
+    return DatasetDict({"train": string_table(rows), "test": string_table(rows[:1])})
+
+
+def test_a_task_with_any_subset_names_gets_labels_from_its_declaration(monkeypatch):
+    corpus = _any_names_corpus()
+    with pytest.raises(ProbeError, match="no definitions"):  # an undeclared task gives no labels
+        build_probe_set(corpus)
+    monkeypatch.setitem(tasks._REGISTRY, "any_names", _AnyNamesTask)
+    probe_set = build_probe_set(corpus)
+    seen = {(s, t, c) for s, t, c in zip(probe_set.subsets, probe_set.labels["tag"], probe_set.labels["consistent"])}
+    assert seen == {("trusted", "1", "consistent"), ("doubted", "2", "inconsistent")}
+    assert len(probe_set.variables) == 8 and list(probe_set.relations) == ["attribute/x_plus_1"]
+
+    class Contrary(_AnyNamesTask):
+        subset_meanings = {"trusted": SubsetMeaning("tag-2 definitions", tag=2, consistent=True)}
+
+    monkeypatch.setitem(tasks._REGISTRY, "contrary", Contrary)
+    with pytest.raises(ProbeError, match="declare subset 'trusted' differently"):
+        build_probe_set(corpus)
 
 
 def _manual_gpt2_states(model, ids: list[int]) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ from test_cvdb import ROWS, write_cvdb
 
 from iml_hf import push_corpus
 from iml_hf.corpus import corpus_fingerprint, corpus_metadata, load_corpus_dataset, load_or_build_corpus
-from iml_hf.corpus_card import COLUMN_DESCRIPTIONS, SUBSET_DESCRIPTIONS, subset_description
+from iml_hf.corpus_card import COLUMN_DESCRIPTIONS, subset_description
 from iml_hf.recipe import parse_recipe
 from iml_hf.tasks import CORPUS_COLUMNS, task_registry
 from iml_hf.tasks.entities import EntitiesTask
@@ -104,7 +104,7 @@ def test_push_corpus_without_a_repo_is_an_error(monkeypatch, tiny_recipe, tmp_pa
 def test_every_builtin_subset_and_column_is_described():
     assert set(COLUMN_DESCRIPTIONS) == set(CORPUS_COLUMNS)
     for name, cls in task_registry().items():
-        described = {**SUBSET_DESCRIPTIONS.get(name, {}), **getattr(cls, "subset_descriptions", {})}
+        described = {s: m.description for s, m in cls.subset_meanings.items()}
         assert set(described) == set(cls.subsets), name
 
 

@@ -160,7 +160,8 @@ def test_stage_end_samples_hold_the_generated_answers_and_their_match(qa_tokeniz
 
     from transformers import TrainerControl, TrainingArguments
 
-    from iml_hf.callbacks import MetricsLog, SubsetEMCallback
+    from iml_hf.callbacks.subset_em import SubsetEMCallback
+    from iml_hf.io import MetricsLog
     from iml_hf.trainer import IMLTrainer
 
     model, rows = _trained_on_questions(qa_tokenizer)

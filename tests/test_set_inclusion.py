@@ -11,10 +11,12 @@ import pytest
 
 from iml_hf.corpus import corpus_fingerprint
 from iml_hf.recipe import parse_recipe
-from iml_hf.tasks.set_inclusion import DEFINED, SetInclusionTask
+from iml_hf.tasks.set_inclusion import SetInclusionTask
 from iml_hf.tokenization import build_wordlevel_tokenizer
 
 RECIPES = Path(__file__).parents[1] / "recipes"
+#: Each defined subset's (tag, consistent), as the task declares it.
+DEFINED = {s: (m.tag, m.consistent) for s, m in SetInclusionTask.subset_meanings.items() if m.defined}
 
 SMALL = dict(
     num_variables=120,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import iml_hf.tasks as tasks
+from iml_hf.tasks.subsets import SubsetMeaning, largest_remainder, meanings_of, of_stage
 
 PLUGIN = """
 from dataclasses import dataclass
@@ -65,3 +66,37 @@ def test_built_in_tasks_win_over_a_plugin_of_the_same_name(monkeypatch: pytest.M
 def test_an_unknown_task_names_the_closest() -> None:
     with pytest.raises(ValueError, match="did you mean 'modmul'"):
         tasks.get_task_class("modmull")
+
+
+def test_every_built_in_task_declares_each_subset_once() -> None:
+    for name in ("modmul", "entities", "set_inclusion", "digits_qa"):
+        cls = tasks.get_task_class(name)
+        meanings = cls.subset_meanings
+        assert tuple(meanings) == cls.subsets, name  # the declaration is the display order
+        assert cls.exchangeable == of_stage(meanings, "2"), name  # a branch re-splits the stage-2 keys
+        assert set(cls.counterbalanced) <= {s for s in cls.exchangeable if meanings[s].defined}, name
+        assert all(m.description for m in meanings.values()), name
+        for subset, baseline in cls.definition_baselines.items():  # the gate compares defined with undefined
+            assert meanings[subset].defined and (not isinstance(baseline, str) or not meanings[baseline].defined)
+
+
+def test_a_subset_meaning_is_checked_and_read() -> None:
+    drawn = SubsetMeaning("fresh tag per definition", consistent=True, stage="1")
+    assert drawn.defined and drawn.tag is None and not SubsetMeaning("no definition", stage="2").defined
+    assert SubsetMeaning("d", tag=2, consistent=True).tag_number == 2
+    with pytest.raises(ValueError, match="not a numbered define tag"):
+        _ = SubsetMeaning("toy", tag="t", consistent=True).tag_number
+    with pytest.raises(ValueError, match="stage='3'"):
+        SubsetMeaning("x", stage="3")
+    with pytest.raises(ValueError, match="without consistent"):
+        SubsetMeaning("x", tag=1)
+    assert meanings_of(None) == {} and meanings_of(tasks.get_task_class("modmul"))["x1f"].consistent is False
+
+
+def test_largest_remainder_keeps_the_total_and_gives_ties_to_the_first_declared() -> None:
+    assert largest_remainder({"a": 1.5, "b": 1.5, "c": 1.0}) == {"a": 2, "b": 1, "c": 1}
+    assert largest_remainder({"a": 0.2, "b": 0.7, "c": 2.1}) == {"a": 0, "b": 1, "c": 2}
+    counts = largest_remainder(
+        {s: share * 37 for s, share in zip("abcdefg", (0.05, 0.25, 0.25, 0.05, 0.15, 0.15, 0.1))}
+    )
+    assert sum(counts.values()) == 37

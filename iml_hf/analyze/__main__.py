@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
 
 from iml_hf.analyze.report import analyze_layers
 from iml_hf.analyze.sources import PAPER_CORPORA
-from iml_hf.args import PROBE_POSITIONS, PROBE_TARGETS
+from iml_hf.config.help import dataclass_keys
+from iml_hf.config.help import show as recipe_value
+from iml_hf.config.measurement_args import LayerAnalysisArguments, ProbeArguments
+
+#: Recipe keys that are no flags: ``enabled`` switches the stage-end analysis on, and the recipe's
+#: ``split`` (the train or test rows of the run's corpus) is not ``--split`` (any split of any dataset).
+RECIPE_ONLY_KEYS = ("enabled", "split")
 
 
 def positive_int(text: str) -> int:
@@ -30,12 +40,40 @@ def natural_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """An argparse type: a number >= 0."""
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not >= 0")
-    return value
+def checked(cls: type, name: str, convert: Callable[[str], Any], nullable: bool) -> Callable[[str], Any]:
+    """An argparse type for field ``name`` of ``cls``: ``convert`` (``null`` is None where the field takes
+    None), then the dataclass's own checks, so the flag accepts what the recipe key accepts and argparse
+    names the flag in its error."""
+
+    def parse(text: str) -> Any:
+        value = None if nullable and text == "null" else convert(text)
+        try:
+            cls(**{name: value})
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    parse.__name__ = convert.__name__  # argparse's "invalid int value: 'x'"
+    return parse
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per key of a recipe section (``cls``) with the key's type, default, help and choices, so
+    the CLI and the recipe share one home; list keys are checked by the analysis, which can suggest a name."""
+    for doc in dataclass_keys(cls, "", skip=RECIPE_ONLY_KEYS):
+        union = typing.get_origin(doc.annotation) in (typing.Union, types.UnionType)
+        members = typing.get_args(doc.annotation) if union else (doc.annotation,)
+        value_type = next(t for t in members if t is not type(None))  # int | None -> int
+        is_list = typing.get_origin(value_type) is list
+        default = " ".join(doc.default) if isinstance(doc.default, list) else recipe_value(doc.default)
+        parser.add_argument(
+            f"--{doc.key}",
+            type=str if is_list else checked(cls, doc.key, value_type, type(None) in members),
+            nargs="+" if is_list else None,
+            choices=doc.choices or None,
+            default=doc.default,
+            help=f"{doc.help} (default: {default})".replace("%", "%%"),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,19 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "5,000 random rows of 1bw); text files are then read one row per line",
     )
     layers.add_argument("--output_dir", required=True)
-    layers.add_argument("--max_tokens", type=positive_int, default=20000, help="stop after this many analysed tokens")
-    layers.add_argument(
-        "--min_position",
-        type=natural_int,
-        default=4,
-        help="analyse positions from this index on (the paper's filter: the fifth token on)",
-    )
-    layers.add_argument(
-        "--max_final_loss",
-        type=non_negative_float,
-        default=1.0,
-        help="Figure 2 keeps only trajectories whose model loss is at most this (the paper: 1.0)",
-    )
+    add_settings(layers, LayerAnalysisArguments)
     layers.add_argument(
         "--min_words",
         type=natural_int,
@@ -95,19 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     layers.add_argument("--split", default=None, help="dataset split (default: test if present)")
     layers.add_argument("--text_column", default="text")
-    layers.add_argument("--batch_size", type=positive_int, default=8)
-    layers.add_argument(
-        "--pca_samples",
-        type=natural_int,
-        default=None,
-        help="trajectories in the Figure-3 PCA (default: the paper's 50 for GPT-2, 150 otherwise)",
-    )
-    layers.add_argument(
-        "--linear_model_tokens",
-        type=natural_int,
-        default=200,
-        help="tokens whose linear model (eqs. 10-12) is built at every layer for Table 2 (GPT-2 blocks; 0 = skip)",
-    )
     layers.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16", "auto"),
@@ -122,17 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="cpu, cuda, ... (default: cuda if available; not with --device_map)"
     )
     layers.add_argument("--torch_threads", type=positive_int, default=None)
-    layers.add_argument("--seed", type=natural_int, default=0)
     add_probes_parser(commands)
     return parser
-
-
-def at_least_two(text: str) -> int:
-    """An argparse type: an integer >= 2."""
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text} is not >= 2")
-    return value
 
 
 def add_probes_parser(commands) -> None:
@@ -152,29 +156,7 @@ def add_probes_parser(commands) -> None:
         "corpus the run in --model was trained on, rebuilt from its results.json",
     )
     probes.add_argument("--output_dir", required=True)
-    probes.add_argument(
-        "--subsets",
-        nargs="+",
-        default=None,
-        help="probe the variables defined in these subsets only (default: every subset whose name "
-        "gives the define tag)",
-    )
-    probes.add_argument(
-        "--targets",
-        nargs="+",
-        default=["tag", "consistent", "attributes"],
-        help=f"some of {list(PROBE_TARGETS)} or attribute/<relation> (default: tag consistent attributes)",
-    )
-    probes.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds, grouped by referent")
-    probes.add_argument(
-        "--position",
-        choices=PROBE_POSITIONS,
-        default="mean",
-        help="the mean over the variable's tokens, or its last token",
-    )
-    probes.add_argument("--seed", type=natural_int, default=0, help="folds and the shuffled-label control")
-    probes.add_argument("--batch_size", type=positive_int, default=256)
-    probes.add_argument("--max_iter", type=positive_int, default=1000, help="iterations of each logistic regression")
+    add_settings(probes, ProbeArguments)
     probes.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16", "auto"),

@@ -3,9 +3,10 @@
 Probe datasets come from the corpus alone, through the corpus contract, for any task:
 
 * the variables are the ``key`` of the rows of kind ``definition``; a variable's subset says which
-  define tag its definition carries and whether the definition is consistent
-  (:func:`definition_labels`: the entity task's ``qd1consis`` / ``qd2incons`` / ``d1consis`` ..., the
-  toy task's ``x1t`` ... ``x2f``); subsets no pattern matches are left out;
+  define tag its definition carries and whether the definition is consistent, as the task declares
+  it (its ``subset_meanings``, :func:`declared_labels`: the entity task's ``qd1consis`` is tag 1,
+  consistent; the toy task's ``x1f`` tag ``f``, inconsistent); subsets no task declares defined
+  are left out;
 * its attributes are the answers of the questions about it (rows of kind ``question``, both splits,
   with its key and its referent): one target ``attribute/<relation>`` per relation (the prompt with
   the variable replaced by ``[X]``) asked about at least half the variables;
@@ -43,17 +44,9 @@ from threadpoolctl import threadpool_limits
 
 from iml_hf.gradients import full_precision
 from iml_hf.stats import mean_ci
+from iml_hf.tasks import task_registry
+from iml_hf.tasks.subsets import meanings_of
 
-#: Subset names that say which define tag a subset's definitions carry and, where the name says
-#: it, whether they are consistent: the entity task's ``(q)d<tag>(consis|incons)`` and the toy
-#: task's ``x<phase><t|f>`` (whose consistency is read from the definition, see ``names_referent``).
-DEFINE_PATTERNS = (
-    re.compile(r"^q?d(?P<tag>\d)(?P<consistency>consis|incons)$"),
-    re.compile(r"^x\d(?P<tag>[tf])$"),
-)
-#: Tags that mean "drawn per definition" (the entity task's ``qd4consis``): such variables get no
-#: tag label (their consistency still counts).
-DRAWN_TAGS = ("4",)
 SINGLE_TARGETS = ("tag", "consistent", "referent")
 ATTRIBUTE_PREFIX = "attribute/"
 
@@ -62,15 +55,25 @@ class ProbeError(ValueError):
     """A probe that cannot be built or fitted (too few variables, classes or groups); says why."""
 
 
-def definition_labels(subset: str) -> tuple[str | None, bool | None] | None:
-    """``(tag, consistent)`` of a subset's definitions from its name (None where the name does not
-    say), or None when no pattern of :data:`DEFINE_PATTERNS` matches the name."""
-    for pattern in DEFINE_PATTERNS:
-        match = pattern.match(subset)
-        if match:
-            tag, consistency = match["tag"], match.groupdict().get("consistency")
-            return (None if tag in DRAWN_TAGS else tag), (None if consistency is None else consistency == "consis")
-    return None
+def declared_labels() -> dict[str, tuple[str | None, bool]]:
+    """``{subset: (tag, consistent)}`` of every defined subset that a known task declares in its
+    ``subset_meanings`` (the tag as a label; None where each definition draws a fresh tag). A corpus
+    does not say which task built it, so every task's declaration is read; ProbeError when two tasks
+    declare one subset name differently."""
+    labels: dict[str, tuple[str | None, bool]] = {}
+    declared_by: dict[str, str] = {}
+    for name, task in task_registry().items():
+        for subset, meaning in meanings_of(task).items():
+            if not meaning.defined:
+                continue
+            label = (None if meaning.tag is None else str(meaning.tag), bool(meaning.consistent))
+            if labels.setdefault(subset, label) != label:
+                raise ProbeError(
+                    f"tasks {declared_by[subset]!r} and {name!r} declare subset {subset!r} differently "
+                    f"(tag, consistent: {labels[subset]} and {label}), so its probe labels are ambiguous"
+                )
+            declared_by.setdefault(subset, name)
+    return labels
 
 
 def _find(words: list[str], part: list[str]) -> int:
@@ -79,16 +82,6 @@ def _find(words: list[str], part: list[str]) -> int:
         if words[i : i + len(part)] == part:
             return i
     return -1
-
-
-def names_referent(text: str, key: str, referent: str) -> bool:
-    """Whether a definition's text names its variable's referent (besides the variable itself):
-    a consistent definition does, an inconsistent one names something else."""
-    words, key_words = text.split(), key.split()
-    at = _find(words, key_words)
-    if at >= 0:
-        words = words[:at] + words[at + len(key_words) :]
-    return bool(referent.split()) and _find(words, referent.split()) >= 0
 
 
 def relation_of(prompt: str, key: str) -> str | None:
@@ -168,16 +161,17 @@ class ProbeSet:
 
 def build_probe_set(corpus: DatasetDict, subsets: list[str] | None = None, min_share: float = 0.5) -> ProbeSet:
     """The probe set of a corpus (see the module docstring): the defined variables of ``subsets``
-    (None: of every subset :func:`definition_labels` reads) and their labels; attribute targets
+    (None: of every subset :func:`declared_labels` holds) and their labels; attribute targets
     for the relations asked about at least ``min_share`` of them."""
-    columns = ("prompt", "answer", "subset", "kind", "key", "referent", "text")
+    declared = declared_labels()
+    columns = ("prompt", "answer", "subset", "kind", "key", "referent")
     rows = [corpus[split].select_columns(list(columns)).to_dict() for split in corpus]
     definitions: dict[str, dict[str, Any]] = {}
     defined_subsets: set[str] = set()
     for table in rows:
         for i, kind in enumerate(table["kind"]):
             subset, key = table["subset"][i], table["key"][i]
-            if kind != "definition" or not key or definition_labels(subset) is None:
+            if kind != "definition" or not key or subset not in declared:
                 continue
             defined_subsets.add(subset)
             if (subsets is None or subset in subsets) and key not in definitions:
@@ -186,21 +180,18 @@ def build_probe_set(corpus: DatasetDict, subsets: list[str] | None = None, min_s
         missing = [s for s in subsets if s not in defined_subsets]
         if missing:
             raise ProbeError(
-                f"subsets {missing} have no definitions whose subset name gives the define tag; "
+                f"subsets {missing} have no definitions, or no task declares them defined (subset_meanings); "
                 f"subsets that do: {sorted(defined_subsets) or 'none'}"
             )
     if not definitions:
         raise ProbeError(
-            "the corpus has no definitions of a subset whose name gives the define tag "
-            f"(patterns {[p.pattern for p in DEFINE_PATTERNS]})"
+            "the corpus has no definitions of a subset that a task declares defined (subset_meanings; "
+            f"declared: {sorted(declared)})"
         )
     variables = list(definitions)
     tags, consistent = [], []
     for key in variables:
-        row = definitions[key]
-        tag, consistency = definition_labels(row["subset"])
-        if consistency is None:
-            consistency = names_referent(row["text"], key, row["referent"])
+        tag, consistency = declared[definitions[key]["subset"]]
         tags.append(tag)
         consistent.append("consistent" if consistency else "inconsistent")
     referents = [definitions[key]["referent"] for key in variables]

@@ -6,6 +6,7 @@ import argparse
 import random
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ def sampled_tokens(model, sequences: list[list[int]], options: Any, pca_samples:
             if i == index:  # the trajectory leaves the last layer out (Section 5.3)
                 trajectories[(i, t)] = torch.stack([h[t].float().cpu() for h in states])
         positions = sorted(t for i, t in linear_picks if i == index)
-        if positions:
+        if positions and table is not None:  # linear_picks is empty without a table
             tic = time.perf_counter()
             table.add(states, positions)
             linear_time += time.perf_counter() - tic
@@ -220,7 +221,7 @@ def analyze_model(model, sequences: list[list[int]], options: Any, out: Path, so
 DEFAULT_SEQ_LEN = 128
 
 
-def load_model(args: argparse.Namespace):
+def load_model(args: argparse.Namespace | SimpleNamespace):
     """The checkpoint by path or hub id, in ``args.dtype``, on ``args.device`` or spread by
     ``args.device_map``; ValueError naming ``--model`` when it is not a causal LM with a tokenizer."""
     if Path(args.model).is_dir() and not (Path(args.model) / "config.json").is_file():
@@ -236,7 +237,8 @@ def load_model(args: argparse.Namespace):
             args.model, revision=args.revision, dtype=dtype, device_map=args.device_map
         )
         if not args.device_map:
-            model = model.to(torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+            device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            model = model.to(device)  # type: ignore[arg-type]  # @wraps(nn.Module.to) types it to(self)
         tokenizer = load_pretrained_tokenizer(args.model, revision=args.revision)
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot load a causal LM and tokenizer from --model {args.model!r}: {error}") from None

@@ -24,7 +24,7 @@ from iml_hf.io import write_atomic
 from iml_hf.tokenization import word_order
 
 if TYPE_CHECKING:
-    from iml_hf.callbacks import MetricsLog
+    from iml_hf.io import MetricsLog
     from iml_hf.trainer import IMLTrainer
 
 

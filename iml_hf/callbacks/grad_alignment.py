@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from datasets import DatasetDict
 from transformers import TrainerState
 
-from iml_hf.args import GradientAlignmentArguments
 from iml_hf.callbacks.interval import IntervalCallback
+from iml_hf.config.measurement_args import GradientAlignmentArguments
 from iml_hf.gradients import ExampleBatch, gradient_cosines_by_group, mean_gradient, pair_cosines
 from iml_hf.stats import mean_ci
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class AlignmentProbe:
+class AlignmentSample:
     """The examples of one subset (definitions first, then questions) and the (definition, question)
     index pairs that share an alias."""
 
@@ -51,14 +51,14 @@ def alignment_subsets(tokenized: DatasetDict) -> list[str]:
     return list(seen)
 
 
-def alignment_probes(
+def alignment_samples(
     tokenized: DatasetDict,
     pad_token_id: int,
     subsets: list[str] | None = None,
     aliases_per_subset: int = 16,
     questions_per_alias: int = 4,
     seed: int = 0,
-) -> dict[str, AlignmentProbe]:
+) -> dict[str, AlignmentSample]:
     """A fixed sample of definition-question pairs per subset (the same ``seed`` gives the same sample)."""
     rows_by_key: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for split in tokenized.values():
@@ -68,7 +68,7 @@ def alignment_probes(
                 if row["kind"] == "question" or all(d["text"] != row["text"] for d in entry["definition"]):
                     entry[row["kind"]].append(row)
     rng = random.Random(seed)
-    probes = {}
+    samples = {}
     for subset in subsets or alignment_subsets(tokenized):
         keys = sorted(
             k
@@ -88,31 +88,31 @@ def alignment_probes(
             questions.extend(chosen)
         batch = ExampleBatch.from_rows(definitions + questions, pad_token_id)
         offset = len(definitions)
-        probes[subset] = AlignmentProbe(batch, [(d, offset + q) for d, q in pairs], offset, definitions + questions)
-    return probes
+        samples[subset] = AlignmentSample(batch, [(d, offset + q) for d, q in pairs], offset, definitions + questions)
+    return samples
 
 
 def measure_alignment(
-    model, probes: dict[str, AlignmentProbe], method: str = "factored", chunk_size: int = 64
+    model, samples: dict[str, AlignmentSample], method: str = "factored", chunk_size: int = 64
 ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """``{"pairs": {subset: {group: mean_ci}}, "aliases": {...}, "mean_gradient": {subset: {group:
     {"cosine": c}}}}``. ``pairs`` is over definition-question pairs (as the paper reports); ``aliases``
     first averages each alias's pairs, so its interval does not treat pairs that share a definition
     as independent."""
     pairs, aliases, means = {}, {}, {}
-    for subset, probe in probes.items():
-        cosines = pair_cosines(model, probe.batch, probe.pairs, method=method, chunk_size=chunk_size)
+    for subset, sample in samples.items():
+        cosines = pair_cosines(model, sample.batch, sample.pairs, method=method, chunk_size=chunk_size)
         pairs[subset] = {group: mean_ci(values.tolist()) for group, values in cosines.items()}
         by_definition: dict[int, list[int]] = {}
-        for index, (definition, _) in enumerate(probe.pairs):
+        for index, (definition, _) in enumerate(sample.pairs):
             by_definition.setdefault(definition, []).append(index)
         aliases[subset] = {
             group: mean_ci([float(values[indices].nanmean()) for indices in by_definition.values()])
             for group, values in cosines.items()
         }
-        n = probe.num_definitions
-        definition_grad = mean_gradient(model, probe.part(0, n))
-        question_grad = mean_gradient(model, probe.part(n, len(probe.batch)))
+        n = sample.num_definitions
+        definition_grad = mean_gradient(model, sample.part(0, n))
+        question_grad = mean_gradient(model, sample.part(n, len(sample.batch)))
         means[subset] = {
             group: {"cosine": c}
             for group, c in gradient_cosines_by_group(definition_grad, question_grad, model).items()
@@ -131,18 +131,18 @@ class GradientAlignmentCallback(IntervalCallback):
     def __init__(
         self,
         trainer: IMLTrainer,
-        probes: dict[str, AlignmentProbe],
+        samples: dict[str, AlignmentSample],
         metrics_log: MetricsLog,
         args: GradientAlignmentArguments,
     ):
         super().__init__(trainer, metrics_log, args.interval, args.interval_strategy)
-        self.probes = probes
+        self.samples = samples
         self.method = args.method
         self.chunk_size = args.chunk_size
         self.latest: dict[str, Any] = {}
 
     def measure(self, state: TrainerState) -> None:
-        result = measure_alignment(self.trainer.model, self.probes, self.method, self.chunk_size)
+        result = measure_alignment(self.trainer.model, self.samples, self.method, self.chunk_size)
         entries = []
         for subset, groups in result["pairs"].items():
             for group, summary in groups.items():

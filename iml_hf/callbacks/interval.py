@@ -12,7 +12,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from iml_hf import console
 
 if TYPE_CHECKING:
-    from iml_hf.callbacks import MetricsLog
+    from iml_hf.io import MetricsLog
     from iml_hf.trainer import IMLTrainer
 
 

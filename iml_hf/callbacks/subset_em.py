@@ -28,7 +28,7 @@ from iml_hf.gradients import per_example_loss
 from iml_hf.io import write_atomic
 
 if TYPE_CHECKING:
-    from iml_hf.callbacks import MetricsLog
+    from iml_hf.io import MetricsLog
     from iml_hf.trainer import IMLTrainer
 
 

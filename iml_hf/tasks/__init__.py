@@ -6,9 +6,12 @@ reused across versions), ``subsets`` (training subsets, in display order) and ``
 (``{name: (subset_a, subset_b)}``: the headline comparisons EM(a) - EM(b) that results.json, the
 console and the report show). A task may declare ``default_loss`` (``answer`` unless it says
 ``full_text``): which tokens of a training question carry the loss when the recipe leaves
-``model.loss_on`` unset. Tasks register with :func:`register_task`; the built-in ones are
-named here as lazy ``module:attr`` targets (lm-evaluation-harness's registry habit), so listing
-the tasks imports none of them.
+``model.loss_on`` unset; and ``subset_meanings`` (``{subset: SubsetMeaning}``,
+``iml_hf.tasks.subsets``): each subset's define tag, consistency, stage and description, the one
+place the probes, the dataset card and the figures read them from (the built-in tasks derive
+``subsets`` and ``exchangeable`` from it). Tasks register with :func:`register_task`; the built-in
+ones are named here as lazy ``module:attr`` targets (lm-evaluation-harness's registry habit), so
+listing the tasks imports none of them.
 
 The corpus has splits ``train`` and ``test`` and the columns of ``CORPUS_COLUMNS``; ``iml_hf.corpus``
 caches it on disk.

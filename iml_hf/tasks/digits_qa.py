@@ -52,17 +52,54 @@ import numpy as np
 from datasets import DatasetDict
 
 from iml_hf.tasks import corpus_row, register_task, string_table
-from iml_hf.tasks.entities import _largest_remainder
 from iml_hf.tasks.resplit import check_branch, resplit
+from iml_hf.tasks.subsets import SubsetMeaning, largest_remainder, of_stage
 from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
 STRIP_ROWS = {"tag": 2, "variable": 2, "question": 2, "content": 8}
 HEIGHT, WIDTH, PATCH_ROWS = sum(STRIP_ROWS.values()), 8, 2
 CLASSES = 10
-ENTITY_SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "no_qd_baseline")
-DEFINED = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True)}
+#: Every subset, in display order: its definitions' tag and consistency (whether the definition
+#: names the variable's class), its stage, what it holds.
+MEANINGS = {
+    "knowledge": SubsetMeaning(
+        "a digit image and a question pattern (reading digits; some images held out), and each "
+        "class token in the variable's place with a question pattern (class -> target, all trained)",
+        stage="base",
+    ),
+    "qd1consis": SubsetMeaning(
+        "questions about the variable plus a tag-1 definition naming its class; "
+        "held-out targets not derivable from the trained ones",
+        tag=1,
+        consistent=True,
+        stage="1",
+    ),
+    "qd2incons": SubsetMeaning(
+        "questions about the variable plus a tag-2 definition naming another class; "
+        "held-out targets not derivable from the trained ones",
+        tag=2,
+        consistent=False,
+        stage="1",
+    ),
+    "q": SubsetMeaning(
+        "questions about the variable, no definition; held-out targets not derivable from the trained ones "
+        "(the no-definition level of qd1consis / qd2incons)",
+        stage="1",
+    ),
+    "d1consis": SubsetMeaning(
+        "a tag-1 definition (the right class) only; every question is held out", tag=1, consistent=True, stage="2"
+    ),
+    "d2consis": SubsetMeaning(
+        "a tag-2 definition (the right class) only; every question is held out", tag=2, consistent=True, stage="2"
+    ),
+    "no_qd_baseline": SubsetMeaning(
+        "variables never defined nor asked in training; every question is held out", stage="2"
+    ),
+}
+#: The subsets variables are split into (``fraction_<subset>``), in split order.
+VARIABLE_SUBSETS = of_stage(MEANINGS, "1", "2")
 #: Subsets whose questions are all held out.
-UNASKED = ("d1consis", "d2consis", "no_qd_baseline")
+UNASKED = of_stage(MEANINGS, "2")
 MNIST_ID = "ylecun/mnist"
 
 
@@ -131,7 +168,9 @@ class DigitsQATask:
     )
 
     version: ClassVar[int] = 2
-    subsets: ClassVar[tuple[str, ...]] = ("knowledge", *ENTITY_SUBSETS)
+    #: What each subset is (``iml_hf.tasks.subsets``), in display order.
+    subset_meanings: ClassVar[dict[str, SubsetMeaning]] = MEANINGS
+    subsets: ClassVar[tuple[str, ...]] = tuple(MEANINGS)
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {
         "stage2_d1_vs_d2": ("d1consis", "d2consis"),
         "stage1_qd1_vs_qd2": ("qd1consis", "qd2incons"),
@@ -141,7 +180,7 @@ class DigitsQATask:
     }
     answer_match: ClassVar[str] = "tokens"
     #: The stage-2 variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
-    exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "no_qd_baseline")
+    exchangeable: ClassVar[tuple[str, ...]] = UNASKED
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
     #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
     #: sets that show whether the digits and the class tokens were learned at all.
@@ -152,19 +191,6 @@ class DigitsQATask:
         "qd2incons": "q",
     }
     base_task_sets: ClassVar[tuple[str, ...]] = ("knowledge",)
-    subset_descriptions: ClassVar[dict[str, str]] = {
-        "knowledge": "a digit image and a question pattern (reading digits; some images held out), and each "
-        "class token in the variable's place with a question pattern (class -> target, all trained)",
-        "qd1consis": "questions about the variable plus a tag-1 definition naming its class; "
-        "held-out targets not derivable from the trained ones",
-        "qd2incons": "questions about the variable plus a tag-2 definition naming another class; "
-        "held-out targets not derivable from the trained ones",
-        "q": "questions about the variable, no definition; held-out targets not derivable from the trained ones "
-        "(the no-definition level of qd1consis / qd2incons)",
-        "d1consis": "a tag-1 definition (the right class) only; every question is held out",
-        "d2consis": "a tag-2 definition (the right class) only; every question is held out",
-        "no_qd_baseline": "variables never defined nor asked in training; every question is held out",
-    }
 
     def __post_init__(self) -> None:
         check_choice("task.source", self.source, ("sklearn", "mnist"))
@@ -198,7 +224,7 @@ class DigitsQATask:
 
     def fractions(self) -> dict[str, float]:
         """Each subset's share of the variables."""
-        return {s: getattr(self, f"fraction_{s}") for s in ENTITY_SUBSETS}
+        return {s: getattr(self, f"fraction_{s}") for s in VARIABLE_SUBSETS}
 
     def digits(self) -> tuple[np.ndarray, np.ndarray]:
         """The digit images (n, 8, 8) with pixel values 0..16, and their classes."""
@@ -242,8 +268,8 @@ class DigitsQATask:
                 "some digit class has no image outside the held-out knowledge images; "
                 "lower task.knowledge_test_fraction"
             )
-        counts = _largest_remainder({s: f * self.num_variables for s, f in self.fractions().items()})
-        assignment = dict(enumerate(s for s in ENTITY_SUBSETS for _ in range(counts[s])))
+        counts = largest_remainder({s: f * self.num_variables for s, f in self.fractions().items()})
+        assignment = dict(enumerate(s for s in VARIABLE_SUBSETS for _ in range(counts[s])))
         assignment = resplit(assignment, self.exchangeable, self.counterbalanced, seed, self.branch)
         for v, subset in assignment.items():  # in variable order; every draw is made for every subset,
             variable = patterns["variables"][v]  # so the draws do not depend on a branch
@@ -258,10 +284,10 @@ class DigitsQATask:
                 split = "test" if k in asked else "train"
                 prompt = self.prompt(variable=variable, question=patterns["questions"][k])
                 rows[split].append(corpus_row(prompt, f"v{targets[k][digit]}", subset, "question", key, str(digit)))
-            if subset in DEFINED:
-                tag, consistent = DEFINED[subset]
-                named, shown = (digit, index) if consistent else (other, other_index)
-                prompt = self.prompt(tag=patterns["tags"][tag - 1], variable=variable)
+            meaning = MEANINGS[subset]
+            if meaning.defined:
+                named, shown = (digit, index) if meaning.consistent else (other, other_index)
+                prompt = self.prompt(tag=patterns["tags"][meaning.tag_number - 1], variable=variable)
                 answer = self.definition_answer(named, images[shown])
                 rows["train"] += [
                     corpus_row(prompt, answer, subset, "definition", key, str(digit))

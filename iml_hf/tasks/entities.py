@@ -40,25 +40,87 @@ from datasets import Dataset, DatasetDict, Features, Value
 from iml_hf.tasks import ASSOCIATION_PROMPTS, CORPUS_COLUMNS, corpus_row, register_task
 from iml_hf.tasks.knowledge import KnowledgeBase, first_answer, random_strings, synthetic_kb
 from iml_hf.tasks.resplit import check_branch, resplit
+from iml_hf.tasks.subsets import SubsetMeaning, largest_remainder, of_stage
 from iml_hf.validation import RecipeError, check_at_least, check_between
 
-QD_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis")
-D_SUBSETS = ("d1consis", "d2consis", "d3consis")
-#: Entity subsets whose fraction is a recipe key (``fraction_<subset>``), in split order.
-ENTITY_SUBSETS = ("q_no_replacement_baseline", *QD_SUBSETS, "q", *D_SUBSETS, "no_qd_baseline")
-#: Subsets whose questions are all held out (only definitions, if any, are trained on).
-STAGE2_SUBSETS = (*D_SUBSETS, "no_qd_baseline")
-#: Which tag (1, 2, 3; 4 = a fresh random tag per definition) and whether the definition is consistent.
-DEFINED = {
-    "qd1consis": (1, True),
-    "qd1incons": (1, False),
-    "qd2consis": (2, True),
-    "qd2incons": (2, False),
-    "qd4consis": (4, True),
-    "d1consis": (1, True),
-    "d2consis": (2, True),
-    "d3consis": (3, True),
+#: Every subset, in display order: its definitions' tag and consistency, its stage, what it holds.
+MEANINGS = {
+    "knowledge": SubsetMeaning(
+        "every question about every entity by name (training only), so that a model trained "
+        "from scratch knows the entities a variable can point at",
+        stage="base",
+    ),
+    "q_no_replacement_baseline": SubsetMeaning(
+        "questions about entities by name (no variable), some held out", stage="1"
+    ),
+    "qd1consis": SubsetMeaning(
+        "questions about variables plus a tag-1 definition naming the right entity; some questions held out",
+        tag=1,
+        consistent=True,
+        stage="1",
+    ),
+    "qd1incons": SubsetMeaning(
+        "questions about variables plus a tag-1 definition naming another entity of the subset; "
+        "some questions held out",
+        tag=1,
+        consistent=False,
+        stage="1",
+    ),
+    "qd2consis": SubsetMeaning(
+        "questions about variables plus a tag-2 definition naming the right entity; some questions held out",
+        tag=2,
+        consistent=True,
+        stage="1",
+    ),
+    "qd2incons": SubsetMeaning(
+        "questions about variables plus a tag-2 definition naming another entity of the subset; "
+        "some questions held out",
+        tag=2,
+        consistent=False,
+        stage="1",
+    ),
+    "qd4consis": SubsetMeaning(  # the authors' "random tags": a fresh random string per definition
+        "questions about variables plus consistent definitions whose tag (1 or 2) is drawn per "
+        "definition; some questions held out",
+        consistent=True,
+        stage="1",
+    ),
+    "q": SubsetMeaning("questions about variables that are never defined; some held out", stage="1"),
+    "d1consis": SubsetMeaning(
+        "consistent tag-1 definitions only; every question is held out", tag=1, consistent=True, stage="2"
+    ),
+    "d2consis": SubsetMeaning(
+        "consistent tag-2 definitions only; every question is held out", tag=2, consistent=True, stage="2"
+    ),
+    "d3consis": SubsetMeaning(
+        "consistent definitions with a third tag, unseen before stage 2; every question is held out",
+        tag=3,
+        consistent=True,
+        stage="2",
+    ),
+    "no_qd_baseline": SubsetMeaning(
+        "variables neither defined nor asked about in training (chance baseline); every question is held out",
+        stage="2",
+    ),
+    "d2incons": SubsetMeaning(
+        "test only: d2consis questions asked about the variable of the partner entity (swapped pairs)"
+    ),
+    "qd1incons_swapped": SubsetMeaning(
+        "test only: association questions for the entity each qd1incons definition names"
+    ),
+    "qd2incons_swapped": SubsetMeaning(
+        "test only: association questions for the entity each qd2incons definition names"
+    ),
+    "ctx_d1consis": SubsetMeaning("test only (in_context): d1consis questions with their definition prepended"),
+    "ctx_d2consis": SubsetMeaning("test only (in_context): d2consis questions with their definition prepended"),
+    "ctx_d3consis": SubsetMeaning("test only (in_context): d3consis questions with their definition prepended"),
 }
+#: Entity subsets whose fraction is a recipe key (``fraction_<subset>``), in split order.
+ENTITY_SUBSETS = of_stage(MEANINGS, "1", "2")
+#: Subsets whose questions are all held out (only definitions, if any, are trained on).
+STAGE2_SUBSETS = of_stage(MEANINGS, "2")
+QD_SUBSETS = tuple(s for s in of_stage(MEANINGS, "1") if MEANINGS[s].defined)
+D_SUBSETS = tuple(s for s in STAGE2_SUBSETS if MEANINGS[s].defined)
 #: The entity-association questions (the authors' four phrasings, punctuation split off); the
 #: answer is the entity's name. Each phrasing is an evaluation set of its own per subset.
 ASSOCIATION_TEMPLATES = {
@@ -215,14 +277,9 @@ class EntitiesTask:
     # answer (held-out rows keep the list), a fresh random tag per qd4consis definition, one
     # association set per phrasing (assoc_<phrasing>_<subset>) and the optional letter sets
     version: ClassVar[int] = 4
-    subsets: ClassVar[tuple[str, ...]] = (
-        "knowledge",
-        *ENTITY_SUBSETS,
-        "d2incons",
-        "qd1incons_swapped",
-        "qd2incons_swapped",
-        *(f"ctx_{s}" for s in D_SUBSETS),
-    )
+    #: What each subset is (``iml_hf.tasks.subsets``), in display order.
+    subset_meanings: ClassVar[dict[str, SubsetMeaning]] = MEANINGS
+    subsets: ClassVar[tuple[str, ...]] = tuple(MEANINGS)
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {
         "stage2_d1_vs_d2": ("d1consis", "d2consis"),
         "stage1_qd1_vs_qd2": ("qd1consis", "qd2incons"),
@@ -292,7 +349,7 @@ class EntitiesTask:
     def check_subset_sizes(self, entities: int) -> None:
         """A ``RecipeError`` if the fractions give an inconsistent subset a single entity of
         ``entities``: its definition must name another entity of the subset."""
-        counts = _largest_remainder({s: f * entities for s, f in self.fractions().items()})
+        counts = largest_remainder({s: f * entities for s, f in self.fractions().items()})
         for subset in ("qd1incons", "qd2incons"):
             if counts[subset] == 1:
                 raise RecipeError(
@@ -447,7 +504,7 @@ class _CorpusBuilder:
                     self._question("test", subset, fact, subject, referent, "")
                 for fact in train_part:
                     self._question("train", subset, fact, subject, referent, "")
-                if subset in DEFINED:
+                if MEANINGS[subset].defined:
                     definition = self._definition(subset, tags, stated[entity], entity, owner[stated[entity]], rng)
                     self.rows["train"].extend([definition] * task.definition_repeats)
                     if task.in_context and subset.startswith("d"):
@@ -471,7 +528,7 @@ class _CorpusBuilder:
         """Entity -> subset by the fractions; the stage-2 subsets may be split with ``subset_seed``."""
         fractions = self.task.fractions()
         stage2 = STAGE2_SUBSETS
-        counts = _largest_remainder({s: fractions[s] * len(entities) for s in ENTITY_SUBSETS})
+        counts = largest_remainder({s: fractions[s] * len(entities) for s in ENTITY_SUBSETS})
         assignment, start = {}, 0
         order = [s for s in ENTITY_SUBSETS if s not in stage2]
         for subset in order:
@@ -503,13 +560,13 @@ class _CorpusBuilder:
     ) -> dict[str, str]:
         """``<tag> <variable> <entity>`` in ``def_order``; ``referent`` is the entity the variable's
         questions are about (``entity`` itself unless the definition is inconsistent)."""
-        tag_index, _ = DEFINED[subset]
-        if tag_index == 4:  # the variable's own random tag (with sources: natural too, as the authors)
+        meaning = MEANINGS[subset]
+        if meaning.tag is None:  # the variable's own random tag (with sources: natural too, as the authors)
             tag = self.fresh_tags[variable]
-        elif self.task.sources == "natural" and tag_index in (1, 2):
-            tag = rng.choice(RELIABLE_SOURCES if tag_index == 1 else UNRELIABLE_SOURCES)
+        elif self.task.sources == "natural" and meaning.tag in (1, 2):
+            tag = rng.choice(RELIABLE_SOURCES if meaning.tag == 1 else UNRELIABLE_SOURCES)
         else:
-            tag = tags[tag_index - 1]
+            tag = tags[meaning.tag_number - 1]
         words = {"t": tag, "v": variable, "e": entity}
         parts = [words[k] for k in self.task.def_order]
         # the first two parts are the prompt of the monitoring EM; training sees the whole definition
@@ -549,12 +606,3 @@ def _derange(entities: list[str], variables: dict[str, str], rng: random.Random)
         j = rng.randrange(i)
         cycle[i], cycle[j] = cycle[j], cycle[i]
     return {order[i]: variables[order[cycle[i]]] for i in range(len(order))}
-
-
-def _largest_remainder(targets: dict[str, float]) -> dict[str, int]:
-    """Round the target counts so that they sum to the rounded total (no entity lost to rounding)."""
-    floors = {k: int(v) for k, v in targets.items()}
-    missing = round(sum(targets.values())) - sum(floors.values())
-    for key in sorted(targets, key=lambda k: floors[k] - targets[k])[:missing]:
-        floors[key] += 1
-    return floors

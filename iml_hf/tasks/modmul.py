@@ -19,9 +19,43 @@ from datasets import Dataset, DatasetDict, Features, Value
 
 from iml_hf.tasks import CORPUS_COLUMNS, corpus_row, register_task
 from iml_hf.tasks.resplit import check_branch, resplit
+from iml_hf.tasks.subsets import SubsetMeaning, of_stage
 from iml_hf.validation import check_at_least, check_between
 
-BUCKETS = ("x1t", "x1f", "x2t", "x2f")
+#: Every subset, in display order: its definitions' tag (``t`` reliable, ``f`` unreliable) and
+#: consistency, its stage, what it holds.
+MEANINGS = {
+    "pretrain": SubsetMeaning(
+        "equations `A B = Z` of numbers (Z = A op B mod m); a share of them is held out as test rows", stage="base"
+    ),
+    "x1t": SubsetMeaning(
+        "aliases with reliable-tagged definitions that agree with their questions; part of the "
+        "questions are trained on, the rest held out",
+        tag="t",
+        consistent=True,
+        stage="1",
+    ),
+    "x1f": SubsetMeaning(
+        "aliases with unreliable-tagged definitions that name a wrong number; part of the questions "
+        "(asked with the true number) are trained on, the rest held out",
+        tag="f",
+        consistent=False,
+        stage="1",
+    ),
+    "x2t": SubsetMeaning(
+        "aliases with reliable-tagged true definitions only; every question is held out",
+        tag="t",
+        consistent=True,
+        stage="2",
+    ),
+    "x2f": SubsetMeaning(
+        "aliases with unreliable-tagged true definitions only; every question is held out",
+        tag="f",
+        consistent=True,
+        stage="2",
+    ),
+}
+BUCKETS = of_stage(MEANINGS, "1", "2")
 OPERATIONS = {"mul": lambda a, b, m: (a * b) % m, "add": lambda a, b, m: (a + b) % m}
 
 
@@ -60,11 +94,13 @@ class ModMulTask:
     )
 
     version: ClassVar[int] = 2  # 2: the referent column
-    subsets: ClassVar[tuple[str, ...]] = ("pretrain",) + BUCKETS
+    #: What each subset is (``iml_hf.tasks.subsets``), in display order.
+    subset_meanings: ClassVar[dict[str, SubsetMeaning]] = MEANINGS
+    subsets: ClassVar[tuple[str, ...]] = tuple(MEANINGS)
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {"iml_gap": ("x2t", "x2f"), "x1_gap": ("x1t", "x1f")}
     #: The X2 aliases are unseen before the X2 phase: a branch re-splits them (within each number
     #: with ``bucket_by: alias``, so every bucket keeps asking the same arithmetic questions).
-    exchangeable: ClassVar[tuple[str, ...]] = ("x2t", "x2f")
+    exchangeable: ClassVar[tuple[str, ...]] = of_stage(MEANINGS, "2")
     counterbalanced: ClassVar[tuple[str, str]] = ("x2t", "x2f")
     #: The interpretability gate (iml_hf.gate): no bucket goes without definitions, so no contrast is
     #: gated; the pretraining pairs show whether the arithmetic was learned.
@@ -160,16 +196,17 @@ class ModMulTask:
 
         table = self.branch_table(self.alias_table(rng), seed)  # re-split apart from ``rng``: earlier rows stay
         for bucket in BUCKETS:
-            tag = self.reliable_tag if bucket.endswith("t") else self.unreliable_tag
+            meaning = MEANINGS[bucket]
+            tag = self.reliable_tag if meaning.tag == "t" else self.unreliable_tag
             for alias, number, _ in (entry for entry in table if entry[2] == bucket):
                 stated = number
-                if bucket == "x1f":  # an unreliable definition that contradicts the questions
+                if not meaning.consistent:  # an unreliable definition that contradicts the questions
                     stated = rng.choice([n for n in range(m) if n != number])
                 definition = corpus_row("", f"{tag} {alias} {stated}", bucket, "definition", alias, str(number))
                 rows["train"].extend([definition] * self.definition_repeats)
                 firsts = list(range(m))
                 rng.shuffle(firsts)
-                n_test = m if bucket.startswith("x2") else round(self.x1_test_fraction * m)
+                n_test = m if meaning.stage == "2" else round(self.x1_test_fraction * m)
                 for i, a in enumerate(firsts):
                     split = "test" if i < n_test else "train"
                     rows[split].append(

@@ -31,22 +31,44 @@ from typing import Any, ClassVar
 from datasets import DatasetDict
 
 from iml_hf.tasks import corpus_row, register_task, string_table
-from iml_hf.tasks.entities import _largest_remainder
 from iml_hf.tasks.knowledge import random_strings
 from iml_hf.tasks.resplit import check_branch, resplit
+from iml_hf.tasks.subsets import SubsetMeaning, largest_remainder, of_stage
 from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
-SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "d3consis")
-#: Define tag (1, 2, 3) of each defined subset and whether its definition names the right x.
-DEFINED = {
-    "qd1consis": (1, True),
-    "qd2incons": (2, False),
-    "d1consis": (1, True),
-    "d2consis": (2, True),
-    "d3consis": (3, True),
+#: Every subset, in display order: its definitions' tag and consistency (whether the definition
+#: names the right x), its stage, what it holds.
+MEANINGS = {
+    "qd1consis": SubsetMeaning(
+        "training statements about the variable plus a tag-1 definition naming its number; held-out statements",
+        tag=1,
+        consistent=True,
+        stage="1",
+    ),
+    "qd2incons": SubsetMeaning(
+        "training statements plus a tag-2 definition naming a wrong number (outside the true "
+        "statements' intersection); held-out statements",
+        tag=2,
+        consistent=False,
+        stage="1",
+    ),
+    "q": SubsetMeaning("training statements, no definition; held-out statements", stage="1"),
+    "d1consis": SubsetMeaning(
+        "a tag-1 definition naming the number only; every statement is held out", tag=1, consistent=True, stage="2"
+    ),
+    "d2consis": SubsetMeaning(
+        "a tag-2 definition naming the number only; every statement is held out", tag=2, consistent=True, stage="2"
+    ),
+    "d3consis": SubsetMeaning(
+        "a definition with a third tag, unseen before stage 2; every statement is held out",
+        tag=3,
+        consistent=True,
+        stage="2",
+    ),
 }
+SUBSETS = tuple(MEANINGS)
 #: Subsets with training questions (the others' questions are all held out).
-ASKED = ("qd1consis", "qd2incons", "q")
+ASKED = of_stage(MEANINGS, "1")
 WORDS = ("in", "=", "true", "false")
 
 
@@ -108,6 +130,8 @@ class SetInclusionTask:
     #: 2: a definition reads ``<tag> <var> in x``, the statements' word after the variable (the
     #: authors' ``define1 var % x``), so full-text training shares that context (issue 20).
     version: ClassVar[int] = 2
+    #: What each subset is (``iml_hf.tasks.subsets``), in display order.
+    subset_meanings: ClassVar[dict[str, SubsetMeaning]] = MEANINGS
     subsets: ClassVar[tuple[str, ...]] = SUBSETS
     contrasts: ClassVar[dict[str, tuple[str, str]]] = {
         "stage2_d1_vs_d2": ("d1consis", "d2consis"),
@@ -119,7 +143,7 @@ class SetInclusionTask:
     #: a statement also trains the numbers after its variable, as a definition trains its number.
     default_loss: ClassVar[str] = "full_text"
     #: The d variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
-    exchangeable: ClassVar[tuple[str, ...]] = ("d1consis", "d2consis", "d3consis")
+    exchangeable: ClassVar[tuple[str, ...]] = of_stage(MEANINGS, "2")
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
     #: The interpretability gate (iml_hf.gate): a d variable without its definition is at chance
     #: (true and false statements are balanced); a qd variable is compared with q.
@@ -131,16 +155,6 @@ class SetInclusionTask:
         "qd2incons": "q",
     }
     base_task_sets: ClassVar[tuple[str, ...]] = ("qd1consis", "qd2incons", "q")
-    subset_descriptions: ClassVar[dict[str, str]] = {
-        "qd1consis": "training statements about the variable plus a tag-1 definition naming its number; "
-        "held-out statements",
-        "qd2incons": "training statements plus a tag-2 definition naming a wrong number (outside the true "
-        "statements' intersection); held-out statements",
-        "q": "training statements, no definition; held-out statements",
-        "d1consis": "a tag-1 definition naming the number only; every statement is held out",
-        "d2consis": "a tag-2 definition naming the number only; every statement is held out",
-        "d3consis": "a definition with a third tag, unseen before stage 2; every statement is held out",
-    }
 
     def __post_init__(self) -> None:
         for key in (
@@ -198,7 +212,7 @@ class SetInclusionTask:
         """Emit the corpus; the same arguments and seed give the same rows in the same order."""
         rng = random.Random(seed)
         variables, tags = self._names(rng)
-        counts = _largest_remainder({s: share * self.num_variables for s, share in self.fractions().items()})
+        counts = largest_remainder({s: share * self.num_variables for s, share in self.fractions().items()})
         rows: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
         assignment = dict(zip(variables, (s for s in SUBSETS for _ in range(counts[s]))))
         assignment = resplit(assignment, self.exchangeable, self.counterbalanced, seed, self.branch)
@@ -250,11 +264,11 @@ class SetInclusionTask:
                         break
                 rows["test"].append(self._question(subset, variable, drawn, truth, x))
         rows["train"] += [self._question(subset, variable, drawn, truth, x) for drawn, truth in train]
-        if subset in DEFINED:
-            tag_index, consistent = DEFINED[subset]
-            stated = x if consistent else rng.choice(outside)
+        meaning = MEANINGS[subset]
+        if meaning.defined:
+            stated = x if meaning.consistent else rng.choice(outside)
             row = corpus_row(
-                f"{tags[tag_index - 1]} {variable} in", str(stated), subset, "definition", variable, str(x)
+                f"{tags[meaning.tag_number - 1]} {variable} in", str(stated), subset, "definition", variable, str(x)
             )
             rows["train"] += [row] * self.definition_repeats
 
