@@ -191,8 +191,8 @@ def cases(root: Path) -> list[Case]:
             capture_output=True,
             check=True,
         )
-        from iml_hf.corpus import corpus_key
-        from iml_hf.recipe import parse_recipe
+        from iml_hf.data.corpus import corpus_key
+        from iml_hf.config import parse_recipe
 
         task = parse_recipe([r]).task
         ours, theirs = (root / "cache" / "corpora" / corpus_key(task, seed) for seed in (0, 1))

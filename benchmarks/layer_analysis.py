@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from iml_hf.analyze.report import analyze_model
+from iml_hf.analysis.layer_report import analyze_model
 
 SHAPES = {
     "4-layer (d=128)": {"n_layer": 4, "n_embd": 128, "n_head": 4, "vocab_size": 2048},

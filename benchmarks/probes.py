@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from iml_hf.analyze.probes import (
+from iml_hf.analysis.probes import (
     build_probe_set,
     hidden_representations,
     score_probe,
     variable_inputs,
 )
 from iml_hf.tasks.entities import EntitiesTask
-from iml_hf.tokenization import build_wordlevel_tokenizer
+from iml_hf.data.tokenization import build_wordlevel_tokenizer
 
 DEFINED_SHARE = 0.8  # qd1consis + qd2incons + d1consis + d2consis of the default fractions
 

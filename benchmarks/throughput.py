@@ -15,11 +15,11 @@ import time
 import torch
 from transformers import get_scheduler
 
-from iml_hf.data import PadCollator, stage_train_set
-from iml_hf.modeling import build_model
-from iml_hf.pipeline import prepare_data
-from iml_hf.recipe import parse_recipe
-from iml_hf.trainer import IMLTrainer
+from iml_hf.data.collators import PadCollator, stage_train_set
+from iml_hf.models.modeling import build_model
+from iml_hf.training.pipeline import prepare_data
+from iml_hf.config import parse_recipe
+from iml_hf.training.trainer import IMLTrainer
 
 
 def toolkit_steps_per_second(recipe, stage, model, train_set, tokenizer, steps: int) -> float:

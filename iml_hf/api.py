@@ -19,7 +19,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iml_hf.recipe import SECTIONS, Recipe, RecipeError, load_yaml_origins, recipe_from
+from iml_hf.config import Recipe, RecipeError, load_yaml_origins, recipe_from
+from iml_hf.config.keys import SECTIONS
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -68,7 +69,7 @@ def _recipe(recipe: str | os.PathLike | Mapping[str, Any] | Recipe) -> Recipe:
 def build_corpus(recipe: str | os.PathLike | Mapping[str, Any] | Recipe, verbose: bool = False) -> DatasetDict:
     """The recipe's corpus (splits ``train`` and ``test``, the columns of ``iml_hf.tasks.CORPUS_COLUMNS``):
     read from ``corpus_dataset`` when the recipe names one, else built (or read from the cache)."""
-    from iml_hf.corpus import load_corpus_dataset, load_or_build_corpus
+    from iml_hf.data.corpus import load_corpus_dataset, load_or_build_corpus
 
     recipe = _recipe(recipe)
     run = recipe.run
@@ -80,8 +81,8 @@ def build_corpus(recipe: str | os.PathLike | Mapping[str, Any] | Recipe, verbose
 
 @contextlib.contextmanager
 def _console(verbose: bool) -> Iterator[None]:
-    """The run's console shown (``verbose``) or silenced (iml_hf.console), as it was afterwards."""
-    from iml_hf.console import is_verbose, library_output, set_verbosity
+    """The run's console shown (``verbose``) or silenced (iml_hf.utils.console), as it was afterwards."""
+    from iml_hf.utils.console import is_verbose, library_output, set_verbosity
 
     before = is_verbose()
     set_verbosity(verbose)
@@ -97,11 +98,11 @@ def run(recipe: str | os.PathLike | Mapping[str, Any] | Recipe, verbose: bool = 
     recipe (``branches: K``) returns ``{"trunk": results, "branches": {b: results}}``. A killed run resumes
     when called again with the same recipe, as the command line does."""
     recipe = _recipe(recipe)
-    from iml_hf.pipeline import run as run_pipeline
+    from iml_hf.training.pipeline import run as run_pipeline
 
     with _console(verbose):
         if recipe.run.branches:
-            from iml_hf.branching import run_branched
+            from iml_hf.training.branching import run_branched
 
             return run_branched(recipe)
         return run_pipeline(recipe)

@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "iml-train": ("iml_hf.train", "run a recipe: corpus, stages, measurements, results.json"),
     "iml-sweep": ("iml_hf.sweep", "run a recipe over seeds and --set values, locally or on SLURM"),
     "iml-report": ("iml_hf.report", "aggregate a folder of runs into summary.json, tables, figures and report.md"),
-    "iml-analyze": ("iml_hf.analyze.__main__", "layer-wise analysis and linear probes of a trained model"),
+    "iml-analyze": ("iml_hf.analyze", "layer-wise analysis and linear probes of a trained model"),
     "iml-push-corpus": ("iml_hf.push_corpus", "build a recipe's corpus and push it to a Hub dataset repo"),
     "iml-text-lm": ("iml_hf.text_lm", "train a small GPT-2 on the Python docs (for the layer analysis)"),
 }

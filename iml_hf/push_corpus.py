@@ -3,7 +3,7 @@
 
 Builds the recipe's corpus (or reads it from the cache), writes it as parquet in the layout
 ``datasets.load_dataset`` reads (``data/<split>-00000-of-00001.parquet``) with a dataset card
-(``iml_hf.corpus_card``), and uploads that folder to a Hub dataset repo: ``--repo_id``, else the
+(``iml_hf.data.corpus_card``), and uploads that folder to a Hub dataset repo: ``--repo_id``, else the
 recipe key ``corpus_repo_id``. A recipe then reads it with ``--corpus_dataset=ID``. The repo is
 private unless ``--no-private`` (default: the recipe's ``hub_private``); the token comes from
 ``HF_TOKEN`` or ``huggingface-cli login``. ``--dry_run`` writes the folder and uploads nothing.
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iml_hf.recipe import RecipeError, parse_recipe
+from iml_hf.config import RecipeError, parse_recipe
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -33,7 +33,7 @@ def stage_corpus(
     corpus: DatasetDict, task: Task, seed: int, folder: Path, repo_id: str | None = None, revision: str | None = None
 ) -> Path:
     """Write ``corpus`` into ``folder`` as one parquet file per split plus its dataset card."""
-    from iml_hf.corpus_card import corpus_card, data_file
+    from iml_hf.data.corpus_card import corpus_card, data_file
 
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None, api: HfApi | None = None) -> dict[str, s
     import datasets
     from huggingface_hub import HfApi
 
-    from iml_hf.corpus import corpus_key, load_or_build_corpus
+    from iml_hf.data.corpus import corpus_key, load_or_build_corpus
 
     datasets.disable_progress_bars()
     task, seed = recipe.task, recipe.run.seed

@@ -7,7 +7,7 @@ when ``sweep.json`` is there) and writes into the folder: ``summary.json`` and `
 stage and evaluation set the mean EM with a t-interval over seeds; every contrast the task declares
 (``EM(a) - EM(b)``, e.g. the toy's ``iml_gap`` or entity QA's ``stage2_d1_vs_d2``) at every stage
 end with its interval and a one-sided paired t-test; each measurement's stage-end values through
-its ``iml_hf.measurements`` report reader), figures (PNG at ``--dpi``, PDF and SVG: EM in one panel per
+its ``iml_hf.measure.registry`` report reader), figures (PNG at ``--dpi``, PDF and SVG: EM in one panel per
 stage with the headline contrast beneath, colours fixed per role across tasks, captions giving n and
 the interval), every table also as CSV and LaTeX (``tables/``), the report's and the runs'
 provenance, and ``report.md`` that shows them all. ``--report_dir`` writes all of it elsewhere
@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from iml_hf.figure_style import ROLE_COLOURS, chance_levels, role_label, subset_roles
-from iml_hf.gate import NOT_INTERPRETABLE, gate, gated_sides
-from iml_hf.io import write_json_atomic
-from iml_hf.measurements import MEASUREMENTS
-from iml_hf.nested_report import _plain, contrast_curve_figure, nested_markdown, summarize_nested
-from iml_hf.nested_stats import nested_summary
-from iml_hf.plots import (
+from iml_hf.config.resolved import configuration, configuration_defaults, same_configuration
+from iml_hf.measure.registry import MEASUREMENTS
+from iml_hf.reporting.figure_style import ROLE_COLOURS, chance_levels, role_label, subset_roles
+from iml_hf.reporting.gate import NOT_INTERPRETABLE, gate, gated_sides
+from iml_hf.reporting.nested_report import _plain, contrast_curve_figure, nested_markdown, summarize_nested
+from iml_hf.reporting.nested_stats import nested_summary
+from iml_hf.reporting.plots import (
     DEFAULT_DPI,
     Series,
     curve_figure,
@@ -47,10 +47,10 @@ from iml_hf.plots import (
     save_heatmap,
     stage_figure,
 )
-from iml_hf.resolved import configuration, configuration_defaults, same_configuration
-from iml_hf.stats import difference, mean_ci, paired_greater
-from iml_hf.tables import with_table_files
+from iml_hf.reporting.stats import difference, mean_ci, paired_greater
+from iml_hf.reporting.tables import with_table_files
 from iml_hf.tasks import eval_set_order, eval_set_subset, get_task_class, make_task
+from iml_hf.utils.io import write_json_atomic
 
 
 @dataclass
@@ -66,7 +66,7 @@ class RunRecord:
 
     @property
     def branch(self) -> int | None:
-        """The stage-2 branch this run is (``iml_hf.branching``), or None for a plain run."""
+        """The stage-2 branch this run is (``iml_hf.training.branching``), or None for a plain run."""
         return ((self.results.get("recipe") or {}).get("task") or {}).get("branch")
 
 
@@ -296,7 +296,7 @@ def _nested_cell(values: list[tuple[RunRecord, float | None]], confidence: float
 
 
 def gates(runs: list[RunRecord], contrasts: dict[str, tuple[str, str]], confidence: float) -> dict[str, Any]:
-    """The interpretability gate (``iml_hf.gate``) of every contrast whose sides the task gives a
+    """The interpretability gate (``iml_hf.reporting.gate``) of every contrast whose sides the task gives a
     no-definition level, at every stage end, and the task's base-task sets' EM beside it."""
     task = get_task_class(runs[0].results["recipe"]["task"]["name"])
     baselines = getattr(task, "definition_baselines", {})
@@ -384,7 +384,7 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
 
 def summarize_branched(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]:
     """A branched group: EM per stage and set averaged over branches within a seed and then over
-    seeds, and every contrast nested (``iml_hf.nested_report``)."""
+    seeds, and every contrast nested (``iml_hf.reporting.nested_report``)."""
     first = runs[0].results
     stages = list(first["stages"])
     sets = eval_set_order(
@@ -721,7 +721,7 @@ def figures(
     """The figures of one group with a caption each (``(png path, caption)``; PDF and SVG beside
     each PNG): EM in one panel per stage with the headline contrast beneath, each measurement's
     curves, the probes per stage end, mean heatmaps and, for a branched group, the contrasts over
-    the branch stage (``nested``). Colours follow each set's role (``iml_hf.figure_style``)."""
+    the branch stage (``nested``). Colours follow each set's role (``iml_hf.reporting.figure_style``)."""
     pct = round(100 * confidence)
     n = sample_size(runs)
     band = f"bands: {pct}% t-intervals over seeds"
@@ -894,10 +894,10 @@ def gate_markdown(summary: dict[str, Any], confidence: float) -> list[str]:
 
 
 def report_provenance(argv: list[str] | None = None) -> dict[str, Any] | None:
-    """The report's own provenance (``iml_hf.provenance``: versions, commit, date, command), or None
+    """The report's own provenance (``iml_hf.utils.provenance``: versions, commit, date, command), or None
     where that module is missing."""
     try:
-        from iml_hf.provenance import provenance
+        from iml_hf.utils.provenance import provenance
     except ImportError:
         return None
     return provenance(argv)

@@ -36,11 +36,11 @@ from typing import Any
 
 import yaml
 
-from iml_hf import console
+from iml_hf.config import RecipeError, parse_recipe
+from iml_hf.config.resolved import configuration, configuration_defaults, same_configuration
 from iml_hf.config.run_names import format_value, sweep_run_folder
-from iml_hf.io import write_json_atomic
-from iml_hf.recipe import RecipeError, parse_recipe
-from iml_hf.resolved import configuration, configuration_defaults, same_configuration
+from iml_hf.utils import console
+from iml_hf.utils.io import write_json_atomic
 
 LAUNCHERS = ("local", "slurm")
 #: submitit parameters that are not SLURM-specific; every other ``--slurm key=value`` becomes ``slurm_<key>``.
@@ -526,7 +526,7 @@ def check_resumable(run: SweepRun) -> None:
         raise RecipeError(f"{path} records no recipe; move that run's folder aside to run it again")
     planned = parse_recipe(run.argv, prog="iml_hf.sweep")
     if run.branch is not None:  # a branch's results.json records the branch's own recipe
-        from iml_hf.branching import branch_recipe
+        from iml_hf.training.branching import branch_recipe
 
         planned = branch_recipe(planned, run.branch)
     new_resolved = planned.resolved

@@ -32,7 +32,7 @@ from transformers import (
     set_seed,
 )
 
-from iml_hf.io import remove_empty_dirs
+from iml_hf.utils.io import remove_empty_dirs
 
 SPECIAL = "<|endoftext|>"
 

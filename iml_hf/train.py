@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from iml_hf.recipe import RecipeError, parse_recipe
+from iml_hf.config import RecipeError, parse_recipe
 
 
 def _interval_cell(value: float | None, bounds: tuple[float, float] | None) -> str:
@@ -23,7 +23,7 @@ def format_summary(results: dict[str, Any]) -> str:
     """EM per evaluation set (rows, with its examples n) at the end of each stage (columns), every
     contrast the task declares at the end of each stage with this run's 95% interval (Newcombe,
     over the two sets' examples: ``model_card.contrast_interval``), and the wall time."""
-    from iml_hf.model_card import CONFIDENCE, contrast_interval
+    from iml_hf.reporting.model_card import CONFIDENCE, contrast_interval
 
     stages = results["stages"]
     sets = list(dict.fromkeys(name for stage in stages.values() for name in stage["em"]))
@@ -74,8 +74,8 @@ def format_branches(branched: dict[str, Any]) -> str:
     """The trunk's stage-end table, then each contrast of the branch stages per branch: at the
     branch stage's start (on the branch's split), at its end with this run's 95% interval, and the
     end minus the start."""
-    from iml_hf.model_card import contrast_interval
-    from iml_hf.nested_report import seed_summary
+    from iml_hf.reporting.model_card import contrast_interval
+    from iml_hf.reporting.nested_report import seed_summary
 
     lines = ["trunk (shared by every branch)", format_summary(branched["trunk"]), ""]
     if not branched["branches"]:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the recipe and command line, run every stage, print and return the results.
 
     ``--quiet`` (for scripts) prints only errors and the final table: no banners, bars, log lines
-    or library warnings while training (``iml_hf.console.set_verbosity``)."""
+    or library warnings while training (``iml_hf.utils.console.set_verbosity``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet = "--quiet" in argv
     argv = [a for a in argv if a != "--quiet"]
@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except RecipeError as error:
         print(f"iml_hf.train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    from iml_hf import console
-    from iml_hf.pipeline import run  # heavy imports only once the arguments are known to be good
+    from iml_hf.training.pipeline import run  # heavy imports only once the arguments are known to be good
+    from iml_hf.utils import console
 
     verbose = console.is_verbose()
     console.set_verbosity(verbose and not quiet)
     try:
         if recipe.run.branches:
-            from iml_hf.branching import run_branched
+            from iml_hf.training.branching import run_branched
 
             branched = run_branched(recipe)
             results = branched["trunk"]

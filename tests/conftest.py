@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
+from iml_hf.data.tokenization import build_wordlevel_tokenizer
 from iml_hf.tasks.modmul import ModMulTask
-from iml_hf.tokenization import build_wordlevel_tokenizer
 
 torch.set_num_threads(1)
 
@@ -73,8 +73,8 @@ def tiny_recipe(tmp_path) -> Path:
 def build_tiny_model(tokenizer, architecture: str = "gpt2", seed: int = 0, **overrides):
     """A 2-layer, width-16 model with weights moved off their initial values (so no gradient is
     trivially zero or symmetric)."""
-    from iml_hf.args import ModelArguments
-    from iml_hf.modeling import build_model
+    from iml_hf.config.args import ModelArguments
+    from iml_hf.models.modeling import build_model
 
     torch.manual_seed(seed)
     args = {"architecture": architecture, "num_layers": 2, "hidden_size": 16, "num_heads": 2, **overrides}

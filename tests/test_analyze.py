@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from iml_hf.analyze.__main__ import main
+from iml_hf.analyze import main
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import yaml
 
 import iml_hf
 from iml_hf.cli import COMMANDS, exit_code
-from iml_hf.recipe import parse_recipe
+from iml_hf.config import parse_recipe
 
 ROOT = Path(__file__).parents[1]
 TOY = str(ROOT / "recipes" / "toy.yaml")

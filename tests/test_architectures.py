@@ -16,8 +16,8 @@ from transformers import (
     Qwen3Config,
 )
 
-from iml_hf.architectures import architecture_of, blocks, final_norm, mlp_parts, module_roles
-from iml_hf.gradients import parameter_groups
+from iml_hf.measure.gradients import parameter_groups
+from iml_hf.models.architectures import architecture_of, blocks, final_norm, mlp_parts, module_roles
 
 ALIASES = {
     "mistral": MistralConfig,

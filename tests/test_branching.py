@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import TINY_RECIPE, kill_train_when
 
-from iml_hf.recipe import RecipeError, parse_recipe
+from iml_hf.config import RecipeError, parse_recipe
 from iml_hf.train import main
 
 ROOT = Path(__file__).resolve().parents[1]

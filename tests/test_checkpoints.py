@@ -1,4 +1,4 @@
-"""Pretrained checkpoints (``iml_hf.modeling.load_checkpoint``, ``tokenization.load_pretrained_tokenizer``):
+"""Pretrained checkpoints (``iml_hf.models.modeling.load_checkpoint``, ``tokenization.load_pretrained_tokenizer``):
 a tiny Pythia-shaped GPT-NeoX checkpoint with its own byte-level BPE tokenizer, laid out in a
 Hugging Face cache exactly as a download leaves it (blobs, snapshots of symlinks, refs per branch),
 loaded by hub id offline at a revision and trained through a two-stage recipe."""
@@ -18,10 +18,10 @@ import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, PreTrainedTokenizerFast, T5Config
 
-from iml_hf.args import ModelArguments
-from iml_hf.modeling import build_model, load_checkpoint_config
-from iml_hf.recipe import RecipeError, parse_recipe
-from iml_hf.tokenization import encode_rows, load_pretrained_tokenizer
+from iml_hf.config import RecipeError, parse_recipe
+from iml_hf.config.args import ModelArguments
+from iml_hf.data.tokenization import encode_rows, load_pretrained_tokenizer
+from iml_hf.models.modeling import build_model, load_checkpoint_config
 
 REPO = "tiny-org/pythia-tiny"
 EOT = "<|endoftext|>"
@@ -112,9 +112,9 @@ def test_a_checkpoint_loads_by_hub_id_offline_at_a_revision_and_trains_two_stage
     )
     script = f"""
 import json, torch
-from iml_hf.args import ModelArguments
-from iml_hf.modeling import build_model
-from iml_hf.tokenization import load_pretrained_tokenizer
+from iml_hf.config.args import ModelArguments
+from iml_hf.models.modeling import build_model
+from iml_hf.data.tokenization import load_pretrained_tokenizer
 from iml_hf.train import main
 tokenizer = load_pretrained_tokenizer({REPO!r}, revision="step1000")
 for branch in ("main", "step1000"):
@@ -218,7 +218,7 @@ def test_stage_weights_of_an_untied_gpt_neox_load_back(tmp_path):
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from iml_hf.pipeline import load_stage_weights
+    from iml_hf.training.pipeline import load_stage_weights
 
     config = GPTNeoXConfig(
         vocab_size=40,

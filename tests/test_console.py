@@ -11,8 +11,10 @@ import pytest
 import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from iml_hf import console, train
-from iml_hf.console import ConsoleCallback, console_view, measurement_line, stage_banner, training_line
+from iml_hf import train
+from iml_hf.training.progress import ConsoleCallback
+from iml_hf.utils import console
+from iml_hf.utils.console import console_view, measurement_line, stage_banner, training_line
 
 
 def test_console_view_keeps_headlines_only():
@@ -189,8 +191,8 @@ def transformers_warnings():
 
 
 def test_no_loss_type_warning(tiny_tokenizer, transformers_warnings):
-    from iml_hf.args import ModelArguments
-    from iml_hf.modeling import build_model
+    from iml_hf.config.args import ModelArguments
+    from iml_hf.models.modeling import build_model
 
     for architecture in ("gpt2", "llama"):
         model = build_model(

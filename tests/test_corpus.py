@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iml_hf.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
+from iml_hf.data.corpus import corpus_fingerprint, corpus_key, load_or_build_corpus
 from iml_hf.tasks.modmul import ModMulTask
 
 
@@ -74,7 +74,7 @@ def test_damaged_or_foreign_cache_entries_are_rebuilt_with_a_warning(tmp_path, c
         load_or_build_corpus(task, 0, tmp_path)
         damage(_entry(tmp_path, task, 0))
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="iml_hf.corpus"):
+        with caplog.at_level(logging.WARNING, logger="iml_hf.data.corpus"):
             rebuilt = load_or_build_corpus(task, 0, tmp_path)
         assert corpus_fingerprint(rebuilt) == truth, damage.__name__
         assert "is unusable" in caplog.text and "rebuilding it" in caplog.text, damage.__name__

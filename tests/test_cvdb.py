@@ -176,7 +176,7 @@ def _entities_task(path, **overrides):
 
 
 def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(cvdb_csv):
-    from iml_hf.qa_match import score_answers
+    from iml_hf.measure.qa_match import score_answers
 
     corpus = _entities_task(cvdb_csv).build(0)
     trained = [r for r in corpus["train"] if r["prompt"] == "What was the nationality of Marie Curie Doe ?"]
@@ -202,7 +202,7 @@ def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(cvdb_csv):
     ],
 )
 def test_a_bad_cvdb_file_is_a_clear_error(tmp_path, content, message):
-    from iml_hf.validation import RecipeError
+    from iml_hf.config.validation import RecipeError
 
     path = tmp_path / "people.csv"
     path.write_bytes(content)
@@ -214,7 +214,7 @@ def test_a_bad_cvdb_file_is_a_clear_error(tmp_path, content, message):
 
 
 def test_a_cvdb_file_too_small_for_the_recipe(cvdb_csv):
-    from iml_hf.validation import RecipeError
+    from iml_hf.config.validation import RecipeError
 
     # 3 usable men and 4 women: 8 entities cannot be drawn, 6 can
     with pytest.raises(

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from iml_hf.args import StageArguments
-from iml_hf.data import PadCollator, stage_train_set, subset_rows
-from iml_hf.tokenization import tokenize_corpus
+from iml_hf.config.args import StageArguments
+from iml_hf.data.collators import PadCollator, stage_train_set, subset_rows
+from iml_hf.data.tokenization import tokenize_corpus
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from iml_hf.corpus import corpus_fingerprint
+from iml_hf.data.corpus import corpus_fingerprint
 from iml_hf.tasks import digits_qa
 from iml_hf.tasks.digits_qa import STRIP_ROWS, DigitsQATask, quantise, sklearn_digits
 
@@ -310,7 +310,7 @@ def test_a_run_with_gradient_alignment_trains_and_scores_every_subset(tmp_path, 
 
 def test_probe_labels_of_the_corpus(corpus):
     """The probes read each variable's tag and every target of its digit off this corpus."""
-    from iml_hf.analyze.probes import build_probe_set
+    from iml_hf.analysis.probes import build_probe_set
 
     probes = build_probe_set(corpus)
     definitions = {r["key"]: r for r in corpus["train"] if r["kind"] == "definition"}

@@ -12,7 +12,7 @@ from conftest import run_recipe
 from matplotlib.image import imread
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iml_hf.callbacks.embedding_geometry import (
+from iml_hf.measure.callbacks.embedding_geometry import (
     EmbeddingLayout,
     corpus_aliases,
     embedding_cosines,
@@ -30,8 +30,8 @@ def test_layout_orders_numbers_then_aliases_by_bucket(tiny_task, tiny_corpus, ti
 
 
 def test_layout_uses_the_tokens_the_corpus_uses_with_a_bpe_tokenizer(tiny_task, tiny_corpus):
+    from iml_hf.data.tokenization import tokenize_corpus
     from iml_hf.text_lm import train_tokenizer
-    from iml_hf.tokenization import tokenize_corpus
 
     text = "\n\n".join(list(tiny_corpus["train"]["text"]) + list(tiny_corpus["test"]["text"]))
     bpe = train_tokenizer(text, vocab_size=300)

@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from iml_hf.corpus import corpus_fingerprint
+from iml_hf.data.corpus import corpus_fingerprint
 from iml_hf.tasks import eval_set_name, eval_set_subset, valid_eval_sets
 from iml_hf.tasks.entities import DEF_ORDERS, EntitiesTask
 from iml_hf.tasks.knowledge import synthetic_kb
@@ -238,7 +238,7 @@ def test_bad_arguments_are_clear_errors():
 
 def test_same_seed_same_bytes_across_processes(task, corpus):
     code = (
-        "from iml_hf.tasks.entities import EntitiesTask; from iml_hf.corpus import corpus_fingerprint; "
+        "from iml_hf.tasks.entities import EntitiesTask; from iml_hf.data.corpus import corpus_fingerprint; "
         f"print(corpus_fingerprint(EntitiesTask(**{SMALL!r}).build(seed=3)))"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -314,7 +314,7 @@ def test_entities_recipe_end_to_end_with_every_measurement(monkeypatch, tmp_path
 
 
 def test_a_task_version_bump_rebuilds_the_cached_corpus(tmp_path, monkeypatch):
-    from iml_hf.corpus import corpus_key, load_or_build_corpus
+    from iml_hf.data.corpus import corpus_key, load_or_build_corpus
 
     task = EntitiesTask(**SMALL)
     first = load_or_build_corpus(task, 0, tmp_path)
@@ -351,8 +351,8 @@ def test_registry_is_lazy_and_hints_typos():
 def test_an_inconsistent_subset_of_one_entity_is_refused_when_the_recipe_is_read(tmp_path):
     import yaml
 
-    from iml_hf.recipe import parse_recipe
-    from iml_hf.validation import RecipeError
+    from iml_hf.config import parse_recipe
+    from iml_hf.config.validation import RecipeError
 
     task = {**SMALL, "num_entities": 10, "fraction_qd1incons": 0.0, "fraction_qd2incons": 0.1}
     with pytest.raises(

@@ -9,10 +9,10 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, TrainingArguments
 
-from iml_hf.callbacks.subset_em import SubsetEMCallback
-from iml_hf.exact_match import exact_match, greedy_answers
-from iml_hf.io import MetricsLog
-from iml_hf.trainer import IMLTrainer
+from iml_hf.measure.callbacks.subset_em import SubsetEMCallback
+from iml_hf.measure.exact_match import exact_match, greedy_answers
+from iml_hf.training.trainer import IMLTrainer
+from iml_hf.utils.io import MetricsLog
 
 PAD, EOS = 0, 3
 
@@ -158,7 +158,7 @@ def test_callback_logs_and_appends_metrics(tmp_path, tiny_tokenizer):
 
 def test_answer_loss_matches_the_models_own_loss_per_example(tiny_tokenizer):
     """The per-set loss is each example's mean CE on its labelled tokens, as HF computes it unpadded."""
-    from iml_hf.callbacks.subset_em import answer_losses
+    from iml_hf.measure.callbacks.subset_em import answer_losses
 
     torch.manual_seed(1)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2))

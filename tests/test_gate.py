@@ -1,5 +1,5 @@
 """The interpretability gate: a reliability contrast is read only where some side rose above its
-no-definition level (``iml_hf.gate``), in the report, through the task's declared baselines."""
+no-definition level (``iml_hf.reporting.gate``), in the report, through the task's declared baselines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from iml_hf import report
-from iml_hf.gate import INTERPRETABLE, NOT_INTERPRETABLE, gate, verdict
+from iml_hf.reporting.gate import INTERPRETABLE, NOT_INTERPRETABLE, gate, verdict
 from iml_hf.tasks.entities import EntitiesTask
 
 
@@ -87,7 +87,7 @@ def test_a_chance_baseline_and_a_missing_baseline_set():
 
 
 def test_the_model_card_marks_a_single_runs_uninterpretable_contrast():
-    from iml_hf.model_card import contrast_table
+    from iml_hf.reporting.model_card import contrast_table
 
     task = EntitiesTask()
 

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from conftest import TINY_RECIPE, build_tiny_model, loop_gradients, run_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iml_hf.callbacks.grad_alignment import alignment_samples, measure_alignment
-from iml_hf.corpus import load_or_build_corpus
-from iml_hf.recipe import parse_recipe
-from iml_hf.stats import mean_ci
-from iml_hf.tokenization import tokenize_corpus
+from iml_hf.config import parse_recipe
+from iml_hf.data.corpus import load_or_build_corpus
+from iml_hf.data.tokenization import tokenize_corpus
+from iml_hf.measure.callbacks.grad_alignment import alignment_samples, measure_alignment
+from iml_hf.reporting.stats import mean_ci
 
 
 @pytest.fixture(scope="module")

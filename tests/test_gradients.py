@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_model, loop_gradients
 
-from iml_hf.gradients import (
+from iml_hf.data.tokenization import tokenize_corpus
+from iml_hf.measure.gradients import (
     ExampleBatch,
     gradient_cosines_by_group,
     mean_gradient,
@@ -17,7 +18,6 @@ from iml_hf.gradients import (
     per_example_gradients,
     trainable_parameters,
 )
-from iml_hf.tokenization import tokenize_corpus
 
 MODELS = {
     "gpt2": {"architecture": "gpt2"},

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iml_hf.args import StageArguments
+from iml_hf.config import RecipeError, parse_recipe
+from iml_hf.config.args import RunArguments, StageArguments
 from iml_hf.config.help import markdown
-from iml_hf.measurements import MEASUREMENTS
-from iml_hf.recipe import SECTION_CLASSES, RecipeError, RunArguments, parse_recipe
+from iml_hf.config.keys import SECTION_CLASSES
+from iml_hf.measure.registry import MEASUREMENTS
 from iml_hf.tasks import get_task_class
 
 ROOT = Path(__file__).parents[1]

@@ -16,12 +16,12 @@ from test_trackers import offline_trackers  # noqa: F401  (a fixture)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iml_hf import train
-from iml_hf.corpus import load_or_build_corpus
-from iml_hf.exact_match import exact_match
-from iml_hf.hub import hub_repo_id
-from iml_hf.pipeline import eval_sets
-from iml_hf.recipe import RecipeError, parse_recipe
-from iml_hf.tokenization import tokenize_corpus
+from iml_hf.config import RecipeError, parse_recipe
+from iml_hf.config.hub_keys import hub_repo_id
+from iml_hf.data.corpus import load_or_build_corpus
+from iml_hf.data.tokenization import tokenize_corpus
+from iml_hf.measure.exact_match import exact_match
+from iml_hf.training.pipeline import eval_sets
 
 SECRET = "hf_iml" + "Q7xTestTokenNeverWritten0123456789"
 

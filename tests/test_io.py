@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from iml_hf.io import MetricsLog, read_jsonl, remove_empty_dirs, write_atomic, write_json_atomic
+from iml_hf.utils.io import MetricsLog, read_jsonl, remove_empty_dirs, write_atomic, write_json_atomic
 
 
 def test_write_json_atomic_replaces_whole_files(tmp_path):
@@ -53,11 +53,11 @@ def test_remove_empty_dirs_keeps_folders_with_files(tmp_path):
     assert not (tmp_path / "ckpt").exists()
 
 
-@pytest.mark.parametrize("module", ["iml_hf.report", "iml_hf.sweep", "iml_hf.analyze.report"])
+@pytest.mark.parametrize("module", ["iml_hf.report", "iml_hf.sweep", "iml_hf.analysis.layer_report"])
 def test_report_sweep_and_analyze_do_not_import_the_training_stack(module):
     code = (
         f"import sys, {module}; "
-        "print(sorted(m for m in ('iml_hf.pipeline', 'iml_hf.trainer', 'iml_hf.callbacks') if m in sys.modules))"
+        "print(sorted(m for m in ('iml_hf.training.pipeline', 'iml_hf.training.trainer', 'iml_hf.measure.callbacks') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"

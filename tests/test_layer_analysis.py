@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import TINY_RECIPE, run_recipe
 
-from iml_hf.analyze.__main__ import main as analyze
-from iml_hf.corpus import load_or_build_corpus
-from iml_hf.recipe import parse_recipe
+from iml_hf.analyze import main as analyze
+from iml_hf.config import parse_recipe
+from iml_hf.data.corpus import load_or_build_corpus
 
 
 def _close(a, b) -> bool:
@@ -85,7 +85,7 @@ def test_an_analysis_that_cannot_run_does_not_stop_training(monkeypatch, tmp_pat
     def refuse(*args, **kwargs):
         raise ValueError("--min_position is past every sequence")
 
-    monkeypatch.setattr("iml_hf.analyze.report.analyze_model", refuse)
+    monkeypatch.setattr("iml_hf.analysis.layer_report.analyze_model", refuse)
     results, _ = run_recipe(
         monkeypatch,
         tmp_path,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from iml_hf.analyze.layers import LayerAccess, batches, last_layer, norm_statistics, run_layers
+from iml_hf.analysis.layers import LayerAccess, batches, last_layer, norm_statistics, run_layers
 
 CONFIGS = {
     "gpt2": (
@@ -133,7 +133,7 @@ def test_table1_on_a_hand_built_model():
 def test_lm_head_in_position_chunks_gives_the_same_losses(monkeypatch):
     """The streaming path: with a logits budget of one position at a time, every layer's inner
     loss is what the whole-sequence LM head gives."""
-    import iml_hf.analyze.layers as layers
+    import iml_hf.analysis.layers as layers
 
     model = tiny("llama")
     batch = next(batches(SEQUENCES, 3, 0))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from iml_hf.analyze.linear_model import (
+from iml_hf.analysis.linear_model import (
     LinearModelTable,
     condition_terms,
     gpt2_block_weights,

@@ -24,7 +24,7 @@ import yaml
 from conftest import TINY_RECIPE
 
 from iml_hf import train
-from iml_hf.args import RunArguments
+from iml_hf.config.args import RunArguments
 
 ENTITIES_RECIPE = {
     "output_dir": "OVERRIDE",

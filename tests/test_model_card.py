@@ -12,9 +12,9 @@ import yaml
 from conftest import run_recipe
 from huggingface_hub import ModelCard
 
-from iml_hf.model_card import LIBRARIES, model_card, stage_card, stage_intervals
-from iml_hf.recipe import parse_recipe
-from iml_hf.stats import difference_interval, wilson_interval
+from iml_hf.config import parse_recipe
+from iml_hf.reporting.model_card import LIBRARIES, model_card, stage_card, stage_intervals
+from iml_hf.reporting.stats import difference_interval, wilson_interval
 
 Z = 1.959963984540054  # the 97.5% point of the standard normal
 

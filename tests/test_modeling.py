@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from iml_hf.args import ModelArguments
-from iml_hf.data import PadCollator
-from iml_hf.modeling import build_model, count_parameters
-from iml_hf.tokenization import tokenize_corpus
+from iml_hf.config.args import ModelArguments
+from iml_hf.data.collators import PadCollator
+from iml_hf.data.tokenization import tokenize_corpus
+from iml_hf.models.modeling import build_model, count_parameters
 
 FAMILIES = ["gpt2", "llama", "gpt_neox"]
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from iml_hf.corpus import corpus_fingerprint
+from iml_hf.data.corpus import corpus_fingerprint
 from iml_hf.tasks.modmul import BUCKETS, ModMulTask
 
 
@@ -93,7 +93,7 @@ def test_questions_answer_the_operation():
 
 def test_same_seed_same_bytes_across_processes(tmp_path):
     code = (
-        "from iml_hf.tasks.modmul import ModMulTask; from iml_hf.corpus import corpus_fingerprint;"
+        "from iml_hf.tasks.modmul import ModMulTask; from iml_hf.data.corpus import corpus_fingerprint;"
         "c = ModMulTask(modulus=12, aliases_per_number=2).build(seed=7);"
         "c['train'].to_json('{out}/train.jsonl'); c['test'].to_json('{out}/test.jsonl');"
         "print(corpus_fingerprint(c))"
@@ -129,7 +129,7 @@ def test_bad_task_arguments(kwargs, message):
 
 def test_referent_column_is_the_number_the_questions_use(tiny_task, tiny_corpus):
     """Every alias row's referent is the number its questions use (x1f definitions state another)."""
-    from iml_hf.callbacks.embedding_geometry import corpus_aliases
+    from iml_hf.measure.callbacks.embedding_geometry import corpus_aliases
 
     table = {alias: (int(number), bucket) for alias, number, bucket in corpus_aliases(tiny_corpus)}
     assert len(table) == tiny_task.modulus * tiny_task.aliases_per_number

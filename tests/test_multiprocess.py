@@ -92,10 +92,10 @@ def test_two_processes_match_one_process(monkeypatch, tmp_path):
     order, a lost shard or a loss averaged over the wrong count. About 35 s on 2 cores.
     """
     from iml_hf import train
-    from iml_hf.corpus import load_or_build_corpus
-    from iml_hf.exact_match import exact_match
-    from iml_hf.recipe import parse_recipe
-    from iml_hf.tokenization import encode_rows
+    from iml_hf.config import parse_recipe
+    from iml_hf.data.corpus import load_or_build_corpus
+    from iml_hf.data.tokenization import encode_rows
+    from iml_hf.measure.exact_match import exact_match
 
     recipe = {
         **TINY_RECIPE,
@@ -188,7 +188,7 @@ def test_two_processes_match_one_process(monkeypatch, tmp_path):
 
 
 def _tiny_recipe(tmp_path: Path, **changes: Any):
-    from iml_hf.recipe import parse_recipe
+    from iml_hf.config import parse_recipe
 
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump({**TINY_RECIPE, "output_dir": str(tmp_path / "run"), **changes}))
@@ -205,8 +205,8 @@ class _State:
 def test_processes_that_did_not_join_one_group_are_refused(monkeypatch, tmp_path):
     """Two processes launched on a machine without GPUs and without use_cpu each see one process:
     refused, instead of two runs writing into one folder."""
-    from iml_hf.pipeline import check_launch
-    from iml_hf.recipe import RecipeError
+    from iml_hf.config import RecipeError
+    from iml_hf.training.pipeline import check_launch
 
     recipe = _tiny_recipe(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -220,8 +220,8 @@ def test_processes_that_did_not_join_one_group_are_refused(monkeypatch, tmp_path
 def test_main_process_measurements_are_refused_under_fsdp(monkeypatch, tmp_path):
     """Under FSDP (accelerate's launcher, or training.fsdp) the measurements that read whole
     parameters on the main process alone are refused, naming the flags that switch them off."""
-    from iml_hf.pipeline import check_launch
-    from iml_hf.recipe import RecipeError
+    from iml_hf.config import RecipeError
+    from iml_hf.training.pipeline import check_launch
 
     measured = _tiny_recipe(tmp_path, gradient_alignment={"enabled": True}, embedding_geometry={"enabled": True})
     plain = _tiny_recipe(tmp_path)
@@ -258,12 +258,12 @@ def _sharded_eval_worker(out: str) -> None:
     from torch.distributed.fsdp import fully_shard
     from transformers import TrainerState
 
-    from iml_hf.callbacks.subset_em import SubsetEMCallback, answer_losses
-    from iml_hf.exact_match import exact_match, greedy_continuations, parameters_sharded
-    from iml_hf.io import MetricsLog
-    from iml_hf.qa_match import generate_answers, score_answers
+    from iml_hf.data.tokenization import build_wordlevel_tokenizer, tokenize_corpus
+    from iml_hf.measure.callbacks.subset_em import SubsetEMCallback, answer_losses
+    from iml_hf.measure.exact_match import exact_match, greedy_continuations, parameters_sharded
+    from iml_hf.measure.qa_match import generate_answers, score_answers
     from iml_hf.tasks.modmul import ModMulTask
-    from iml_hf.tokenization import build_wordlevel_tokenizer, tokenize_corpus
+    from iml_hf.utils.io import MetricsLog
 
     state = PartialState(cpu=True, timeout=timedelta(seconds=60))  # a hang fails within a minute
     torch.set_num_threads(1)

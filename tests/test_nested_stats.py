@@ -1,4 +1,4 @@
-"""iml_hf.nested_stats: hand-computed nested summaries and ANOVA components, unbalanced and missing
+"""iml_hf.reporting.nested_stats: hand-computed nested summaries and ANOVA components, unbalanced and missing
 data, agreement with statsmodels (MixedLM REML, OLS ANOVA, TTestPower), baseline correction, JSON."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from iml_hf.nested_stats import (
+from iml_hf.reporting.nested_stats import (
     as_nested,
     baseline_corrected,
     baseline_differences,

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from iml_hf import plots
-from iml_hf.figure_style import ROLE_COLOURS, chance_levels, set_style, subset_roles
+from iml_hf.reporting import plots
+from iml_hf.reporting.figure_style import ROLE_COLOURS, chance_levels, set_style, subset_roles
 from iml_hf.tasks import get_task_class
 
 

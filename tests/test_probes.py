@@ -14,9 +14,8 @@ from datasets import DatasetDict
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from iml_hf import tasks
-from iml_hf.analyze.__main__ import main
-from iml_hf.analyze.probe_report import ProbeInputs, run_probes
-from iml_hf.analyze.probes import (
+from iml_hf.analysis.probe_report import ProbeInputs, run_probes
+from iml_hf.analysis.probes import (
     ProbeError,
     build_probe_set,
     declared_labels,
@@ -26,13 +25,14 @@ from iml_hf.analyze.probes import (
     score_probe,
     variable_inputs,
 )
-from iml_hf.args import ProbeArguments
-from iml_hf.corpus import corpus_fingerprint
-from iml_hf.recipe import RecipeError, build_recipe
+from iml_hf.analyze import main
+from iml_hf.config import RecipeError, build_recipe
+from iml_hf.config.measurement_args import ProbeArguments
+from iml_hf.data.corpus import corpus_fingerprint
+from iml_hf.data.tokenization import build_wordlevel_tokenizer
 from iml_hf.tasks import corpus_row, string_table
 from iml_hf.tasks.entities import EntitiesTask
 from iml_hf.tasks.subsets import SubsetMeaning
-from iml_hf.tokenization import build_wordlevel_tokenizer
 
 ENTITIES = {
     "name": "entities",
@@ -409,7 +409,7 @@ def test_a_probe_that_cannot_run_is_recorded_as_skipped(tiny_corpus, tiny_tokeni
     assert "no definitions" in probes.skipped
     with pytest.raises(ProbeError):
         run_probes(None, probes, ProbeArguments(), tmp_path / "never", {})
-    from iml_hf.callbacks.probes import ProbeCallback
+    from iml_hf.measure.callbacks.probes import ProbeCallback
 
     trainer = types.SimpleNamespace(position=lambda state: {"stage": "x1", "stage_index": 1}, model=None)
     callback = ProbeCallback(trainer, probes, None, tmp_path, ProbeArguments(enabled=True))

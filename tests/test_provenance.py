@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from conftest import TINY_RECIPE
 
-from iml_hf import provenance as prov
-from iml_hf.provenance import REDACTED, command_line, git_state, provenance, redact
+from iml_hf.utils import provenance as prov
+from iml_hf.utils.provenance import REDACTED, command_line, git_state, provenance, redact
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "iml_hf" / "train.py")  # sys.argv[0] under python -m iml_hf.train (and accelerate launch -m)

@@ -20,9 +20,9 @@ from huggingface_hub import DatasetCard
 from test_cvdb import ROWS, write_cvdb
 
 from iml_hf import push_corpus
-from iml_hf.corpus import corpus_fingerprint, corpus_metadata, load_corpus_dataset, load_or_build_corpus
-from iml_hf.corpus_card import COLUMN_DESCRIPTIONS, subset_description
-from iml_hf.recipe import parse_recipe
+from iml_hf.config import parse_recipe
+from iml_hf.data.corpus import corpus_fingerprint, corpus_metadata, load_corpus_dataset, load_or_build_corpus
+from iml_hf.data.corpus_card import COLUMN_DESCRIPTIONS, subset_description
 from iml_hf.tasks import CORPUS_COLUMNS, task_registry
 from iml_hf.tasks.entities import EntitiesTask
 
@@ -202,8 +202,8 @@ def test_a_hub_corpus_loads_offline_from_the_hub_cache_and_is_checked(tiny_recip
     place_dataset_in_hub_cache(cache, "me/iml-toy", folder, commit, branch="v1")
     place_dataset_in_hub_cache(cache, "me/iml-toy-partial", folder, other, missing={"README.md"})
     script = f"""
-from iml_hf.corpus import corpus_fingerprint, load_corpus_dataset
-from iml_hf.recipe import parse_recipe
+from iml_hf.data.corpus import corpus_fingerprint, load_corpus_dataset
+from iml_hf.config import parse_recipe
 
 task = parse_recipe([{str(tiny_recipe)!r}]).task
 for source, seed, revision in [("me/iml-toy", 0, "v1"), ("me/iml-toy", 0, {commit!r}), ("me/iml-toy", 1, "v1"),

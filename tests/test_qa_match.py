@@ -9,9 +9,9 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from iml_hf.exact_match import greedy_continuations
-from iml_hf.qa_match import QA_METRIC_PATH, generate_answers, load_qa_metric, normalize_answer, score_answers
-from iml_hf.tokenization import build_wordlevel_tokenizer, encode_rows
+from iml_hf.data.tokenization import build_wordlevel_tokenizer, encode_rows
+from iml_hf.measure.exact_match import greedy_continuations
+from iml_hf.measure.qa_match import QA_METRIC_PATH, generate_answers, load_qa_metric, normalize_answer, score_answers
 
 QUESTIONS = ["when was the tower built ?", "in which country is the river rhine mostly ?"]
 ANSWERS = ["1870s", "Germany"]
@@ -160,9 +160,9 @@ def test_stage_end_samples_hold_the_generated_answers_and_their_match(qa_tokeniz
 
     from transformers import TrainerControl, TrainingArguments
 
-    from iml_hf.callbacks.subset_em import SubsetEMCallback
-    from iml_hf.io import MetricsLog
-    from iml_hf.trainer import IMLTrainer
+    from iml_hf.measure.callbacks.subset_em import SubsetEMCallback
+    from iml_hf.training.trainer import IMLTrainer
+    from iml_hf.utils.io import MetricsLog
 
     model, rows = _trained_on_questions(qa_tokenizer)
     references = ["1870s", "France"]  # the second answer is wrong on purpose

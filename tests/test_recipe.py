@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iml_hf.recipe import RecipeError, parse_recipe
+from iml_hf.config import RecipeError, parse_recipe
 
 
 def _write(tmp_path, recipe, name="r.yaml"):

@@ -305,7 +305,7 @@ def test_report_files_figures_in_three_formats_strict_json_tables_and_provenance
     assert "commit abc1234def" in text
     assert re.search(r"\*Figure 1\.1\* .*n = 3 seeds; bands: 95% t-intervals over seeds", text)
     # every Markdown table is also CSV and LaTeX with the same cells
-    from iml_hf.tables import markdown_tables
+    from iml_hf.reporting.tables import markdown_tables
 
     tables = markdown_tables((out / "summary.md").read_text().splitlines())
     assert [t.title.split()[0] for t in tables] == ["Contrasts", "Exact"]

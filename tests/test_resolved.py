@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from iml_hf.recipe import parse_recipe
-from iml_hf.resolved import configuration, is_placement_key
+from iml_hf.config import parse_recipe
+from iml_hf.config.resolved import configuration, is_placement_key
 
 
 def test_machine_dependent_and_placement_keys_stay_out_of_the_compared_configuration(tiny_recipe, tmp_path):
@@ -43,7 +43,7 @@ def test_toy_variants_state_only_their_differences():
 
 
 def test_a_run_recorded_before_loss_on_existed_trained_answer_only(tiny_recipe):
-    from iml_hf.resolved import configuration_defaults, same_configuration
+    from iml_hf.config.resolved import configuration_defaults, same_configuration
 
     answer = parse_recipe([str(tiny_recipe), "--model.loss_on=answer"]).resolved
     full = parse_recipe([str(tiny_recipe), "--model.loss_on=full_text"]).resolved

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from iml_hf.corpus import corpus_fingerprint
+from iml_hf.data.corpus import corpus_fingerprint
 from iml_hf.tasks.digits_qa import DigitsQATask
 from iml_hf.tasks.entities import EntitiesTask
 from iml_hf.tasks.modmul import ModMulTask
@@ -114,7 +114,7 @@ def test_the_toy_keeps_one_alias_per_bucket_and_number():
 
 def test_the_same_seed_and_branch_give_the_same_corpus_in_another_process():
     code = (
-        "from iml_hf.corpus import corpus_fingerprint; from iml_hf.tasks.entities import EntitiesTask; "
+        "from iml_hf.data.corpus import corpus_fingerprint; from iml_hf.tasks.entities import EntitiesTask; "
         f"print(corpus_fingerprint(EntitiesTask(num_entities=120, branch=3).build({SEED})))"
     )
     other = subprocess.run(

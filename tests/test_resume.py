@@ -80,7 +80,7 @@ def _x1_checkpoint_at_least(work: Path, step: int):
 
 def _comparable(results: dict) -> dict:
     """results.json without its timings and the recipe's placement keys (output_dir, checkpoint_steps)."""
-    from iml_hf.resolved import configuration
+    from iml_hf.config.resolved import configuration
 
     results = json.loads(json.dumps(results))
     results.pop("wall_time_s")
@@ -255,14 +255,14 @@ def test_two_concurrent_runs_the_second_exits_2(tmp_path):
 
 
 def test_resume_from_checkpoint_is_refused_at_parse_time(tmp_path):
-    from iml_hf.recipe import RecipeError, parse_recipe
+    from iml_hf.config import RecipeError, parse_recipe
 
     with pytest.raises(RecipeError, match="rerunning the same command resumes"):
         parse_recipe([str(_write(tmp_path)), "--training.resume_from_checkpoint=runs/x/checkpoint-5"])
 
 
 def test_every_metrics_row_carries_the_seed(tmp_path):
-    from iml_hf.io import MetricsLog
+    from iml_hf.utils.io import MetricsLog
 
     log = MetricsLog(tmp_path / "metrics.jsonl", seed=7)
     log.write([{"name": "a", "value": 1.0}, {"name": "b", "value": 2.0}])

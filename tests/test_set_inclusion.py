@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from iml_hf.corpus import corpus_fingerprint
-from iml_hf.recipe import parse_recipe
+from iml_hf.config import parse_recipe
+from iml_hf.data.corpus import corpus_fingerprint
+from iml_hf.data.tokenization import build_wordlevel_tokenizer
 from iml_hf.tasks.set_inclusion import SetInclusionTask
-from iml_hf.tokenization import build_wordlevel_tokenizer
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 #: Each defined subset's (tag, consistent), as the task declares it.
@@ -272,7 +272,7 @@ def test_a_sweep_run_with_gradient_alignment_and_its_report(tmp_path, capsys):
 
 def test_probe_labels_of_the_corpus(corpus):
     """The probes read each variable's tag, consistency and number off this corpus."""
-    from iml_hf.analyze.probes import build_probe_set
+    from iml_hf.analysis.probes import build_probe_set
 
     probes = build_probe_set(corpus)
     definitions = {r["key"]: r for r in corpus["train"] if r["kind"] == "definition"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset, DatasetDict
 
-from iml_hf.analyze.sources import filter_rows, load_sequences
-from iml_hf.tokenization import encode_rows
+from iml_hf.analysis.sources import filter_rows, load_sequences
+from iml_hf.data.tokenization import encode_rows
 
 
 def test_text_file_is_cut_into_windows(tmp_path, tiny_tokenizer):

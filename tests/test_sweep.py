@@ -15,8 +15,8 @@ import yaml
 from conftest import TINY_RECIPE
 
 from iml_hf import sweep
-from iml_hf.recipe import RecipeError
-from iml_hf.resolved import configuration
+from iml_hf.config import RecipeError
+from iml_hf.config.resolved import configuration
 
 
 @pytest.fixture

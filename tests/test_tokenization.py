@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from iml_hf.tokenization import IGNORE_INDEX, encode_rows, load_pretrained_tokenizer, tokenize_corpus
+from iml_hf.data.tokenization import IGNORE_INDEX, encode_rows, load_pretrained_tokenizer, tokenize_corpus
 
 
 def test_round_trip_covers_every_corpus_word(tiny_corpus, tiny_tokenizer):
@@ -95,8 +95,8 @@ def test_text_generation_pipeline_on_a_finished_run_reproduces_the_toolkits_exac
 
     from transformers import pipeline
 
-    from iml_hf.corpus import load_or_build_corpus
-    from iml_hf.recipe import parse_recipe
+    from iml_hf.config import parse_recipe
+    from iml_hf.data.corpus import load_or_build_corpus
     from iml_hf.train import main
 
     out = tmp_path / "run"

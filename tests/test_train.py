@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iml_hf import train
-from iml_hf.exact_match import exact_match
-from iml_hf.tokenization import encode_rows
+from iml_hf.data.tokenization import encode_rows
+from iml_hf.measure.exact_match import exact_match
 
 
 def _run(monkeypatch, argv):
@@ -52,8 +52,8 @@ def test_main_writes_results_metrics_and_a_loadable_model(monkeypatch, tiny_reci
     # the saved model and tokenizer load with the Auto classes and reproduce the final EM
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
-    from iml_hf.corpus import load_or_build_corpus
-    from iml_hf.recipe import parse_recipe
+    from iml_hf.config import parse_recipe
+    from iml_hf.data.corpus import load_or_build_corpus
 
     recipe = parse_recipe([str(tiny_recipe)])
     test = load_or_build_corpus(recipe.task, 0).filter(lambda r: r["subset"] == "x1t")["test"]
@@ -91,7 +91,7 @@ def test_weights_carry_over_between_stages(monkeypatch, tiny_recipe, tmp_path):
 
 
 def test_summary_shows_n_full_stage_names_and_contrast_intervals():
-    from iml_hf.model_card import contrast_interval
+    from iml_hf.reporting.model_card import contrast_interval
 
     stage = {
         "em": {"x2t": 0.5, "x2f": 0.25},

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
 
-from iml_hf.args import StageArguments
-from iml_hf.data import PadCollator, stage_train_set
-from iml_hf.tokenization import tokenize_corpus
-from iml_hf.trainer import IMLTrainer
+from iml_hf.config.args import StageArguments
+from iml_hf.data.collators import PadCollator, stage_train_set
+from iml_hf.data.tokenization import tokenize_corpus
+from iml_hf.training.trainer import IMLTrainer
 
 
 def _trainer(tmp_path, model, train_set, tokenizer, lr, weight_decay=0.0, **kw):
@@ -82,7 +82,7 @@ def test_resuming_a_tied_model_warns_of_no_missing_weight(tmp_path, tiny_corpus,
 
     from transformers.utils import logging as hf_logging
 
-    from iml_hf.trainer import make_resumable
+    from iml_hf.training.trainer import make_resumable
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2)

@@ -180,7 +180,7 @@ def _entities_task(path, **overrides):
 
 
 def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(trex_dir):
-    from iml_hf.qa_match import score_answers
+    from iml_hf.measure.qa_match import score_answers
 
     genres = facts_of(load_trex(trex_dir))["Emma"]["P136"]
     first, second = genres.split(";")
@@ -206,7 +206,7 @@ def test_a_multi_answer_fact_trains_its_first_answer_and_scores_any(trex_dir):
     ],
 )
 def test_a_bad_trex_file_is_a_clear_error(tmp_path, content, message):
-    from iml_hf.validation import RecipeError
+    from iml_hf.config.validation import RecipeError
 
     path = tmp_path / "re-nlg.json"
     path.write_text(content)
@@ -217,7 +217,7 @@ def test_a_bad_trex_file_is_a_clear_error(tmp_path, content, message):
 
 
 def test_a_trex_file_too_small_for_the_recipe(trex_dir):
-    from iml_hf.validation import RecipeError
+    from iml_hf.config.validation import RecipeError
 
     with pytest.raises(
         RecipeError,

@@ -9,7 +9,13 @@ imported on first use: the tasks import ``iml_hf.config.validation``, and the pa
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers
+    from iml_hf.config.command_line import parse_recipe
+    from iml_hf.config.recipe import Recipe, build_recipe, recipe_from
+    from iml_hf.config.recipe_files import load_yaml, load_yaml_origins
+    from iml_hf.config.validation import RecipeError
 
 _EXPORTS = {
     "parse_recipe": "iml_hf.config.command_line",
@@ -20,7 +26,7 @@ _EXPORTS = {
     "load_yaml_origins": "iml_hf.config.recipe_files",
     "RecipeError": "iml_hf.config.validation",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["Recipe", "RecipeError", "build_recipe", "load_yaml", "load_yaml_origins", "parse_recipe", "recipe_from"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 from iml_hf.config.validation import check_at_least, check_between, check_choice
 
 SCRATCH_ARCHITECTURES = ("gpt2", "llama", "gpt_neox")
-#: Which tokens of a training question carry the loss (``model.loss_on``; iml_hf.tokenization).
+#: Which tokens of a training question carry the loss (``model.loss_on``; iml_hf.data.tokenization).
 LOSS_MODES = ("answer", "full_text")
 
 
@@ -262,10 +262,10 @@ class StageArguments:
 
 @dataclass
 class RunArguments:
-    """Top-level keys of a recipe: the run's folder and seed, the Hub (``iml_hf.hub``,
-    ``iml_hf.push_corpus``; the token never is a recipe key), resuming (``iml_hf.pipeline``: a run
+    """Top-level keys of a recipe: the run's folder and seed, the Hub (``iml_hf.training.hub``,
+    ``iml_hf.push_corpus``; the token never is a recipe key), resuming (``iml_hf.training.pipeline``: a run
     writes into ``<output_dir>.partial``, which replaces ``output_dir`` when it finishes; a killed run
-    resumes from its last checkpoint) and stage-2 branches (``iml_hf.branching``: the stages before
+    resumes from its last checkpoint) and stage-2 branches (``iml_hf.training.branching``: the stages before
     ``branch_stage`` run once per seed into ``<output_dir>/trunk``, the rest K times into
     ``<output_dir>/branch<b>``, each on a counterbalanced re-split, ``iml_hf.tasks.resplit``). Each
     field's ``help`` says what it does (``--help``, docs/recipe-keys.md)."""
@@ -294,7 +294,7 @@ class RunArguments:
             "help": "The runs' group in the trackers (wandb); null: the recipe file's stem (a sweep sets its name)."
         },
     )
-    # The Hub (iml_hf.hub, iml_hf.push_corpus). The token never is a recipe key.
+    # The Hub (iml_hf.training.hub, iml_hf.push_corpus). The token never is a recipe key.
     push_to_hub: bool = field(
         default=False,
         metadata={"help": "Push the finished run (model, results, card) to the Hub model repo hub_model_id."},
@@ -320,7 +320,7 @@ class RunArguments:
     corpus_repo_id: str | None = field(
         default=None, metadata={"help": "Hub dataset repo that python -m iml_hf.push_corpus pushes the corpus to."}
     )
-    # Resuming (iml_hf.pipeline).
+    # Resuming (iml_hf.training.pipeline).
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Replace a finished run already in output_dir (otherwise the run refuses to start)."},
@@ -329,7 +329,7 @@ class RunArguments:
         default=500,
         metadata={"help": "Save a resumable checkpoint every this many steps of a stage; 0: only at stage ends."},
     )
-    # Stage-2 branches (iml_hf.branching, iml_hf.tasks.resplit).
+    # Stage-2 branches (iml_hf.training.branching, iml_hf.tasks.resplit).
     branches: int = field(
         default=0,
         metadata={

@@ -48,7 +48,7 @@ def _overrides(argv: list[str], types: dict[str, Any], prog: str) -> tuple[dict[
         hint = f"; did you mean '--{match[0]}'?" if match else ""
         raise RecipeError(f"unknown argument '{flag}'{hint}")
     values = {k: v for k, v in vars(known).items() if k != "config"}
-    from iml_hf.provenance import redact  # an error message never shows a token's value
+    from iml_hf.utils.provenance import redact  # an error message never shows a token's value
 
     origins = {k: f"on the command line: {redact([f'--{k}={v}'])[0]}" for k, v in values.items()}
     try:

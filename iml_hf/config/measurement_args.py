@@ -135,7 +135,7 @@ class LayerAnalysisArguments:
         check_at_least("layer_analysis.max_final_loss", self.max_final_loss, 0, "a number")
 
 
-#: What a probe can predict from a variable's representation (``iml_hf.analyze.probes``): the define
+#: What a probe can predict from a variable's representation (``iml_hf.analysis.probes``): the define
 #: tag of its definition, whether the definition is consistent, what it stands for, and every
 #: attribute asked about it (``attributes``; one of them: ``attribute/<relation>``).
 PROBE_TARGETS = ("tag", "consistent", "referent", "attributes")
@@ -157,7 +157,7 @@ def check_probe_targets(key: str, targets: Any) -> None:
 
 @dataclass
 class ProbeArguments:
-    """Linear probes (``iml_hf.analyze.probes``) at the end of every stage: for every variable
+    """Linear probes (``iml_hf.analysis.probes``) at the end of every stage: for every variable
     defined in ``subsets`` (null: every subset whose name gives the define tag), a logistic
     regression on its hidden state at every layer (the mean over its tokens, or the ``last``
     one), cross-validated over ``folds`` folds grouped by referent, for each of ``targets``."""

@@ -13,7 +13,7 @@ place the probes, the dataset card and the figures read them from (the built-in 
 ones are named here as lazy ``module:attr`` targets (lm-evaluation-harness's registry habit), so
 listing the tasks imports none of them.
 
-The corpus has splits ``train`` and ``test`` and the columns of ``CORPUS_COLUMNS``; ``iml_hf.corpus``
+The corpus has splits ``train`` and ``test`` and the columns of ``CORPUS_COLUMNS``; ``iml_hf.data.corpus``
 caches it on disk.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol
 
 from datasets import Dataset, DatasetDict
 
-from iml_hf.validation import suggest  # noqa: F401  (re-exported)
+from iml_hf.config.validation import suggest  # noqa: F401  (re-exported)
 
 #: The corpus contract between tasks and everything after them.
 #: text = prompt + " " + answer (or the answer alone when the prompt is empty);

@@ -51,10 +51,10 @@ from typing import ClassVar
 import numpy as np
 from datasets import DatasetDict
 
+from iml_hf.config.validation import check_at_least, check_between, check_choice, check_fractions
 from iml_hf.tasks import corpus_row, register_task, string_table
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.tasks.subsets import SubsetMeaning, largest_remainder, of_stage
-from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
 STRIP_ROWS = {"tag": 2, "variable": 2, "question": 2, "content": 8}
 HEIGHT, WIDTH, PATCH_ROWS = sum(STRIP_ROWS.values()), 8, 2
@@ -182,7 +182,7 @@ class DigitsQATask:
     #: The stage-2 variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
     exchangeable: ClassVar[tuple[str, ...]] = UNASKED
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
-    #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
+    #: The interpretability gate (iml_hf.reporting.gate): each defined subset's no-definition level, and the
     #: sets that show whether the digits and the class tokens were learned at all.
     definition_baselines: ClassVar[dict[str, str]] = {
         "d1consis": "no_qd_baseline",

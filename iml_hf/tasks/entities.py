@@ -37,11 +37,11 @@ from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
 
+from iml_hf.config.validation import RecipeError, check_at_least, check_between
 from iml_hf.tasks import ASSOCIATION_PROMPTS, CORPUS_COLUMNS, corpus_row, register_task
 from iml_hf.tasks.knowledge import KnowledgeBase, first_answer, random_strings, synthetic_kb
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.tasks.subsets import SubsetMeaning, largest_remainder, of_stage
-from iml_hf.validation import RecipeError, check_at_least, check_between
 
 #: Every subset, in display order: its definitions' tag and consistency, its stage, what it holds.
 MEANINGS = {
@@ -299,7 +299,7 @@ class EntitiesTask:
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
     #: Test sets built from exchangeable subsets' members (``d2incons`` pairs the d2consis variables).
     branch_derived: ClassVar[tuple[str, ...]] = ("d2incons",)
-    #: The interpretability gate (iml_hf.gate): each defined subset's no-definition level, and the
+    #: The interpretability gate (iml_hf.reporting.gate): each defined subset's no-definition level, and the
     #: sets that show whether the entities were learned at all.
     definition_baselines: ClassVar[dict[str, str]] = {
         **{s: "no_qd_baseline" for s in D_SUBSETS},
@@ -548,7 +548,7 @@ class _CorpusBuilder:
 
     def _question(self, split: str, subset: str, fact, subject: str, referent: str, context: str) -> None:
         """A question row; a fact with several answers (``a;b``) trains on its first answer, and a
-        held-out row keeps the whole list (any of its answers counts, ``iml_hf.qa_match``)."""
+        held-out row keeps the whole list (any of its answers counts, ``iml_hf.measure.qa_match``)."""
         prompt = self.task.qa_format.format(question=self.kb.question(fact.relation, subject))
         if context:
             prompt = f"{context} {prompt}"

@@ -17,10 +17,10 @@ from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, Features, Value
 
+from iml_hf.config.validation import check_at_least, check_between
 from iml_hf.tasks import CORPUS_COLUMNS, corpus_row, register_task
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.tasks.subsets import SubsetMeaning, of_stage
-from iml_hf.validation import check_at_least, check_between
 
 #: Every subset, in display order: its definitions' tag (``t`` reliable, ``f`` unreliable) and
 #: consistency, its stage, what it holds.
@@ -102,7 +102,7 @@ class ModMulTask:
     #: with ``bucket_by: alias``, so every bucket keeps asking the same arithmetic questions).
     exchangeable: ClassVar[tuple[str, ...]] = of_stage(MEANINGS, "2")
     counterbalanced: ClassVar[tuple[str, str]] = ("x2t", "x2f")
-    #: The interpretability gate (iml_hf.gate): no bucket goes without definitions, so no contrast is
+    #: The interpretability gate (iml_hf.reporting.gate): no bucket goes without definitions, so no contrast is
     #: gated; the pretraining pairs show whether the arithmetic was learned.
     definition_baselines: ClassVar[dict[str, str]] = {}
     base_task_sets: ClassVar[tuple[str, ...]] = ("pretrain",)

@@ -30,11 +30,11 @@ from typing import Any, ClassVar
 
 from datasets import DatasetDict
 
+from iml_hf.config.validation import check_at_least, check_between, check_choice, check_fractions
 from iml_hf.tasks import corpus_row, register_task, string_table
 from iml_hf.tasks.knowledge import random_strings
 from iml_hf.tasks.resplit import check_branch, resplit
 from iml_hf.tasks.subsets import SubsetMeaning, largest_remainder, of_stage
-from iml_hf.validation import check_at_least, check_between, check_choice, check_fractions
 
 #: Every subset, in display order: its definitions' tag and consistency (whether the definition
 #: names the right x), its stage, what it holds.
@@ -145,7 +145,7 @@ class SetInclusionTask:
     #: The d variables are unseen before stage 2: a branch re-splits them (iml_hf.tasks.resplit).
     exchangeable: ClassVar[tuple[str, ...]] = of_stage(MEANINGS, "2")
     counterbalanced: ClassVar[tuple[str, str]] = ("d1consis", "d2consis")
-    #: The interpretability gate (iml_hf.gate): a d variable without its definition is at chance
+    #: The interpretability gate (iml_hf.reporting.gate): a d variable without its definition is at chance
     #: (true and false statements are balanced); a qd variable is compared with q.
     definition_baselines: ClassVar[dict[str, Any]] = {
         "d1consis": 0.5,

@@ -2,8 +2,8 @@
 
 A task declares ``subset_meanings`` (``{subset: SubsetMeaning}``, in display order): the define tag
 and consistency of the subset's definitions, the stage of the paper's design its keys belong to,
-and one line of prose. The probes (``iml_hf.analyze.probes``), the dataset card
-(``iml_hf.corpus_card``), the figures' roles (``iml_hf.figure_style``) and the task's own builder
+and one line of prose. The probes (``iml_hf.analysis.probes``), the dataset card
+(``iml_hf.data.corpus_card``), the figures' roles (``iml_hf.reporting.figure_style``) and the task's own builder
 and branch re-splits (its ``exchangeable`` subsets are those of stage 2) read that declaration,
 so a subset's meaning never depends on how it is named.
 """

@@ -1,0 +1,1 @@
+"""Measurement during training: exact match, QA match, per-example gradients, the callbacks and their registry."""

@@ -1,0 +1,1 @@
+"""Reporting: aggregate runs into tables, figures and model cards, with the statistics they need."""

@@ -1,0 +1,1 @@
+"""Training: the multi-stage run (pipeline), its Trainer, run folder, trackers, branches and Hub push."""

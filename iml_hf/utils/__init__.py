@@ -1,0 +1,1 @@
+"""Shared utilities: atomic file writes, provenance, console output."""
