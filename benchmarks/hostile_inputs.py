@@ -40,7 +40,7 @@ OVERWRITE = (
     ["--overwrite_output_dir=true"]
     if "overwrite_output_dir"
     in subprocess.run(
-        [PY, "-c", "import dataclasses, iml_hf.args as a; print([f.name for f in dataclasses.fields(a.RunArguments)])"],
+        [PY, "-c", "import dataclasses, iml_hf.config.args as a; print([f.name for f in dataclasses.fields(a.RunArguments)])"],
         capture_output=True,
         text=True,
     ).stdout

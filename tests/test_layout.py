@@ -68,7 +68,7 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
-    assert "iml_hf.config.recipe" in graph and graph["iml_hf.training.pipeline"]  # the walk found the package
+    assert len(graph) > 30 and sum(map(len, graph.values())) > 100  # the walk found the package and its imports
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as error:

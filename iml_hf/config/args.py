@@ -1,7 +1,7 @@
 """Dataclasses that describe one run: model, evaluation, stages and the run itself.
 
 Task arguments live next to each task (``iml_hf.tasks``); the training arguments of every stage
-are plain ``transformers.TrainingArguments`` fields. ``iml_hf.recipe`` turns YAML plus command
+are plain ``transformers.TrainingArguments`` fields. ``iml_hf.config.recipe`` turns YAML plus command
 line into these objects.
 """
 

@@ -158,7 +158,8 @@ def check_probe_targets(key: str, targets: Any) -> None:
 @dataclass
 class ProbeArguments:
     """Linear probes (``iml_hf.analysis.probes``) at the end of every stage: for every variable
-    defined in ``subsets`` (null: every subset whose name gives the define tag), a logistic
+    defined in ``subsets`` (null: every subset its task declares with a define tag,
+    ``subset_meanings``), a logistic
     regression on its hidden state at every layer (the mean over its tokens, or the ``last``
     one), cross-validated over ``folds`` folds grouped by referent, for each of ``targets``."""
 
@@ -171,7 +172,9 @@ class ProbeArguments:
     )
     subsets: list[str] | None = field(
         default=None,
-        metadata={"help": "Subsets whose variables are probed; null: every subset whose name gives the define tag."},
+        metadata={
+            "help": "Subsets whose variables are probed; null: every subset its task declares with a define tag."
+        },
     )
     folds: int = field(default=5, metadata={"help": "Cross-validation folds, grouped by referent (>= 2)."})
     position: str = field(
