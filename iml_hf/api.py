@@ -52,8 +52,9 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any], /, **overrides: A
     ``**{"stages.x1.max_steps": 100}``, top-level keys such as ``seed=3``, or a section's mapping such as
     ``model={"num_layers": 2}``); the precedence is the command line's: default < recipe < overrides.
     A bad key or value raises RecipeError naming it (and the file line it came from)."""
+    origins: dict[str, str] = {}
     if isinstance(recipe, Mapping):
-        nested, origins, source = dict(recipe), {}, None
+        nested, source = dict(recipe), None
     elif isinstance(recipe, (str, os.PathLike)):
         source = os.fspath(recipe)
         nested, origins = load_yaml_origins(source)

@@ -175,7 +175,10 @@ def load_runs(root: Path) -> Loaded:
     """The finished runs under ``root`` and a line for every run of the manifest that is missing;
     bad runs are skipped and listed. An unreadable manifest is an error naming it."""
     manifest = root / "sweep.json"
-    runs, missing, bad, notes = [], [], [], []
+    runs: list[RunRecord] = []
+    missing: list[str] = []
+    bad: list[dict[str, str]] = []
+    notes: list[str] = []
 
     def read(name: str, path: Path, overrides: dict[str, Any]) -> None:
         try:
@@ -349,7 +352,7 @@ def summarize(runs: list[RunRecord], confidence: float = 0.95) -> dict[str, Any]
         "wall_time_s": mean_ci([r.results["wall_time_s"] for r in runs], confidence),
     }
     for name, (a, b) in contrasts.items():
-        per_stage = {}
+        per_stage: dict[str, dict[str, Any]] = {}
         for stage in stages:
             if all({a, b} <= set(r.results["stages"][stage]["em"]) for r in runs):
                 ems = [(r.results["stages"][stage]["em"][a], r.results["stages"][stage]["em"][b]) for r in runs]
@@ -640,13 +643,13 @@ def stage_series(
                         .setdefault(run.seed, [])
                         .append(value)
                     )
-            elif difference(em, a, b) is not None:
+            elif b is not None and (delta := difference(em, a, b)) is not None:
                 (
                     collected.setdefault(stage, {})
                     .setdefault("contrast", {})
                     .setdefault(step, {})
                     .setdefault(run.seed, [])
-                    .append(difference(em, a, b))
+                    .append(delta)
                 )
     order = _stage_order(runs)
     return {
@@ -826,7 +829,7 @@ def figures(
                     )
                 )
     if nested:
-        path = contrast_curve_figure(
+        figure = contrast_curve_figure(
             nested,
             {k: list(v) for k, v in contrasts.items()},
             out / f"contrast_curves{suffix}.png",
@@ -834,10 +837,10 @@ def figures(
             confidence,
             dpi,
         )
-        if path:
+        if figure:
             written.append(
                 (
-                    path,
+                    figure,
                     f"Each declared contrast at every evaluation of the branch stage (step 0: its start, "
                     f"before training); nested mean over seeds ({n}), {band}; dashed red: the declared "
                     "read-out step.",
@@ -912,7 +915,9 @@ def provenance_line(record: dict[str, Any] | None) -> str:
     if not record:
         return "not recorded"
     parts = []
-    git = record.get("git") if isinstance(record.get("git"), dict) else {}
+    git = record.get("git")
+    if not isinstance(git, dict):
+        git = {}
     commit = git.get("commit") or _pick(record, "git_commit", "commit")
     if commit:
         parts.append(f"commit {str(commit)[:12]}" + (" with uncommitted changes" if git.get("dirty") else ""))
@@ -983,12 +988,12 @@ def build_report(
     loaded = load_runs(root)
     runs, problems = loaded.runs, loaded.missing
     if not runs:
-        skipped = "".join(f"\n  skipped {b['path']}: {b['reason']}" for b in loaded.bad)
-        raise ValueError(f"no finished runs (results.json) under {root}" + skipped)
+        bad = "".join(f"\n  skipped {b['path']}: {b['reason']}" for b in loaded.bad)
+        raise ValueError(f"no finished runs (results.json) under {root}" + bad)
     groups = group_runs(runs)
     own = report_provenance(argv)
     recorded = runs_provenance(runs)
-    summary = {
+    summary: dict[str, Any] = {
         "confidence": confidence,
         "groups": {},
         "missing_runs": problems,

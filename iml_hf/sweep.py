@@ -453,10 +453,10 @@ def run_slurm(sweep: Sweep, pending: list[SweepRun], executor=None, slurm: dict[
         if (Path(run.output_dir) / "trunk" / "results.json").exists():
             ready.append(run)
         else:
+            trunk = trunk_run(run, sweep.runs)
+            assert trunk is not None, "a later run is one that has a trunk"
             run.status = "failed"
-            _report(
-                f"[failed] {run.name}: its trunk did not finish (see {trunk_run(run, sweep.runs).log})", failed=True
-            )
+            _report(f"[failed] {run.name}: its trunk did not finish (see {trunk.log})", failed=True)
     sweep.save()
     _submit_and_wait(sweep, ready, executor)
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iml_hf.models.architectures import blocks, final_norm
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -26,10 +29,10 @@ class LayerAccess:
 
     layers: nn.ModuleList
     final_norm: nn.Module
-    lm_head: nn.Module
+    lm_head: nn.Linear
 
     @classmethod
-    def of(cls, model: nn.Module) -> LayerAccess:
+    def of(cls, model: PreTrainedModel) -> LayerAccess:
         """The blocks, final norm and LM head of any architecture ``iml_hf.models.architectures`` knows."""
         return cls(blocks(model), final_norm(model), model.get_output_embeddings())
 
@@ -78,14 +81,14 @@ def _first(output: Any) -> Tensor:
 LOGITS_BUDGET = 1 << 25
 
 
-def input_device(model: nn.Module) -> torch.device:
+def input_device(model: PreTrainedModel) -> torch.device:
     """Where the token ids go: the input embedding's device (differs from the first parameter's
     under ``device_map="auto"``)."""
-    return model.get_input_embeddings().weight.device
+    return model.get_input_embeddings().weight.device  # type: ignore[return-value]  # transformers types the embedding as a bare nn.Module
 
 
 @torch.no_grad()
-def run_layers(model: nn.Module, batch: Batch) -> LayerStats:
+def run_layers(model: PreTrainedModel, batch: Batch) -> LayerStats:
     """One forward pass with every hidden state, then the last layer re-applied to each of them.
 
     ``hidden_states[l]`` (l = 0 .. L-1) is the input of layer l+1, i.e. the representation after
@@ -187,7 +190,7 @@ def sample_tokens(lengths: list[int], min_position: int, count: int, seed: int) 
 
 
 @torch.no_grad()
-def layer_inputs(model: nn.Module, sequence: list[int]) -> list[Tensor]:
+def layer_inputs(model: PreTrainedModel, sequence: list[int]) -> list[Tensor]:
     """The input of every layer for one sequence (embedding output, after layer 1 .. L-1), each
     (T, d) in the model's dtype on its device."""
     ids = torch.tensor([sequence], device=input_device(model))

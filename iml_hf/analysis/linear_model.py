@@ -25,11 +25,16 @@ its gated FFN; other architectures get a clear ``skipped`` reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
 #: Relative slack of the ">=" comparisons, so that an exact equality (W = I) is not lost to rounding.
 RELATIVE_TOLERANCE = 1e-9
@@ -79,7 +84,7 @@ def unsupported_reason(block: nn.Module) -> str | None:
     return f"the paper's linear model is built for GPT-2 blocks only, not {name}"
 
 
-def gpt2_block_weights(block: nn.Module, dtype: torch.dtype = torch.float64) -> LinearBlockWeights:
+def gpt2_block_weights(block: GPT2Block, dtype: torch.dtype = torch.float64) -> LinearBlockWeights:
     """Eq. 10-11 matrices of a ``GPT2Block``. Conv1D stores ``y = x @ weight + bias`` (in x out),
     so a matrix acting on columns is ``weight.T``; ``c_attn`` stacks Q, K, V, each split into
     heads of ``d / H`` consecutive rows."""
@@ -178,7 +183,8 @@ class LinearModelTable:
 
     def __init__(self, blocks: nn.ModuleList, chunk: int = 16):
         self.skipped = unsupported_reason(blocks[0])
-        self.weights = [] if self.skipped else [gpt2_block_weights(block) for block in blocks]
+        gpt2_blocks = cast("Iterable[GPT2Block]", blocks)  # read only when unsupported_reason found GPT-2 blocks
+        self.weights = [] if self.skipped else [gpt2_block_weights(block) for block in gpt2_blocks]
         self.chunk = chunk
         self.counts: list[dict[str, list[Tensor]]] = [{k: [] for k in self.KEYS} for _ in self.weights]
         self.tokens = 0

@@ -67,6 +67,7 @@ def run_probes(model, probes: ProbeInputs, options: Any, out: Path, source: dict
     layers = hidden_representations(model, probes.inputs, probes.offset, options.position, options.batch_size)
     represented = time.perf_counter()
     probe_set = probes.probe_set
+    assert probe_set is not None, "ProbeInputs.build made one unless it skipped"
     targets: dict[str, dict[str, Any]] = {}
     for target in probes.targets:
         index, labels, groups = probe_set.dataset(target)
@@ -195,7 +196,11 @@ def analyze_probes(args: argparse.Namespace) -> dict[str, Any]:
             f"--model {args.model!r} is not a run folder of iml_hf.train (no results.json), so pass "
             "--data with the toolkit corpus to probe"
         )
-    corpus = load_toolkit_corpus(args.data) if args.data else run_corpus(run)
+    if args.data:
+        corpus = load_toolkit_corpus(args.data)
+    else:
+        assert run is not None, "without --data, --model is a run folder (checked above)"
+        corpus = run_corpus(run)
     model, tokenizer = load_model(
         SimpleNamespace(model=args.model, revision=args.revision, dtype=args.dtype, device_map=None, device=args.device)
     )

@@ -189,7 +189,8 @@ def build_probe_set(corpus: DatasetDict, subsets: list[str] | None = None, min_s
             f"declared: {sorted(declared)})"
         )
     variables = list(definitions)
-    tags, consistent = [], []
+    tags: list[str | None] = []
+    consistent: list[str | None] = []
     for key in variables:
         tag, consistency = declared[definitions[key]["subset"]]
         tags.append(tag)
@@ -242,8 +243,8 @@ def hidden_representations(
     backbone = getattr(model, "base_model", model)
     device = next(model.parameters()).device
     by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(inputs):
-        by_length.setdefault(len(ids), []).append(i)
+    for i, sequence in enumerate(inputs):
+        by_length.setdefault(len(sequence), []).append(i)
     out: np.ndarray | None = None
     was_training = model.training
     model.eval()

@@ -51,13 +51,12 @@ def _overrides(argv: list[str], types: dict[str, Any], prog: str) -> tuple[dict[
     from iml_hf.utils.provenance import redact  # an error message never shows a token's value
 
     origins = {k: f"on the command line: {redact([f'--{k}={v}'])[0]}" for k, v in values.items()}
-    try:
-        key = None
-        conformed = {}
-        for key, value in values.items():
+    conformed: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
             conformed[key] = conform_cli(key, value, types[key]) if isinstance(value, str) else value
-    except RecipeError as error:
-        raise RecipeError(f"{error} ({origins[key]})") from None
+        except RecipeError as error:
+            raise RecipeError(f"{error} ({origins[key]})") from None
     return conformed, origins
 
 

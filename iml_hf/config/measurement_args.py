@@ -11,9 +11,17 @@ imports no training code, so parsing a recipe stays free of torch and transforme
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from iml_hf.config.validation import check_at_least, check_choice, invalid, suggest
+
+
+class MeasurementArguments(Protocol):
+    """What every measurement's settings have: the recipe section they are read from and a switch."""
+
+    section: ClassVar[str]
+    enabled: bool
+
 
 INTERVAL_STRATEGIES = ("steps", "epoch")
 

@@ -34,7 +34,7 @@ class RecipeError(ValueError):
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def suggest(name: str, valid: list[str]) -> str:
+def suggest(name: object, valid: list[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest valid name, or ``""``."""
     match = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.4)
     return f"; did you mean '{match[0]}'?" if match else ""
@@ -95,7 +95,7 @@ def describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _choices(enum_class: type) -> str:
+def _choices(enum_class: type[enum.Enum]) -> str:
     return f"one of {[e.value for e in enum_class]}"
 
 

@@ -5,6 +5,7 @@ against, and prose describing the task, every subset (as the task declares it) a
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import yaml
 from datasets import DatasetDict
@@ -62,6 +63,7 @@ def card_data(task: Task, seed: int, corpus: DatasetDict, meta: dict | None = No
     """The YAML metadata: configs with a data file per split, features, split sizes, tags and ``iml_hf``
     (``meta``, else ``corpus_metadata``)."""
     first = next(iter(corpus.values()))
+    ours: dict[str, Any] = {CARD_METADATA_KEY: meta or corpus_metadata(task, seed, corpus)}
     return DatasetCardData(
         pretty_name=f"iml_hf {task.name} corpus (seed {seed})",
         tags=["iml_hf", "implicit-meta-learning", task.name],
@@ -76,12 +78,12 @@ def card_data(task: Task, seed: int, corpus: DatasetDict, meta: dict | None = No
                 for split, rows in corpus.items()
             ],
         },
-        **{CARD_METADATA_KEY: meta or corpus_metadata(task, seed, corpus)},
+        **ours,
     )
 
 
 def _subset_table(task: Task, corpus: DatasetDict) -> str:
-    counts = {split: {} for split in corpus}
+    counts: dict[str, dict[str, int]] = {split: {} for split in corpus}
     for split, rows in corpus.items():
         for subset in rows["subset"]:
             counts[split][subset] = counts[split].get(subset, 0) + 1

@@ -50,8 +50,9 @@ def eval_sets(tokenized: DatasetDict, recipe: Recipe) -> dict[str, Dataset]:
         names += eval_set_order(list(monitored), list(recipe.task.subsets))
     sources.update({name: (train, indices) for name, indices in monitored.items()})
     names += [n for n in recipe.evaluation.extra_subsets or [] if n not in names]
-    if recipe.evaluation.subsets or recipe.evaluation.extra_subsets:
-        missing = [n for n in recipe.evaluation.subsets or recipe.evaluation.extra_subsets if n not in sources]
+    requested = recipe.evaluation.subsets or recipe.evaluation.extra_subsets
+    if requested:
+        missing = [n for n in requested if n not in sources]
         if missing:
             key = "subsets" if recipe.evaluation.subsets else "extra_subsets"
             raise ValueError(

@@ -18,9 +18,10 @@ output, so no attention mask is needed and examples never interact.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ from transformers.pytorch_utils import Conv1D
 from iml_hf.data.collators import PadCollator
 from iml_hf.data.tokenization import IGNORE_INDEX
 from iml_hf.models.architectures import is_registered, module_roles, role_of
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 METHODS = ("factored", "vmap")
 GROUPS = ("embeddings", "attention", "mlp", "norms", "unembedding", "other")
@@ -54,7 +58,7 @@ def trainable_parameters(model: nn.Module) -> dict[str, Tensor]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def parameter_groups(model: nn.Module) -> dict[str, str]:
+def parameter_groups(model: PreTrainedModel) -> dict[str, str]:
     """Trainable parameter name -> group: embeddings, attention, mlp, norms, unembedding (an
     output embedding not tied to the input one) or other."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -91,10 +95,10 @@ class ExampleBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, index: Tensor | list[int]) -> ExampleBatch:
+    def select(self, index: Tensor | Sequence[int] | slice) -> ExampleBatch:
         return ExampleBatch(self.input_ids[index], self.labels[index])
 
-    def model_inputs(self, device: torch.device) -> dict[str, Tensor]:
+    def model_inputs(self, device: torch.device) -> dict[str, Tensor | bool]:
         ids = self.input_ids.to(device)
         positions = torch.arange(ids.shape[1], device=device).expand_as(ids)  # per-example rows
         # All ones on purpose: right padding never reaches a real position of a causal model, and a
@@ -119,7 +123,7 @@ def full_precision(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module, attention: str | None = None) -> Iterator[None]:
+def _eval_mode(model: PreTrainedModel, attention: str | None = None) -> Iterator[None]:
     """Eval mode (dropout off), float32, gradients on; optionally another attention implementation."""
     was_training = model.training
     config = getattr(model, "config", None)
@@ -143,7 +147,9 @@ def _device(model: nn.Module) -> torch.device:
 # ----------------------------------------------------------------------------- vmap
 
 
-def per_example_gradients(model: nn.Module, batch: ExampleBatch, chunk_size: int | None = 32) -> dict[str, Tensor]:
+def per_example_gradients(
+    model: PreTrainedModel, batch: ExampleBatch, chunk_size: int | None = 32
+) -> dict[str, Tensor]:
     """Every example's gradient of its own training loss: name -> tensor of shape (N, *param.shape)."""
     device = _device(model)
     params = {name: p.detach() for name, p in trainable_parameters(model).items()}
@@ -158,7 +164,7 @@ def per_example_gradients(model: nn.Module, batch: ExampleBatch, chunk_size: int
         return gradient(params, batch.input_ids.to(device), batch.labels.to(device))
 
 
-def mean_gradient(model: nn.Module, batch: ExampleBatch, chunk_size: int = 256) -> dict[str, Tensor]:
+def mean_gradient(model: PreTrainedModel, batch: ExampleBatch, chunk_size: int = 256) -> dict[str, Tensor]:
     """Gradient of the mean of the examples' losses (each example weighted equally)."""
     params = trainable_parameters(model)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
@@ -302,12 +308,12 @@ def _factored_dots(model: nn.Module, batch: ExampleBatch, left: Tensor, right: T
     dots = {}
     for name, contributions in factors.items():
         rows = params[name].shape[0]
-        dots[name] = sum(_pair_dot(a, b, left, right, rows) for a in contributions for b in contributions)
+        dots[name] = _total(_pair_dot(a, b, left, right, rows) for a in contributions for b in contributions)
     return dots
 
 
 def _vmap_dots(
-    model: nn.Module, batch: ExampleBatch, left: Tensor, right: Tensor, chunk_size: int
+    model: PreTrainedModel, batch: ExampleBatch, left: Tensor, right: Tensor, chunk_size: int
 ) -> dict[str, Tensor]:
     grads = per_example_gradients(model, batch, chunk_size)
     return {name: (g[left] * g[right]).flatten(1).sum(1) for name, g in grads.items()}
@@ -317,7 +323,7 @@ def _vmap_dots(
 
 
 def pair_inner_products(
-    model: nn.Module,
+    model: PreTrainedModel,
     batch: ExampleBatch,
     pairs: Sequence[tuple[int, int]],
     method: str = "factored",
@@ -356,13 +362,20 @@ def _by_group(names: Sequence[str], groups: dict[str, str]) -> Iterator[tuple[st
             yield group, members
 
 
+def _total(terms: Iterable[Tensor]) -> Tensor:
+    """``sum(terms)`` of some tensors; there is always one (of none, ``sum`` would give the int 0)."""
+    total = sum(terms)
+    assert isinstance(total, Tensor), "a sum over no parameters or no contributions"
+    return total
+
+
 def _cosine(dot: Tensor, square_a: Tensor, square_b: Tensor) -> Tensor:
     norm = (square_a.clamp(min=0) * square_b.clamp(min=0)).sqrt()
     return torch.where(norm > 0, dot / norm, torch.full_like(dot, float("nan")))
 
 
 def pair_cosines(
-    model: nn.Module,
+    model: PreTrainedModel,
     batch: ExampleBatch,
     pairs: Sequence[tuple[int, int]],
     method: str = "factored",
@@ -378,16 +391,16 @@ def pair_cosines(
     right = torch.tensor([j for _, j in pairs], dtype=torch.long)
     out = {}
     for group, members in _by_group(list(dots), groups):
-        square = sum(squares[n] for n in members)
-        out[group] = _cosine(sum(dots[n] for n in members), square[left], square[right])
+        square = _total(squares[n] for n in members)
+        out[group] = _cosine(_total(dots[n] for n in members), square[left], square[right])
     return out
 
 
-def gradient_cosines_by_group(a: dict[str, Tensor], b: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
+def gradient_cosines_by_group(a: dict[str, Tensor], b: dict[str, Tensor], model: PreTrainedModel) -> dict[str, float]:
     """Cosine between two full gradients (name -> tensor), overall (``all``) and per group."""
     groups = parameter_groups(model)
     out = {}
     for group, members in _by_group(list(a), groups):
-        dot, sq_a, sq_b = (sum((x[n] * y[n]).sum() for n in members).reshape(1) for x, y in ((a, b), (a, a), (b, b)))
+        dot, sq_a, sq_b = (_total((x[n] * y[n]).sum() for n in members).reshape(1) for x, y in ((a, b), (a, a), (b, b)))
         out[group] = float(_cosine(dot, sq_a, sq_b)[0])
     return out

@@ -23,6 +23,7 @@ from iml_hf.config.measurement_args import (
     EmbeddingGeometryArguments,
     GradientAlignmentArguments,
     LayerAnalysisArguments,
+    MeasurementArguments,
     ProbeArguments,
 )
 
@@ -52,7 +53,7 @@ class ReportReader:
 class Measurement:
     """One measurement's settings, inputs, callback, results key and report readers."""
 
-    arguments: type  # its settings dataclass, which names the recipe section
+    arguments: type[MeasurementArguments]  # its settings dataclass, which names the recipe section
     result_key: str
     prepare: Callable[[Recipe, DatasetDict, PreTrainedTokenizerBase], Any]
     callback: Callable[[IMLTrainer, Any, MetricsLog, Path, Any], Any]

@@ -44,6 +44,12 @@ def _plain(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _branch(run: RunRecord) -> int:
+    """The branch of a run in a branched group, where every run is a branch (``iml_hf.report.summarize``)."""
+    assert run.branch is not None, f"{run.path} is a plain run among branches"
+    return run.branch
+
+
 def branch_stages(run: RunRecord) -> list[str]:
     """The stages a branch trained itself (not copied from its trunk)."""
     return [name for name, entry in run.results["stages"].items() if not entry.get("shared_trunk")]
@@ -77,8 +83,8 @@ def stage_curve(runs: list[RunRecord], a: str, b: str, stage_index: int) -> dict
             if r.get("family") == "eval" and r.get("metric") == "em" and r["stage_index"] == stage_index:
                 at.setdefault(r["stage_step"], {})[r["subset"]] = r["value"]
         for step, em in at.items():
-            if difference(em, a, b) is not None:
-                curve.setdefault(step, {}).setdefault(run.seed, {})[run.branch] = difference(em, a, b)
+            if (value := difference(em, a, b)) is not None:
+                curve.setdefault(step, {}).setdefault(run.seed, {})[_branch(run)] = value
     return dict(sorted(curve.items()))
 
 
@@ -89,25 +95,25 @@ def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float)
     own = branch_stages(runs[0])
     out: dict[str, Any] = {"per_stage": {}}
     for stage in stages:
-        values = {}
+        values: dict[int, dict[int, float]] = {}
         for run in runs:
             em = run.results["stages"][stage]["em"]
-            if difference(em, a, b) is not None:
-                values.setdefault(run.seed, {})[run.branch] = difference(em, a, b)
+            if (value := difference(em, a, b)) is not None:
+                values.setdefault(run.seed, {})[_branch(run)] = value
         if values:
             out["per_stage"][stage] = _plain(nested_summary(values, confidence))
     if not own:
         return out
     first = own[0]
-    start = {}
-    readout = {}
+    start: dict[int, dict[int, float]] = {}
+    readout: dict[int, dict[int, float]] = {}
     for run in runs:
         em0 = run.results["stages"][first].get("em_start") or {}
-        if difference(em0, a, b) is not None:
-            start.setdefault(run.seed, {})[run.branch] = difference(em0, a, b)
+        if (begin := difference(em0, a, b)) is not None:
+            start.setdefault(run.seed, {})[_branch(run)] = begin
         value = readout_values(run, a, b)
         if value is not None:
-            readout.setdefault(run.seed, {})[run.branch] = value
+            readout.setdefault(run.seed, {})[_branch(run)] = value
     if not readout:
         return out
     headline = nested_summary(readout, confidence)

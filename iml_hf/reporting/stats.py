@@ -4,13 +4,13 @@ confidence intervals, Wilson intervals of proportions and Newcombe intervals of 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from scipy import stats
 
 
-def difference(values: dict[str, float | None], a: str, b: str) -> float | None:
+def difference(values: Mapping[str, float | None], a: str, b: str) -> float | None:
     """``values[a] - values[b]``, or None where either is missing or null (strict JSON writes an
     undefined value, NaN, as null)."""
     x, y = values.get(a), values.get(b)

@@ -19,11 +19,12 @@ caches it on disk.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.metadata
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from datasets import Dataset, DatasetDict
 
@@ -61,6 +62,8 @@ ASSOCIATION_PROMPTS = ("who", "meaning", "stand_for", "name", "first_letter", "s
 class Task(Protocol):
     """What the pipeline needs from a task's argument dataclass."""
 
+    #: What makes it a dataclass to ``dataclasses.asdict``/``fields``/``replace``.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
     name: str
     version: ClassVar[int]
     subsets: ClassVar[tuple[str, ...]]
@@ -81,7 +84,7 @@ _LAZY: dict[str, str] = {
     "set_inclusion": "iml_hf.tasks.set_inclusion:SetInclusionTask",
     "digits_qa": "iml_hf.tasks.digits_qa:DigitsQATask",
 }
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[Task]] = {}
 #: Installed packages declare their own tasks as entry points of this group
 #: (``[project.entry-points."iml_hf.tasks"] my_task = "my_package.tasks:MyTask"``), so a task
 #: outside this repository works in recipes and on the command line without editing iml_hf.
@@ -99,10 +102,14 @@ def _lazy_targets() -> dict[str, str]:
     return {**_plugin_targets(), **_LAZY}
 
 
-def register_task(name: str) -> Callable[[type], type]:
+#: A task dataclass, as the decorator hands it back.
+TaskT = TypeVar("TaskT", bound=Task)
+
+
+def register_task(name: str) -> Callable[[type[TaskT]], type[TaskT]]:
     """Class decorator: make the task dataclass available as ``task.name: <name>`` in recipes."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: type[TaskT]) -> type[TaskT]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"task {name!r} is registered twice ({_REGISTRY[name].__qualname__}, {cls.__qualname__})")
         for attribute in ("version", "subsets", "contrasts"):
@@ -119,8 +126,9 @@ def task_names() -> list[str]:
     return sorted({*_lazy_targets(), *_REGISTRY})
 
 
-def get_task_class(name: str) -> type:
-    """The task dataclass registered as ``name`` (importing its module on first use)."""
+def get_task_class(name: str | None) -> type[Task]:
+    """The task dataclass registered as ``name`` (importing its module on first use); None, a
+    recipe without ``task.name``, is unknown like any other name."""
     if name not in _REGISTRY and name in _lazy_targets():
         module, attribute = _lazy_targets()[name].split(":")
         cls = getattr(importlib.import_module(module), attribute)
@@ -132,7 +140,7 @@ def get_task_class(name: str) -> type:
     return _REGISTRY[name]
 
 
-def task_registry() -> dict[str, type]:
+def task_registry() -> dict[str, type[Task]]:
     """Task name -> argument dataclass, for every known task."""
     return {name: get_task_class(name) for name in task_names()}
 

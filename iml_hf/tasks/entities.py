@@ -310,13 +310,14 @@ class EntitiesTask:
     def __post_init__(self) -> None:
         if self.knowledge_base not in ("synthetic", "cvdb", "trex"):
             raise ValueError(f"task.knowledge_base={self.knowledge_base!r}; use 'synthetic', 'cvdb' or 'trex'")
-        if self.knowledge_base != "synthetic" and not self.kb_path:
-            raise ValueError(f"task.knowledge_base={self.knowledge_base} needs task.kb_path (the data file)")
-        if self.knowledge_base != "synthetic" and not Path(self.kb_path).exists():
-            raise ValueError(
-                f"task.kb_path={self.kb_path!r} does not exist; point it at the "
-                f"{'CVDB CSV' if self.knowledge_base == 'cvdb' else 'T-REx JSON file or folder'}"
-            )
+        if self.knowledge_base != "synthetic":
+            if not self.kb_path:
+                raise ValueError(f"task.knowledge_base={self.knowledge_base} needs task.kb_path (the data file)")
+            if not Path(self.kb_path).exists():
+                raise ValueError(
+                    f"task.kb_path={self.kb_path!r} does not exist; point it at the "
+                    f"{'CVDB CSV' if self.knowledge_base == 'cvdb' else 'T-REx JSON file or folder'}"
+                )
         if self.def_order not in DEF_ORDERS:
             raise ValueError(f"task.def_order={self.def_order!r}; use a permutation of 'tve': {DEF_ORDERS}")
         if self.sources not in ("tags", "natural"):
@@ -380,6 +381,8 @@ class EntitiesTask:
         wrong and the fix (``iml_hf.train`` prints it and exits 2, before any output is written)."""
         if self.knowledge_base == "synthetic":
             return synthetic_kb(self.num_entities, self.values_per_relation)
+        path = self.kb_path
+        assert path, "__post_init__ requires task.kb_path for a knowledge base read from a file"
         if self.knowledge_base == "cvdb":
             from iml_hf.tasks.cvdb import load_cvdb
 
@@ -388,13 +391,13 @@ class EntitiesTask:
                 "ISO-8859-1, with the columns name, birth, death, gender, level3_main_occ, "
                 "string_citizenship_raw_d, un_region and wiki_readers_2015_2018)"
             )
-            load = lambda: load_cvdb(self.kb_path, num_entities=self.num_entities)  # noqa: E731
+            load = lambda: load_cvdb(path, num_entities=self.num_entities)  # noqa: E731
         else:
             from iml_hf.tasks.trex import load_trex
 
             fix = "point task.kb_path at T-REx JSON files (each a list of documents with 'triples') or a folder of them"
             load = lambda: load_trex(  # noqa: E731
-                self.kb_path,
+                path,
                 max_entities=self.num_entities,
                 min_predicates_per_subject=self.min_predicates_per_subject,
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from datasets import Dataset, Features, Value
@@ -104,7 +105,7 @@ def synthetic_kb(num_entities: int, values_per_relation: int = 20, seed: int = 0
     return KnowledgeBase(facts, dict(SYNTHETIC_TEMPLATES), name="synthetic")
 
 
-def random_strings(count: int, length: int, rng: random.Random, exclude: set[str] = frozenset()) -> list[str]:
+def random_strings(count: int, length: int, rng: random.Random, exclude: AbstractSet[str] = frozenset()) -> list[str]:
     """``count`` distinct random lower-case strings of ``length`` letters, none in ``exclude``."""
     if 26**length < count + len(exclude):
         raise ValueError(f"cannot draw {count} distinct strings of {length} letters")

@@ -17,11 +17,15 @@ So every key serves once under each half's tag within a pair, and a half's diffi
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from typing import TypeVar
 
 #: Where the re-split labels are drawn from: independent of the corpus's own generator, so that
 #: every row a task draws before its exchangeable subsets stays byte-identical across branches.
 _SALT = "iml_hf-branch"
+
+#: A task's key type (an alias, a variable, a number): the re-split hands back the keys it was given.
+K = TypeVar("K", bound=Hashable)
 
 
 def pair_of(branch: int) -> int:
@@ -30,13 +34,13 @@ def pair_of(branch: int) -> int:
 
 
 def resplit(
-    assignment: dict[Hashable, str],
+    assignment: Mapping[K, str],
     exchangeable: tuple[str, ...],
     halves: tuple[str, str],
     seed: int,
     branch: int | None,
-    groups: dict[Hashable, Hashable] | None = None,
-) -> dict[Hashable, str]:
+    groups: Mapping[K, Hashable] | None = None,
+) -> dict[K, str]:
     """``assignment`` (key -> subset) as branch ``branch`` re-splits it; None or branch 0: unchanged.
 
     Only keys whose subset is in ``exchangeable`` move, and the number of keys per subset (per group,
@@ -48,7 +52,7 @@ def resplit(
     pair = pair_of(branch)
     if pair:
         rng = random.Random(f"{_SALT}-{seed}-{pair}")
-        by_group: dict[str, list[Hashable]] = {}
+        by_group: dict[str, list[K]] = {}
         for key in pool:
             by_group.setdefault(str(groups[key]) if groups else "", []).append(key)
         for group in sorted(by_group):

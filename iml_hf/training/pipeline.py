@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from datasets import DatasetDict
-from transformers import PreTrainedTokenizerBase, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from iml_hf.config import Recipe, RecipeError
 from iml_hf.config.hub_keys import hub_repo_id
@@ -112,6 +112,7 @@ def prepare_folder(recipe: Recipe, folder: RunFolder, state: PartialState) -> di
         error, plan = broadcast_object_list([error, plan])
     if error:
         raise RecipeError(error)
+    assert plan is not None, "the main process made the plan or said why not"
     return plan
 
 
@@ -172,7 +173,7 @@ def _prepare_inputs(recipe: Recipe, state: PartialState) -> RunData:
     return RunData(corpus, tokenizer, tokenized, evaluation, inputs)
 
 
-def _build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
+def _build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """The model, seeded; a checkpoint that cannot be loaded is a RecipeError."""
     set_seed(recipe.run.seed)
     try:
@@ -221,7 +222,7 @@ def _results(
     state: PartialState,
     plan: dict[str, Any],
     corpus: DatasetDict,
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     trained: TrainedStages,
     seconds: float,
 ) -> dict[str, Any]:

@@ -172,6 +172,7 @@ class RunFolder:
         """A finished stage: its results entry and the step offset go into the marker; its
         checkpoints and the earlier stage's weights are no longer needed."""
         progress = self.progress()
+        assert progress is not None, f"start() wrote {PROGRESS}"
         progress["stages"][name] = json.loads(json.dumps(entry))
         progress["step_offset"] = step_offset
         write_json_atomic(self.work / PROGRESS, progress)

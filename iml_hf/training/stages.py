@@ -23,6 +23,8 @@ from iml_hf.utils import console
 from iml_hf.utils.io import MetricsLog
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from iml_hf.config.args import StageArguments
     from iml_hf.config.recipe import Recipe
     from iml_hf.data.prepare import RunData
@@ -39,7 +41,7 @@ class TrainedStages:
 
 
 def train_stages(
-    recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str, Any], data: RunData, model: torch.nn.Module
+    recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str, Any], data: RunData, model: PreTrainedModel
 ) -> TrainedStages:
     """Train the stages the plan has not finished, recording each one in the work folder."""
     work = folder.work
@@ -177,7 +179,7 @@ def start_values(path: Path, stage_index: int) -> dict[str, float]:
     }
 
 
-def saved_names(model: torch.nn.Module) -> dict[str, str]:
+def saved_names(model: PreTrainedModel) -> dict[str, str]:
     """{name in the saved file: name in the model} where ``save_pretrained`` renames a weight
     (transformers 5 writes GPT-NeoX's ``lm_head`` as the hub's ``embed_out``), found by asking
     transformers' own reverse conversion which tensor it writes under which name."""
@@ -191,7 +193,7 @@ def saved_names(model: torch.nn.Module) -> dict[str, str]:
     return {name: by_tensor[id(t)] for name, t in written.items() if by_tensor.get(id(t), name) != name}
 
 
-def load_stage_weights(model: torch.nn.Module, folder: str) -> None:
+def load_stage_weights(model: PreTrainedModel, folder: str) -> None:
     """The weights a finished stage ended with (saved by ``Trainer.save_model``, under the names
     ``save_pretrained`` writes; tied weights are saved once and tied again)."""
     from safetensors.torch import load_file

@@ -106,7 +106,7 @@ class TrackerRun:
         if self.writer is None:
             chosen = os.getenv("TENSORBOARD_LOGGING_DIR")
             log_dir = (
-                os.path.expanduser(chosen) if chosen else self.log_dir or str(Path(args.output_dir) / "tensorboard")
+                os.path.expanduser(chosen) if chosen else self.log_dir or str(Path(args.output_dir) / "tensorboard")  # type: ignore[arg-type]  # never None: TrainingArguments.__post_init__ defaults it
             )
             resumed = not chosen and start_step > 0 and any(Path(log_dir).glob("events.out.tfevents.*"))
             if not chosen and not resumed:

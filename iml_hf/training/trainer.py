@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -22,6 +22,10 @@ from transformers.trainer_utils import SaveStrategy
 
 from iml_hf.training.trackers import TrackerRun, use_stage_trackers
 from iml_hf.utils.io import MetricsLog, write_json_atomic
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 #: Written into a checkpoint folder once all of it is on disk (iml_hf.training.run_folder reads it).
 CHECKPOINT_MARKER = "resume.json"
@@ -75,7 +79,7 @@ class ResumableCheckpoints(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not args.should_save:
             return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"  # type: ignore[arg-type]  # never None: TrainingArguments.__post_init__ defaults it
         write_json_atomic(
             folder / CHECKPOINT_MARKER,
             {
@@ -85,7 +89,7 @@ class ResumableCheckpoints(TrainerCallback):
                 "stage_seconds": self.elapsed(),
             },
         )
-        for older in Path(args.output_dir).glob("checkpoint-*"):
+        for older in Path(args.output_dir).glob("checkpoint-*"):  # type: ignore[arg-type]  # never None: TrainingArguments.__post_init__ defaults it
             if older != folder:
                 shutil.rmtree(older, ignore_errors=True)
 
@@ -143,6 +147,12 @@ class IMLTrainer(Trainer):
     """``Trainer`` for one named stage; ``step_offset`` is the number of steps of earlier stages,
     ``tracker_run`` what the trackers of all stages share (a one-stage run of its own by default)."""
 
+    # What every stage hands it (iml_hf.training.stages), narrower than the Trainer's own annotations
+    # (any module, any processor, any dataset, or None).
+    model: PreTrainedModel
+    processing_class: PreTrainedTokenizerBase
+    train_dataset: Dataset
+
     def __init__(
         self,
         *args: Any,
@@ -168,14 +178,15 @@ class IMLTrainer(Trainer):
         use_stage_trackers(self, self.tracker_run, stage_name, step_offset)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        if self.carried_optimizer is None and self.carried_optimizer_state is None:
-            return super().create_optimizer(model)
         if self.carried_optimizer is not None:
             optimizer = getattr(self.carried_optimizer, "optimizer", self.carried_optimizer)
-        else:  # resumed at this stage's start: the previous stage's optimizer, as saved at its end
+        elif self.carried_optimizer_state is not None:
+            # resumed at this stage's start: the previous stage's optimizer, as saved at its end
             optimizer = super().create_optimizer(model)
             optimizer = getattr(optimizer, "optimizer", optimizer)
             optimizer.load_state_dict(self.carried_optimizer_state)
+        else:
+            return super().create_optimizer(model)
         decayed = {id(p) for n, p in self.model.named_parameters() if n in self.get_decay_parameter_names(self.model)}
         for group in optimizer.param_groups:  # this stage's lr schedule and weight decay, kept moments
             group["lr"] = group["initial_lr"] = self.args.learning_rate

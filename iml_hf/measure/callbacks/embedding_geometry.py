@@ -125,7 +125,7 @@ class EmbeddingGeometryCallback(IntervalCallback):
         self.latest: dict[str, dict[str, float]] = {}
 
     def measure(self, state: TrainerState) -> None:
-        matrix = embedding_cosines(self.trainer.model.get_input_embeddings().weight, self.layout.token_ids)
+        matrix = embedding_cosines(self.trainer.model.get_input_embeddings().weight, self.layout.token_ids)  # type: ignore[arg-type]  # a Tensor: transformers types the embedding as a bare nn.Module
         position = self.trainer.position(state)
         self.folder.mkdir(parents=True, exist_ok=True)
         labels = self.folder / "labels.json"

@@ -23,8 +23,8 @@ from iml_hf.measure.gradients import ExampleBatch, gradient_cosines_by_group, me
 from iml_hf.reporting.stats import mean_ci
 
 if TYPE_CHECKING:
-    from iml_hf.measure.callbacks import MetricsLog
     from iml_hf.training.trainer import IMLTrainer
+    from iml_hf.utils.io import MetricsLog
 
 
 @dataclass
@@ -78,7 +78,9 @@ def alignment_samples(
         if not keys:
             raise ValueError(f"subset {subset!r} has no alias with both definitions and questions")
         keys = sorted(rng.sample(keys, min(aliases_per_subset, len(keys))))
-        definitions, questions, pairs = [], [], []
+        definitions: list[dict[str, Any]] = []
+        questions: list[dict[str, Any]] = []
+        pairs: list[tuple[int, int]] = []
         for key in keys:
             entry = rows_by_key[subset, key]
             chosen = rng.sample(entry["question"], min(questions_per_alias, len(entry["question"])))

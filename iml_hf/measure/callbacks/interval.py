@@ -38,7 +38,8 @@ class IntervalCallback(TrainerCallback):
         self.interval = interval
         self.strategy = strategy
 
-    def measure(self, state: TrainerState) -> None:
+    def measure(self, state: TrainerState) -> object:
+        """Measure and ``emit``; what it returns (the EM callback's scores) is for direct callers only."""
         raise NotImplementedError
 
     def emit(self, state: TrainerState, family: str, entries: list[tuple[str, str, float, dict[str, Any]]]) -> None:

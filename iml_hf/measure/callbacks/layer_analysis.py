@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import TrainerState
 from transformers.utils import logging
 
@@ -38,7 +40,7 @@ class LayerAnalysisCallback(StageEndCallback):
             return
         split = self.args.split
         loss = summary["inner_loss"]
-        entries = [
+        entries: list[tuple[str, str, float, dict[str, Any]]] = [
             (split, f"inner_loss/{name.replace(' ', '_')}", value, {})
             for name, value in zip(loss["applied_to"], loss["mean"] or [])
         ]

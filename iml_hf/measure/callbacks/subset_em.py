@@ -119,6 +119,7 @@ class SubsetEMCallback(IntervalCallback):
         model = self.trainer.model
         prompts = [data["prompt_ids"][i] for i in shard]
         scores: dict[str, list[float]] = {}
+        predictions: list[str] | list[list[int]]
         if self.answer_match == "text":
             from iml_hf.measure.qa_match import generate_answers, score_answers
 
