@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from iml_hf.data.collators import stage_train_set
-from iml_hf.models.modeling import build_model
 from iml_hf.config import parse_recipe
+from iml_hf.data.collators import stage_train_set
 from iml_hf.data.tokenization import build_wordlevel_tokenizer, tokenize_corpus
+from iml_hf.models.modeling import build_model
 
 
 def non_embedding_parameters(model: torch.nn.Module) -> int:

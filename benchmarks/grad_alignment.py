@@ -16,11 +16,11 @@ import time
 import torch
 from transformers import set_seed
 
+from iml_hf.config import parse_recipe
+from iml_hf.data.prepare import prepare_data
 from iml_hf.measure.callbacks.grad_alignment import AlignmentSample, alignment_samples
 from iml_hf.measure.gradients import ExampleBatch, pair_cosines, parameter_groups, trainable_parameters
 from iml_hf.models.modeling import build_model
-from iml_hf.training.pipeline import prepare_data
-from iml_hf.config import parse_recipe
 
 
 def loop_cosines(model: torch.nn.Module, batch: ExampleBatch, pairs: list[tuple[int, int]]) -> dict[str, torch.Tensor]:

@@ -40,7 +40,11 @@ OVERWRITE = (
     ["--overwrite_output_dir=true"]
     if "overwrite_output_dir"
     in subprocess.run(
-        [PY, "-c", "import dataclasses, iml_hf.config.args as a; print([f.name for f in dataclasses.fields(a.RunArguments)])"],
+        [
+            PY,
+            "-c",
+            "import dataclasses, iml_hf.config.args as a; print([f.name for f in dataclasses.fields(a.RunArguments)])",
+        ],
         capture_output=True,
         text=True,
     ).stdout
@@ -191,8 +195,8 @@ def cases(root: Path) -> list[Case]:
             capture_output=True,
             check=True,
         )
-        from iml_hf.data.corpus import corpus_key
         from iml_hf.config import parse_recipe
+        from iml_hf.data.corpus import corpus_key
 
         task = parse_recipe([r]).task
         ours, theirs = (root / "cache" / "corpora" / corpus_key(task, seed) for seed in (0, 1))

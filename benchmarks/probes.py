@@ -35,8 +35,8 @@ from iml_hf.analysis.probes import (
     score_probe,
     variable_inputs,
 )
-from iml_hf.tasks.entities import EntitiesTask
 from iml_hf.data.tokenization import build_wordlevel_tokenizer
+from iml_hf.tasks.entities import EntitiesTask
 
 DEFINED_SHARE = 0.8  # qd1consis + qd2incons + d1consis + d2consis of the default fractions
 

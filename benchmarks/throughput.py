@@ -15,10 +15,10 @@ import time
 import torch
 from transformers import get_scheduler
 
-from iml_hf.data.collators import PadCollator, stage_train_set
-from iml_hf.models.modeling import build_model
-from iml_hf.training.pipeline import prepare_data
 from iml_hf.config import parse_recipe
+from iml_hf.data.collators import PadCollator, stage_train_set
+from iml_hf.data.prepare import prepare_data
+from iml_hf.models.modeling import build_model
 from iml_hf.training.trainer import IMLTrainer
 
 

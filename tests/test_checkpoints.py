@@ -218,7 +218,7 @@ def test_stage_weights_of_an_untied_gpt_neox_load_back(tmp_path):
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from iml_hf.training.pipeline import load_stage_weights
+    from iml_hf.training.stages import load_stage_weights
 
     config = GPTNeoXConfig(
         vocab_size=40,

@@ -19,9 +19,9 @@ from iml_hf import train
 from iml_hf.config import RecipeError, parse_recipe
 from iml_hf.config.hub_keys import hub_repo_id
 from iml_hf.data.corpus import load_or_build_corpus
+from iml_hf.data.prepare import eval_sets
 from iml_hf.data.tokenization import tokenize_corpus
 from iml_hf.measure.exact_match import exact_match
-from iml_hf.training.pipeline import eval_sets
 
 SECRET = "hf_iml" + "Q7xTestTokenNeverWritten0123456789"
 

@@ -16,8 +16,9 @@ from conftest import TINY_RECIPE
 
 from iml_hf import train
 from iml_hf.config import build_recipe, parse_recipe
+from iml_hf.config.run_names import run_name
 from iml_hf.sweep import plan
-from iml_hf.training.trackers import run_group, run_name, run_tags, tracker_names
+from iml_hf.training.trackers import run_group, run_tags, tracker_names
 
 #: A tiny run with a second measurement family next to ``eval`` (embedding cosines, no plots).
 MEASURED = ["--embedding_geometry.enabled=true", "--embedding_geometry.plots=false"]
