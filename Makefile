@@ -28,7 +28,7 @@ entities: $(STAMP)  ## entity QA with define tags on CPU (about 2 minutes on 2 c
 test: $(STAMP)  ## the test suite, on up to 4 cores (pytest-xdist)
 	$(PY) -m pytest -n auto --maxprocesses 4
 
-lint: $(STAMP)  ## ruff's lint and format checks and mypy's type check of iml_hf (pyproject.toml [tool.ruff], [tool.mypy]); `ruff format .` fixes the format
+lint: $(STAMP)  ## ruff's lint and format checks and mypy's type check of iml_hf (pyproject.toml [tool.ruff], [tool.mypy]); `ruff format iml_hf tests benchmarks` fixes the format
 	$(VENV)/bin/ruff check iml_hf tests benchmarks
 	$(VENV)/bin/ruff format --check iml_hf tests benchmarks
 	$(VENV)/bin/mypy

@@ -134,6 +134,7 @@ def run_sweep(
     anything runs; a failed run does not raise (its status is ``failed``); an interrupted sweep raises
     KeyboardInterrupt. Called again with the same arguments, it resumes."""
     from iml_hf import sweep as sweep_cli
+    from iml_hf.sweeping.grid import parse_set, plan
 
     argv = [
         os.fspath(recipe),
@@ -153,9 +154,9 @@ def run_sweep(
     argv += [f"--{key}={_cli_value(value)}" for key, value in dotted(overrides or {}).items()]
     args, extra = sweep_cli.build_parser().parse_known_args(argv)
     sweep_cli.check_arguments(args, extra)  # RecipeError, before anything is written
-    grid = dict(sweep_cli.parse_set(s) for s in args.sets)
+    grid = dict(parse_set(s) for s in args.sets)
     seed_list = list(range(seed_start, seed_start + seeds))
-    sweep_cli.plan(args.recipe, args.output_dir, seed_list, grid, extra, 1)  # every run's recipe parses
+    plan(args.recipe, args.output_dir, seed_list, grid, extra, 1)  # every run's recipe parses
     out = io.StringIO()
     with (
         contextlib.redirect_stdout(out) if not verbose else contextlib.nullcontext(),

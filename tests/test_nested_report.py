@@ -13,6 +13,7 @@ from conftest import TINY_RECIPE
 from scipy import stats
 
 from iml_hf import report, sweep
+from iml_hf.reporting.runs import DuplicateRuns
 from iml_hf.tasks.modmul import ModMulTask
 
 #: (seed, branch) -> (x2t - x2f at the stage's start, at its end); x1t/x1f fixed.
@@ -109,7 +110,7 @@ def test_the_readout_step_the_recipe_declares_is_the_headline(tmp_path):
 def test_a_copied_branch_is_refused(tmp_path):
     _fake_branch(tmp_path / "a" / "branch0", 0, 0, 0.0, 0.1)
     _fake_branch(tmp_path / "b" / "branch0", 0, 0, 0.0, 0.1)
-    with pytest.raises(report.DuplicateRuns, match="branch 0"):
+    with pytest.raises(DuplicateRuns, match="branch 0"):
         report.build_report(tmp_path)
 
 

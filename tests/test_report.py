@@ -16,6 +16,7 @@ from conftest import TINY_RECIPE
 from scipy import stats
 
 from iml_hf import report, sweep
+from iml_hf.reporting.runs import load_runs
 from iml_hf.tasks.modmul import ModMulTask
 
 SUBSETS = ("pretrain", "x1t", "x1f", "x2t", "x2f")
@@ -212,7 +213,7 @@ def test_bad_runs_are_skipped_and_named_and_a_cut_off_last_metrics_line_is_noted
     assert summary["notes"][0].startswith(note) and all(note in text for text in texts)
     group = summary["groups"]["all runs"]
     assert group["seeds"] == [0, 1]  # only the usable runs count
-    assert len(report.load_runs(tmp_path).runs[1].rows) == len(whole.splitlines())
+    assert len(load_runs(tmp_path).runs[1].rows) == len(whole.splitlines())
 
 
 def test_only_bad_runs_is_an_error_naming_them(tmp_path, capsys):

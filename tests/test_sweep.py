@@ -17,6 +17,10 @@ from conftest import TINY_RECIPE
 from iml_hf import sweep
 from iml_hf.config import RecipeError
 from iml_hf.config.resolved import configuration
+from iml_hf.sweeping.grid import parse_set, plan
+from iml_hf.sweeping.manifest import Sweep, SweepRun
+from iml_hf.sweeping.progress import Progress
+from iml_hf.sweeping.slurm import parse_slurm, run_slurm
 
 
 @pytest.fixture
@@ -32,7 +36,7 @@ def _manifest(out):
 
 
 def test_plan_is_the_grid_times_seeds(recipe, tmp_path):
-    runs = sweep.plan(recipe, str(tmp_path / "s"), [3, 4], {"task.modulus": [8, 12], "stages.x2.max_steps": [2]}, [], 1)
+    runs = plan(recipe, str(tmp_path / "s"), [3, 4], {"task.modulus": [8, 12], "stages.x2.max_steps": [2]}, [], 1)
     assert [r.name for r in runs] == [
         "task.modulus=8,stages.x2.max_steps=2/seed3",
         "task.modulus=8,stages.x2.max_steps=2/seed4",
@@ -41,9 +45,9 @@ def test_plan_is_the_grid_times_seeds(recipe, tmp_path):
     ]
     assert runs[2].overrides == {"task.modulus": 12, "stages.x2.max_steps": 2}
     assert "--task.modulus=12" in runs[2].argv and "--seed=3" in runs[2].argv and "--torch_threads=1" in runs[2].argv
-    assert sweep.parse_set("training.learning_rate=1.0e-3,3.0e-3") == ("training.learning_rate", [1e-3, 3e-3])
+    assert parse_set("training.learning_rate=1.0e-3,3.0e-3") == ("training.learning_rate", [1e-3, 3e-3])
     with pytest.raises(RecipeError, match="did you mean"):
-        sweep.plan(recipe, str(tmp_path / "s"), [0], {"task.modulos": [8]}, [], 1)
+        plan(recipe, str(tmp_path / "s"), [0], {"task.modulos": [8]}, [], 1)
 
 
 def test_bad_set_key_exits_2_and_writes_nothing(recipe, tmp_path, capsys):
@@ -162,9 +166,9 @@ def test_submitit_submits_a_seeds_later_branches_after_its_trunk(recipe, tmp_pat
             return debug.submit(command)
 
     argv = [recipe, "--seeds", "1", "--output_dir", str(out), "--branches=2", "--stages.x2.max_steps=2"]
-    runs = sweep.plan(recipe, str(out), [0], {}, argv[5:], 1)
-    manifest = sweep.Sweep(recipe, str(out), [0], {}, argv[5:], "slurm", 1, 1, runs)
-    sweep.run_slurm(manifest, runs, executor=Recording())
+    runs = plan(recipe, str(out), [0], {}, argv[5:], 1)
+    manifest = Sweep(recipe, str(out), [0], {}, argv[5:], "slurm", 1, 1, runs)
+    run_slurm(manifest, runs, executor=Recording())
     assert trunk_done_at_submit == [("--only_branch=0", False), ("--only_branch=1", True)]
     assert [r.status for r in runs] == ["done", "done"]
 
@@ -196,9 +200,9 @@ def test_argument_errors_are_clear(recipe, tmp_path, capsys):
     assert sweep.main([recipe, "--seeds", "1", "--output_dir", out, "--launcher", "slurm", "--slurm", "partition"]) == 2
     assert "key=value" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
-    assert sweep.parse_slurm("time=1:00:00") == ("time", "1:00:00")
-    assert sweep.parse_slurm("exclude=node1,node2") == ("exclude", "node1,node2")
-    assert sweep.parse_slurm("timeout_min=60") == ("timeout_min", 60)
+    assert parse_slurm("time=1:00:00") == ("time", "1:00:00")
+    assert parse_slurm("exclude=node1,node2") == ("exclude", "node1,node2")
+    assert parse_slurm("timeout_min=60") == ("timeout_min", 60)
 
 
 @pytest.mark.parametrize(
@@ -357,12 +361,12 @@ def test_an_unreadable_finished_run_is_named(recipe, tmp_path, capsys):
 
 
 def test_status_line_counts_runs_and_estimates_time_left(tmp_path):
-    runs = [sweep.SweepRun(f"seed{i}", i, {}, str(tmp_path / f"seed{i}"), []) for i in range(6)]
+    runs = [SweepRun(f"seed{i}", i, {}, str(tmp_path / f"seed{i}"), []) for i in range(6)]
     for run, status in zip(runs, ["done", "skipped", "running", "running", "pending", "failed"]):
         run.status = status
     runs[0].wall_time_s = 100.0
-    manifest = sweep.Sweep("r.yaml", str(tmp_path), list(range(6)), {}, [], "local", 2, 1, runs)
-    progress = sweep.Progress(manifest, workers=2)
+    manifest = Sweep("r.yaml", str(tmp_path), list(range(6)), {}, [], "local", 2, 1, runs)
+    progress = Progress(manifest, workers=2)
     progress.start(runs[2])
     progress.start(runs[3])
     line = progress.line("seed0 done in 100 s")

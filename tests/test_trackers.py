@@ -17,7 +17,7 @@ from conftest import TINY_RECIPE
 from iml_hf import train
 from iml_hf.config import build_recipe, parse_recipe
 from iml_hf.config.run_names import run_name
-from iml_hf.sweep import plan
+from iml_hf.sweeping.grid import plan
 from iml_hf.training.trackers import run_group, run_tags, tracker_names
 
 #: A tiny run with a second measurement family next to ``eval`` (embedding cosines, no plots).

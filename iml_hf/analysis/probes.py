@@ -47,7 +47,6 @@ from iml_hf.reporting.stats import mean_ci
 from iml_hf.tasks import task_registry
 from iml_hf.tasks.subsets import meanings_of
 
-SINGLE_TARGETS = ("tag", "consistent", "referent")
 ATTRIBUTE_PREFIX = "attribute/"
 
 

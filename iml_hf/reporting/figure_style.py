@@ -41,8 +41,6 @@ OTHER_COLOURS = ("#b8860b", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#ff7f0e
 #: Role of each numbered define tag; a defined subset whose definitions draw a fresh tag (tag None)
 #: has the role "random tag".
 TAG_ROLES = {1: "reliable", 2: "unreliable", 3: "third tag"}
-#: The interval every band of the toolkit's figures shows, for captions.
-BAND_NOTE = "bands: {pct}% t-intervals over seeds"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from iml_hf.reporting.nested_stats import (
     baseline_corrected,
@@ -23,13 +23,11 @@ from iml_hf.reporting.nested_stats import (
     seeds_for_power,
     variance_components,
 )
+from iml_hf.reporting.runs import RunRecord
 from iml_hf.reporting.stats import difference
 
-if TYPE_CHECKING:
-    from iml_hf.report import RunRecord
 
-
-def _plain(summary: dict[str, Any]) -> dict[str, Any]:
+def as_cell(summary: dict[str, Any]) -> dict[str, Any]:
     """A nested summary in the report's cell form (``mean``, ``ci_low``, ``ci_high``, ``n``, ``t``,
     ``p_value``; NaN where undefined) plus the nested fields."""
     nan = math.nan
@@ -44,8 +42,15 @@ def _plain(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def nested_cell(values: list[tuple[RunRecord, float | None]], confidence: float) -> dict[str, Any]:
+    """One table cell over seeds from each run's value (None: not measured): a seed's branches are
+    averaged first (``nested_stats.nested_summary``); a plain run is its seed's only value."""
+    triples = [(r.seed, 0 if r.branch is None else r.branch, v) for r, v in values if v is not None]
+    return as_cell(nested_summary(triples, confidence))
+
+
 def _branch(run: RunRecord) -> int:
-    """The branch of a run in a branched group, where every run is a branch (``iml_hf.report.summarize``)."""
+    """The branch of a run in a branched group, where every run is a branch (``group_summary.summarize``)."""
     assert run.branch is not None, f"{run.path} is a plain run among branches"
     return run.branch
 
@@ -101,7 +106,7 @@ def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float)
             if (value := difference(em, a, b)) is not None:
                 values.setdefault(run.seed, {})[_branch(run)] = value
         if values:
-            out["per_stage"][stage] = _plain(nested_summary(values, confidence))
+            out["per_stage"][stage] = as_cell(nested_summary(values, confidence))
     if not own:
         return out
     first = own[0]
@@ -117,7 +122,7 @@ def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float)
     if not readout:
         return out
     headline = nested_summary(readout, confidence)
-    out["readout"] = _plain(headline)
+    out["readout"] = as_cell(headline)
     out["readout_step"] = (runs[0].results["recipe"].get("evaluation") or {}).get("readout_step")
     out["readout_text"] = format_nested(headline)
     out["variance"] = variance_components(readout)
@@ -125,15 +130,15 @@ def summarize_contrast(runs: list[RunRecord], a: str, b: str, confidence: float)
     if start:
         corrected = baseline_corrected(readout, start, confidence)
         start_summary = nested_summary(start, confidence)
-        out["start"] = _plain(start_summary)
+        out["start"] = as_cell(start_summary)
         out["start_text"] = format_nested(start_summary)
-        out["corrected"] = _plain(corrected["summary"])
+        out["corrected"] = as_cell(corrected["summary"])
         out["corrected_text"] = format_nested(corrected["summary"])
         out["corrected_variance"] = variance_components(corrected["differences"])
         out["corrected_power_seeds"] = _power(corrected["summary"])
     index = stages.index(own[-1])
     out["curve"] = {
-        step: _plain(nested_summary(values, confidence)) for step, values in stage_curve(runs, a, b, index).items()
+        step: as_cell(nested_summary(values, confidence)) for step, values in stage_curve(runs, a, b, index).items()
     }
     return out
 
