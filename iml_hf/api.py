@@ -51,7 +51,9 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any], /, **overrides: A
     """A validated Recipe from a recipe file or mapping, with ``overrides`` on top (dotted keys such as
     ``**{"stages.x1.max_steps": 100}``, top-level keys such as ``seed=3``, or a section's mapping such as
     ``model={"num_layers": 2}``); the precedence is the command line's: default < recipe < overrides.
-    A bad key or value raises RecipeError naming it (and the file line it came from)."""
+    A bad key or value raises RecipeError naming it (and the file line it came from). Reading a recipe
+    imports neither torch nor transformers, so the stages' TrainingArguments, whose own checks depend on
+    the machine, are checked when the recipe runs, or now by ``recipe.check_training_arguments()``."""
     origins: dict[str, str] = {}
     if isinstance(recipe, Mapping):
         nested, source = dict(recipe), None
@@ -156,7 +158,9 @@ def run_sweep(
     sweep_cli.check_arguments(args, extra)  # RecipeError, before anything is written
     grid = dict(parse_set(s) for s in args.sets)
     seed_list = list(range(seed_start, seed_start + seeds))
-    plan(args.recipe, args.output_dir, seed_list, grid, extra, 1)  # every run's recipe parses
+    plan(
+        args.recipe, args.output_dir, seed_list, grid, extra, 1, check_training=launcher == "local"
+    )  # every run parses
     out = io.StringIO()
     with (
         contextlib.redirect_stdout(out) if not verbose else contextlib.nullcontext(),

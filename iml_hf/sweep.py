@@ -186,7 +186,7 @@ def _plan(args: argparse.Namespace, extra: list[str]) -> tuple[Sweep, list[Sweep
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     manifest = Path(args.output_dir) / "sweep.json"
     previous = previous_runs(manifest)  # an unreadable manifest stops the sweep before anything is written
-    runs = plan(args.recipe, args.output_dir, seeds, sets, extra, threads)
+    runs = plan(args.recipe, args.output_dir, seeds, sets, extra, threads, check_training=args.launcher == "local")
     for run in runs:
         if run.finished:
             check_resumable(run)

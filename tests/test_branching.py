@@ -156,6 +156,18 @@ def test_bad_branch_settings_are_refused_at_parse_time(tmp_path, changes, messag
         parse_recipe([str(_write(tmp_path, output_dir=str(tmp_path / "run"), **changes))])
 
 
+def test_a_bad_training_setting_of_the_branch_stage_stops_the_run_before_the_trunk(tmp_path, capsys):
+    """TrainingArguments' own checks run for every stage before the trunk trains or a folder is written."""
+    stages = [dict(s) for s in BRANCH_RECIPE["stages"]]
+    stages[2]["lr_scheduler_type"] = "reduce_lr_on_plateau"  # needs an evaluation strategy: refused by transformers
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        main([str(_write(tmp_path, output_dir=str(out), branches=2, stages=stages))])
+    assert stopped.value.code == 2
+    assert "stage 'x2': invalid training arguments" in capsys.readouterr().err
+    assert not list(tmp_path.glob("run*")) and not out.exists()
+
+
 def test_a_stage_before_the_branch_that_trains_an_exchangeable_subset_is_refused(tmp_path):
     stages = [dict(s) for s in BRANCH_RECIPE["stages"]]
     stages[1]["replay"] = {"x2t": 0.1}

@@ -57,6 +57,22 @@ def test_bad_set_key_exits_2_and_writes_nothing(recipe, tmp_path, capsys):
     assert "did you mean '--model.hidden_size'" in capsys.readouterr().err
 
 
+def test_a_local_sweep_checks_every_runs_training_arguments_before_anything_runs(recipe, tmp_path, capsys):
+    out = tmp_path / "never"  # reduce_lr_on_plateau needs an evaluation strategy: transformers refuses it
+    args = [
+        recipe,
+        "--seeds",
+        "1",
+        "--output_dir",
+        str(out),
+        "--set",
+        "training.lr_scheduler_type=linear,reduce_lr_on_plateau",
+    ]
+    code = sweep.main(args)
+    assert code == 2 and not out.exists()
+    assert "invalid training arguments" in capsys.readouterr().err
+
+
 def test_sweep_resumes_and_isolates_a_failing_run(recipe, tmp_path, capsys):
     out = tmp_path / "sweep"
     args = [

@@ -46,10 +46,11 @@ class ProbeInputs:
     skipped: str | None = None
 
     @classmethod
-    def build(cls, corpus, tokenizer, subsets: list[str] | None, targets: list[str]) -> ProbeInputs:
-        """The probe inputs, or (on a ProbeError) an empty one that says why it was skipped."""
+    def build(cls, corpus, tokenizer, subsets: list[str] | None, targets: list[str], task: Any = None) -> ProbeInputs:
+        """The probe inputs, or (on a ProbeError) an empty one that says why it was skipped; ``task``
+        (the run's) declares the subsets' labels."""
         try:
-            probe_set = build_probe_set(corpus, subsets)
+            probe_set = build_probe_set(corpus, subsets, task=task)
             inputs, offset = variable_inputs(tokenizer, probe_set.variables)
             return cls(probe_set, inputs, offset, probe_set.expand(targets))
         except ProbeError as error:

@@ -54,14 +54,15 @@ class ProbeError(ValueError):
     """A probe that cannot be built or fitted (too few variables, classes or groups); says why."""
 
 
-def declared_labels() -> dict[str, tuple[str | None, bool]]:
-    """``{subset: (tag, consistent)}`` of every defined subset that a known task declares in its
-    ``subset_meanings`` (the tag as a label; None where each definition draws a fresh tag). A corpus
-    does not say which task built it, so every task's declaration is read; ProbeError when two tasks
-    declare one subset name differently."""
+def declared_labels(task: Any = None) -> dict[str, tuple[str | None, bool]]:
+    """``{subset: (tag, consistent)}`` of every defined subset that ``task`` declares in its
+    ``subset_meanings`` (the tag as a label; None where each definition draws a fresh tag). Without a
+    task (a corpus does not say which task built it) every registered task's declaration is read;
+    ProbeError when two tasks declare one subset name differently."""
     labels: dict[str, tuple[str | None, bool]] = {}
     declared_by: dict[str, str] = {}
-    for name, task in task_registry().items():
+    tasks = {task.name: task} if task is not None else task_registry()
+    for name, task in tasks.items():
         for subset, meaning in meanings_of(task).items():
             if not meaning.defined:
                 continue
@@ -158,11 +159,14 @@ class ProbeSet:
         )
 
 
-def build_probe_set(corpus: DatasetDict, subsets: list[str] | None = None, min_share: float = 0.5) -> ProbeSet:
+def build_probe_set(
+    corpus: DatasetDict, subsets: list[str] | None = None, min_share: float = 0.5, task: Any = None
+) -> ProbeSet:
     """The probe set of a corpus (see the module docstring): the defined variables of ``subsets``
-    (None: of every subset :func:`declared_labels` holds) and their labels; attribute targets
-    for the relations asked about at least ``min_share`` of them."""
-    declared = declared_labels()
+    (None: of every subset :func:`declared_labels` holds, for ``task`` when the caller knows which
+    task built the corpus) and their labels; attribute targets for the relations asked about at
+    least ``min_share`` of them."""
+    declared = declared_labels(task)
     columns = ("prompt", "answer", "subset", "kind", "key", "referent")
     rows = [corpus[split].select_columns(list(columns)).to_dict() for split in corpus]
     definitions: dict[str, dict[str, Any]] = {}

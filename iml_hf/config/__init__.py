@@ -2,7 +2,8 @@
 
 ``args``/``measurement_args`` hold the sections' dataclasses, ``training_fields`` the Trainer's
 keys, ``keys`` the schema, ``recipe_files`` the YAML, ``recipe`` the Recipe and its checks,
-``command_line`` the ``--key=value`` parser and ``help`` what ``--help`` prints. The names below are
+``command_line`` the ``--key=value`` parser and ``help`` what ``--help`` prints (the one module that
+imports transformers, for its help text, and only when ``--help`` asks). The names below are
 imported on first use: the tasks import ``iml_hf.config.validation``, and the parser the tasks.
 """
 

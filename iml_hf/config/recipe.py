@@ -2,8 +2,9 @@
 
 :func:`build_recipe` checks a recipe in named steps (keys and types, the sections' dataclasses, what
 the sections say about each other) without importing torch or transformers: the sweep and the report
-read recipes too. The stages' ``TrainingArguments`` are built, and checked, by the run
-(:meth:`Recipe.check_training_arguments`) before it writes anything.
+read recipes too. The stages' ``TrainingArguments`` are built, and their own (partly machine-dependent)
+checks run, by :meth:`Recipe.check_training_arguments`: a run (plain or branched) and a local sweep
+call it before they write anything.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def training_fields() -> dict[str, TrainingField]:
     """Every ``TrainingArguments`` init field by name, in declaration order."""
     try:
         return _from_source(_package_dir())
-    except (_Unreadable, OSError, SyntaxError, NameError, TypeError):
+    except Exception:  # any source this reader does not understand: the class itself is always right
         return _from_class()
 
 
@@ -99,7 +99,7 @@ def _from_source(package: Path) -> dict[str, TrainingField]:
         for name in {n.id for n in ast.walk(node.annotation) if isinstance(n, ast.Name)} - set(namespace):
             if not hasattr(builtins, name):
                 namespace[name] = _rebuilt_class(name, classes, imported)
-        annotation = eval(ast.unparse(node.annotation), namespace)  # names resolved above; no code runs
+        annotation = eval(ast.unparse(node.annotation), namespace)  # a type expression over the names above
         fields[node.target.id] = TrainingField(
             node.target.id, annotation, keywords.get("default", UNKNOWN), str(keywords.get("help", ""))
         )
@@ -123,7 +123,7 @@ def _field_keywords(value: ast.expr | None) -> dict[str, Any]:
     """``default``, ``help`` and ``init`` of ``= field(...)`` (or of a plain ``= literal``)."""
     if value is None:
         return {}
-    if not (isinstance(value, ast.Call) and getattr(value.func, "id", None) == "field"):
+    if not (isinstance(value, ast.Call) and _calls_field(value.func)):
         return {"default": _literal(value)}
     found: dict[str, Any] = {}
     for keyword in value.keywords:
@@ -136,6 +136,13 @@ def _field_keywords(value: ast.expr | None) -> dict[str, Any]:
                 if isinstance(key, ast.Constant) and key.value == "help":
                     found["help"] = _literal(item)
     return found
+
+
+def _calls_field(func: ast.expr) -> bool:
+    """``field(...)`` or ``dataclasses.field(...)``."""
+    return (isinstance(func, ast.Name) and func.id == "field") or (
+        isinstance(func, ast.Attribute) and func.attr == "field"
+    )
 
 
 def _literal(node: ast.expr) -> Any:

@@ -113,7 +113,7 @@ def _probe_inputs(recipe: Recipe, tokenized: DatasetDict, tokenizer: PreTrainedT
     from iml_hf.analysis.probe_report import ProbeInputs
 
     args = recipe.measurement_args("probes")
-    return ProbeInputs.build(tokenized, tokenizer, args.subsets, args.targets)
+    return ProbeInputs.build(tokenized, tokenizer, args.subsets, args.targets, task=recipe.task)
 
 
 def _probe_callback(trainer, probes, metrics_log, out, args):
@@ -190,4 +190,4 @@ _SPECS = (
 #: Every measurement's run-time spec by recipe section, in the settings' order.
 MEASUREMENTS: dict[str, Measurement] = {spec.section: spec for spec in _SPECS}
 if list(MEASUREMENTS) != list(MEASUREMENT_ARGUMENTS):
-    raise ImportError(f"measurement settings {list(MEASUREMENT_ARGUMENTS)} and specs {list(MEASUREMENTS)} differ")
+    raise RuntimeError(f"measurement settings {list(MEASUREMENT_ARGUMENTS)} and specs {list(MEASUREMENTS)} differ")

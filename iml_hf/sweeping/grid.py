@@ -29,9 +29,17 @@ def parse_set(text: str) -> tuple[str, list[Any]]:
 
 
 def plan(
-    recipe: str, output_dir: str, seeds: list[int], sets: dict[str, list[Any]], extra: list[str], threads: int
+    recipe: str,
+    output_dir: str,
+    seeds: list[int],
+    sets: dict[str, list[Any]],
+    extra: list[str],
+    threads: int,
+    check_training: bool = False,
 ) -> list[SweepRun]:
-    """Every (combination, seed) run, each validated by the recipe parser before anything runs."""
+    """Every (combination, seed) run, each validated by the recipe parser before anything runs and, with
+    ``check_training`` (runs on this machine), by the stages' TrainingArguments too (that imports
+    transformers; their checks depend on the machine, so a SLURM sweep leaves them to each run)."""
     runs, names = [], set()
     keys = list(sets)
     for combination in itertools.product(*(sets[k] for k in keys)):
@@ -56,6 +64,8 @@ def plan(
                 f"--torch_threads={threads}",
             ]
             recipe_ = parse_recipe(argv, prog="iml_hf.sweep")  # a bad key or value fails here, before any run
+            if check_training:
+                recipe_.check_training_arguments()
             if not recipe_.run.branches:
                 runs.append(SweepRun(name, seed, overrides, out, argv, log=f"{out}.log"))
                 continue

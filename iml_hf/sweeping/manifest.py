@@ -144,7 +144,7 @@ def check_resumable(run: SweepRun) -> None:
     new_resolved = planned.resolved
     old, new = configuration(done["recipe"]), configuration(new_resolved)
     differing = same_configuration(old, new)
-    if differing:  # only then work out the defaults (they import the training stack's classes)
+    if differing:  # only then work out the defaults
         differing = same_configuration(old, new, configuration_defaults(new_resolved))
     if differing:
         raise RecipeError(

@@ -157,6 +157,7 @@ def run_branched(recipe: Recipe) -> dict[str, Any]:
     from iml_hf.training.pipeline import run
     from iml_hf.utils import console
 
+    recipe.check_training_arguments()  # every stage's, branch stages included, before anything is written
     trunk = trunk_recipe(recipe)
     trunk_out = trunk_folder(recipe.run.output_dir)
     if (trunk_out / "results.json").exists():

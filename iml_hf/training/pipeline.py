@@ -139,7 +139,7 @@ def _run(recipe: Recipe, state: PartialState, folder: RunFolder, plan: dict[str,
     """The run's steps in order: data, model, folder, stages, results."""
     started = time.perf_counter()
     data = _prepare_inputs(recipe, state)
-    model = _build_model(recipe, data.tokenizer)
+    model = _build_model(recipe, data.tokenizer, state)
     if state.is_main_process:
         folder.start(recipe.resolved, plan)
     state.wait_for_everyone()
@@ -173,11 +173,11 @@ def _prepare_inputs(recipe: Recipe, state: PartialState) -> RunData:
     return RunData(corpus, tokenizer, tokenized, evaluation, inputs)
 
 
-def _build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def _build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, state: PartialState) -> PreTrainedModel:
     """The model, seeded; a checkpoint that cannot be loaded is a RecipeError."""
     set_seed(recipe.run.seed)
     try:
-        with console.timed("model", PartialState().is_main_process) as line:
+        with console.timed("model", state.is_main_process) as line:
             model = build_model(recipe.model, tokenizer)
             line["text"] = (
                 f"{recipe.model.model_name_or_path or recipe.model.architecture}, "

@@ -2,7 +2,8 @@
 lines of formatted numbers with stage names; one switch (``set_verbosity``) silences all of it.
 
 On a terminal (stderr is a TTY) each training stage gets a tqdm bar named after the stage, with
-its rate and time left, through transformers' own ``ProgressCallback``; evaluation passes get a
+its rate and time left (``iml_hf.training.progress``, a subclass of transformers' ``ProgressCallback``);
+evaluation passes get a
 short-lived bar. Piped into a file (a sweep's per-run log, ``> run.log``) there is no bar and no
 carriage return: a plain progress line every ``PLAIN_EVERY_S`` seconds instead. Log lines go to
 stdout either way: ``[x1 step  450/6000] eval EM  pretrain 0.338  x1t 0.251 ... (0.4 s)``.
