@@ -25,8 +25,8 @@ toy: $(STAMP)  ## the toy IML experiment on CPU (about 4 minutes on 2 cores)
 entities: $(STAMP)  ## entity QA with define tags on CPU (about 2 minutes on 2 cores)
 	$(PY) -m iml_hf.train recipes/entities_cpu.yaml
 
-test: $(STAMP)  ## the test suite, on up to 4 cores (pytest-xdist)
-	$(PY) -m pytest -n auto --maxprocesses 4
+test: $(STAMP)  ## the test suite, on up to 4 cores (pytest-xdist), listing its 12 slowest tests
+	$(PY) -m pytest -n auto --maxprocesses 4 --durations=12
 
 lint: $(STAMP)  ## ruff's lint and format checks and mypy's type check of iml_hf (pyproject.toml [tool.ruff], [tool.mypy]); `ruff format iml_hf tests benchmarks` fixes the format
 	$(VENV)/bin/ruff check iml_hf tests benchmarks
