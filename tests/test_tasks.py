@@ -100,3 +100,13 @@ def test_largest_remainder_keeps_the_total_and_gives_ties_to_the_first_declared(
         {s: share * 37 for s, share in zip("abcdefg", (0.05, 0.25, 0.25, 0.05, 0.15, 0.15, 0.1))}
     )
     assert sum(counts.values()) == 37
+
+
+def test_a_task_with_the_old_subset_descriptions_hook_is_refused_with_the_fix() -> None:
+    class OldStyleTask:
+        version, subsets, contrasts = 1, ("a",), {}
+        subset_descriptions = {"a": "the subset"}
+
+    with pytest.raises(TypeError, match="declares subset_descriptions.*declare subset_meanings"):
+        tasks.register_task("old_style_never_registered")(OldStyleTask)
+    assert "old_style_never_registered" not in tasks.task_names()

@@ -115,6 +115,12 @@ def register_task(name: str) -> Callable[[type[TaskT]], type[TaskT]]:
         for attribute in ("version", "subsets", "contrasts"):
             if not hasattr(cls, attribute):
                 raise TypeError(f"task {name!r} ({cls.__qualname__}) must define {attribute!r}")
+        if hasattr(cls, "subset_descriptions") and not hasattr(cls, "subset_meanings"):
+            raise TypeError(
+                f"task {name!r} ({cls.__qualname__}) declares subset_descriptions, which iml_hf no longer "
+                "reads: declare subset_meanings = {subset: SubsetMeaning(description, ...)} instead "
+                "(iml_hf.tasks.subsets; docs/adding-a-task.md)"
+            )
         _REGISTRY[name] = cls
         return cls
 
