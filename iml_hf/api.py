@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from iml_hf.config import Recipe, RecipeError, load_yaml_origins, recipe_from
 from iml_hf.config.keys import SECTIONS
+from iml_hf.config.run_names import format_value
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -111,11 +112,6 @@ def run(recipe: str | os.PathLike | Mapping[str, Any] | Recipe, verbose: bool = 
         return run_pipeline(recipe)
 
 
-def _cli_value(value: Any) -> str:
-    """A Python value as the command line (YAML) reads it back."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def run_sweep(
     recipe: str | os.PathLike,
     *,
@@ -149,11 +145,11 @@ def run_sweep(
         "--launcher",
         launcher,
     ]
-    argv += [f"--set={key}=" + ",".join(_cli_value(v) for v in values) for key, values in (sets or {}).items()]
+    argv += [f"--set={key}=" + ",".join(format_value(v) for v in values) for key, values in (sets or {}).items()]
     argv += ["--jobs", str(jobs)] if jobs is not None else []
     argv += ["--threads", str(threads)] if threads is not None else []
     argv += [f"--slurm={key}={value}" for key, value in (slurm or {}).items()]
-    argv += [f"--{key}={_cli_value(value)}" for key, value in dotted(overrides or {}).items()]
+    argv += [f"--{key}={format_value(value)}" for key, value in dotted(overrides or {}).items()]
     args, extra = sweep_cli.build_parser().parse_known_args(argv)
     sweep_cli.check_arguments(args, extra)  # RecipeError, before anything is written
     grid = dict(parse_set(s) for s in args.sets)

@@ -34,7 +34,7 @@ from iml_hf import __version__
 from iml_hf.config.args import STAGE_FIELDS, RunArguments, StageArguments
 from iml_hf.config.hub_keys import TRAINER_HUB_KEYS
 from iml_hf.config.keys import RESERVED_TRAINING_KEYS, SECTION_CLASSES, TRAINING_DEFAULTS, field_types
-from iml_hf.config.validation import describe
+from iml_hf.config.validation import describe, field_default
 from iml_hf.tasks import task_registry
 
 #: TrainingArguments keys shown by ``--help`` (with those the recipe sets); ``--help-all`` shows every one.
@@ -152,17 +152,6 @@ def first_sentences(text: str) -> str:
     return short
 
 
-def field_default(f: dataclasses.Field) -> Any:
-    """A field's default (its factory called), or ``_NOTHING`` for a required field."""
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-    else:
-        return _NOTHING
-    return value.value if isinstance(value, enum.Enum) else value
-
-
 def field_choices(annotation: Any, f: dataclasses.Field) -> tuple:
     """The values a field takes: its metadata's ``choices``, an Enum's values or a Literal's."""
     if "choices" in f.metadata:
@@ -196,7 +185,7 @@ def dataclass_keys(cls: type, prefix: str, skip: tuple[str, ...] = (), training:
                 types_[f.name],
                 first_sentences(text) if training else text,
                 field_choices(types_[f.name], f),
-                field_default(f),
+                _NOTHING if (default := field_default(f)) is dataclasses.MISSING else default,
             )
         )
     return docs

@@ -53,13 +53,6 @@ def _stage_fields() -> dict[str, Any]:
     return {k: v for k, v in field_types(StageArguments).items() if k in STAGE_FIELDS and k != "name"}
 
 
-def _type_name(annotation: Any) -> str:
-    """A short name for ``--help``: ``int``, ``float``, ``list[str]``, ``str | None``..."""
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("NoneType", "None")
-
-
 def fail_unknown(key: str, valid: list[str], where: str) -> None:
     raise RecipeError(f"unknown key '{key}' {where}{suggest(str(key), valid)}")
 
@@ -74,11 +67,6 @@ def _check_shape(recipe: dict[str, Any], where: str) -> None:
     if name is not None and not isinstance(name, str):
         raise invalid("task.name", name, f"a task name, one of {sorted(task_registry())} ({where})")
     check_stages(recipe.get("stages"), where)
-
-
-def _schema(recipe: dict[str, Any], where: str = "in the recipe") -> dict[str, str]:
-    """Every valid dotted key for this recipe -> its type name."""
-    return {k: _type_name(t) for k, t in key_types(recipe, where).items()}
 
 
 def key_types(recipe: dict[str, Any], where: str = "in the recipe") -> dict[str, Any]:
@@ -107,7 +95,7 @@ def key_types(recipe: dict[str, Any], where: str = "in the recipe") -> dict[str,
 def flatten(recipe: dict[str, Any], where: str, origins: dict[str, str] | None = None) -> dict[str, Any]:
     """Nested recipe -> {dotted key: value}, checking every key against the schema (an unknown key's
     error names its line when ``origins`` knows it)."""
-    schema = _schema(recipe, where)
+    schema = key_types(recipe, where)
     flat: dict[str, Any] = {}
     for key, value in recipe.items():
         if key == "stages":

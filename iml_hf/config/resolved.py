@@ -102,16 +102,12 @@ def configuration_defaults(resolved: dict[str, Any]) -> dict[str, Any]:
     from iml_hf.config.args import STAGE_FIELDS, RunArguments, StageArguments
     from iml_hf.config.keys import RESERVED_TRAINING_KEYS, SECTION_CLASSES, TRAINING_DEFAULTS
     from iml_hf.config.training_fields import UNKNOWN, training_fields
+    from iml_hf.config.validation import field_default
     from iml_hf.tasks import get_task_class
 
     def field_defaults(cls: type) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(cls):
-            if f.init and f.default is not dataclasses.MISSING:
-                out[f.name] = f.default
-            elif f.init and f.default_factory is not dataclasses.MISSING:
-                out[f.name] = f.default_factory()
-        return out
+        defaults = {f.name: field_default(f) for f in dataclasses.fields(cls) if f.init}
+        return {name: value for name, value in defaults.items() if value is not dataclasses.MISSING}
 
     tree: dict[str, Any] = field_defaults(RunArguments)
     task_name = (resolved.get("task") or {}).get("name")

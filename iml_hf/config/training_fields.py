@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from iml_hf.config.validation import field_default
+
 #: A default the source gives as an expression this reader does not evaluate.
 UNKNOWN: Any = dataclasses.MISSING
 
@@ -68,18 +70,10 @@ def _from_class() -> dict[str, TrainingField]:
 
     hints = typing.get_type_hints(TrainingArguments)
     return {
-        f.name: TrainingField(f.name, hints.get(f.name, Any), _class_default(f), f.metadata.get("help", ""))
+        f.name: TrainingField(f.name, hints.get(f.name, Any), field_default(f), f.metadata.get("help", ""))
         for f in dataclasses.fields(TrainingArguments)
         if f.init
     }
-
-
-def _class_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return UNKNOWN
 
 
 def _from_source(package: Path) -> dict[str, TrainingField]:

@@ -15,6 +15,7 @@ This module imports nothing of the toolkit, so argument dataclasses and tasks ca
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import enum
 import math
@@ -93,6 +94,18 @@ def describe(annotation: Any) -> str:
             return f"a mapping of {_plural(args[0])} to {_plural(args[1])}"
         return "a mapping"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default (its factory called, an Enum as its value), or
+    ``dataclasses.MISSING`` for a required field."""
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return dataclasses.MISSING
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _choices(enum_class: type[enum.Enum]) -> str:
